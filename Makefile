@@ -1,0 +1,29 @@
+# make repro: set up .venv and run the whole pipeline on the default data (dvc repro)
+# make test:  set up .venv and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-requirements
+# Stages run as `python -m stages.<name>`: put the venv's python first on PATH for DVC.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: venv repro test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.augment
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,95 @@
+"""Scores and plots computed from predictions: accuracy, per-class precision/recall/F1,
+confusion matrices (as DVC plot data and as PNG heatmaps) and learning curves.
+
+Metric key names are stable, flat within a split, so `dvc exp show` and `dvc metrics diff`
+show them as columns such as `test.accuracy` or `val.f1_macro`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> tuple[dict, pd.DataFrame]:
+    """Summary scores (accuracy, macro precision/recall/F1) and a per-class table
+    (class, precision, recall, f1, support), one row per class in class-id order.
+
+    A class never predicted has precision 0 (not NaN), so JSON and `dvc metrics diff` stay valid.
+    """
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0)
+    summary = {
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "precision_macro": float(np.mean(precision)),
+        "recall_macro": float(np.mean(recall)),
+        "f1_macro": float(np.mean(f1)),
+    }
+    per_class = pd.DataFrame({"class": class_names, "precision": precision, "recall": recall,
+                              "f1": f1, "support": support.astype(int)})
+    return summary, per_class
+
+
+def per_class_json(table: pd.DataFrame) -> dict:
+    """{class: {precision, recall, f1, support}} from classification_report's table."""
+    return {str(row["class"]): {"precision": float(row["precision"]), "recall": float(row["recall"]),
+                                "f1": float(row["f1"]), "support": int(row["support"])}
+            for _, row in table.iterrows()}
+
+
+def predictions_table(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """One row per sample, `actual` and `predicted` class names: what DVC's confusion template reads."""
+    names = np.asarray(class_names, dtype=object)
+    return pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred]})
+
+
+def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
+    """Heatmap of the row-normalised confusion matrix (share of each true class), counts in the cells."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = confusion_matrix(y_true, y_pred, labels=np.arange(len(class_names)))
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    side = min(max(4.0, 0.5 * n + 2), 24)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ax.set_xticks(range(n), class_names, rotation=90 if n > 12 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title)
+    if n <= 30:  # past that the numbers no longer fit in the cells
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if shares[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
+    """Loss and accuracy per epoch, train and validation side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for split, style in (("train", "-o"), ("val", "-s")):
+        loss_ax.plot(history["epoch"], history[f"{split}_loss"], style, label=split, markersize=3)
+        acc_ax.plot(history["epoch"], history[f"{split}_accuracy"], style, label=split, markersize=3)
+    loss_ax.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+    acc_ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,253 @@
+"""The one place `params.yaml` is read: validated into typed, frozen dataclasses.
+
+A stage calls `load_params(*PARAMS)` with the sections it declares in `dvc.yaml`. The whole file
+is validated (unknown keys, types, ranges), but only the declared sections are handed back: using
+another one raises, so a stage cannot silently depend on params DVC does not rerun it for.
+
+Messages name the key, the value and what is allowed, e.g.
+    The 'train.lr' parameter must be a float > 0. Got -0.1 instead.
+    unknown key 'train.lerning_rate' in params.yaml; did you mean 'train.lr'? valid: batch_size, ...
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from ruamel.yaml import YAML
+
+from .errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+
+# A check takes the raw YAML value and returns the converted value, or raises _Invalid("a float > 0").
+Check = Callable[[Any], Any]
+
+
+class _Invalid(Exception):
+    """Raised by a check with the description of what is allowed."""
+
+
+def _spec(check: Check, doc: str) -> Any:
+    return field(metadata={"check": check, "doc": doc})
+
+
+def _number(kind: type, *, gt: float | None = None, ge: float | None = None,
+            lt: float | None = None, le: float | None = None) -> Check:
+    bounds = [f"{op} {v:g}" for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None]
+    what = f"{'an integer' if kind is int else 'a float'}" + (f" {' and '.join(bounds)}" if bounds else "")
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(what)
+        if kind is int and not float(value).is_integer():
+            raise _Invalid(what)
+        value = kind(value)
+        if (not math.isfinite(value) or (gt is not None and not value > gt) or (ge is not None and not value >= ge)
+                or (lt is not None and not value < lt) or (le is not None and not value <= le)):
+            raise _Invalid(what)
+        return value
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("true or false")
+    return value
+
+
+def _choice(*allowed: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise _Invalid("one of " + ", ".join(allowed))
+        return value
+    return check
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("a non-empty string")
+    return value
+
+
+def _int_list(item: Check, what: str, *, unique: bool = False) -> Check:
+    def check(value: Any) -> tuple[int, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(what)
+        try:
+            items = tuple(item(v) for v in value)
+        except _Invalid:
+            raise _Invalid(what) from None
+        if unique and len(set(items)) != len(items):
+            raise _Invalid(what)
+        return items
+    return check
+
+
+def _odd_kernel(value: Any) -> int:
+    value = _number(int, ge=3)(value)
+    if value % 2 == 0:
+        raise _Invalid("odd")
+    return value
+
+
+def _size(value: Any) -> tuple[int, int]:
+    """An image size: one integer (square) or [height, width], each 4..4096 pixels."""
+    what = "an integer or [height, width] between 4 and 4096"
+    side = _number(int, ge=4, le=4096)
+    try:
+        if isinstance(value, list) and len(value) == 2:
+            return side(value[0]), side(value[1])
+        return side(value), side(value)
+    except _Invalid:
+        raise _Invalid(what) from None
+
+
+# ----------------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class DataParams:
+    source: str = _spec(_string, "'digits' (scikit-learn's bundled digits) or a folder of class subfolders")
+    digits_size: int = _spec(_number(int, ge=8, le=512), "pixels: the 8x8 digits are upscaled to this square size")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    train: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for training")
+    val: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for validation")
+    test: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for the final test")
+    seed: int = _spec(_number(int, ge=0), "seed of the shuffle inside each class")
+
+    def __post_init__(self) -> None:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise PipelineError(
+                f"The 'split.train', 'split.val' and 'split.test' parameters must sum to 1. "
+                f"Got {self.train:g} + {self.val:g} + {self.test:g} = {total:g} instead.")
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    grayscale: bool = _spec(_boolean, "true: one grey channel; false: three RGB channels")
+    size: tuple[int, int] = _spec(_size, "pixels: images are resized (stretched, never padded) to this")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    blur_kernels: tuple[int, ...] = _spec(
+        _int_list(_odd_kernel, "a list of distinct odd integers >= 3", unique=True), "box-blur kernel sizes; each adds one copy")
+    hflip: bool = _spec(_boolean, "add a left-right mirrored copy of every image and blur")
+    vflip: bool = _spec(_boolean, "add an upside-down copy of every image and blur")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    name: str = _spec(_string, "architecture from the model registry")
+    hidden: tuple[int, ...] = _spec(
+        _int_list(_number(int, ge=1), "a list of integers >= 1"), "mlp: hidden layer widths ([] = softmax regression)")
+    dropout: float = _spec(_number(float, ge=0, lt=1), "dropout rate before each dense layer")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    optimizer: str = _spec(_choice("sgd", "adam"), "sgd or adam")
+    lr: float = _spec(_number(float, gt=0), "learning rate")
+    momentum: float = _spec(_number(float, ge=0, lt=1), "SGD momentum")
+    weight_decay: float = _spec(_number(float, ge=0), "L2 weight decay")
+    epochs: int = _spec(_number(int, ge=1), "passes over the training set")
+    batch_size: int = _spec(_number(int, ge=1), "images per optimisation step")
+    scheduler: str = _spec(_choice("none", "step"), "learning-rate schedule: none or step")
+    step_size: int = _spec(_number(int, ge=1), "step: epochs between learning-rate drops")
+    gamma: float = _spec(_number(float, gt=0, le=1), "step: factor of each learning-rate drop")
+    seed: int = _spec(_number(int, ge=0), "seed of weight init and batch order")
+    device: str = _spec(_choice("auto", "cpu", "cuda"), "auto: CUDA when present, else CPU")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams, "split": SplitParams, "prepare": PrepareParams,
+    "augment": AugmentParams, "model": ModelParams, "train": TrainParams,
+}
+
+
+def describe(section: str) -> dict[str, str]:
+    """key -> meaning of every key of a section (used by the README test and error messages)."""
+    return {f.name: f.metadata["doc"] for f in fields(SECTIONS[section])}
+
+
+def _unknown_key(key: str, valid: list[str], prefix: str = "") -> PipelineError:
+    guess = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean '{prefix}{guess[0]}'?" if guess else ";"
+    return PipelineError(f"unknown key '{prefix}{key}' in params.yaml{hint} valid: {', '.join(valid)}")
+
+
+def parse_section(section: str, raw: Any) -> Any:
+    """Validate one section's mapping into its dataclass; raises PipelineError naming the key."""
+    cls = SECTIONS[section]
+    if not isinstance(raw, dict):
+        raise PipelineError(f"params.yaml: '{section}' must be a mapping of keys, got {raw!r}")
+    valid = [f.name for f in fields(cls)]
+    for key in raw:
+        if key not in valid:
+            raise _unknown_key(str(key), valid, f"{section}.")
+    values = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            raise PipelineError(f"missing key '{section}.{f.name}' in params.yaml ({f.metadata['doc']})")
+        try:
+            values[f.name] = f.metadata["check"](raw[f.name])
+        except _Invalid as exc:
+            raise PipelineError(
+                f"The '{section}.{f.name}' parameter must be {exc}. Got {raw[f.name]!r} instead.") from None
+    return cls(**values)
+
+
+class _Undeclared:
+    """Stands in for a section a stage did not declare: any use of it is a bug in the stage."""
+
+    def __init__(self, section: str) -> None:
+        self._section = section
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"params section '{self._section}' is not declared by this stage: add it to the stage's "
+            f"PARAMS and to its params in dvc.yaml, or DVC will not rerun the stage when it changes")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    split: SplitParams
+    prepare: PrepareParams
+    augment: AugmentParams
+    model: ModelParams
+    train: TrainParams
+
+
+def read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run the stage from the project root")
+    try:
+        return YAML(typ="safe").load(path.read_text())
+    except Exception as exc:  # ruamel raises many parser error types
+        raise PipelineError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def load_params(*sections: str, path: Path = PARAMS_FILE) -> Params:
+    """Read and validate the whole params file; hand back only `sections`, the stage's declared ones."""
+    for name in sections:
+        if name not in SECTIONS:
+            raise ValueError(f"no params section {name!r}")  # a programming error, not a user one
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path} must be a mapping of sections, got {raw!r}")
+    for key in raw:
+        if key not in SECTIONS:
+            raise _unknown_key(str(key), list(SECTIONS))
+    parsed = {}
+    for name in SECTIONS:
+        if name not in raw:
+            raise PipelineError(f"missing section '{name}' in {path}")
+        section = parse_section(name, raw[name])
+        parsed[name] = section if name in sections else _Undeclared(name)
+    return Params(**parsed)

@@ -1,0 +1,20 @@
+"""Every artifact path of the pipeline, named once. `tests/test_dvc_yaml.py` checks that
+`dvc.yaml` declares exactly these as each stage's deps and outs. Paths are relative to the
+project root, where DVC runs every stage."""
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")                  # <class>/<image>: what ingest copied or generated
+SPLIT_DIR = Path("data/split")              # {train,val,test}.csv (path,label) + classes.json
+PREPARED_DIR = Path("data/prepared")        # {train,val,test}/ arrays + stats.json
+AUGMENTED_DIR = Path("data/augmented")      # train/ arrays: prepared train + augmented copies
+MODEL_FILE = Path("models/model.pt")        # checkpoint: weights, classes, input shape, normalisation
+TRAIN_METRICS = Path("metrics/train.json")
+EVAL_METRICS = Path("metrics/eval.json")     # per split: accuracy, loss, macro precision/recall/F1
+PER_CLASS_METRICS = Path("metrics/per_class.json")  # per split and class: precision, recall, F1, support
+TRAIN_PLOTS = Path("plots/train")           # history.csv: per-epoch loss, accuracy, learning rate
+EVAL_PLOTS = Path("plots/eval")             # {val,test}_predictions.csv, per_class_{val,test}.csv, PNGs
+
+CLASSES_FILE = SPLIT_DIR / "classes.json"
+STATS_FILE = PREPARED_DIR / "stats.json"
+HISTORY_FILE = TRAIN_PLOTS / "history.csv"
+SPLITS = ("train", "val", "test")
