@@ -57,7 +57,8 @@ def prepare_split(split: str, out: Path, classes: list[str], params: PreparePara
         images[row] = prepare_image(read_image(Path(path)), params)
     labels = np.array([class_id[label] for label in files["label"]], dtype=np.int64)
     index = pd.DataFrame({"source": files["path"], "split": split, "augmentation": "original"})
-    finish_array_set(folder, images, labels, index)
+    images.flush()
+    finish_array_set(folder, labels, index)
     return images
 
 

@@ -60,8 +60,8 @@ def main() -> None:
     write_json(paths.TRAIN_METRICS, {
         "epochs": len(history),
         "parameters": count_parameters(model),
+        # Last epoch, averaged over its steps in train mode; val scores are evaluate's (metrics/eval.json).
         "train_loss": last.train_loss, "train_accuracy": last.train_accuracy,
-        "val_loss": last.val_loss, "val_accuracy": last.val_accuracy,
     })
     with atomic_dir(paths.TRAIN_PLOTS) as out:
         pd.DataFrame([dataclasses.asdict(r) for r in history]).to_csv(out / paths.HISTORY_FILE.name, index=False)

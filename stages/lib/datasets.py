@@ -192,12 +192,8 @@ def allocate_images(folder: Path, shape: tuple[int, ...]) -> np.ndarray:
     return np.lib.format.open_memmap(Path(folder) / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
 
 
-def finish_array_set(folder: Path, images: np.ndarray, labels: np.ndarray, index: pd.DataFrame) -> None:
-    """Complete an array set whose images were written through `allocate_images`."""
-    if isinstance(images, np.memmap):
-        images.flush()
-    else:
-        np.save(Path(folder) / "images.npy", images)
+def finish_array_set(folder: Path, labels: np.ndarray, index: pd.DataFrame) -> None:
+    """Complete an array set whose images.npy is written (`allocate_images`, `write_augmented_images`)."""
     np.save(Path(folder) / "labels.npy", labels.astype(np.int64))
     index.to_csv(Path(folder) / "index.csv", index=False)
 

@@ -91,3 +91,30 @@ def augmentation_variants(blur_kernels: tuple[int, ...], use_hflip: bool, use_vf
     blurs = [1, *blur_kernels]
     flips = [""] + (["h"] if use_hflip else []) + (["v"] if use_vflip else [])
     return [Variant(blur, flip) for blur in blurs for flip in flips]
+
+
+def augment_into(images: np.ndarray, variants: list[Variant], out: np.ndarray) -> None:
+    """Write every variant of N×H×W×C `images` into `out` (N·len(variants) rows, image-major:
+    row i·V + v is variant v of image i, so a block of sources fills a contiguous block of rows).
+
+    OpenCV writes each result straight into its output row (`dst=`): no temporary per image, and
+    a flip is taken from the blurred row already written, so each blur is computed once.
+    Equal, row for row, to `variant.apply(images)`.
+    """
+    n_variants = len(variants)
+    if out.shape != (len(images) * n_variants, *images.shape[1:]):
+        raise ValueError(f"out has shape {out.shape}, expected {(len(images) * n_variants, *images.shape[1:])}")
+    # Plan once: what each variant row is made from (frozen-dataclass lookups per image are slow).
+    row_of = {variant: v for v, variant in enumerate(variants)}
+    plan = [(variant, row_of.get(Variant(variant.blur)), {"h": 1, "v": 0}.get(variant.flip)) for variant in variants]
+    for i, image in enumerate(images):
+        rows = out[i * n_variants:(i + 1) * n_variants]
+        for v, (variant, unflipped, flip_code) in enumerate(plan):
+            if flip_code is not None and unflipped is not None:
+                cv2.flip(rows[unflipped], flip_code, dst=rows[v])
+            elif flip_code is not None:
+                rows[v] = variant.apply(image[None])[0]
+            elif variant.blur > 1:
+                cv2.blur(image, (variant.blur, variant.blur), dst=rows[v])
+            else:
+                rows[v] = image

@@ -177,6 +177,9 @@ def describe(section: str) -> dict[str, str]:
 
 def _unknown_key(key: str, valid: list[str], prefix: str = "") -> PipelineError:
     guess = difflib.get_close_matches(key, valid, n=1)
+    if not guess:  # an abbreviation spelt out: learning_rate -> lr
+        initials = "".join(word[:1] for word in key.split("_"))
+        guess = [name for name in valid if name == initials]
     hint = f"; did you mean '{prefix}{guess[0]}'?" if guess else ";"
     return PipelineError(f"unknown key '{prefix}{key}' in params.yaml{hint} valid: {', '.join(valid)}")
 

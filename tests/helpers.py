@@ -1,0 +1,95 @@
+"""Shared test helpers: tiny image folders, a copy of the project, running stages and dvc."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore")
+
+# Small enough to run every stage in seconds, large enough that every split gets every class.
+TINY_PARAMS = {
+    "data": {"digits_size": 16},
+    "prepare": {"size": 16},
+    "model": {"name": "mlp", "hidden": [32], "dropout": 0.0},
+    "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "scheduler": "none"},
+}
+
+
+def env() -> dict[str, str]:
+    """The environment for subprocesses: this interpreter's bin first, so `python` in dvc.yaml is it."""
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e["PYTHONPATH"] = ""
+    e["DVC_NO_ANALYTICS"] = "1"
+    return e
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def run_stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", f"stages.{name}"], cwd, check)
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def read_params(path: Path) -> dict:
+    return YAML(typ="safe").load(path.read_text())
+
+
+def write_params(path: Path, overrides: dict) -> None:
+    """Write params.yaml as the project's, with `overrides` ({section: {key: value}}) applied."""
+    params = read_params(ROOT / "params.yaml")
+    for section, values in overrides.items():
+        params.setdefault(section, {}).update(values)
+    dump_params(path, params)
+
+
+def dump_params(path: Path, params: dict) -> None:
+    yaml = YAML()
+    yaml.default_flow_style = False
+    with path.open("w") as f:
+        yaml.dump(params, f)
+
+
+def copy_project(dest: Path, overrides: dict | None = None) -> Path:
+    """A copy of the project's code and config in `dest`, with tiny params and no data."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy(src, dest / name)
+    merged = {section: dict(values) for section, values in TINY_PARAMS.items()}
+    for section, values in (overrides or {}).items():
+        merged.setdefault(section, {}).update(values)
+    write_params(dest / "params.yaml", merged)
+    return dest
+
+
+def make_image_folder(root: Path, classes: dict[str, int], size: tuple[int, int] = (20, 30),
+                      channels: int = 3, suffix: str = ".png", seed: int = 0) -> Path:
+    """root/<class>/img_<i><suffix>: random images whose brightness depends on the class."""
+    rng = np.random.default_rng(seed)
+    for c, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            base = 40 + 60 * c
+            image = np.clip(rng.normal(base, 20, size=(*size, channels)), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / name / f"img_{i:03d}{suffix}"), image)
+    return root

@@ -1,0 +1,45 @@
+"""Scores match scikit-learn; plot data has the shape DVC's templates read; PNGs are written."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from stages.lib.metrics import (classification_report, per_class_json, plot_confusion, plot_learning_curves,
+                                predictions_table)
+
+CLASSES = ["cat", "dog", "owl"]
+Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
+Y_PRED = np.array([0, 1, 0, 1, 1, 2, 0, 2, 2, 1])
+
+
+def test_scores_match_scikit_learn() -> None:
+    summary, table = classification_report(Y_TRUE, Y_PRED, CLASSES)
+    assert summary["accuracy"] == accuracy_score(Y_TRUE, Y_PRED)
+    assert np.isclose(summary["f1_macro"], f1_score(Y_TRUE, Y_PRED, average="macro"))
+    assert np.isclose(summary["precision_macro"], precision_score(Y_TRUE, Y_PRED, average="macro"))
+    assert np.isclose(summary["recall_macro"], recall_score(Y_TRUE, Y_PRED, average="macro"))
+    np.testing.assert_allclose(table["f1"], f1_score(Y_TRUE, Y_PRED, average=None))
+    assert table["class"].tolist() == CLASSES and table["support"].tolist() == [3, 3, 4]
+
+
+def test_a_class_never_predicted_scores_zero_not_nan() -> None:
+    summary, table = classification_report(np.array([0, 1, 2]), np.array([0, 0, 0]), CLASSES)
+    per_class = per_class_json(table)
+    assert per_class["owl"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert not any(np.isnan(v) for v in summary.values())
+
+
+def test_predictions_table_for_the_confusion_template() -> None:
+    table = predictions_table(Y_TRUE, Y_PRED, CLASSES)
+    assert table.columns.tolist() == ["actual", "predicted"] and len(table) == len(Y_TRUE)
+    assert table.iloc[1].tolist() == ["cat", "dog"]
+
+
+def test_pngs_are_written(tmp_path) -> None:
+    plot_confusion(Y_TRUE, Y_PRED, CLASSES, "val", tmp_path / "confusion.png")
+    history = pd.DataFrame({"epoch": [1, 2], "lr": [0.1, 0.1], "train_loss": [1.0, 0.5],
+                            "train_accuracy": [0.5, 0.8], "val_loss": [1.1, 0.7], "val_accuracy": [0.4, 0.7]})
+    plot_learning_curves(history, tmp_path / "curves.png")
+    for name in ("confusion.png", "curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,118 @@
+"""params.yaml is validated up front, with messages that name the key, the value and what is allowed."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stages.lib.errors import PipelineError
+from stages.lib.params import SECTIONS, describe, load_params, parse_section
+from tests.helpers import ROOT, read_params, write_params
+
+
+def test_project_params_load() -> None:
+    params = load_params(*SECTIONS, path=ROOT / "params.yaml")
+    assert params.data.source == "digits"
+    assert params.split.train + params.split.val + params.split.test == pytest.approx(1.0)
+    assert all(k % 2 == 1 for k in params.augment.blur_kernels)
+    assert dataclasses.is_dataclass(params.train) and params.train.lr > 0
+
+
+def test_sections_are_frozen() -> None:
+    params = load_params("train", path=ROOT / "params.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_undeclared_section_cannot_be_used() -> None:
+    params = load_params("train", path=ROOT / "params.yaml")
+    with pytest.raises(AttributeError, match="'augment' is not declared by this stage"):
+        _ = params.augment.blur_kernels
+
+
+def _with(tmp_path, section: str, **values):
+    path = tmp_path / "params.yaml"
+    write_params(path, {section: values})
+    return path
+
+
+def test_unknown_key_suggests_the_close_one(tmp_path) -> None:
+    raw = read_params(ROOT / "params.yaml")
+    raw["train"]["lerning_rate"] = 0.1
+    with pytest.raises(PipelineError, match=r"unknown key 'train.lerning_rate' in params.yaml; did you mean "
+                                            r"'train.lr'\? valid: optimizer, lr, momentum"):
+        parse_section("train", raw["train"])
+
+
+def test_unknown_section(tmp_path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text() + "\ntrian:\n  lr: 0.1\n")
+    with pytest.raises(PipelineError, match="unknown key 'trian' in params.yaml; did you mean 'train'"):
+        load_params("train", path=path)
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("train", "lr", -0.1, "The 'train.lr' parameter must be a float > 0. Got -0.1 instead."),
+    ("train", "lr", "fast", "The 'train.lr' parameter must be a float > 0. Got 'fast' instead."),
+    ("train", "epochs", 0, "The 'train.epochs' parameter must be an integer >= 1. Got 0 instead."),
+    ("train", "epochs", 2.5, "The 'train.epochs' parameter must be an integer >= 1. Got 2.5 instead."),
+    ("train", "batch_size", True, "The 'train.batch_size' parameter must be an integer >= 1. Got True instead."),
+    ("train", "momentum", 1.0, "The 'train.momentum' parameter must be a float >= 0 and < 1. Got 1.0 instead."),
+    ("train", "optimizer", "rmsprop", "The 'train.optimizer' parameter must be one of sgd, adam. Got 'rmsprop'"),
+    ("train", "device", "tpu", "The 'train.device' parameter must be one of auto, cpu, cuda."),
+    ("augment", "blur_kernels", [3, 4], "The 'augment.blur_kernels' parameter must be a list of distinct odd "
+                                        "integers >= 3. Got [3, 4] instead."),
+    ("augment", "blur_kernels", [-3], "'augment.blur_kernels' parameter must be a list of distinct odd"),
+    ("augment", "blur_kernels", [3, 3], "'augment.blur_kernels' parameter must be a list of distinct odd"),
+    ("augment", "blur_kernels", 3, "'augment.blur_kernels' parameter must be a list"),
+    ("augment", "hflip", "yes", "The 'augment.hflip' parameter must be true or false. Got 'yes' instead."),
+    ("prepare", "size", 2, "The 'prepare.size' parameter must be an integer or [height, width] between 4 and 4096"),
+    ("prepare", "size", [32, 32, 3], "The 'prepare.size' parameter must be an integer or [height, width]"),
+    ("model", "dropout", 1.0, "The 'model.dropout' parameter must be a float >= 0 and < 1. Got 1.0 instead."),
+    ("model", "hidden", [64, 0], "The 'model.hidden' parameter must be a list of integers >= 1."),
+    ("split", "seed", -1, "The 'split.seed' parameter must be an integer >= 0. Got -1 instead."),
+    ("data", "source", "", "The 'data.source' parameter must be a non-empty string."),
+])
+def test_bad_values_name_key_value_and_rule(tmp_path, section, key, value, message) -> None:
+    with pytest.raises(PipelineError, match=message.replace("[", r"\[").replace("]", r"\]")
+                       .replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_params(section, path=_with(tmp_path, section, **{key: value}))
+
+
+def test_split_fractions_must_sum_to_one(tmp_path) -> None:
+    path = _with(tmp_path, "split", train=0.7, val=0.2, test=0.2)
+    with pytest.raises(PipelineError, match=r"'split.train', 'split.val' and 'split.test' parameters must sum "
+                                            r"to 1. Got 0.7 \+ 0.2 \+ 0.2 = 1.1 instead"):
+        load_params("split", path=path)
+
+
+def test_size_accepts_square_and_rectangle(tmp_path) -> None:
+    assert load_params("prepare", path=_with(tmp_path, "prepare", size=24)).prepare.size == (24, 24)
+    assert load_params("prepare", path=_with(tmp_path, "prepare", size=[20, 40])).prepare.size == (20, 40)
+
+
+def test_missing_key_is_named(tmp_path) -> None:
+    raw = read_params(ROOT / "params.yaml")
+    del raw["train"]["gamma"]
+    with pytest.raises(PipelineError, match=r"missing key 'train.gamma' in params.yaml"):
+        parse_section("train", raw["train"])
+
+
+def test_a_validation_error_in_another_section_is_still_reported(tmp_path) -> None:
+    # A stage validates the whole file: a typo anywhere stops the pipeline at its first stage.
+    with pytest.raises(PipelineError, match="'train.lr'"):
+        load_params("data", path=_with(tmp_path, "train", lr=0))
+
+
+def test_not_yaml_and_missing_file(tmp_path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(PipelineError, match="params.yaml is not valid YAML"):
+        load_params("train", path=bad)
+    with pytest.raises(PipelineError, match="nope.yaml not found"):
+        load_params("train", path=tmp_path / "nope.yaml")
+
+
+def test_every_key_has_a_meaning() -> None:
+    for section in SECTIONS:
+        assert all(doc.strip() for doc in describe(section).values()), section

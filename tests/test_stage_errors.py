@@ -1,0 +1,81 @@
+"""Bad input ends a stage with one line naming the file or key, exit 1, and no output written.
+
+Each stage runs as users' DVC runs it: `python -m stages.<name>` in a copy of the project.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.lib.datasets import load_array_set
+from tests.helpers import copy_project, make_image_folder, run_stage
+
+
+def assert_fails_cleanly(result, message: str, project: Path, absent: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (project / absent).exists()
+    assert not list((project / absent).parent.glob(".*.tmp"))  # no half-written temporary either
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"train": {"lerning_rate": 0.1}}, "unknown key 'train.lerning_rate' in params.yaml; did you mean 'train.lr'?"),
+    ({"train": {"lr": -0.1}}, "The 'train.lr' parameter must be a float > 0. Got -0.1 instead."),
+    ({"split": {"train": 0.5, "val": 0.1, "test": 0.1}}, "parameters must sum to 1. Got 0.5 + 0.1 + 0.1 = 0.7"),
+    ({"augment": {"blur_kernels": [3, 4]}}, "'augment.blur_kernels' parameter must be a list of distinct odd"),
+    ({"augment": {"blur_kernels": [-3]}}, "Got [-3] instead."),
+])
+def test_bad_params_stop_the_first_stage(tmp_path, overrides, message) -> None:
+    project = copy_project(tmp_path, overrides)
+    assert_fails_cleanly(run_stage("ingest", project, check=False), message, project, "data/raw")
+
+
+def test_missing_data_folder(tmp_path) -> None:
+    project = copy_project(tmp_path / "p", {"data": {"source": str(tmp_path / "nowhere")}})
+    result = run_stage("ingest", project, check=False)
+    assert_fails_cleanly(result, f"data folder {tmp_path / 'nowhere'} not found (data.source", project, "data/raw")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda root: (root / "b" / "img_001.png").write_bytes(b""), "img_001.png: empty (zero-byte) image file"),
+    (lambda root: (root / "b" / "img_001.png").write_bytes(b"\x89PNG garbage"), "img_001.png: not a readable image"),
+    (lambda root: [p.unlink() for p in (root / "b").iterdir()], "class folder"),
+])
+def test_bad_image_folder(tmp_path, damage, message) -> None:
+    source = make_image_folder(tmp_path / "photos", {"a": 4, "b": 4})
+    damage(source)
+    project = copy_project(tmp_path / "p", {"data": {"source": str(source)}})
+    assert_fails_cleanly(run_stage("ingest", project, check=False), message, project, "data/raw")
+
+
+def test_single_class_folder(tmp_path) -> None:
+    source = make_image_folder(tmp_path / "photos", {"only": 5})
+    project = copy_project(tmp_path / "p", {"data": {"source": str(source)}})
+    assert_fails_cleanly(run_stage("ingest", project, check=False),
+                         "must hold at least two class subfolders, found 1", project, "data/raw")
+
+
+def test_class_too_small_to_split(tmp_path) -> None:
+    source = make_image_folder(tmp_path / "photos", {"a": 6, "b": 2})
+    project = copy_project(tmp_path / "p", {"data": {"source": str(source)}})
+    run_stage("ingest", project)
+    assert_fails_cleanly(run_stage("split", project, check=False), "class 'b' has 2 image(s)", project, "data/split")
+
+
+def test_user_folder_of_colour_jpegs_goes_through(tmp_path) -> None:
+    """A folder of non-square colour JPEGs, one param away from the default, with skipped junk."""
+    source = make_image_folder(tmp_path / "photos", {"cat": 8, "dog": 9, "owl": 7}, size=(30, 50), suffix=".jpg")
+    (source / "cat" / "README.txt").write_text("not an image")
+    project = copy_project(tmp_path / "p", {"data": {"source": str(source)},
+                                            "prepare": {"grayscale": False, "size": [24, 20]}})
+    assert "skipped 1 hidden or non-image file" in run_stage("ingest", project).stdout
+    run_stage("split", project)
+    run_stage("prepare", project)
+    train = load_array_set(project / "data/prepared/train")
+    assert train.images.shape[1:] == (24, 20, 3) and train.images.dtype == np.uint8
+    assert sorted(set(train.labels.tolist())) == [0, 1, 2]
