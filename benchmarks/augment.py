@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.augment import write_augmented_images
-from stages.lib.images import augmentation_variants
+from stages.augment import write_augmented
+from stages.lib.images import AugmentPlan, augmentation_variants
 
 # The seed experiment's setting: 8 blur strengths, each also mirrored: ×18 images.
 KERNELS = (3, 5, 7, 9, 11, 13, 15, 17)
@@ -40,7 +40,9 @@ def plain_loop(images: np.ndarray, kernels: tuple[int, ...], path: Path) -> np.n
 
 def ours(images: np.ndarray, kernels: tuple[int, ...], path: Path) -> int:
     """The augment stage's writer: blocks of sources augmented into a reused buffer, streamed to disk."""
-    return write_augmented_images(images, augmentation_variants(kernels, True, False), path)
+    plan = AugmentPlan(tuple(augmentation_variants(kernels, True, False)))
+    write_augmented(images, np.ones(len(images), dtype=bool), plan, 0, path)
+    return len(images) * plan.copies
 
 
 def main() -> None:

@@ -1,12 +1,19 @@
-"""Stage augment: the train split, plus blurred and flipped copies. Val and test are never read.
+"""Stage augment: the train split, plus blurred, flipped, rotated and noisy copies. Val and test
+images are never read (only their label counts, for metrics/data.json).
 
     python -m stages.augment
 
 Writes data/augmented/train/ (images.npy, labels.npy, index.csv): each prepared train image
-followed by its variants (each blur kernel, each flip of the original and of every blur),
-N × (1 + len(augment.blur_kernels)) × (1 + hflip + vflip) rows, streamed to disk in blocks.
-index.csv names each row's source file and augmentation, which is how the tests prove that no val
-or test image leaks into training.
+followed by its copies: every variant (the original, each blur kernel, each flip of the original
+and of every blur), `clones` times over, each copy but the original rotated and noised at random
+when asked. Rows per augmented image: (1 + len(blur_kernels)) × (1 + hflip + vflip) × clones;
+a class outside `augment.classes` (when that is not empty) keeps its originals only. The output
+is streamed to disk block by block: memory stays flat whatever the data set's size.
+
+index.csv names each row's source file, augmentation and rotation: that is how the tests prove
+that no val or test image leaks into training. Also writes metrics/data.json (image counts per
+split), plots/data/class_counts.{csv,png} and plots/data/augment_preview.png (a few train images
+and their copies, to see at a glance what a blur of 9 does to them).
 """
 from __future__ import annotations
 
@@ -16,53 +23,113 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import atomic_dir, finish_array_set, load_array_set
-from stages.lib.errors import run_stage
-from stages.lib.images import Variant, augment_into, augmentation_variants
-from stages.lib.params import load_params
+from stages.lib.datasets import atomic_dir, finish_array_set, load_array_set, read_json, write_json
+from stages.lib.errors import PipelineError, run_stage
+from stages.lib.images import AugmentedBlock, AugmentPlan, augment_block, augmentation_variants
+from stages.lib.metrics import plot_class_counts, plot_image_grid
+from stages.lib.params import AugmentParams, load_params
 
 PARAMS = ("augment",)
-DEPS = (paths.PREPARED_DIR,)
-OUTS = (paths.AUGMENTED_DIR,)
+DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR)
+OUTS = (paths.AUGMENTED_DIR, paths.DATA_METRICS, paths.DATA_PLOTS)
+CHUNK = 256  # source images per block; also fixes the random stream of each block (seed, block start)
 
 
-def write_augmented_images(images: np.ndarray, variants: list[Variant], path: Path, chunk: int = 256) -> int:
-    """Write `augment_into`'s output for all of `images` as the .npy file `path`, streamed.
+def plan_from(params: AugmentParams) -> AugmentPlan:
+    variants = augmentation_variants(params.blur_kernels, params.hflip, params.vflip)
+    return AugmentPlan(tuple(variants), params.clones, params.rotation, params.noise_std)
 
-    A block of `chunk` sources is augmented into one reused buffer and appended to the file with
-    a sequential write: memory stays at chunk·V images whatever the output's size, and no page of
-    a memory map is faulted in (measured: writing through a fresh memmap halves the throughput).
-    Returns the number of rows written.
+
+def augmented_mask(labels: np.ndarray, classes: list[str], only: tuple[str, ...]) -> np.ndarray:
+    """Which source images get copies: all, or those of the classes in `augment.classes`."""
+    if not only:
+        return np.ones(len(labels), dtype=bool)
+    unknown = sorted(set(only) - set(classes))
+    if unknown:
+        raise PipelineError(f"The 'augment.classes' parameter names unknown class(es) {', '.join(unknown)}; "
+                            f"classes: {', '.join(classes)}")
+    return np.isin(labels, [classes.index(name) for name in only])
+
+
+def write_augmented(images: np.ndarray, augmented: np.ndarray, plan: AugmentPlan, seed: int, path: Path,
+                    on_block=None) -> None:
+    """Augment `images` block by block and stream the rows into the .npy file `path`.
+
+    `on_block(start, block)` sees each AugmentedBlock (its sources offset by `start`) to build the
+    index. Each block draws from its own generator seeded with (seed, start): same seed, same bytes.
     """
-    n_variants = len(variants)
-    shape = (len(images) * n_variants, *images.shape[1:])
-    buffer = np.empty((min(chunk, max(len(images), 1)) * n_variants, *images.shape[1:]), dtype=np.uint8)
+    rows = int(np.where(augmented, plan.copies, 1).sum())
+    buffer = np.empty((min(CHUNK, max(len(images), 1)) * len(plan.variants), *images.shape[1:]), dtype=np.uint8)
     with open(path, "wb") as f:
-        np.lib.format.write_array_header_2_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
-        for start in range(0, len(images), chunk):
-            block = np.asarray(images[start:start + chunk])
-            rows = buffer[:len(block) * n_variants]
-            augment_into(block, variants, rows)
-            f.write(rows.data)
-    return shape[0]
+        np.lib.format.write_array_header_2_0(
+            f, {"descr": "|u1", "fortran_order": False, "shape": (rows, *images.shape[1:])})
+        for start in range(0, len(images), CHUNK):
+            block = augment_block(np.asarray(images[start:start + CHUNK]), augmented[start:start + CHUNK], plan,
+                                  np.random.default_rng([seed, start]), buffer)
+            f.write(np.ascontiguousarray(block.images).data)
+            if on_block is not None:
+                on_block(start, block)
+
+
+def preview(images: np.ndarray, labels: np.ndarray, index: pd.DataFrame, classes: list[str], path: Path,
+            max_sources: int = 6, max_copies: int = 12) -> None:
+    """The first train image of up to `max_sources` classes (one row each) and its copies."""
+    firsts = [np.flatnonzero(labels == c)[0] for c in range(len(classes)) if (labels == c).any()][:max_sources]
+    grid, titles = [], []
+    for row in firsts:
+        source = index["source"].iloc[row]
+        copies = np.flatnonzero((index["source"] == source).to_numpy())[:max_copies]
+        grid.append([images[i] for i in copies])
+        titles.append([f"{classes[labels[i]]}: {index['augmentation'].iloc[i]}" for i in copies])
+    plot_image_grid(grid, titles, path)
+
+
+def class_counts(classes: list[str], augmented_labels: np.ndarray) -> pd.DataFrame:
+    """Images per class and split (labels only: val and test images are not read)."""
+    counts = pd.DataFrame({"class": classes})
+    for split in paths.SPLITS:
+        counts[split] = np.bincount(np.load(paths.PREPARED_DIR / split / "labels.npy"), minlength=len(classes))
+    counts["train_augmented"] = np.bincount(augmented_labels, minlength=len(classes))
+    return counts
 
 
 def main() -> None:
     params = load_params(*PARAMS).augment
+    classes = read_json(paths.CLASSES_FILE)
     source = load_array_set(paths.PREPARED_DIR / "train")
-    variants = augmentation_variants(params.blur_kernels, params.hflip, params.vflip)
-    n = len(source.labels)
+    plan = plan_from(params)
+    augmented = augmented_mask(source.labels, classes, params.classes)
+    index_parts: list[pd.DataFrame] = []
+    label_parts: list[np.ndarray] = []
+
+    def collect(start: int, block: AugmentedBlock) -> None:
+        rows = source.index.iloc[start + block.source].reset_index(drop=True)
+        index_parts.append(rows.assign(augmentation=[plan.copy_name(c) for c in block.copy],
+                                       rotation=np.round(block.angle, 3)))
+        label_parts.append(source.labels[start + block.source])
+
     with atomic_dir(paths.AUGMENTED_DIR) as out:
         folder = out / "train"
         folder.mkdir()
-        write_augmented_images(source.images, variants, folder / "images.npy")
-        # Rows are image-major: source i's variants are rows i·V .. i·V + V - 1.
-        index = source.index.loc[source.index.index.repeat(len(variants))].reset_index(drop=True)
-        index["augmentation"] = [variant.name for variant in variants] * n
-        labels = np.repeat(source.labels, len(variants))
+        write_augmented(source.images, augmented, plan, params.seed, folder / "images.npy", collect)
+        index, labels = pd.concat(index_parts, ignore_index=True), np.concatenate(label_parts)
         finish_array_set(folder, labels, index)
-    names = ", ".join(variant.name for variant in variants)
-    print(f"augment: {n} train images × {len(variants)} variants ({names}) = {n * len(variants)}")
+        counts = class_counts(classes, labels)
+        with atomic_dir(paths.DATA_PLOTS) as plots:
+            counts.to_csv(plots / "class_counts.csv", index=False)
+            plot_class_counts(counts, plots / "class_counts.png")
+            preview(np.load(folder / "images.npy", mmap_mode="r"), labels, index, classes,
+                    plots / "augment_preview.png")
+    write_json(paths.DATA_METRICS, {
+        "classes": len(classes),
+        "images": {column: int(counts[column].sum()) for column in (*paths.SPLITS, "train_augmented")},
+    })
+    extras = [f"× {plan.clones} clones"] if plan.clones > 1 else []
+    extras += [f"rotation ±{plan.rotation:g}°"] if plan.rotation else []
+    extras += [f"noise σ {plan.noise_std:g}"] if plan.noise_std else []
+    extras += [f"classes {', '.join(params.classes)} only"] if params.classes else []
+    print(f"augment: {len(source.labels)} train images -> {len(labels)} rows "
+          f"({', '.join(v.name for v in plan.variants)}{'; ' if extras else ''}{'; '.join(extras)})")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,12 @@
-"""Stage split: stratified, seeded train/val/test file lists of data/raw.
+"""Stage split: train/val/test file lists of data/raw, stratified and seeded.
 
     python -m stages.split
+
+Classes are first renamed (split.merge), dropped (split.drop), and down-sampled (split.max_per_class,
+split.balance). A source that ingest found already split keeps its split: only a missing val or
+test is carved out of train, stratified, by the split fractions; down-sampling then applies to
+train alone, so the user's evaluation sets stay as given. Otherwise each class is cut by
+split.train/val/test. Every split must get split.min_per_split images of every class.
 
 Writes data/split/{train,val,test}.csv (columns path,label: lists, not copies) and
 data/split/classes.json (class names, sorted; a label's index there is its class id).
@@ -8,32 +14,80 @@ data/split/classes.json (class names, sorted; a label's index there is its class
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import atomic_dir, list_class_folder, stratified_split, write_file_list, write_json
-from stages.lib.errors import run_stage
-from stages.lib.params import load_params
+from stages.lib.datasets import (atomic_dir, downsample, list_class_folder, merge_and_drop, read_json,
+                                 stratified_split, write_file_list, write_json)
+from stages.lib.errors import PipelineError, run_stage
+from stages.lib.params import SplitParams, load_params
 
 PARAMS = ("split",)
 DEPS = (paths.RAW_DIR,)
 OUTS = (paths.SPLIT_DIR,)
 
 
+def list_raw(given_splits: list[str]) -> pd.DataFrame:
+    """path, label and given split ('' when the source was not split) of every raw image."""
+    folders = [(paths.RAW_DIR / split, split) for split in given_splits] or [(paths.RAW_DIR, "")]
+    rows = [(path.as_posix(), label, split) for folder, split in folders
+            for path, label in list_class_folder(folder).files]
+    return pd.DataFrame(rows, columns=["path", "label", "given"])
+
+
+def assign_splits(files: pd.DataFrame, classes: list[str], params: SplitParams) -> dict[str, pd.DataFrame]:
+    """split name -> its rows of `files` (path, label)."""
+    class_id = {name: i for i, name in enumerate(classes)}
+    rng = np.random.default_rng(params.seed)
+    fractions = {"train": params.train, "val": params.val, "test": params.test}
+    given = [split for split in paths.SPLITS if (files["given"] == split).any()]
+    if not given:  # one pool: down-sample it, then cut every class by the fractions
+        files = files.iloc[downsample(files["label"].map(class_id).to_numpy(), params.max_per_class, params.balance,
+                                      rng)].reset_index(drop=True)
+        rows = stratified_split(files["label"].map(class_id).to_numpy(), fractions, params.seed, classes,
+                                params.min_per_split)
+        return {split: files.iloc[r] for split, r in rows.items()}
+
+    train = files[files["given"] == "train"].reset_index(drop=True)
+    missing = [split for split in ("val", "test") if split not in given]
+    train = train.iloc[downsample(train["label"].map(class_id).to_numpy(), params.max_per_class, params.balance,
+                                  rng)].reset_index(drop=True)
+    carve = {"train": params.train, **{split: fractions[split] for split in missing}}
+    total = sum(carve.values())
+    rows = stratified_split(train["label"].map(class_id).to_numpy(), {k: v / total for k, v in carve.items()},
+                            params.seed, classes, params.min_per_split)
+    result = {split: train.iloc[r] for split, r in rows.items()}
+    for split in given:
+        if split != "train":
+            result[split] = files[files["given"] == split]
+            extra = sorted(set(result[split]["label"]) - set(train["label"]))
+            if extra:
+                raise PipelineError(f"{paths.RAW_DIR / split}: class(es) {', '.join(extra)} have no train images")
+            counts = result[split]["label"].value_counts()
+            short = [c for c in classes if counts.get(c, 0) < params.min_per_split]
+            if short:
+                raise PipelineError(
+                    f"the given {split} split has fewer than {params.min_per_split} image(s) (split.min_per_split) "
+                    f"of class(es) {', '.join(short)}")
+    return {split: result[split] for split in paths.SPLITS}
+
+
 def main() -> None:
     params = load_params(*PARAMS).split
-    listing = list_class_folder(paths.RAW_DIR)
-    classes = sorted({label for _, label in listing.files})
-    files = [path.as_posix() for path, _ in listing.files]
-    class_id = {name: i for i, name in enumerate(classes)}
-    labels = np.array([class_id[label] for _, label in listing.files])
-    fractions = {"train": params.train, "val": params.val, "test": params.test}
-    rows = stratified_split(labels, fractions, params.seed, classes)
+    report = read_json(paths.INGEST_REPORT)
+    files = list_raw(report["splits"])
+    files["label"] = merge_and_drop(files["label"].tolist(), dict(params.merge), params.drop)
+    files = files[files["label"].notna()].reset_index(drop=True)
+    classes = sorted(files["label"].unique())
+    splits = assign_splits(files, classes, params)
     with atomic_dir(paths.SPLIT_DIR) as out:
-        for split, split_rows in rows.items():
-            write_file_list(out / f"{split}.csv", [files[i] for i in split_rows], [classes[labels[i]] for i in split_rows])
+        for split, rows in splits.items():
+            write_file_list(out / f"{split}.csv", rows["path"].tolist(), rows["label"].tolist())
         write_json(out / paths.CLASSES_FILE.name, classes)
-    counts = ", ".join(f"{split} {len(r)}" for split, r in rows.items())
-    print(f"split: {len(files)} images of {len(classes)} classes -> {counts}")
+    source = f"given {', '.join(report['splits'])}" if report["splits"] else "one pool"
+    counts = ", ".join(f"{split} {len(rows)}" for split, rows in splits.items())
+    print(f"split: {sum(len(r) for r in splits.values())} of {len(files)} images, {len(classes)} classes "
+          f"({source}) -> {counts}")
 
 
 if __name__ == "__main__":

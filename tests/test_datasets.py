@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.lib.datasets import atomic_dir, atomic_file, list_class_folder, read_image, stratified_split
+from stages.lib.datasets import (atomic_dir, atomic_file, downsample, list_class_folder, merge_and_drop, read_image,
+                                 stratified_split)
 from stages.lib.errors import PipelineError
 from tests.helpers import make_image_folder
 
@@ -119,3 +120,35 @@ def test_atomic_file_writes_nothing_on_failure(tmp_path) -> None:
             raise RuntimeError
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_min_per_split_is_honoured_and_named_in_the_error() -> None:
+    labels = labels_of([20, 20, 20])
+    parts = stratified_split(labels, FRACTIONS, seed=0, class_names=NAMES, min_per_split=4)
+    for rows in parts.values():
+        assert np.bincount(labels[rows]).min() >= 4
+    with pytest.raises(PipelineError, match=r"class '0' has 8 image\(s\); the split needs at least 9: 3 "
+                                            r"\(split.min_per_split\) for each of train, val, test"):
+        stratified_split(labels_of([8, 20, 20]), FRACTIONS, seed=0, class_names=NAMES, min_per_split=3)
+
+
+def test_merge_then_drop() -> None:
+    labels = ["cat", "dog", "owl", "bat", "cat"]
+    assert merge_and_drop(labels, {"cat": "pet", "dog": "pet"}, ("bat",)) == ["pet", "pet", "owl", None, "pet"]
+    with pytest.raises(PipelineError, match=r"'split.merge' parameter names unknown class\(es\) cow; "
+                                            r"classes: bat, cat, dog, owl"):
+        merge_and_drop(labels, {"cow": "pet"}, ())
+    with pytest.raises(PipelineError, match=r"'split.drop' parameter names unknown class\(es\) cat; "
+                                            r"classes after split.merge: bat, owl, pet"):
+        merge_and_drop(labels, {"cat": "pet", "dog": "pet"}, ("cat",))
+    with pytest.raises(PipelineError, match="fewer than two classes are left"):
+        merge_and_drop(labels, {}, ("cat", "dog", "owl"))
+
+
+@pytest.mark.parametrize("cap,balance,expected", [(0, False, [50, 20, 5]), (10, False, [10, 10, 5]),
+                                                  (0, True, [5, 5, 5]), (3, True, [3, 3, 3])])
+def test_downsample_caps_and_balances(cap, balance, expected) -> None:
+    labels = labels_of([50, 20, 5])
+    kept = downsample(labels, cap, balance, np.random.default_rng(0))
+    assert np.bincount(labels[kept]).tolist() == expected
+    assert np.array_equal(kept, downsample(labels, cap, balance, np.random.default_rng(0)))

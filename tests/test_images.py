@@ -1,12 +1,12 @@
 """Pure image functions: resize never pads, blur is a box filter, flips are exact."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from stages.augment import write_augmented_images
-from stages.lib.images import (Variant, augment_into, augmentation_variants, box_blur, hflip, resize_stretch, to_grayscale,
-                               to_rgb, vflip)
+from stages.lib.images import (Variant, add_noise, augment_into, augmentation_variants, box_blur, hflip, resize,
+                               resize_stretch, rotate, to_grayscale, to_rgb, vflip)
 
 
 def reference_box_blur(image: np.ndarray, k: int) -> np.ndarray:
@@ -107,11 +107,69 @@ def test_augment_into_a_flip_without_its_unflipped_variant() -> None:
     np.testing.assert_array_equal(out, vflip(box_blur(images, 3)))
 
 
-def test_write_augmented_images_streams_a_valid_npy(tmp_path) -> None:
-    images = np.random.default_rng(4).integers(0, 256, (11, 8, 8, 1), dtype=np.uint8)
-    variants = augmentation_variants((3,), True, False)
-    rows = write_augmented_images(images, variants, tmp_path / "images.npy", chunk=4)  # partial last block
-    expected = np.empty((11 * 4, 8, 8, 1), dtype=np.uint8)
-    augment_into(images, variants, expected)
-    assert rows == 44
-    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), expected)
+
+def gradient(h: int, w: int) -> np.ndarray:
+    """A bright image whose every pixel differs from its neighbours: no constant border of its own."""
+    y, x = np.mgrid[0:h, 0:w]
+    return (100 + (x * 97 + y * 31) % 150).astype(np.uint8)[:, :, None]
+
+
+def border_is_constant(image: np.ndarray, width: int = 2) -> bool:
+    edges = [image[:width], image[-width:], image[:, :width], image[:, -width:]]
+    return any(np.unique(edge).size == 1 for edge in edges)
+
+
+@pytest.mark.parametrize("mode", ["stretch", "crop"])
+@pytest.mark.parametrize("shape,size", [((30, 90), (32, 32)), ((90, 30), (32, 32)), ((40, 40), (16, 48))])
+def test_stretch_and_crop_leave_no_constant_border(mode, shape, size) -> None:
+    out = resize(gradient(*shape), size, mode)
+    assert out.shape == (*size, 1)
+    assert out.min() >= 100  # no black pixel came in
+    assert not border_is_constant(out)
+
+
+def test_crop_keeps_the_centre_and_loses_the_sides() -> None:
+    image = np.zeros((20, 60, 1), dtype=np.uint8)
+    image[:, :20], image[:, 20:40], image[:, 40:] = 50, 150, 250  # left, centre, right thirds
+    out = resize(image, (10, 10), "crop", "nearest")
+    assert np.unique(out).tolist() == [150]
+
+
+@pytest.mark.parametrize("pad_mode,value", [("constant", 0), ("constant", 127)])
+def test_pad_letterboxes_only_when_asked(pad_mode, value) -> None:
+    out = resize(np.full((20, 60, 1), 200, np.uint8), (30, 30), "pad", pad_mode=pad_mode, pad_value=value)
+    assert out.shape == (30, 30, 1)
+    assert (out[:10] == value).all() and (out[-10:] == value).all()  # bars above and below
+    assert (out[10:20] == 200).all()  # the whole picture, scaled to the width
+
+
+def test_pad_reflect_mirrors_the_border() -> None:
+    image = gradient(10, 30)
+    out = resize(image, (30, 30), "pad", pad_mode="reflect")
+    assert out.min() >= 100 and out.shape == (30, 30, 1)
+    np.testing.assert_array_equal(out[9], out[11])  # reflect-101 about the first picture row (10)
+
+
+@pytest.mark.parametrize("name", ["nearest", "linear", "cubic", "area"])
+def test_interpolation_choice_is_used(name) -> None:
+    image = gradient(20, 20)
+    expected = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+                "area": cv2.INTER_AREA}[name]
+    np.testing.assert_array_equal(resize(image, (13, 13), "stretch", name)[:, :, 0],
+                                  cv2.resize(image, (13, 13), interpolation=expected))
+
+
+def test_rotate_fills_corners_from_the_picture() -> None:
+    image = np.full((32, 32, 1), 180, np.uint8)
+    assert (rotate(image, 30) == 180).all()  # no black wedges in the corners
+    np.testing.assert_array_equal(rotate(image, 0), image)
+    arrow = np.zeros((33, 33, 1), np.uint8)
+    arrow[16, 16:] = 255  # a ray pointing right, rotated a quarter turn counter-clockwise points up
+    assert rotate(arrow, 90)[:16, 16, 0].mean() > 200
+
+
+def test_noise_has_the_asked_spread_and_stays_in_range() -> None:
+    images = np.full((50, 16, 16, 1), 128, np.uint8)
+    noisy = add_noise(images, 10.0, np.random.default_rng(0))
+    assert noisy.dtype == np.uint8 and abs(noisy.astype(float).std() - 10.0) < 0.5
+    assert add_noise(np.full((2, 4, 4, 1), 250, np.uint8), 50.0, np.random.default_rng(0)).max() == 255

@@ -72,6 +72,20 @@ def test_unknown_section(tmp_path) -> None:
     ("model", "hidden", [64, 0], "The 'model.hidden' parameter must be a list of integers >= 1."),
     ("split", "seed", -1, "The 'split.seed' parameter must be an integer >= 0. Got -1 instead."),
     ("data", "source", "", "The 'data.source' parameter must be a non-empty string."),
+    ("data", "skip_corrupt", 1, "The 'data.skip_corrupt' parameter must be true or false. Got 1 instead."),
+    ("split", "merge", ["cat"], "The 'split.merge' parameter must be a mapping of class name -> new class name."),
+    ("split", "drop", "cat", "The 'split.drop' parameter must be a list of class names. Got 'cat' instead."),
+    ("split", "drop", ["cat", "cat"], "The 'split.drop' parameter must be a list of distinct class names."),
+    ("split", "max_per_class", -5, "The 'split.max_per_class' parameter must be an integer >= 0. Got -5 instead."),
+    ("split", "min_per_split", 0, "The 'split.min_per_split' parameter must be an integer >= 1. Got 0 instead."),
+    ("prepare", "resize", "letterbox", "The 'prepare.resize' parameter must be one of stretch, crop, pad."),
+    ("prepare", "pad_value", 256, "The 'prepare.pad_value' parameter must be an integer >= 0 and <= 255."),
+    ("prepare", "interpolation", "lanczos", "The 'prepare.interpolation' parameter must be one of auto, nearest"),
+    ("prepare", "normalize", "zscore", "The 'prepare.normalize' parameter must be one of standard, minmax."),
+    ("augment", "rotation", -5, "The 'augment.rotation' parameter must be a float >= 0 and <= 180."),
+    ("augment", "noise_std", float("nan"), "The 'augment.noise_std' parameter must be a float >= 0 and <= 255."),
+    ("augment", "clones", 0, "The 'augment.clones' parameter must be an integer >= 1 and <= 1000."),
+    ("augment", "classes", [[1]], "The 'augment.classes' parameter must be a list of class names."),
 ])
 def test_bad_values_name_key_value_and_rule(tmp_path, section, key, value, message) -> None:
     with pytest.raises(PipelineError, match=message.replace("[", r"\[").replace("]", r"\]")
@@ -116,3 +130,9 @@ def test_not_yaml_and_missing_file(tmp_path) -> None:
 def test_every_key_has_a_meaning() -> None:
     for section in SECTIONS:
         assert all(doc.strip() for doc in describe(section).values()), section
+
+
+def test_class_mapping_and_lists_are_normalised(tmp_path) -> None:
+    path = _with(tmp_path, "split", merge={"dog": "pet", 3: "odd"}, drop=["owl", 7])
+    split = load_params("split", path=path).split
+    assert dict(split.merge) == {"dog": "pet", "3": "odd"} and split.drop == ("owl", "7")

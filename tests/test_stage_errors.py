@@ -79,3 +79,20 @@ def test_user_folder_of_colour_jpegs_goes_through(tmp_path) -> None:
     train = load_array_set(project / "data/prepared/train")
     assert train.images.shape[1:] == (24, 20, 3) and train.images.dtype == np.uint8
     assert sorted(set(train.labels.tolist())) == [0, 1, 2]
+
+
+def test_given_val_split_with_a_class_train_lacks(tmp_path) -> None:
+    make_image_folder(tmp_path / "photos" / "train", {"a": 6, "b": 6})
+    make_image_folder(tmp_path / "photos" / "val", {"a": 2, "b": 2, "zebra": 2})
+    project = copy_project(tmp_path / "p", {"data": {"source": str(tmp_path / "photos")}})
+    run_stage("ingest", project)
+    assert_fails_cleanly(run_stage("split", project, check=False),
+                         "data/raw/val: class(es) zebra have no train images", project, "data/split")
+
+
+def test_unknown_class_in_split_merge(tmp_path) -> None:
+    source = make_image_folder(tmp_path / "photos", {"a": 6, "b": 6})
+    project = copy_project(tmp_path / "p", {"data": {"source": str(source)}, "split": {"merge": {"c": "a"}}})
+    run_stage("ingest", project)
+    assert_fails_cleanly(run_stage("split", project, check=False),
+                         "The 'split.merge' parameter names unknown class(es) c; classes: a, b", project, "data/split")

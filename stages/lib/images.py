@@ -29,18 +29,81 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
-def resize_stretch(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize H×W×C to size = (height, width), stretching the aspect ratio: never pads.
+INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+                  "area": cv2.INTER_AREA}
 
-    Area interpolation when shrinking (no aliasing), bilinear when enlarging.
-    """
+
+def _interpolation(name: str, src: tuple[int, int], dst: tuple[int, int]) -> int:
+    """'auto': area when shrinking (no aliasing), linear when enlarging."""
+    if name == "auto":
+        return cv2.INTER_AREA if dst[0] * dst[1] < src[0] * src[1] else cv2.INTER_LINEAR
+    return INTERPOLATIONS[name]
+
+
+def resize_stretch(image: np.ndarray, size: tuple[int, int], interpolation: str = "auto") -> np.ndarray:
+    """Resize H×W×C to size = (height, width), changing the aspect ratio: never pads."""
     height, width = size
     image = _with_channels(image)
     if image.shape[:2] == (height, width):
         return image.copy()
-    shrinking = height * width < image.shape[0] * image.shape[1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return _with_channels(cv2.resize(image, (width, height), interpolation=interpolation))
+    flag = _interpolation(interpolation, image.shape[:2], size)
+    return _with_channels(cv2.resize(image, (width, height), interpolation=flag))
+
+
+def center_crop_to_aspect(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The largest centred window of `image` with the aspect ratio of size = (height, width)."""
+    h, w = image.shape[:2]
+    if w * size[0] > h * size[1]:  # too wide: keep the full height
+        new_w = max(1, round(h * size[1] / size[0]))
+        left = (w - new_w) // 2
+        return image[:, left:left + new_w]
+    new_h = max(1, round(w * size[0] / size[1]))
+    top = (h - new_h) // 2
+    return image[top:top + new_h]
+
+
+def resize_pad(image: np.ndarray, size: tuple[int, int], interpolation: str = "auto",
+               mode: str = "constant", value: int = 0) -> np.ndarray:
+    """Scale to fit inside size = (height, width) keeping the aspect ratio, then pad the rest
+    evenly: with the grey level `value` (mode 'constant') or by mirroring the border ('reflect')."""
+    image = _with_channels(image)
+    h, w = image.shape[:2]
+    scale = min(size[0] / h, size[1] / w)
+    inner = (min(size[0], max(1, round(h * scale))), min(size[1], max(1, round(w * scale))))
+    scaled = resize_stretch(image, inner, interpolation)
+    top, left = (size[0] - inner[0]) // 2, (size[1] - inner[1]) // 2
+    bottom, right = size[0] - inner[0] - top, size[1] - inner[1] - left
+    if mode == "reflect":
+        return _with_channels(cv2.copyMakeBorder(scaled, top, bottom, left, right, cv2.BORDER_REFLECT_101))
+    return _with_channels(cv2.copyMakeBorder(scaled, top, bottom, left, right, cv2.BORDER_CONSTANT,
+                                             value=[value] * 4))
+
+
+def resize(image: np.ndarray, size: tuple[int, int], mode: str = "stretch", interpolation: str = "auto",
+           pad_mode: str = "constant", pad_value: int = 0) -> np.ndarray:
+    """Resize H×W×C to size = (height, width) by `mode`: 'stretch', 'crop' (centre crop to the
+    aspect ratio, then resize: nothing added, the sides lost) or 'pad' (letterbox, only when asked)."""
+    if mode == "crop":
+        return resize_stretch(center_crop_to_aspect(_with_channels(image), size), size, interpolation)
+    if mode == "pad":
+        return resize_pad(image, size, interpolation, pad_mode, pad_value)
+    return resize_stretch(image, size, interpolation)
+
+
+def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate H×W×C about its centre, counter-clockwise; corners are filled by mirroring the
+    border (reflect 101) so that no black wedge appears."""
+    image = _with_channels(image)
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+    return _with_channels(cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REFLECT_101))
+
+
+def add_noise(images: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """uint8 images plus Gaussian noise of `std` grey levels, rounded and clipped to 0..255."""
+    noisy = images.astype(np.float32) + rng.normal(0.0, std, size=images.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
 def box_blur(images: np.ndarray, kernel: int) -> np.ndarray:
@@ -118,3 +181,65 @@ def augment_into(images: np.ndarray, variants: list[Variant], out: np.ndarray) -
                 cv2.blur(image, (variant.blur, variant.blur), dst=rows[v])
             else:
                 rows[v] = image
+
+
+@dataclass(frozen=True)
+class AugmentPlan:
+    """What augment makes of each source image: every variant (blurs × flips, the original first),
+    `clones` times over; each copy but the original then gets a random rotation in ±`rotation`
+    degrees and Gaussian noise of `noise_std` grey levels (0 = none)."""
+    variants: tuple[Variant, ...]
+    clones: int = 1
+    rotation: float = 0.0
+    noise_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.variants or self.variants[0] != Variant():
+            raise ValueError("the first variant must be the original")
+
+    @property
+    def copies(self) -> int:
+        """Rows per augmented source image."""
+        return len(self.variants) * self.clones
+
+    def copy_name(self, copy: int) -> str:
+        """'blur3+hflip', or 'blur3+hflip#2' for the second clone."""
+        clone, v = divmod(copy, len(self.variants))
+        return self.variants[v].name + (f"#{clone + 1}" if clone else "")
+
+
+@dataclass(frozen=True)
+class AugmentedBlock:
+    images: np.ndarray   # M×H×W×C, grouped by source: all rows of source 0, then of source 1, ...
+    source: np.ndarray   # M: the row's source image, as an offset into the block
+    copy: np.ndarray     # M: which copy (0 = the original; see AugmentPlan.copy_name)
+    angle: np.ndarray    # M: degrees of the random rotation applied (0 = none)
+
+
+def augment_block(images: np.ndarray, augmented: np.ndarray, plan: AugmentPlan, rng: np.random.Generator,
+                  buffer: np.ndarray | None = None) -> AugmentedBlock:
+    """Augment a block of N×H×W×C sources: plan.copies rows for each source where `augmented`
+    is true, the original alone where it is false. `buffer` (N·len(variants) rows) is reused for
+    the deterministic variants when given; in the common case (every class, one clone, no random
+    perturbation) the result is that buffer itself, with no further copy."""
+    n, n_variants = len(images), len(plan.variants)
+    base = buffer[:n * n_variants] if buffer is not None else np.empty((n * n_variants, *images.shape[1:]), np.uint8)
+    augment_into(images, list(plan.variants), base)
+    if plan.clones == 1 and augmented.all():
+        rows, source = base, np.repeat(np.arange(n), n_variants)
+        copy = np.tile(np.arange(n_variants), n)
+    else:
+        per_source = [np.tile(np.arange(i * n_variants, (i + 1) * n_variants), plan.clones) if augmented[i]
+                      else np.array([i * n_variants]) for i in range(n)]
+        gather = np.concatenate(per_source)
+        rows, source = base[gather], gather // n_variants
+        copy = np.concatenate([np.arange(plan.copies) if augmented[i] else np.zeros(1, int) for i in range(n)])
+    angle = np.zeros(len(rows))
+    perturbed = copy != 0
+    if plan.rotation > 0:
+        angle[perturbed] = rng.uniform(-plan.rotation, plan.rotation, size=int(perturbed.sum()))
+        for m in np.flatnonzero(perturbed):
+            rows[m] = rotate(rows[m], angle[m])
+    if plan.noise_std > 0 and perturbed.any():
+        rows[perturbed] = add_noise(rows[perturbed], plan.noise_std, rng)
+    return AugmentedBlock(rows, source, copy, angle)

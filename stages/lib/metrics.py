@@ -46,12 +46,53 @@ def predictions_table(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[
     return pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred]})
 
 
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_class_counts(counts: pd.DataFrame, path: Path) -> None:
+    """Grouped horizontal bars: images per class in each column of `counts` but `class`."""
+    plt = _pyplot()
+    columns = [c for c in counts.columns if c != "class"]
+    n = len(counts)
+    fig, ax = plt.subplots(figsize=(8, min(2 + 0.3 * n * max(1, len(columns) / 2), 40)))
+    height = 0.8 / len(columns)
+    for k, column in enumerate(columns):
+        ax.barh(np.arange(n) + k * height, counts[column], height=height, label=column)
+    ax.set_yticks(np.arange(n) + 0.4 - height / 2, counts["class"])
+    ax.invert_yaxis()
+    ax.set_xlabel("images")
+    ax.set_title("images per class")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path: Path) -> None:
+    """One row of uint8 H×W×C images per entry of `rows`, each titled."""
+    plt = _pyplot()
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.6 * n_cols, 1.8 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (images, names) in enumerate(zip(rows, titles)):
+        for c, (image, name) in enumerate(zip(images, names)):
+            grey = image.shape[2] == 1
+            axes[r, c].imshow(image[:, :, 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=255)
+            axes[r, c].set_title(name, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
     """Heatmap of the row-normalised confusion matrix (share of each true class), counts in the cells."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     counts = confusion_matrix(y_true, y_pred, labels=np.arange(len(class_names)))
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
@@ -77,10 +118,7 @@ def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str
 
 def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
     """Loss and accuracy per epoch, train and validation side by side."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for split, style in (("train", "-o"), ("val", "-s")):
         loss_ax.plot(history["epoch"], history[f"{split}_loss"], style, label=split, markersize=3)

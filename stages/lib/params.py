@@ -86,6 +86,23 @@ def _int_list(item: Check, what: str, *, unique: bool = False) -> Check:
     return check
 
 
+def _string_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) and str(v).strip() for v in value):
+        raise _Invalid("a list of class names")
+    names = tuple(str(v) for v in value)
+    if len(set(names)) != len(names):
+        raise _Invalid("a list of distinct class names")
+    return names
+
+
+def _class_mapping(value: Any) -> tuple[tuple[str, str], ...]:
+    """{old class: new class}, kept as sorted pairs so the dataclass stays frozen and hashable."""
+    if not isinstance(value, dict) or not all(
+            isinstance(v, (str, int)) and str(k).strip() and str(v).strip() for k, v in value.items()):
+        raise _Invalid("a mapping of class name -> new class name")
+    return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
 def _odd_kernel(value: Any) -> int:
     value = _number(int, ge=3)(value)
     if value % 2 == 0:
@@ -108,8 +125,10 @@ def _size(value: Any) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class DataParams:
-    source: str = _spec(_string, "'digits' (scikit-learn's bundled digits) or a folder of class subfolders")
+    source: str = _spec(_string, "'digits' (scikit-learn's bundled digits), a folder of class subfolders, "
+                                 "or a folder split into train/ (val/, test/) class subfolders")
     digits_size: int = _spec(_number(int, ge=8, le=512), "pixels: the 8x8 digits are upscaled to this square size")
+    skip_corrupt: bool = _spec(_boolean, "false: a corrupt or empty image stops ingest; true: it is skipped and listed")
 
 
 @dataclass(frozen=True)
@@ -117,7 +136,13 @@ class SplitParams:
     train: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for training")
     val: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for validation")
     test: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for the final test")
-    seed: int = _spec(_number(int, ge=0), "seed of the shuffle inside each class")
+    seed: int = _spec(_number(int, ge=0), "seed of the shuffle inside each class and of down-sampling")
+    merge: tuple[tuple[str, str], ...] = _spec(_class_mapping, "classes renamed before splitting: {old: new}; "
+                                                               "several old names may share a new one")
+    drop: tuple[str, ...] = _spec(_string_list, "classes left out (names after merge)")
+    max_per_class: int = _spec(_number(int, ge=0), "cap on images per class, randomly down-sampled (0: no cap)")
+    balance: bool = _spec(_boolean, "down-sample every class to the smallest class's count")
+    min_per_split: int = _spec(_number(int, ge=1), "images of every class each split must get; a smaller class is an error")
 
     def __post_init__(self) -> None:
         total = self.train + self.val + self.test
@@ -130,7 +155,15 @@ class SplitParams:
 @dataclass(frozen=True)
 class PrepareParams:
     grayscale: bool = _spec(_boolean, "true: one grey channel; false: three RGB channels")
-    size: tuple[int, int] = _spec(_size, "pixels: images are resized (stretched, never padded) to this")
+    size: tuple[int, int] = _spec(_size, "pixels: the size every image is resized to")
+    resize: str = _spec(_choice("stretch", "crop", "pad"),
+                        "stretch: change the aspect ratio; crop: centre-crop to the aspect first; pad: letterbox")
+    pad_mode: str = _spec(_choice("constant", "reflect"), "pad only: fill with pad_value, or mirror the border")
+    pad_value: int = _spec(_number(int, ge=0, le=255), "pad only, constant: the fill grey level")
+    interpolation: str = _spec(_choice("auto", "nearest", "linear", "cubic", "area"),
+                               "auto: area when shrinking, linear when enlarging")
+    normalize: str = _spec(_choice("standard", "minmax"),
+                           "standard: per-channel mean/std of train; minmax: per-channel train min..max to 0..1")
 
 
 @dataclass(frozen=True)
@@ -139,6 +172,11 @@ class AugmentParams:
         _int_list(_odd_kernel, "a list of distinct odd integers >= 3", unique=True), "box-blur kernel sizes; each adds one copy")
     hflip: bool = _spec(_boolean, "add a left-right mirrored copy of every image and blur")
     vflip: bool = _spec(_boolean, "add an upside-down copy of every image and blur")
+    rotation: float = _spec(_number(float, ge=0, le=180), "degrees: each copy is rotated by a random angle in +-this")
+    noise_std: float = _spec(_number(float, ge=0, le=255), "grey levels: Gaussian noise added to each copy")
+    clones: int = _spec(_number(int, ge=1, le=1000), "the set of copies is made this many times (new random draws each)")
+    classes: tuple[str, ...] = _spec(_string_list, "only these classes get copies ([]: every class)")
+    seed: int = _spec(_number(int, ge=0), "seed of the random rotations and noise")
 
 
 @dataclass(frozen=True)

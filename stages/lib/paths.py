@@ -3,7 +3,7 @@
 project root, where DVC runs every stage."""
 from pathlib import Path
 
-RAW_DIR = Path("data/raw")                  # <class>/<image>: what ingest copied or generated
+RAW_DIR = Path("data/raw")                  # <class>/<image> or <split>/<class>/<image>, ingest.json
 SPLIT_DIR = Path("data/split")              # {train,val,test}.csv (path,label) + classes.json
 PREPARED_DIR = Path("data/prepared")        # {train,val,test}/ arrays + stats.json
 AUGMENTED_DIR = Path("data/augmented")      # train/ arrays: prepared train + augmented copies
@@ -11,9 +11,12 @@ MODEL_FILE = Path("models/model.pt")        # checkpoint: weights, classes, inpu
 TRAIN_METRICS = Path("metrics/train.json")
 EVAL_METRICS = Path("metrics/eval.json")     # per split: accuracy, loss, macro precision/recall/F1
 PER_CLASS_METRICS = Path("metrics/per_class.json")  # per split and class: precision, recall, F1, support
+DATA_METRICS = Path("metrics/data.json")     # images per split, before and after augmentation
+DATA_PLOTS = Path("plots/data")             # class_counts.{csv,png}, augment_preview.png
 TRAIN_PLOTS = Path("plots/train")           # history.csv: per-epoch loss, accuracy, learning rate
 EVAL_PLOTS = Path("plots/eval")             # {val,test}_predictions.csv, per_class_{val,test}.csv, PNGs
 
+INGEST_REPORT = RAW_DIR / "ingest.json"     # layout (splits of a pre-split source), skipped files
 CLASSES_FILE = SPLIT_DIR / "classes.json"
 STATS_FILE = PREPARED_DIR / "stats.json"
 HISTORY_FILE = TRAIN_PLOTS / "history.csv"

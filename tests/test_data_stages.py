@@ -1,0 +1,121 @@
+"""The data stages on every input mode, run as DVC runs them: the split is honoured, nothing
+leaks from val or test into training, and val/test arrays are exactly prepare's output."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.lib.datasets import load_array_set, read_image
+from stages.lib.params import parse_section
+from stages.prepare import prepare_image
+from tests.helpers import copy_project, make_image_folder, read_params, run_stage
+
+DATA_STAGES = ("ingest", "split", "prepare", "augment")
+CLASSES = {"cat": 12, "dog": 15, "owl": 10}
+
+
+def flat(root: Path) -> Path:
+    return make_image_folder(root / "photos", CLASSES, size=(24, 36))
+
+
+def presplit(*splits: str):
+    def make(root: Path) -> Path:
+        for k, split in enumerate(splits):
+            make_image_folder(root / "photos" / split, CLASSES if split == "train" else {"cat": 3, "dog": 3, "owl": 3},
+                              size=(30, 20), seed=k)
+        return root / "photos"
+    return make
+
+
+MODES = {"digits": None, "class folders": flat, "train/val/test": presplit("train", "val", "test"),
+         "train/test": presplit("train", "test"), "train only": presplit("train")}
+
+
+def run_data_stages(tmp_path: Path, make_source, overrides: dict | None = None) -> Path:
+    overrides = {"augment": {"blur_kernels": [3, 5], "hflip": True}, **(overrides or {})}
+    if make_source is not None:
+        overrides["data"] = {"source": str(make_source(tmp_path))}
+    project = copy_project(tmp_path / "project", overrides)
+    for stage in DATA_STAGES:
+        run_stage(stage, project)
+    return project
+
+
+def split_lists(project: Path) -> dict[str, pd.DataFrame]:
+    return {s: pd.read_csv(project / f"data/split/{s}.csv", dtype=str) for s in ("train", "val", "test")}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_no_leak_and_val_test_are_prepare_output(tmp_path, mode) -> None:
+    project = run_data_stages(tmp_path, MODES[mode])
+    lists = split_lists(project)
+    seen = [set(df["path"]) for df in lists.values()]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    classes = json.loads((project / "data/split/classes.json").read_text())
+    for df in lists.values():
+        assert set(df["label"]) == set(classes)  # every split has every class
+
+    augmented = load_array_set(project / "data/augmented/train")
+    assert set(augmented.index["source"]) == seen[0]
+    assert not set(augmented.index["source"]) & (seen[1] | seen[2])
+    assert len(augmented.labels) == len(lists["train"]) * 3 * 2  # (1 + 2 blurs) × (1 + hflip)
+
+    params = parse_section("prepare", read_params(project / "params.yaml")["prepare"])
+    for split in ("val", "test"):
+        arrays = load_array_set(project / f"data/prepared/{split}")
+        assert arrays.index["source"].tolist() == lists[split]["path"].tolist()
+        expected = np.stack([prepare_image(read_image(project / p), params) for p in lists[split]["path"]])
+        assert arrays.images.tobytes() == expected.tobytes()  # byte for byte
+
+
+@pytest.mark.parametrize("mode,given", [("train/val/test", ["val", "test"]), ("train/test", ["test"]),
+                                        ("train only", [])])
+def test_a_given_split_is_honoured(tmp_path, mode, given) -> None:
+    project = run_data_stages(tmp_path, MODES[mode])
+    lists = split_lists(project)
+    assert lists["train"]["path"].str.startswith("data/raw/train/").all()
+    for split in ("val", "test"):
+        prefix = f"data/raw/{split}/" if split in given else "data/raw/train/"  # missing ones carved from train
+        assert lists[split]["path"].str.startswith(prefix).all(), split
+    if "val" not in given:  # carved stratified: every class, in proportion
+        counts = lists["val"]["label"].value_counts()
+        assert set(counts.index) == set(CLASSES)
+
+
+def test_merge_drop_and_balance_give_the_promised_counts(tmp_path) -> None:
+    project = run_data_stages(tmp_path, flat, {"split": {"merge": {"cat": "pet", "dog": "pet"}, "balance": True}})
+    classes = json.loads((project / "data/split/classes.json").read_text())
+    assert classes == ["owl", "pet"]
+    totals = pd.concat(split_lists(project).values())["label"].value_counts()
+    assert totals.to_dict() == {"owl": 10, "pet": 10}  # pet (12 + 15) down-sampled to owl's 10
+    data = json.loads((project / "metrics/data.json").read_text())
+    assert data["classes"] == 2 and sum(data["images"][s] for s in ("train", "val", "test")) == 20
+
+    project = run_data_stages(tmp_path / "drop", flat, {"split": {"drop": ["owl"], "max_per_class": 11}})
+    totals = pd.concat(split_lists(project).values())["label"].value_counts()
+    assert totals.to_dict() == {"cat": 11, "dog": 11}
+
+
+def test_data_plots_and_counts(tmp_path) -> None:
+    project = run_data_stages(tmp_path, flat, {"augment": {"blur_kernels": [3], "classes": ["owl"]}})
+    counts = pd.read_csv(project / "plots/data/class_counts.csv")
+    assert counts.columns.tolist() == ["class", "train", "val", "test", "train_augmented"]
+    owl = counts.set_index("class").loc["owl"]
+    cat = counts.set_index("class").loc["cat"]
+    assert owl["train_augmented"] == 2 * owl["train"] and cat["train_augmented"] == cat["train"]
+    for png in ("augment_preview.png", "class_counts.png"):
+        assert (project / "plots/data" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_skip_corrupt_lists_the_file_and_goes_on(tmp_path) -> None:
+    source = flat(tmp_path)
+    (source / "dog" / "img_000.png").write_bytes(b"broken")
+    project = copy_project(tmp_path / "project", {"data": {"source": str(source), "skip_corrupt": True}})
+    result = run_stage("ingest", project)
+    assert f"skipped corrupt image {source / 'dog' / 'img_000.png'}" in result.stdout
+    report = json.loads((project / "data/raw/ingest.json").read_text())
+    assert report["corrupt"] == [str(source / "dog" / "img_000.png")] and report["images"] == 36
