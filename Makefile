@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.augment
+	$(BIN)/python -m benchmarks.train
 
 clean:
 	rm -rf $(VENV)

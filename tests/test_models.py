@@ -1,70 +1,189 @@
-"""Every registered model builds for 1 and 3 channels at several sizes and takes a training step."""
+"""Every architecture builds for 1 and 3 channels at 32 and 64 px and takes a training step;
+heads, freezing, pretrained weights and BlurPool do what they promise."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from stages.lib.errors import PipelineError
-from stages.lib.models import MODELS, InputShape, build_model, load_checkpoint, register
+from stages.lib.models import (MODELS, BlurPool2d, InputShape, build_model, count_parameters, head_name,
+                               load_checkpoint, register)
 from stages.lib.params import load_params
+from stages.train import checkpoint_params
 from tests.helpers import ROOT
 
 MODEL_PARAMS = load_params("model", path=ROOT / "params.yaml").model
+TORCHVISION = ["resnet18", "resnet50", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "mobilenet_v2", "alexnet"]
 
 
 def params_for(name: str, **changes):
     return dataclasses.replace(MODEL_PARAMS, name=name, **changes)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("size", [(32, 32), (20, 44)])
-def test_model_builds_and_steps(name: str, channels: int, size: tuple[int, int]) -> None:
-    torch.manual_seed(0)
-    model = build_model(params_for(name), InputShape(channels, *size, num_classes=7))
-    x, y = torch.randn(4, channels, *size), torch.tensor([0, 1, 2, 6])
-    before = [p.detach().clone() for p in model.parameters()]
-    loss = torch.nn.functional.cross_entropy(model(x), y)
+def one_step(model: nn.Module, shape: InputShape) -> torch.Tensor:
+    x = torch.randn(4, shape.channels, shape.height, shape.width)
+    y = torch.arange(4) % shape.num_classes
+    model.train()
+    loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
-    torch.optim.SGD(model.parameters(), lr=0.1).step()
-    assert model(x).shape == (4, 7)
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    return model(x)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS) + TORCHVISION)
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [32, 64])
+def test_model_builds_and_steps(name: str, channels: int, size: int) -> None:
+    torch.manual_seed(0)
+    shape = InputShape(channels, size, size, num_classes=7)
+    model = build_model(params_for(name), shape)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert one_step(model, shape).shape == (4, 7)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_mlp_hidden_layers_and_softmax_regression() -> None:
+def test_non_square_inputs_and_lenet5_dense_size_is_computed() -> None:
+    for size in [(20, 44), (64, 48)]:
+        model = build_model(params_for("lenet5"), InputShape(3, *size, 5))
+        assert model(torch.randn(2, 3, *size)).shape == (2, 5)
+
+
+def test_mlp_options() -> None:
     shape = InputShape(1, 8, 8, 10)
-    mlp = build_model(params_for("mlp", hidden=(50, 20), dropout=0.0), shape)
-    widths = [m.out_features for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
-    assert widths == [50, 20, 10]
+    mlp = build_model(params_for("mlp", hidden=(50, 20), dropout=0.0, batch_norm=True, activation="tanh"), shape)
+    assert [m.out_features for m in mlp.modules() if isinstance(m, nn.Linear)] == [50, 20, 10]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in mlp.modules()) == 2
+    assert sum(isinstance(m, nn.Tanh) for m in mlp.modules()) == 2
     regression = build_model(params_for("mlp", hidden=(), dropout=0.0), shape)
-    assert [m.in_features for m in regression.modules() if isinstance(m, torch.nn.Linear)] == [64]
+    assert [m.in_features for m in regression.modules() if isinstance(m, nn.Linear)] == [64]
 
 
-def test_unknown_model_lists_the_registry() -> None:
-    with pytest.raises(PipelineError, match=r"'model.name' parameter must be one of lenet5, mlp. Got 'resnet9000'"):
-        build_model(params_for("resnet9000"), InputShape(1, 32, 32, 10))
+def test_cnn_layers_follow_the_params() -> None:
+    model = build_model(params_for("cnn", filters=(8, 16, 32), kernel_size=5, pool_after=(1, 3), batch_norm=True),
+                        InputShape(1, 32, 32, 4))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32] and convs[0].kernel_size == (5, 5)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 2
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 3
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    assert last.in_features == 32 * 8 * 8  # two 2×2 pools: 32 -> 8
+    with pytest.raises(PipelineError, match=r"'model.pool_after' parameter must name conv layers 1..3"):
+        build_model(params_for("cnn", filters=(8, 16, 32), pool_after=(4,)), InputShape(1, 32, 32, 4))
+    with pytest.raises(PipelineError, match="shrink to nothing"):
+        build_model(params_for("cnn", filters=(8,) * 6, pool_after=(1, 2, 3, 4, 5, 6)), InputShape(1, 32, 32, 4))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet18", "mobilenet_v2"])
+def test_custom_head_replaces_the_classifier(name: str) -> None:
+    model = build_model(params_for(name, head=(64, 32)), InputShape(3, 32, 32, 6))
+    head = model.get_submodule(head_name(model))
+    assert [m.out_features for m in head.modules() if isinstance(m, nn.Linear)] == [64, 32, 6]
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet18"])
+@pytest.mark.parametrize("freeze", ["features", "head"])
+def test_frozen_weights_stay_bit_identical_after_a_step(name: str, freeze: str) -> None:
+    shape = InputShape(3, 32, 32, 5)
+    model = build_model(params_for(name, freeze=freeze, head=(16,)), shape)
+    head = head_name(model)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    one_step(model, shape)
+    for key, value in model.named_parameters():
+        in_head = key.startswith(head + ".")
+        frozen = in_head if freeze == "head" else not in_head
+        assert torch.equal(before[key], value) == frozen, key
+    assert count_parameters(model) < sum(p.numel() for p in model.parameters())
+
+
+def test_blurpool_rewrites_every_strided_layer() -> None:
+    model = build_model(params_for("resnet18", blurpool=True), InputShape(3, 32, 32, 10))
+    assert any(isinstance(m, BlurPool2d) for m in model.modules())
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and not (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)):
+            assert m.stride in (1, (1, 1)), m
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    lenet = build_model(params_for("lenet5", blurpool=True), InputShape(1, 32, 32, 10))
+    assert sum(isinstance(m, BlurPool2d) for m in lenet.modules()) == 2
+
+
+def test_blurpool_is_a_normalised_low_pass() -> None:
+    flat = torch.full((1, 3, 8, 8), 5.0)
+    assert torch.allclose(BlurPool2d(2)(flat), torch.full((1, 3, 4, 4), 5.0))
+    stripes = torch.zeros(1, 1, 8, 8)
+    stripes[..., ::2] = 1.0  # the highest frequency: aliased by plain subsampling, averaged out here
+    assert torch.allclose(BlurPool2d(2)(stripes)[..., 1:-1, 1:-1], torch.full((1, 1, 2, 2), 0.5))
+
+
+def test_unknown_model_suggests_a_name() -> None:
+    with pytest.raises(PipelineError, match=r"'model.name' parameter must be one of cnn, lenet5, mlp or a torchvision "
+                                            r"classifier .* Got 'resnet5' instead. Did you mean 'resnet50'\?"):
+        build_model(params_for("resnet5"), InputShape(1, 32, 32, 10))
 
 
 def test_lenet5_refuses_tiny_inputs_naming_the_param() -> None:
-    with pytest.raises(PipelineError, match="lenet5 needs images of at least 16×16 px, got 8×8: raise prepare.size"):
+    with pytest.raises(PipelineError, match="lenet5: 8×8 px images shrink to nothing .* raise prepare.size"):
         build_model(params_for("lenet5"), InputShape(1, 8, 8, 10))
 
 
 def test_registry_refuses_duplicates() -> None:
     with pytest.raises(ValueError, match="'mlp' is registered twice"):
-        register("mlp")(lambda params, shape: torch.nn.Identity())
+        register("mlp")(lambda params, shape: nn.Identity())
 
 
-def test_checkpoint_round_trip(tmp_path) -> None:
-    params = params_for("lenet5")
-    model = build_model(params, InputShape(1, 24, 24, 3)).eval()
+# ------------------------------------------------------------------------------ pretrained weights
+@pytest.fixture
+def resnet18_file(tmp_path):
+    import torchvision
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-weights.pth"
+    torch.save(reference.state_dict(), path)
+    return reference, path
+
+
+def test_weights_file_round_trips_and_grey_sums_rgb(resnet18_file) -> None:
+    reference, path = resnet18_file
+    rgb = build_model(params_for("resnet18", pretrained=str(path)), InputShape(3, 32, 32, 4))
+    assert torch.equal(rgb.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    assert torch.equal(rgb.conv1.weight, reference.conv1.weight)
+    grey = build_model(params_for("resnet18", pretrained=str(path)), InputShape(1, 32, 32, 4))
+    assert torch.allclose(grey.conv1.weight, reference.conv1.weight.sum(dim=1, keepdim=True))
+    assert grey.fc.out_features == 4
+
+
+def test_hub_cache_is_read_and_a_missing_file_says_where_to_put_it(resnet18_file, tmp_path, monkeypatch) -> None:
+    reference, path = resnet18_file
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(PipelineError, match=f"no pretrained weights for resnet18 at {expected}: nothing is downloaded"):
+        build_model(params_for("resnet18", pretrained="hub"), InputShape(3, 32, 32, 4))
+    expected.parent.mkdir(parents=True)
+    expected.write_bytes(path.read_bytes())
+    model = build_model(params_for("resnet18", pretrained="hub"), InputShape(3, 32, 32, 4))
+    assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+
+
+def test_missing_or_wrong_weights_file(tmp_path, resnet18_file) -> None:
+    with pytest.raises(PipelineError, match=f"no pretrained weights for resnet18 at {tmp_path / 'nope.pth'}"):
+        build_model(params_for("resnet18", pretrained=str(tmp_path / "nope.pth")), InputShape(3, 32, 32, 4))
+    _, path = resnet18_file
+    with pytest.raises(PipelineError, match="not mobilenet_v2 weights"):
+        build_model(params_for("mobilenet_v2", pretrained=str(path)), InputShape(3, 32, 32, 4))
+    with pytest.raises(PipelineError, match="'model.pretrained' parameter applies to torchvision models, not lenet5"):
+        build_model(params_for("lenet5", pretrained=str(path)), InputShape(3, 32, 32, 4))
+
+
+def test_checkpoint_round_trip_needs_no_pretrained_file(tmp_path, resnet18_file) -> None:
+    _, weights = resnet18_file
+    params = params_for("resnet18", pretrained=str(weights), blurpool=True, head=(32,))
+    model = build_model(params, InputShape(1, 32, 32, 3)).eval()
     path = tmp_path / "model.pt"
-    torch.save({"state_dict": model.state_dict(),
-                "model": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()},
-                "classes": ["a", "b", "c"], "input_shape": [1, 24, 24],
-                "normalization": {"mean": [0.5], "std": [0.2]}}, path)
+    torch.save({"state_dict": model.state_dict(), "model": checkpoint_params(params), "classes": ["a", "b", "c"],
+                "input_shape": [1, 32, 32], "normalization": {"mean": [0.5], "std": [0.2]}}, path)
+    weights.unlink()  # evaluate and predict run where the pretrained file may not be
     loaded, checkpoint = load_checkpoint(path, torch.device("cpu"))
-    x = torch.randn(2, 1, 24, 24)
+    x = torch.randn(2, 1, 32, 32)
     assert torch.equal(loaded(x), model(x)) and checkpoint["classes"] == ["a", "b", "c"]

@@ -2,6 +2,7 @@
 with tiny params: what runs, what reruns after a param change, what DVC can show and diff."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -71,6 +72,13 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
     history = pd.read_csv(project / "plots/train/history.csv")
     assert history.columns.tolist() == ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
     assert history["epoch"].tolist() == [1, 2]
+    steps = pd.read_csv(project / "plots/train/steps.csv")
+    assert steps.columns.tolist() == ["step", "epoch", "loss", "lr"] and steps["step"].is_monotonic_increasing
+    train = json.loads((project / "metrics/train.json").read_text())
+    assert set(train) == {"epochs", "best_epoch", "stopped_early", "parameters", "params_per_sample",
+                          "train_loss", "train_accuracy"}
+    assert 1 <= train["best_epoch"] <= 2 and train["params_per_sample"] == pytest.approx(
+        train["parameters"] / len(pd.read_csv(project / "data/augmented/train/index.csv")))
 
 
 def test_no_val_or_test_image_reaches_training(project) -> None:
@@ -105,14 +113,21 @@ def test_augment_change_reruns_augment_train_evaluate_only(project) -> None:
     assert set(augmented.index["augmentation"]) == {"original", "blur3", "blur5"}
 
 
+def test_a_torchvision_model_is_one_param_away(project) -> None:
+    result = dvc("exp", "run", "-n", "shufflenet", "-S", "model.name=shufflenet_v2_x0_5", "-S", "train.epochs=1",
+                 cwd=project)
+    assert stages_run(result) == ["train", "evaluate"]
+    assert "train: shufflenet_v2_x0_5" in result.stdout
+    assert set(json.loads((project / "metrics/eval.json").read_text())) == {"val", "test"}
+
+
 def test_exp_show_lists_params_and_accuracies(project, lr_experiment) -> None:
     table = dvc("exp", "show", "--csv", cwd=project).stdout
-    header, *rows = table.strip().splitlines()
-    columns = header.split(",")
-    for column in ("test.accuracy", "val.accuracy", "val.f1_macro", "train.lr", "model.name"):
-        assert column in columns, column
-    lr_small = next(row.split(",") for row in rows if row.startswith("lr-small"))
-    assert lr_small[columns.index("train.lr")] == "0.01"
+    header, *rows = csv.reader(table.strip().splitlines())
+    for column in ("test.accuracy", "val.accuracy", "val.f1_macro", "train.lr", "model.name", "best_epoch"):
+        assert column in header, column
+    lr_small = next(row for row in rows if row[0] == "lr-small")
+    assert lr_small[header.index("train.lr")] == "0.01"
 
 
 def test_plots_diff_renders_both_revisions(project, lr_experiment) -> None:

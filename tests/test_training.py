@@ -1,4 +1,5 @@
-"""The training loop on the CPU: the loss drops, a seed repeats a run exactly, NaN stops it."""
+"""The training loop on the CPU: the loss drops, a seed repeats a run exactly, each scheduler,
+clipping, early stopping, the best checkpoint, class weights, streaming and NaN handling."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,50 +8,62 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from stages.lib.errors import PipelineError
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params
-from stages.lib.training import Normalizer, fit, images_to_tensor, make_scheduler, make_optimizer, select_device
+from stages.lib.training import (Batches, Normalizer, class_weights, clip_gradients, fit, make_optimizer,
+                                 make_scheduler, select_device)
 from tests.helpers import ROOT
 
 PARAMS = load_params("model", "train", path=ROOT / "params.yaml")
+CPU = torch.device("cpu")
 
 
-def tiny_data(n: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def tiny_images(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Three classes of 12×12 images told apart by which third of the image is bright."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 3
     images = rng.integers(0, 60, size=(n, 12, 12, 1), dtype=np.uint8)
     for i, label in enumerate(labels):
         images[i, :, 4 * label:4 * label + 4] += 150
-    return images_to_tensor(images, torch.device("cpu")), torch.from_numpy(labels)
+    return images, labels
 
 
-def train_once(seed: int = 0, **train_changes):
-    x, y = tiny_data()
-    defaults = {"epochs": 6, "batch_size": 16, "lr": 0.05, "scheduler": "none"}
+def train_once(seed: int = 0, resident: bool = True, weights=None, **train_changes):
+    images, labels = tiny_images()
+    defaults = {"epochs": 6, "batch_size": 16, "lr": 0.05, "scheduler": "none", "patience": 0}
     train = dataclasses.replace(PARAMS.train, seed=seed, **{**defaults, **train_changes})
     torch.manual_seed(seed)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0),
                         InputShape(1, 12, 12, 3))
-    history = fit(model, x, y, x[:15], y[:15], Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
-    return model, history
+    result = fit(model, Batches(images, labels, CPU, resident), Batches(images[:15], labels[:15], CPU, resident),
+                 Normalizer((0.3,), (0.3,)), train, weights, log=lambda _: None)
+    return model, result
 
 
 def test_loss_drops_on_a_few_images() -> None:
-    _, history = train_once()
-    assert history[-1].train_loss < 0.5 * history[0].train_loss
-    assert history[-1].val_accuracy == 1.0
+    _, result = train_once()
+    assert result.history[-1].train_loss < 0.5 * result.history[0].train_loss
+    assert result.history[-1].val_accuracy == 1.0
+    assert len(result.steps) == 6 * 4 and result.steps[-1][:2] == (24, 6)  # 60 images in batches of 16
 
 
 def test_same_seed_same_run_on_cpu() -> None:
-    model_a, history_a = train_once(seed=1)
-    model_b, history_b = train_once(seed=1)
-    _, history_c = train_once(seed=2)
-    assert history_a == history_b
-    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
-    assert history_a != history_c
+    model_a, a = train_once(seed=1)
+    model_b, b = train_once(seed=1)
+    _, c = train_once(seed=2)
+    assert a.history == b.history and a.steps == b.steps
+    assert all(torch.equal(x, y) for x, y in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    assert a.history != c.history
+
+
+def test_streamed_batches_train_like_resident_ones() -> None:
+    _, resident = train_once(resident=True)
+    _, streamed = train_once(resident=False)
+    for r, s in zip(resident.history, streamed.history):
+        assert r.train_loss == pytest.approx(s.train_loss, rel=1e-4) and r.val_accuracy == s.val_accuracy
 
 
 def test_nan_loss_stops_training() -> None:
@@ -58,25 +71,97 @@ def test_nan_loss_stops_training() -> None:
         train_once(lr=1e30)
 
 
-def test_step_schedule_lowers_lr_every_step_size_epochs() -> None:
-    _, history = train_once(scheduler="step", step_size=2, gamma=0.5)
-    assert [r.lr for r in history] == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125])
+@pytest.mark.parametrize("scheduler,changes,expected", [
+    ("none", {}, [0.1] * 6),
+    ("step", {"step_size": 2, "gamma": 0.5}, [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]),
+    ("exponential", {"gamma": 0.5}, [0.1 * 0.5 ** e for e in range(6)]),
+    ("cosine", {}, [0.05 * (1 + math.cos(math.pi * e / 6)) for e in range(6)]),
+])
+def test_epoch_schedulers_give_the_expected_lr_sequence(scheduler, changes, expected) -> None:
+    _, result = train_once(lr=0.1, scheduler=scheduler, **changes)
+    assert [r.lr for r in result.history] == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)])
+def test_onecycle_warms_up_to_lr_then_anneals_per_step() -> None:
+    _, result = train_once(lr=0.1, scheduler="onecycle")
+    lrs = [step[3] for step in result.steps]
+    peak = int(np.argmax(lrs))
+    assert max(lrs) == pytest.approx(0.1, rel=0.05) and 0 < peak < len(lrs) - 1
+    assert lrs[0] < 0.01 and lrs[-1] < 1e-3
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
+
+
+@pytest.mark.parametrize("norm,value", [(0.5, 0.0), (0.0, 0.01), (0.5, 0.01), (0.0, 0.0)])
+def test_clipping_bounds_the_gradient(norm, value) -> None:
+    parameters = [torch.zeros(10, requires_grad=True), torch.zeros(3, 3, requires_grad=True)]
+    for p in parameters:
+        p.grad = torch.randn_like(p) * 100
+    original = [p.grad.clone() for p in parameters]
+    clip_gradients(parameters, dataclasses.replace(PARAMS.train, grad_clip_norm=norm, grad_clip_value=value))
+    grads = [p.grad for p in parameters]
+    total = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item()
+    if norm:
+        assert total <= norm + 1e-5
+    if value:
+        assert max(g.abs().max().item() for g in grads) <= value
+    if not norm and not value:
+        assert all(torch.equal(g, o) for g, o in zip(grads, original))
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch() -> None:
+    # A learning rate of almost zero: val loss cannot improve by min_delta, so patience runs out.
+    _, result = train_once(lr=1e-9, epochs=20, patience=2, min_delta=0.5, monitor="val_loss")
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_best_state_is_the_best_epoch_not_the_last() -> None:
+    model, result = train_once(epochs=8, monitor="val_accuracy")
+    best = result.history[result.best_epoch - 1]
+    assert best.val_accuracy == max(r.val_accuracy for r in result.history)
+    assert result.best_epoch == min(r.epoch for r in result.history if r.val_accuracy == best.val_accuracy)
+    assert set(result.best_state) == set(model.state_dict())
+
+
+def test_l1_label_smoothing_and_class_weights_change_the_loss() -> None:
+    _, plain = train_once(epochs=1)
+    _, l1 = train_once(epochs=1, l1=0.01)
+    _, smooth = train_once(epochs=1, label_smoothing=0.3)
+    _, weighted = train_once(epochs=1, weights=torch.tensor([5.0, 1.0, 1.0]))
+    base = plain.history[0].train_loss
+    assert l1.history[0].train_loss > base and smooth.history[0].train_loss != base
+    assert weighted.history[0].train_loss != base
+
+
+def test_class_weights_choices() -> None:
+    labels = np.array([0, 0, 0, 1])
+    assert class_weights("none", labels, 2) is None
+    assert class_weights("balanced", labels, 2).tolist() == pytest.approx([4 / 6, 4 / 2])
+    assert class_weights((1.0, 3.0), labels, 2).tolist() == [1.0, 3.0]
+    with pytest.raises(PipelineError, match=r"'train.class_weights' parameter must have one weight per class \(2\)"):
+        class_weights((1.0, 2.0, 3.0), labels, 2)
+
+
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
 def test_optimizer_choice(name, cls) -> None:
-    model = torch.nn.Linear(2, 2)
-    train = dataclasses.replace(PARAMS.train, optimizer=name, lr=0.3, weight_decay=0.01)
+    model = nn.Linear(2, 2)
+    train = dataclasses.replace(PARAMS.train, optimizer=name, lr=0.3, weight_decay=0.01, nesterov=name == "sgd")
     optimizer = make_optimizer(model, train)
     assert isinstance(optimizer, cls)
     assert optimizer.param_groups[0]["lr"] == 0.3 and optimizer.param_groups[0]["weight_decay"] == 0.01
-    assert make_scheduler(optimizer, dataclasses.replace(train, scheduler="none")) is None
+    assert make_scheduler(optimizer, dataclasses.replace(train, scheduler="none"), 10) == (None, False)
+
+
+def test_nesterov_needs_momentum_and_frozen_everything_is_refused() -> None:
+    with pytest.raises(PipelineError, match="'train.nesterov' parameter needs train.momentum > 0"):
+        make_optimizer(nn.Linear(2, 2), dataclasses.replace(PARAMS.train, nesterov=True, momentum=0.0))
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(PipelineError, match="no trainable parameters"):
+        make_optimizer(frozen, PARAMS.train)
 
 
 def test_device_choice() -> None:
-    assert select_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert select_device("auto").type == expected
+    assert select_device("cpu") == CPU
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(PipelineError, match="'train.device' parameter is 'cuda' but no CUDA GPU"):
             select_device("cuda")
@@ -88,11 +173,13 @@ def test_normalizer_uses_train_stats() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_training_runs_on_cuda() -> None:
-    x, y = tiny_data()
+@pytest.mark.parametrize("resident", [True, False])
+def test_training_runs_on_cuda_with_amp(resident) -> None:
+    images, labels = tiny_images()
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
     device = torch.device("cuda")
     model = build_model(dataclasses.replace(PARAMS.model, name="lenet5"), InputShape(1, 16, 16, 3)).to(device)
-    x16 = torch.nn.functional.pad(x, (2, 2, 2, 2)).to(device)
-    train = dataclasses.replace(PARAMS.train, epochs=3, batch_size=16, scheduler="none")
-    history = fit(model, x16, y.to(device), x16, y.to(device), Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
-    assert history[-1].train_loss < history[0].train_loss
+    train = dataclasses.replace(PARAMS.train, epochs=4, batch_size=16, scheduler="none", amp=True)
+    result = fit(model, Batches(images, labels, device, resident), Batches(images, labels, device, resident),
+                 Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
+    assert result.history[-1].train_loss < result.history[0].train_loss

@@ -1,7 +1,14 @@
-"""Model registry: `model.name` in params.yaml -> a builder of an `nn.Module`.
+"""Model registry: `model.name` in params.yaml -> an `nn.Module` fitted to the data's shape.
 
-Builders take the validated ModelParams and the data's shape, so no layer size is ever typed by
-hand: LeNet-5's first dense layer is computed from the input size. Add an architecture with
+Ours: `mlp`, `lenet5`, `cnn` (what no library ships). Any other name is looked up among
+torchvision's classifiers (resnet18, resnet50, shufflenet_v2_x0_5, mobilenet_v2, alexnet, ...),
+whose first conv is adapted to the input channels and whose last linear layer to the classes;
+an input too small for an architecture (alexnet at 32 px) is upsampled inside the model.
+No layer size is typed by hand: every dense input is measured with a dummy forward pass.
+
+Then, for every model: `model.head` replaces the last linear layer with dense layers,
+`model.blurpool` makes downsampling anti-aliased, `model.freeze` stops gradients. Weights are
+never downloaded: `model.pretrained` reads the torch hub cache or a local file.
 
     @register("name")
     def build_name(params: ModelParams, shape: InputShape) -> nn.Module: ...
@@ -29,6 +36,11 @@ class InputShape:
 
 Builder = Callable[[ModelParams, InputShape], nn.Module]
 MODELS: dict[str, Builder] = {}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True), "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
+    "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+}
+UPSAMPLE_SIZES = (64, 96, 128, 160, 224)  # tried in turn when an architecture rejects a small input
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -40,60 +52,252 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
-def build_model(params: ModelParams, shape: InputShape) -> nn.Module:
-    if params.name not in MODELS:
-        raise PipelineError(
-            f"The 'model.name' parameter must be one of {', '.join(sorted(MODELS))}. Got {params.name!r} instead.")
-    return MODELS[params.name](params, shape)
+def torchvision_names() -> list[str]:
+    import torchvision
+    return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (frozen ones excluded)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _dense_stack(widths: list[int], dropout: float) -> list[nn.Module]:
-    """Linear layers between consecutive widths, ReLU (and dropout) between them, none after the last."""
+# ------------------------------------------------------------------------------- building blocks
+def dense_stack(widths: list[int], dropout: float, activation: str = "relu", batch_norm: bool = False) -> nn.Sequential:
+    """Linear layers between consecutive widths; [batch norm,] activation and dropout between them."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(n_in, n_out))
         if i < len(widths) - 2:
-            layers.append(nn.ReLU(inplace=True))
-    return layers
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(n_out))
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
 
 
+class BlurPool2d(nn.Module):
+    """Low-pass then subsample (Zhang 2019, "Making convolutional networks shift-invariant again"):
+    a 3×3 binomial filter [1 2 1]ᵀ[1 2 1] / 16 applied per channel with stride `stride`."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (taps[:, None] * taps[None, :] / 16).view(1, 1, 3, 3), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        x = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        weight = self.kernel.to(x.dtype).expand(channels, 1, 3, 3)
+        return nn.functional.conv2d(x, weight, stride=self.stride, groups=channels)
+
+
+def _stride(value) -> int:
+    return value if isinstance(value, int) else max(value)
+
+
+def apply_blurpool(module: nn.Module) -> nn.Module:
+    """Rewrite, in place, every strided conv as conv(stride 1) + BlurPool and every strided max
+    pool as max pool(stride 1) + BlurPool. Returns the module (or its replacement if it is one)."""
+    def rewrite(m: nn.Module) -> nn.Module | None:
+        if isinstance(m, nn.Conv2d) and _stride(m.stride) > 1:
+            stride = _stride(m.stride)
+            m.stride = (1, 1)
+            return nn.Sequential(m, BlurPool2d(stride))
+        if isinstance(m, nn.MaxPool2d) and _stride(m.stride) > 1:
+            stride = _stride(m.stride)
+            return nn.Sequential(nn.MaxPool2d(m.kernel_size, 1, m.padding, m.dilation, ceil_mode=m.ceil_mode),
+                                 BlurPool2d(stride))
+        return None
+
+    replacement = rewrite(module)
+    if replacement is not None:
+        return replacement
+    for name, child in list(module.named_children()):
+        setattr(module, name, apply_blurpool(child))
+    return module
+
+
+def _measure(features: nn.Module, shape: InputShape) -> torch.Size:
+    """Output shape of `features` for one input of `shape` (no gradients, eval mode)."""
+    was_training = features.training
+    features.eval()
+    with torch.no_grad():
+        out = features(torch.zeros(1, shape.channels, shape.height, shape.width))
+    features.train(was_training)
+    return out.shape
+
+
+def _features_then_classifier(features: nn.Module, params: ModelParams, shape: InputShape,
+                              hidden: list[int]) -> nn.Module:
+    """features -> flatten -> dense layers `hidden` -> classes, the first dense size measured."""
+    if params.blurpool:
+        features = apply_blurpool(features)
+    try:
+        out = _measure(features, shape)
+    except RuntimeError:
+        out = None
+    if out is None or min(out[2:]) < 1:
+        raise PipelineError(f"{params.name}: {shape.height}×{shape.width} px images shrink to nothing in its "
+                            f"conv layers: raise prepare.size or use fewer pool_after layers")
+    classifier = dense_stack([out[1:].numel(), *hidden, shape.num_classes], params.dropout, params.activation)
+    return nn.Sequential(features, nn.Flatten(), classifier)
+
+
+# ----------------------------------------------------------------------------------- our models
 @register("mlp")
 def build_mlp(params: ModelParams, shape: InputShape) -> nn.Module:
     """Flattened pixels -> hidden layers -> classes; `hidden: []` is softmax regression."""
     n_inputs = shape.channels * shape.height * shape.width
-    return nn.Sequential(nn.Flatten(), *_dense_stack([n_inputs, *params.hidden, shape.num_classes], params.dropout))
-
-
-class LeNet5(nn.Module):
-    """LeNet-5 (LeCun et al. 1998) with ReLU and max pooling: two 5×5 convs (6, 16 maps), each
-    followed by 2×2 pooling, then dense 120 -> 84 -> classes. Any input of at least 16×16 px."""
-
-    def __init__(self, channels: int, height: int, width: int, num_classes: int, dropout: float) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        )
-        # 5×5 conv with padding 2 keeps the size, pool halves it; unpadded 5×5 conv takes 4 off.
-        out_h, out_w = (height // 2 - 4) // 2, (width // 2 - 4) // 2
-        self.classifier = nn.Sequential(nn.Flatten(), *_dense_stack([16 * out_h * out_w, 120, 84, num_classes], dropout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    return nn.Sequential(nn.Flatten(), dense_stack([n_inputs, *params.hidden, shape.num_classes], params.dropout,
+                                                   params.activation, params.batch_norm))
 
 
 @register("lenet5")
 def build_lenet5(params: ModelParams, shape: InputShape) -> nn.Module:
-    if min(shape.height, shape.width) < 16:
+    """LeNet-5 (LeCun et al. 1998) with max pooling: 5×5 convs of 6 and 16 maps, each followed by
+    2×2 pooling, then dense 120 -> 84 -> classes; the first dense size follows the input size."""
+    act = ACTIVATIONS[params.activation]
+    features = nn.Sequential(nn.Conv2d(shape.channels, 6, 5, padding=2), act(), nn.MaxPool2d(2),
+                             nn.Conv2d(6, 16, 5), act(), nn.MaxPool2d(2))
+    return _features_then_classifier(features, params, shape, [120, 84])
+
+
+@register("cnn")
+def build_cnn(params: ModelParams, shape: InputShape) -> nn.Module:
+    """Conv layers of `filters` channels (same padding), [batch norm,] activation, 2×2 max pooling
+    after the layers in `pool_after`, then a linear layer to the classes (see `model.head`)."""
+    if not params.filters:
+        raise PipelineError("The 'model.filters' parameter must list at least one conv layer for cnn. Got [] instead.")
+    beyond = [i for i in params.pool_after if i > len(params.filters)]
+    if beyond:
+        raise PipelineError(f"The 'model.pool_after' parameter must name conv layers 1..{len(params.filters)}. "
+                            f"Got {list(params.pool_after)} instead.")
+    layers: list[nn.Module] = []
+    channels = shape.channels
+    for i, width in enumerate(params.filters, start=1):
+        layers.append(nn.Conv2d(channels, width, params.kernel_size, padding=params.kernel_size // 2,
+                                bias=not params.batch_norm))
+        if params.batch_norm:
+            layers.append(nn.BatchNorm2d(width))
+        layers.append(ACTIVATIONS[params.activation]())
+        if i in params.pool_after:
+            layers.append(nn.MaxPool2d(2))
+        channels = width
+    return _features_then_classifier(nn.Sequential(*layers), params, shape, [])
+
+
+# ------------------------------------------------------------------------------- torchvision
+def _named(model: nn.Module, kind: type, last: bool) -> tuple[str, nn.Module]:
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, kind)]
+    if not found:
+        raise PipelineError(f"{type(model).__name__} has no {kind.__name__} layer to adapt to the data: "
+                            f"choose another model.name")
+    return found[-1] if last else found[0]
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def pretrained_file(name: str, choice: str) -> Path:
+    """The weights file `model.pretrained` points at: the torch hub cache's file for `name`, or a path."""
+    if choice != "hub":
+        return Path(choice)
+    import torchvision
+    try:
+        url = torchvision.models.get_model_weights(name).DEFAULT.url
+    except (ValueError, AttributeError):
+        raise PipelineError(f"torchvision publishes no pretrained weights for {name}") from None
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+
+
+def load_pretrained(model: nn.Module, name: str, choice: str) -> None:
+    path = pretrained_file(name, choice)
+    if not path.is_file():
         raise PipelineError(
-            f"lenet5 needs images of at least 16×16 px, got {shape.height}×{shape.width}: raise prepare.size")
-    return LeNet5(shape.channels, shape.height, shape.width, shape.num_classes, params.dropout)
+            f"no pretrained weights for {name} at {path}: nothing is downloaded at run time. On a machine "
+            f"with internet, run torchvision.models.get_model('{name}', weights='DEFAULT') and copy the "
+            f"file it saves under ~/.cache/torch/hub/checkpoints/ to {path}, or set model.pretrained to a weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    except Exception as exc:  # a wrong architecture's file, a pickle, a truncated file
+        raise PipelineError(f"{path}: not {name} weights ({' '.join(str(exc).split())[:200]})") from None
+
+
+def build_torchvision(params: ModelParams, shape: InputShape, with_weights: bool = True) -> nn.Module:
+    import torchvision
+
+    model = torchvision.models.get_model(params.name, weights=None)
+    if params.pretrained and with_weights:
+        load_pretrained(model, params.name, params.pretrained)
+    conv_name, conv = _named(model, nn.Conv2d, last=False)
+    if conv.in_channels != shape.channels:
+        new = nn.Conv2d(shape.channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                        conv.dilation, conv.groups, conv.bias is not None)
+        if params.pretrained and shape.channels == 1:  # a grey image is R = G = B: sum the RGB filters
+            with torch.no_grad():
+                new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+                if conv.bias is not None:
+                    new.bias.copy_(conv.bias)
+        _replace(model, conv_name, new)
+    linear_name, linear = _named(model, nn.Linear, last=True)
+    _replace(model, linear_name, nn.Linear(linear.in_features, shape.num_classes))
+    return model
+
+
+# ------------------------------------------------------------------------------------- assembly
+def _fits(model: nn.Module, shape: InputShape, size: tuple[int, int]) -> bool:
+    try:
+        _measure(model, InputShape(shape.channels, *size, shape.num_classes))
+        return True
+    except (RuntimeError, ValueError, AssertionError):
+        return False
+
+
+def head_name(model: nn.Module) -> str:
+    """The classifier's last part: the last linear layer, or the dense stack `model.head` put there."""
+    return getattr(model, "head_module_name", None) or _named(model, nn.Linear, last=True)[0]
+
+
+def build_model(params: ModelParams, shape: InputShape, with_weights: bool = True) -> nn.Module:
+    """The model `params` describe for inputs of `shape`. `with_weights=False` skips pretrained
+    weights (a checkpoint's state dict is about to replace them)."""
+    if params.pretrained and params.name in MODELS:
+        raise PipelineError(f"The 'model.pretrained' parameter applies to torchvision models, not {params.name}")
+    if params.name in MODELS:
+        model = MODELS[params.name](params, shape)
+    elif params.name in torchvision_names():
+        model = build_torchvision(params, shape, with_weights)
+        if params.blurpool:
+            model = apply_blurpool(model)
+        if not _fits(model, shape, (shape.height, shape.width)):
+            size = next((s for s in UPSAMPLE_SIZES if s >= max(shape.height, shape.width) and _fits(model, shape, (s, s))),
+                        None)
+            if size is None:
+                raise PipelineError(f"{params.name} does not accept {shape.height}×{shape.width} px inputs")
+            model = nn.Sequential(nn.Upsample(size=(size, size), mode="bilinear", align_corners=False), model)
+    else:
+        import difflib
+        guess = difflib.get_close_matches(params.name, [*MODELS, *torchvision_names()], n=1)
+        hint = f" Did you mean {guess[0]!r}?" if guess else ""
+        raise PipelineError(f"The 'model.name' parameter must be one of {', '.join(sorted(MODELS))} or a torchvision "
+                            f"classifier (resnet18, resnet50, mobilenet_v2, ...). Got {params.name!r} instead.{hint}")
+    if params.head:
+        name, last = _named(model, nn.Linear, last=True)
+        _replace(model, name, dense_stack([last.in_features, *params.head, last.out_features], params.dropout,
+                                          params.activation))
+        model.head_module_name = name
+    head = head_name(model)
+    for name, parameter in model.named_parameters():
+        in_head = name == head or name.startswith(head + ".")
+        if (params.freeze == "features" and not in_head) or (params.freeze == "head" and in_head):
+            parameter.requires_grad_(False)
+    return model
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
@@ -105,6 +309,6 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     channels, height, width = checkpoint["input_shape"]
     shape = InputShape(channels, height, width, len(checkpoint["classes"]))
-    model = build_model(parse_section("model", checkpoint["model"]), shape)
+    model = build_model(parse_section("model", checkpoint["model"]), shape, with_weights=False)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), checkpoint

@@ -179,27 +179,70 @@ class AugmentParams:
     seed: int = _spec(_number(int, ge=0), "seed of the random rotations and noise")
 
 
+def _pretrained(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("'' (none), 'hub' (the torch hub cache) or the path of a weights file")
+    return value
+
+
+def _class_weights(value: Any) -> str | tuple[float, ...]:
+    what = "none, balanced, or a list of per-class weights > 0"
+    if value in ("none", "balanced"):
+        return value
+    if isinstance(value, list) and value:
+        try:
+            return tuple(_number(float, gt=0)(v) for v in value)
+        except _Invalid:
+            pass
+    raise _Invalid(what)
+
+
 @dataclass(frozen=True)
 class ModelParams:
-    name: str = _spec(_string, "architecture from the model registry")
+    name: str = _spec(_string, "architecture: mlp, lenet5, cnn, or a torchvision classifier (resnet18, ...)")
     hidden: tuple[int, ...] = _spec(
         _int_list(_number(int, ge=1), "a list of integers >= 1"), "mlp: hidden layer widths ([] = softmax regression)")
+    activation: str = _spec(_choice("relu", "leaky_relu", "tanh", "sigmoid"), "mlp, lenet5, cnn: activation")
+    batch_norm: bool = _spec(_boolean, "mlp, cnn: batch normalisation after each layer")
     dropout: float = _spec(_number(float, ge=0, lt=1), "dropout rate before each dense layer")
+    filters: tuple[int, ...] = _spec(
+        _int_list(_number(int, ge=1), "a list of integers >= 1"), "cnn: output channels of each conv layer")
+    kernel_size: int = _spec(_number(int, ge=1, le=15), "cnn: conv kernel size (padded to keep the size)")
+    pool_after: tuple[int, ...] = _spec(
+        _int_list(_number(int, ge=1), "a list of integers >= 1", unique=True),
+        "cnn: conv layers (1 = first) followed by 2x2 max pooling")
+    head: tuple[int, ...] = _spec(
+        _int_list(_number(int, ge=1), "a list of integers >= 1"),
+        "dense layers that replace the last classifier layer ([]: the architecture's own)")
+    pretrained: str = _spec(_pretrained, "'' (none), hub (torch hub cache) or a weights file: torchvision models")
+    freeze: str = _spec(_choice("none", "features", "head"), "none; features: train the head only; head: the features only")
+    blurpool: bool = _spec(_boolean, "anti-aliased downsampling: strided convs and max pools blur before subsampling")
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    optimizer: str = _spec(_choice("sgd", "adam"), "sgd or adam")
-    lr: float = _spec(_number(float, gt=0), "learning rate")
-    momentum: float = _spec(_number(float, ge=0, lt=1), "SGD momentum")
-    weight_decay: float = _spec(_number(float, ge=0), "L2 weight decay")
-    epochs: int = _spec(_number(int, ge=1), "passes over the training set")
+    optimizer: str = _spec(_choice("sgd", "adam", "adamw"), "sgd, adam or adamw")
+    lr: float = _spec(_number(float, gt=0), "learning rate (onecycle: the peak)")
+    momentum: float = _spec(_number(float, ge=0, lt=1), "sgd: momentum")
+    nesterov: bool = _spec(_boolean, "sgd: Nesterov momentum")
+    weight_decay: float = _spec(_number(float, ge=0), "L2 weight decay (adamw: decoupled)")
+    l1: float = _spec(_number(float, ge=0), "L1 penalty: this times the sum of |weights| is added to the loss")
+    epochs: int = _spec(_number(int, ge=1), "passes over the training set (at most, with early stopping)")
     batch_size: int = _spec(_number(int, ge=1), "images per optimisation step")
-    scheduler: str = _spec(_choice("none", "step"), "learning-rate schedule: none or step")
+    scheduler: str = _spec(_choice("none", "step", "exponential", "cosine", "onecycle"), "learning-rate schedule")
     step_size: int = _spec(_number(int, ge=1), "step: epochs between learning-rate drops")
-    gamma: float = _spec(_number(float, gt=0, le=1), "step: factor of each learning-rate drop")
+    gamma: float = _spec(_number(float, gt=0, le=1), "step, exponential: factor of each learning-rate drop")
+    grad_clip_norm: float = _spec(_number(float, ge=0), "clip the gradients' total norm to this (0: off)")
+    grad_clip_value: float = _spec(_number(float, ge=0), "clip each gradient element to +-this (0: off)")
+    label_smoothing: float = _spec(_number(float, ge=0, lt=1), "cross-entropy label smoothing")
+    class_weights: Any = _spec(_class_weights, "loss weight per class: none, balanced (inverse frequency) or a list")
+    patience: int = _spec(_number(int, ge=0), "early stopping: epochs without improvement before stopping (0: off)")
+    monitor: str = _spec(_choice("val_loss", "val_accuracy"), "what picks the best epoch and drives early stopping")
+    min_delta: float = _spec(_number(float, ge=0), "early stopping: the least change that counts as improvement")
     seed: int = _spec(_number(int, ge=0), "seed of weight init and batch order")
     device: str = _spec(_choice("auto", "cpu", "cuda"), "auto: CUDA when present, else CPU")
+    amp: bool = _spec(_boolean, "CUDA only: bf16 autocast and channels_last")
+    compile: bool = _spec(_boolean, "torch.compile the model (slow start, faster steps on a GPU)")
 
 
 SECTIONS: dict[str, type] = {

@@ -1,13 +1,15 @@
 """The training loop and inference, as plain PyTorch (no framework between reader and loop).
 
-The whole data set sits on the device as one uint8 N×C×H×W tensor; a batch is an index slice,
-converted to float and normalised on the fly (airbench style: no DataLoader, no workers).
+Data: when it fits, the whole split sits on the device as one uint8 N×C×H×W tensor and a batch
+is an index slice (airbench style: no DataLoader, no workers); otherwise batches are gathered from
+the memory-mapped array and copied over. Either way a batch is converted to float and normalised
+on the device. On CUDA: bf16 autocast and channels_last (train.amp), optional torch.compile.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -33,6 +35,41 @@ def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous().to(device)
 
 
+def fits_in_memory(nbytes: int, device: torch.device) -> bool:
+    """Whether an array of `nbytes` can be resident on `device` with room to spare (half the free memory)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        import psutil
+        free = psutil.virtual_memory().available
+    return nbytes < free // 2
+
+
+class Batches:
+    """Images and labels of one split, served by index: resident on the device when they fit,
+    else gathered from the (memory-mapped) array batch by batch."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, resident: bool | None = None):
+        self.device = device
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+        self.resident = fits_in_memory(images.nbytes, device) if resident is None else resident
+        self.images = images_to_tensor(images, device) if self.resident else images
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 N×C×H×W images and labels of rows `index`, on the device."""
+        if self.resident:
+            return self.images[index], self.labels[index]
+        rows = np.sort(index.cpu().numpy())  # sorted: sequential reads from the memory map
+        batch = torch.from_numpy(np.ascontiguousarray(self.images[rows])).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        sorted_index = torch.from_numpy(rows).to(self.device)
+        return batch.to(self.device, non_blocking=True), self.labels[sorted_index]
+
+
 @dataclass(frozen=True)
 class Normalizer:
     """(pixel / 255 - mean) / std per channel; mean and std measured on the training split."""
@@ -47,17 +84,45 @@ class Normalizer:
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise PipelineError("no trainable parameters: model.freeze leaves nothing to train")
     if params.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum,
+        if params.nesterov and params.momentum == 0:
+            raise PipelineError("The 'train.nesterov' parameter needs train.momentum > 0. Got momentum 0 instead.")
+        return torch.optim.SGD(trainable, lr=params.lr, momentum=params.momentum, nesterov=params.nesterov,
                                weight_decay=params.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    if params.optimizer == "adamw":
+        return torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    return torch.optim.Adam(trainable, lr=params.lr, weight_decay=params.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Stepped once per epoch."""
+def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams,
+                   steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, bool]:
+    """The schedule and whether it steps per batch (onecycle) rather than per epoch."""
+    lr = torch.optim.lr_scheduler
     if params.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma)
-    return None
+        return lr.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma), False
+    if params.scheduler == "exponential":
+        return lr.ExponentialLR(optimizer, gamma=params.gamma), False
+    if params.scheduler == "cosine":
+        return lr.CosineAnnealingLR(optimizer, T_max=params.epochs), False
+    if params.scheduler == "onecycle":
+        return lr.OneCycleLR(optimizer, max_lr=params.lr, epochs=params.epochs, steps_per_epoch=steps_per_epoch), True
+    return None, False
+
+
+def class_weights(choice, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:
+    """Loss weight per class: None, 'balanced' (n / (classes × count), as scikit-learn) or the given list."""
+    if choice == "none":
+        return None
+    if choice == "balanced":
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    if len(choice) != num_classes:
+        raise PipelineError(f"The 'train.class_weights' parameter must have one weight per class ({num_classes}). "
+                            f"Got {len(choice)} instead.")
+    return torch.tensor(choice, dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -70,12 +135,33 @@ class EpochRecord:
     val_accuracy: float
 
 
+@dataclass
+class FitResult:
+    history: list[EpochRecord]
+    steps: list[tuple[int, int, float, float]]  # (step, epoch, loss, lr) of every batch
+    best_epoch: int
+    best_state: dict = field(repr=False)
+    stopped_early: bool
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, normalize: Normalizer, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (N×classes, float32) for a uint8 N×C×H×W tensor, in eval mode."""
+def predict_logits(model: nn.Module, data: Batches | torch.Tensor, normalize: Normalizer,
+                   batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Logits (N×classes, float32) in eval mode, for Batches or a uint8 N×C×H×W tensor."""
     model.eval()
-    chunks = [model(normalize(images[i:i + batch_size])).float() for i in range(0, len(images), batch_size)]
+    n = len(data)
+    device = data.device
+    chunks = []
+    for start in range(0, n, batch_size):
+        index = torch.arange(start, min(start + batch_size, n), device=device)
+        x = data.get(index)[0] if isinstance(data, Batches) else data[index]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            chunks.append(model(_layout(normalize(x), amp)).float())
     return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def _layout(x: torch.Tensor, amp: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if amp and x.is_cuda and x.dim() == 4 else x
 
 
 def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -84,45 +170,89 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
     return loss, accuracy
 
 
-def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
-        val_y: torch.Tensor, normalize: Normalizer, params: TrainParams,
-        log: Callable[[str], None] = print) -> list[EpochRecord]:
-    """Train `model` in place for params.epochs; returns one record per epoch.
+def clip_gradients(parameters: list[torch.Tensor], params: TrainParams) -> None:
+    """Clip each gradient element to ±grad_clip_value, then the total norm to grad_clip_norm (0: off)."""
+    if params.grad_clip_value > 0:
+        nn.utils.clip_grad_value_(parameters, params.grad_clip_value)
+    if params.grad_clip_norm > 0:
+        nn.utils.clip_grad_norm_(parameters, params.grad_clip_norm)
 
-    Tensors are already on the model's device. Batch order comes from a CPU generator seeded
-    with params.seed, so a CPU run repeats exactly. A NaN or infinite loss stops with an error.
+
+def _improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value < best - min_delta if monitor == "val_loss" else value > best + min_delta
+
+
+def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, params: TrainParams,
+        weights: torch.Tensor | None = None, log: Callable[[str], None] = print) -> FitResult:
+    """Train `model` (already on the device) in place; returns the history and the best epoch's state.
+
+    Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly.
+    The best epoch by params.monitor is kept; params.patience epochs without an improvement of
+    params.min_delta stop the run. A NaN or infinite loss stops it with an error.
     """
+    device = train.device
+    amp = params.amp and device.type == "cuda"
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if params.compile else model
+    n = len(train)
+    steps_per_epoch = math.ceil(n / params.batch_size)
     optimizer = make_optimizer(model, params)
-    scheduler = make_scheduler(optimizer, params)
+    scheduler, per_step = make_scheduler(optimizer, params, steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                                    label_smoothing=params.label_smoothing)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     order = torch.Generator().manual_seed(params.seed)
     history: list[EpochRecord] = []
-    n = len(train_x)
+    steps: list[tuple[int, int, float, float]] = []
+    best_value, best_epoch, best_state, waited = None, 0, {}, 0
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
         model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=train_x.device)
-        correct = torch.zeros((), device=train_x.device, dtype=torch.long)
-        for batch in torch.randperm(n, generator=order).to(train_x.device).split(params.batch_size):
-            x, y = normalize(train_x[batch]), train_y[batch]
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
+        epoch_lr = optimizer.param_groups[0]["lr"]
+        step_losses, step_lrs = [], []
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for batch in torch.randperm(n, generator=order).to(device).split(params.batch_size):
+            images, y = train.get(batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = step_model(_layout(normalize(images), amp))
+                loss = criterion(logits.float(), y)
+            if params.l1 > 0:
+                loss = loss + params.l1 * sum(p.abs().sum() for p in trainable)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            clip_gradients(trainable, params)
             optimizer.step()
-            # Accumulate on the device: no host sync per step.
-            loss_sum += loss.detach() * len(batch)
+            step_losses.append(loss.detach())  # stays on the device: no host sync per step
+            step_lrs.append(optimizer.param_groups[0]["lr"])
+            if per_step:
+                scheduler.step()
             correct += (logits.detach().argmax(1) == y).sum()
-        train_loss = loss_sum.item() / n
+        losses = torch.stack(step_losses).float().cpu().tolist()
+        sizes = [min(params.batch_size, n - i * params.batch_size) for i in range(len(losses))]
+        train_loss = sum(l * s for l, s in zip(losses, sizes)) / n
         if not math.isfinite(train_loss):
             raise PipelineError(f"training loss became {train_loss} in epoch {epoch}: lower train.lr "
                                 f"(now {params.lr:g}) or check the data; no model was written")
-        val_loss, val_accuracy = loss_and_accuracy(predict_logits(model, val_x, normalize), val_y)
-        record = EpochRecord(epoch, lr, train_loss, correct.item() / n, val_loss, val_accuracy)
+        steps += [(len(steps) + i + 1, epoch, l, r) for i, (l, r) in enumerate(zip(losses, step_lrs))]
+        val_loss, val_accuracy = loss_and_accuracy(predict_logits(model, val, normalize, amp=amp), val.labels)
+        record = EpochRecord(epoch, epoch_lr, train_loss, correct.item() / n, val_loss, val_accuracy)
         history.append(record)
-        log(f"epoch {epoch:>3}/{params.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} acc "
-            f"{record.train_accuracy:.2%}  val loss {val_loss:.4f} acc {val_accuracy:.2%}  "
-            f"({time.perf_counter() - started:.1f}s)")
-        if scheduler is not None:
+        monitored = val_loss if params.monitor == "val_loss" else val_accuracy
+        if _improved(monitored, best_value, params.monitor, params.min_delta):
+            best_value, best_epoch, waited = monitored, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+        log(f"epoch {epoch:>3}/{params.epochs}  lr {epoch_lr:.4g}  train loss {train_loss:.4f} acc "
+            f"{record.train_accuracy:.2%}  val loss {val_loss:.4f} acc {val_accuracy:.2%}"
+            f"{'  *' if best_epoch == epoch else ''}  ({time.perf_counter() - started:.1f}s)")
+        if scheduler is not None and not per_step:
             scheduler.step()
-    return history
+        if params.patience and waited >= params.patience:
+            log(f"early stopping: no {params.monitor} improvement of more than {params.min_delta:g} in "
+                f"{params.patience} epochs; best epoch {best_epoch}")
+            return FitResult(history, steps, best_epoch, best_state, True)
+    return FitResult(history, steps, best_epoch, best_state, False)
