@@ -58,7 +58,22 @@ def test_unknown_section(tmp_path) -> None:
     ("train", "epochs", 2.5, "The 'train.epochs' parameter must be an integer >= 1. Got 2.5 instead."),
     ("train", "batch_size", True, "The 'train.batch_size' parameter must be an integer >= 1. Got True instead."),
     ("train", "momentum", 1.0, "The 'train.momentum' parameter must be a float >= 0 and < 1. Got 1.0 instead."),
-    ("train", "optimizer", "rmsprop", "The 'train.optimizer' parameter must be one of sgd, adam. Got 'rmsprop'"),
+    ("train", "optimizer", "rmsprop", "The 'train.optimizer' parameter must be one of sgd, adam, adamw. Got 'rmsprop'"),
+    ("train", "scheduler", "cyclic", "The 'train.scheduler' parameter must be one of none, step, exponential, cosine, "
+                                     "onecycle."),
+    ("train", "grad_clip_norm", -1, "The 'train.grad_clip_norm' parameter must be a float >= 0. Got -1 instead."),
+    ("train", "label_smoothing", 1.0, "The 'train.label_smoothing' parameter must be a float >= 0 and < 1."),
+    ("train", "class_weights", "inverse", "The 'train.class_weights' parameter must be none, balanced, or a list of "
+                                          "per-class weights > 0. Got 'inverse' instead."),
+    ("train", "class_weights", [1, 0], "The 'train.class_weights' parameter must be none, balanced, or a list"),
+    ("train", "monitor", "loss", "The 'train.monitor' parameter must be one of val_loss, val_accuracy."),
+    ("train", "patience", -2, "The 'train.patience' parameter must be an integer >= 0. Got -2 instead."),
+    ("model", "activation", "gelu", "The 'model.activation' parameter must be one of relu, leaky_relu, tanh, sigmoid."),
+    ("model", "freeze", "all", "The 'model.freeze' parameter must be one of none, features, head. Got 'all' instead."),
+    ("model", "pretrained", None, "The 'model.pretrained' parameter must be '' (none), 'hub'"),
+    ("model", "kernel_size", 0, "The 'model.kernel_size' parameter must be an integer >= 1 and <= 15."),
+    ("model", "pool_after", [1, 1], "The 'model.pool_after' parameter must be a list of integers >= 1."),
+    ("model", "head", [0], "The 'model.head' parameter must be a list of integers >= 1. Got [0] instead."),
     ("train", "device", "tpu", "The 'train.device' parameter must be one of auto, cpu, cuda."),
     ("augment", "blur_kernels", [3, 4], "The 'augment.blur_kernels' parameter must be a list of distinct odd "
                                         "integers >= 3. Got [3, 4] instead."),
