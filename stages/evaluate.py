@@ -1,58 +1,108 @@
-"""Stage evaluate: score the trained model on the val and test splits (never on augmented data).
+"""Stage evaluate: score the trained model on train, val and test (never on augmented copies),
+and check the run's health.
 
     python -m stages.evaluate
 
-Writes metrics/eval.json ({val,test}: accuracy, loss, macro precision/recall/F1: the columns of
-`dvc exp show`), metrics/per_class.json ({val,test}: per class precision/recall/F1/support: see it
-with `dvc metrics show metrics/per_class.json`) and plots/eval/: {val,test}_predictions.csv (one
-row per image, actual and predicted class: DVC's confusion template), per_class_{val,test}.csv
-(per-class bars), confusion_{val,test}.png heatmaps and learning_curves.png (loss and accuracy per
-epoch from training's history).
+Writes metrics/eval.json: per split accuracy, top-k accuracy, loss, macro and weighted
+precision/recall/F1; avoidable bias (evaluate.target_accuracy - train accuracy) and variance
+(train - val accuracy); and health flags. metrics/per_class.json: per split and class accuracy,
+precision, recall, F1, support (`dvc metrics show metrics/per_class.json`).
+plots/eval/: {val,test}_predictions.csv (actual, predicted: DVC's confusion template),
+per_class_{train,val,test}.csv, confusion_{val,test}.png (normalised heatmaps with class names),
+learning_curves.png and worst_val.png (the most confidently wrong val images, with their true and
+predicted labels and confidence).
+
+Health checks print one line each: collapsed predictions, a diverging loss, loss spikes,
+overfitting, underfitting, with the usual remedies.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
 from stages.lib import paths
-from stages.lib.datasets import atomic_dir, load_array_set, write_json
+from stages.lib.datasets import ArraySet, atomic_dir, load_array_set, write_json
 from stages.lib.errors import run_stage
-from stages.lib.metrics import (classification_report, per_class_json, plot_confusion, plot_learning_curves,
-                                predictions_table)
+from stages.lib.health import Finding, check_collapse, check_divergence, check_fit, check_spikes
+from stages.lib.metrics import (classification_report, per_class_json, plot_confusion, plot_image_grid,
+                                plot_learning_curves, predictions_table, top_k_accuracy)
 from stages.lib.models import load_checkpoint
+from stages.lib.params import EvaluateParams, load_params
 from stages.lib.training import Normalizer, images_to_tensor, loss_and_accuracy, predict_logits, select_device
 
-PARAMS: tuple[str, ...] = ()
+PARAMS = ("evaluate",)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR, paths.TRAIN_PLOTS)
 OUTS = (paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS)
-EVAL_SPLITS = ("val", "test")
+EVAL_SPLITS = ("train", "val", "test")  # train: the prepared originals, not the augmented copies
+
+
+def worst_mistakes(data: ArraySet, probabilities: np.ndarray, classes: list[str], count: int) -> tuple[list, list]:
+    """The `count` wrong predictions made with the highest confidence, as image-grid rows of 8."""
+    predicted = probabilities.argmax(1)
+    wrong = np.flatnonzero(predicted != data.labels)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:count]
+    images = [data.images[i] for i in wrong]
+    titles = [f"true {classes[data.labels[i]]}\npred {classes[predicted[i]]} {probabilities[i, predicted[i]]:.0%}"
+              for i in wrong]
+    return [images[i:i + 8] for i in range(0, len(images), 8)], [titles[i:i + 8] for i in range(0, len(titles), 8)]
+
+
+def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, classes: list[str],
+                  history: pd.DataFrame, steps: pd.DataFrame, params: EvaluateParams) -> list[Finding]:
+    return [check_collapse(val_true, val_pred, classes),
+            check_divergence(history["train_loss"].tolist()),
+            check_spikes(steps["loss"].tolist(), params.spike_factor, len(classes)),
+            *check_fit(scores["train"]["accuracy"], scores["val"]["accuracy"], params.overfit_gap,
+                       params.underfit_accuracy)]
 
 
 def main() -> None:
+    params = load_params(*PARAMS).evaluate
     device = select_device("auto")
     model, checkpoint = load_checkpoint(paths.MODEL_FILE, device)
     classes = checkpoint["classes"]
     normalize = Normalizer(tuple(checkpoint["normalization"]["mean"]), tuple(checkpoint["normalization"]["std"]))
-    scores, per_class = {}, {}
+    history = pd.read_csv(paths.HISTORY_FILE)
+    steps = pd.read_csv(paths.TRAIN_PLOTS / "steps.csv")
+    scores, per_class, truths, predictions = {}, {}, {}, {}
     with atomic_dir(paths.EVAL_PLOTS) as out:
         for split in EVAL_SPLITS:
             data = load_array_set(paths.PREPARED_DIR / split)
             labels = torch.from_numpy(data.labels).to(device)
             logits = predict_logits(model, images_to_tensor(data.images, device), normalize)
             loss, _ = loss_and_accuracy(logits, labels)
-            y_true, y_pred = data.labels, logits.argmax(1).cpu().numpy()
+            probabilities = torch.softmax(logits, 1).cpu().numpy()
+            y_true, y_pred = data.labels, probabilities.argmax(1)
             summary, table = classification_report(y_true, y_pred, classes)
-            scores[split] = {**summary, "loss": loss}
+            scores[split] = {**summary, "top_k_accuracy": top_k_accuracy(probabilities, y_true, params.top_k),
+                             "loss": loss}
             per_class[split] = per_class_json(table)
-            predictions_table(y_true, y_pred, classes).to_csv(out / f"{split}_predictions.csv", index=False)
+            truths[split], predictions[split] = y_true, y_pred
             table.to_csv(out / f"per_class_{split}.csv", index=False)
-            plot_confusion(y_true, y_pred, classes, f"{split}: accuracy {scores[split]['accuracy']:.2%}",
-                           out / f"confusion_{split}.png")
-            print(f"evaluate: {split} accuracy {scores[split]['accuracy']:.2%}  macro F1 "
-                  f"{scores[split]['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images)")
-        plot_learning_curves(pd.read_csv(paths.HISTORY_FILE), out / "learning_curves.png")
+            if split != "train":
+                predictions_table(y_true, y_pred, classes).to_csv(out / f"{split}_predictions.csv", index=False)
+                plot_confusion(y_true, y_pred, classes, f"{split}: accuracy {summary['accuracy']:.2%}",
+                               out / f"confusion_{split}.png")
+            if split == "val":
+                rows, titles = worst_mistakes(data, probabilities, classes, params.gallery_size)
+                plot_image_grid(rows, titles, out / "worst_val.png", empty="no misclassified val image")
+            print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  top-{params.top_k} "
+                  f"{scores[split]['top_k_accuracy']:.2%}  macro F1 {summary['f1_macro']:.4f}  loss {loss:.4f}  "
+                  f"({len(y_true)} images)")
+        plot_learning_curves(history, out / "learning_curves.png")
+    findings = health_checks(scores, truths["val"], predictions["val"], classes, history, steps, params)
+    scores["avoidable_bias"] = params.target_accuracy - scores["train"]["accuracy"]
+    scores["variance"] = scores["train"]["accuracy"] - scores["val"]["accuracy"]
+    scores["health"] = {f.check: (f.count if f.check == "loss_spikes" else f.seen) for f in findings}
     write_json(paths.EVAL_METRICS, scores)
     write_json(paths.PER_CLASS_METRICS, per_class)
+    print(f"evaluate: avoidable bias {scores['avoidable_bias']:.2%}, variance {scores['variance']:.2%}")
+    for finding in findings:
+        if finding.seen:
+            print(f"health: {finding.message}")
+    if not any(f.seen for f in findings):
+        print("health: no collapse, divergence, loss spike, overfitting or underfitting seen")
 
 
 if __name__ == "__main__":

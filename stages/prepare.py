@@ -3,7 +3,8 @@
     python -m stages.prepare
 
 Writes data/prepared/{train,val,test}/ array sets (images.npy uint8 N×H×W×C, labels.npy,
-index.csv) and data/prepared/stats.json: the normalisation that train applies to every batch,
+index.csv) and data/prepared/stats.json: the prepare params (for predict) and the normalisation
+that train applies to every batch,
 x' = (x / 255 - mean) / std per channel, measured on the train split only: its mean and std
 (prepare.normalize: standard) or its min and max - min (minmax: train pixels map onto 0..1).
 
@@ -12,6 +13,7 @@ aspect ratio first; pad letterboxes, only when asked, with pad_value or a mirror
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,11 @@ def prepare_image(image: np.ndarray, params: PrepareParams) -> np.ndarray:
     """One decoded H×W×C image -> the model's input layout: grey or RGB, params.size."""
     image = to_grayscale(image) if params.grayscale else to_rgb(image)
     return resize(image, params.size, params.resize, params.interpolation, params.pad_mode, params.pad_value)
+
+
+def preprocess_params(params: PrepareParams) -> dict:
+    """The prepare params as plain values: train stores them in the checkpoint for predict."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, list[float]]:
@@ -87,6 +94,7 @@ def main() -> None:
             images = prepare_split(split, out, classes, params)
             if split == "train":
                 stats = normalization(channel_stats(images), params.normalize)
+                stats["preprocess"] = preprocess_params(params)
             print(f"prepare: {split} {images.shape[0]} images of {images.shape[1]}×{images.shape[2]}×{images.shape[3]}")
             del images  # release the memory map before the folder is renamed
         write_json(out / paths.STATS_FILE.name, stats)

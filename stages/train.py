@@ -5,12 +5,13 @@
 Uses CUDA when there is a GPU (train.device: auto) and the CPU otherwise. Prints one line per
 epoch. Keeps the best epoch by train.monitor on the val split (early stopping with
 train.patience). Writes models/model.pt (the best epoch's weights plus everything predict needs:
-class names, input shape, normalisation, model params), metrics/train.json and plots/train/:
+class names, input shape, preprocessing, normalisation, model params), metrics/train.json and plots/train/:
 history.csv (per epoch: lr, train and val loss and accuracy) and steps.csv (per batch: loss, lr).
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import pandas as pd
 import torch
@@ -60,11 +61,14 @@ def main() -> None:
         "classes": classes,
         "input_shape": [channels, height, width],
         "normalization": {"mean": list(normalize.mean), "std": list(normalize.std)},
+        "preprocess": stats["preprocess"],  # the prepare params: predict repeats them on new images
         "epoch": result.best_epoch,
     }
     best = result.history[result.best_epoch - 1]
     with atomic_file(paths.MODEL_FILE) as tmp:
-        torch.save(checkpoint, tmp)
+        buffer = io.BytesIO()  # saving to the random temporary name would put that name in the archive
+        torch.save(checkpoint, buffer)
+        tmp.write_bytes(buffer.getvalue())
     write_json(paths.TRAIN_METRICS, {
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,

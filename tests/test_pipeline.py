@@ -6,6 +6,8 @@ import csv
 import json
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +48,23 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
+def restore_baseline(root: Path) -> None:
+    """Back to the last commit: `dvc exp run` applies an experiment's results to the workspace,
+    which the next experiment would start from."""
+    git("reset", "-q", "--hard", cwd=root)
+    dvc("checkout", "-f", "-q", cwd=root)
+
+
+def exp_run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return dvc("exp", "run", *args, cwd=root)
+    finally:
+        restore_baseline(root)
+
+
 @pytest.fixture(scope="module")
 def lr_experiment(project) -> subprocess.CompletedProcess:
-    return dvc("exp", "run", "-n", "lr-small", "-S", "train.lr=0.01", cwd=project)
+    return exp_run(project, "-n", "lr-small", "-S", "train.lr=0.01")
 
 
 def test_repro_writes_every_output(project) -> None:
@@ -62,13 +78,18 @@ def test_repro_writes_every_output(project) -> None:
 
 def test_eval_metrics_have_the_expected_keys(project) -> None:
     scores = json.loads((project / "metrics/eval.json").read_text())
-    assert set(scores) == {"val", "test"}
-    for split in scores.values():
-        assert set(split) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro"}
-        assert 0.5 < split["accuracy"] <= 1.0  # 2 epochs of a tiny MLP still learn digits
+    assert set(scores) == {"train", "val", "test", "avoidable_bias", "variance", "health"}
+    for split in ("train", "val", "test"):
+        assert set(scores[split]) == {"accuracy", "top_k_accuracy", "loss", "precision_macro", "recall_macro",
+                                      "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted"}
+        assert 0.5 < scores[split]["accuracy"] <= scores[split]["top_k_accuracy"] <= 1.0  # a tiny MLP still learns
+    assert scores["avoidable_bias"] == pytest.approx(1.0 - scores["train"]["accuracy"])
+    assert scores["variance"] == pytest.approx(scores["train"]["accuracy"] - scores["val"]["accuracy"])
+    assert set(scores["health"]) == {"collapse", "divergence", "loss_spikes", "overfitting", "underfitting"}
     per_class = json.loads((project / "metrics/per_class.json").read_text())
-    assert set(per_class["test"]) == {str(d) for d in range(10)}
-    assert set(per_class["test"]["3"]) == {"precision", "recall", "f1", "support"}
+    assert set(per_class) == {"train", "val", "test"} and set(per_class["test"]) == {str(d) for d in range(10)}
+    assert set(per_class["test"]["3"]) == {"accuracy", "precision", "recall", "f1", "support"}
+    assert (project / "plots/eval/worst_val.png").read_bytes()[:4] == b"\x89PNG"
     history = pd.read_csv(project / "plots/train/history.csv")
     assert history.columns.tolist() == ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
     assert history["epoch"].tolist() == [1, 2]
@@ -107,18 +128,15 @@ def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> Non
 
 
 def test_augment_change_reruns_augment_train_evaluate_only(project) -> None:
-    result = dvc("exp", "run", "-n", "more-blur", "-S", "augment.blur_kernels=[3,5]", cwd=project)
+    result = exp_run(project, "-n", "more-blur", "-S", "augment.blur_kernels=[3,5]")
     assert stages_run(result) == ["augment", "train", "evaluate"]
-    augmented = load_array_set(project / "data/augmented/train")
-    assert set(augmented.index["augmentation"]) == {"original", "blur3", "blur5"}
+    assert "augment: 1259 train images -> 3777 rows (original, blur3, blur5)" in result.stdout
 
 
 def test_a_torchvision_model_is_one_param_away(project) -> None:
-    result = dvc("exp", "run", "-n", "shufflenet", "-S", "model.name=shufflenet_v2_x0_5", "-S", "train.epochs=1",
-                 cwd=project)
+    result = exp_run(project, "-n", "shufflenet", "-S", "model.name=shufflenet_v2_x0_5", "-S", "train.epochs=1")
     assert stages_run(result) == ["train", "evaluate"]
-    assert "train: shufflenet_v2_x0_5" in result.stdout
-    assert set(json.loads((project / "metrics/eval.json").read_text())) == {"val", "test"}
+    assert "train: shufflenet_v2_x0_5" in result.stdout and "evaluate: test  accuracy" in result.stdout
 
 
 def test_exp_show_lists_params_and_accuracies(project, lr_experiment) -> None:
@@ -145,6 +163,68 @@ def test_plots_diff_renders_both_revisions(project, lr_experiment) -> None:
 def test_metrics_diff_against_the_last_commit(project, lr_experiment) -> None:
     diff = json.loads(dvc("metrics", "diff", "HEAD", "lr-small", "--json", cwd=project).stdout)
     assert "test.accuracy" in diff["metrics/eval.json"]
+
+
+def test_train_repeats_to_the_last_digit_on_the_cpu(project) -> None:
+    before = {f: (project / f).read_bytes() for f in ("models/model.pt", "metrics/train.json", "plots/train/steps.csv")}
+    result = dvc("repro", "-f", "-s", "train", cwd=project)
+    assert stages_run(result) == ["train"]
+    for file, content in before.items():
+        assert (project / file).read_bytes() == content, file
+
+
+def test_report_tables_both_experiments(project, lr_experiment, tmp_path) -> None:
+    out = tmp_path / "report.md"
+    result = run([sys.executable, "-m", "stages.report", "--output", str(out)], project)
+    table = out.read_text()
+    assert table == result.stdout
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    baseline = run(["git", "branch", "--show-current"], project).stdout.strip()
+    assert "lr-small" in rows and baseline in rows
+    assert "train.lr" in table.splitlines()[0] and "| 0.01 |" in rows["lr-small"]
+
+
+def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
+    val = pd.read_csv(project / "data/split/val.csv", dtype=str)
+    predicted = pd.read_csv(project / "plots/eval/val_predictions.csv", dtype=str)["predicted"]
+    files = val["path"].tolist()[:5]
+    result = run([sys.executable, "-m", "stages.predict", *files, "--json", "--top-k", "2"], project)
+    answers = json.loads(result.stdout)
+    assert [a["image"] for a in answers] == files
+    assert [a["predictions"][0]["class"] for a in answers] == predicted.tolist()[:5]
+    for answer in answers:
+        probabilities = [p["probability"] for p in answer["predictions"]]
+        assert len(probabilities) == 2 and probabilities[0] >= probabilities[1] and sum(probabilities) <= 1 + 1e-6
+    (project / "broken.png").write_bytes(b"not a png")
+    failed = run([sys.executable, "-m", "stages.predict", files[0], "broken.png"], project, check=False)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.strip() == "error: broken.png: not a readable image (corrupt or not PNG/JPEG/BMP)"
+
+
+def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
+    dvc("exp", "run", "--queue", "-S", "train.epochs=1", "-S", "train.seed=range(0,2)", "-S", "train.lr=0.01,0.03",
+        cwd=project)
+    dvc("queue", "start", "-j", "2", cwd=project)
+    deadline = time.monotonic() + 300
+    while re.search(r"Queued|Running", dvc("queue", "status", cwd=project).stdout):
+        assert time.monotonic() < deadline, "the queued experiments did not finish in 5 minutes"
+        time.sleep(2)
+    assert dvc("queue", "status", cwd=project).stdout.count("Success") >= 4
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    def params_of(r: dict) -> dict:
+        return r["data"]["params"]["params.yaml"]["data"]
+
+    runs = [r for row in shown for e in row.get("experiments") or [] for r in e["revs"]
+            if params_of(r)["train"]["epochs"] == 1 and params_of(r)["model"]["name"] == "mlp"]
+    assert len(runs) == 4
+    table = run([sys.executable, "-m", "stages.report", "--seeds"], project).stdout
+    rows = [line for line in table.splitlines()[2:] if line.startswith("| 2 |")]
+    assert len(rows) == 2  # lr 0.01 and lr 0.03, two seeds each
+    for lr in (0.01, 0.03):
+        accuracies = [r["data"]["metrics"]["metrics/eval.json"]["data"]["val"]["accuracy"] for r in runs
+                      if params_of(r)["train"]["lr"] == lr]
+        expected = f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"
+        assert any(f"| {lr} |" in row and expected in row for row in rows), (lr, expected, table)
 
 
 def test_bad_param_fails_dvc_repro_with_one_clear_line(project) -> None:

@@ -14,29 +14,41 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> tuple[dict, pd.DataFrame]:
-    """Summary scores (accuracy, macro precision/recall/F1) and a per-class table
-    (class, precision, recall, f1, support), one row per class in class-id order.
+    """Summary scores (accuracy, macro and support-weighted precision/recall/F1) and a per-class
+    table (class, accuracy, precision, recall, f1, support), one row per class in class-id order.
+    A class's accuracy is the share of its images predicted right (its recall).
 
     A class never predicted has precision 0 (not NaN), so JSON and `dvc metrics diff` stay valid.
     """
     labels = np.arange(len(class_names))
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=None, zero_division=0)
+    weights = support / max(support.sum(), 1)
     summary = {
         "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
         "precision_macro": float(np.mean(precision)),
         "recall_macro": float(np.mean(recall)),
         "f1_macro": float(np.mean(f1)),
+        "precision_weighted": float(np.sum(precision * weights)),
+        "recall_weighted": float(np.sum(recall * weights)),
+        "f1_weighted": float(np.sum(f1 * weights)),
     }
-    per_class = pd.DataFrame({"class": class_names, "precision": precision, "recall": recall,
+    per_class = pd.DataFrame({"class": class_names, "accuracy": recall, "precision": precision, "recall": recall,
                               "f1": f1, "support": support.astype(int)})
     return summary, per_class
 
 
+def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int) -> float:
+    """Share of rows whose true class is among the `k` highest scores (k capped at the class count)."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float(np.mean((top == y_true[:, None]).any(axis=1))) if len(y_true) else 0.0
+
+
 def per_class_json(table: pd.DataFrame) -> dict:
-    """{class: {precision, recall, f1, support}} from classification_report's table."""
-    return {str(row["class"]): {"precision": float(row["precision"]), "recall": float(row["recall"]),
-                                "f1": float(row["f1"]), "support": int(row["support"])}
+    """{class: {accuracy, precision, recall, f1, support}} from classification_report's table."""
+    return {str(row["class"]): {"accuracy": float(row["accuracy"]), "precision": float(row["precision"]),
+                                "recall": float(row["recall"]), "f1": float(row["f1"]), "support": int(row["support"])}
             for _, row in table.iterrows()}
 
 
@@ -73,9 +85,16 @@ def plot_class_counts(counts: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path: Path) -> None:
-    """One row of uint8 H×W×C images per entry of `rows`, each titled."""
+def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path: Path, empty: str = "no images") -> None:
+    """One row of uint8 H×W×C images per entry of `rows`, each titled; `empty` written when there are none."""
     plt = _pyplot()
+    if not any(rows):
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, empty, ha="center", va="center")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return
     n_cols = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.6 * n_cols, 1.8 * len(rows)), squeeze=False)
     for ax in axes.flat:

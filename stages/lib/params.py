@@ -245,9 +245,22 @@ class TrainParams:
     compile: bool = _spec(_boolean, "torch.compile the model (slow start, faster steps on a GPU)")
 
 
+@dataclass(frozen=True)
+class EvaluateParams:
+    top_k: int = _spec(_number(int, ge=1), "top-k accuracy: the true class among the k highest scores")
+    target_accuracy: float = _spec(_number(float, gt=0, le=1),
+                                   "the accuracy aimed at (e.g. human level): avoidable bias = this - train accuracy")
+    overfit_gap: float = _spec(_number(float, ge=0, le=1), "health: train - val accuracy above this is overfitting")
+    underfit_accuracy: float = _spec(_number(float, ge=0, le=1),
+                                     "health: train and val accuracy both below this is underfitting")
+    spike_factor: float = _spec(_number(float, gt=1), "health: the loss (averaged over 10 steps) rising above this × "
+                                                      "its lowest level is a spike")
+    gallery_size: int = _spec(_number(int, ge=0, le=256), "worst misclassified val images shown in worst_val.png")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams, "split": SplitParams, "prepare": PrepareParams,
-    "augment": AugmentParams, "model": ModelParams, "train": TrainParams,
+    "augment": AugmentParams, "model": ModelParams, "train": TrainParams, "evaluate": EvaluateParams,
 }
 
 
@@ -306,6 +319,7 @@ class Params:
     augment: AugmentParams
     model: ModelParams
     train: TrainParams
+    evaluate: EvaluateParams
 
 
 def read_yaml(path: Path) -> Any:

@@ -1,0 +1,93 @@
+"""Health checks on a finished training run: the failures that cost the experiment logs most runs,
+made loud. Each check is a pure function returning a Finding: whether the problem was seen, a
+one-line account of what was seen and the usual remedies.
+
+    collapse      predictions on one class, or accuracy equal to the majority class's share
+    divergence    the train loss ended higher than it started, or became NaN/infinite
+    loss spikes   the (smoothed) step loss jumping far above the lowest level it had reached
+    overfitting   train accuracy above val accuracy by more than a threshold
+    underfitting  train and val accuracy both below a threshold
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+SPIKE_WINDOW = 10  # steps averaged before a loss is compared with the lowest level reached
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    seen: bool
+    message: str = ""
+    count: int = 0  # loss spikes: how many
+
+
+def check_collapse(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], split: str = "val") -> Finding:
+    """Predictions on a single class, or an accuracy no better than always answering the majority class."""
+    predicted, counts = np.unique(y_pred, return_counts=True)
+    majority_share = np.bincount(y_true).max() / len(y_true)
+    accuracy = float(np.mean(y_true == y_pred))
+    remedy = ("lower train.lr, check the labels and prepare.normalize, try train.class_weights: balanced "
+              "or split.balance")
+    if len(predicted) == 1:
+        return Finding("collapse", True, f"predictions collapsed: every {split} image predicted as "
+                                         f"'{class_names[predicted[0]]}' (accuracy {accuracy:.2%}): {remedy}")
+    if len(np.unique(y_true)) > 1 and math.isclose(accuracy, majority_share, abs_tol=1e-9):
+        return Finding("collapse", True, f"predictions collapsed: {split} accuracy {accuracy:.2%} equals the majority "
+                                         f"class's share: the model learnt nothing beyond it: {remedy}")
+    return Finding("collapse", False)
+
+
+def check_divergence(epoch_losses: list[float]) -> Finding:
+    """The train loss ended above where it started, or became NaN or infinite."""
+    if not all(math.isfinite(loss) for loss in epoch_losses):
+        return Finding("divergence", True, "loss diverging: the train loss became NaN or infinite: "
+                                           "lower train.lr, add train.grad_clip_norm")
+    if len(epoch_losses) > 1 and epoch_losses[-1] > epoch_losses[0]:
+        return Finding("divergence", True,
+                       f"loss diverging: train loss rose from {epoch_losses[0]:.4g} (epoch 1) to {epoch_losses[-1]:.4g} "
+                       f"(epoch {len(epoch_losses)}): lower train.lr, add train.grad_clip_norm")
+    return Finding("divergence", False)
+
+
+def find_spikes(step_losses: list[float], factor: float, num_classes: int, window: int = SPIKE_WINDOW) -> list[int]:
+    """Steps where a loss spike starts: the loss averaged over `window` steps rises above `factor` ×
+    the lowest such average reached before, and by more than a tenth of the chance-level loss
+    ln(classes) (so that the noise of a nearly-zero loss is no spike). Consecutive steps are one spike."""
+    losses = np.asarray(step_losses, dtype=float)
+    if len(losses) < 2 * window:
+        return []
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")  # smooth[j]: steps j .. j+window-1
+    lowest = np.minimum.accumulate(smooth)
+    floor = 0.1 * math.log(max(num_classes, 2))
+    flagged = [j for j in range(window, len(smooth))
+               if smooth[j] > factor * lowest[j - window] and smooth[j] - lowest[j - window] > floor]
+    return [j + window - 1 for k, j in enumerate(flagged) if k == 0 or flagged[k - 1] != j - 1]
+
+
+def check_spikes(step_losses: list[float], factor: float, num_classes: int) -> Finding:
+    spikes = find_spikes(step_losses, factor, num_classes)
+    if not spikes:
+        return Finding("loss_spikes", False)
+    return Finding("loss_spikes", True,
+                   f"{len(spikes)} loss spike(s): the loss averaged over {SPIKE_WINDOW} steps rose above {factor:g}× its "
+                   f"lowest level, first at step {spikes[0] + 1}: lower train.lr, add train.grad_clip_norm, or raise "
+                   f"train.batch_size", len(spikes))
+
+
+def check_fit(train_accuracy: float, val_accuracy: float, max_gap: float, low: float) -> list[Finding]:
+    """Overfitting (train above val by more than `max_gap`) and underfitting (both below `low`)."""
+    gap = train_accuracy - val_accuracy
+    over = Finding("overfitting", gap > max_gap,
+                   f"overfitting: train accuracy {train_accuracy:.2%} vs val {val_accuracy:.2%} (gap {gap:.2%} > "
+                   f"evaluate.overfit_gap {max_gap:.2%}): more regularisation (train.weight_decay, model.dropout, "
+                   f"augment), early stopping (train.patience), a smaller model or more data")
+    under = Finding("underfitting", train_accuracy < low and val_accuracy < low,
+                    f"underfitting: train accuracy {train_accuracy:.2%} and val {val_accuracy:.2%} both below "
+                    f"evaluate.underfit_accuracy {low:.2%}: train longer (train.epochs), tune train.lr, use a bigger "
+                    f"model or less regularisation")
+    return [over, under]

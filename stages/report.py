@@ -1,0 +1,174 @@
+"""A markdown table of experiments, the way the experiment logs tabled their runs.
+
+    python -m stages.report [--output report.md] [--sort-by val.accuracy] [--seeds]
+
+Reads `dvc exp show --json`: one row per commit and experiment, the params that differ between
+them, and the key metrics, sorted best first. With --seeds, runs that differ only in their seeds
+(train.seed, split.seed, augment.seed) are one row: the mean ± sample standard deviation of each
+metric over them, and how many runs there were. A sweep over seeds and a grid:
+
+    dvc exp run --queue -S 'train.seed=range(0,20)' -S 'train.lr=0.01,0.02' && dvc queue start -j 2
+    python -m stages.report --seeds
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.lib.errors import PipelineError, run_stage
+
+SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
+METRICS = ("val.accuracy", "test.accuracy", "val.f1_macro", "train.accuracy", "variance", "best_epoch")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _experiment(name: str, data: dict) -> Experiment:
+    params = {}
+    for file in (data.get("params") or {}).values():
+        params.update(flatten(file.get("data") or {}))
+    metrics = {}
+    for file in (data.get("metrics") or {}).values():
+        metrics.update({k: v for k, v in flatten(file.get("data") or {}).items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return Experiment(name, params, metrics)
+
+
+def experiments_from_json(rows: list[dict]) -> list[Experiment]:
+    """Commits and their experiments from `dvc exp show --json`; the workspace only when it holds
+    results that no commit has."""
+    found: list[Experiment] = []
+    workspace = None
+    for row in rows:
+        if row.get("data") is None:
+            continue
+        if row["rev"] == "workspace":
+            workspace = _experiment("workspace", row["data"])
+            continue
+        found.append(_experiment(row.get("name") or row["rev"][:7], row["data"]))
+        for experiment in row.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                if rev.get("data"):
+                    found.append(_experiment(rev.get("name") or experiment.get("name") or rev["rev"][:7], rev["data"]))
+    if workspace is not None and all((e.params, e.metrics) != (workspace.params, workspace.metrics) for e in found):
+        found.insert(0, workspace)
+    return found
+
+
+def differing_params(experiments: list[Experiment]) -> list[str]:
+    keys = sorted({k for e in experiments for k in e.params})
+    return [k for k in keys if len({json.dumps(e.params.get(k), sort_keys=True) for e in experiments}) > 1]
+
+
+def _param(value: Any) -> str:
+    """A param as written in params.yaml."""
+    return "-" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _metric(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _sort_key(value: Any) -> float:
+    return value if isinstance(value, (int, float)) and not math.isnan(value) else -math.inf
+
+
+def markdown_table(experiments: list[Experiment], sort_by: str, metrics: tuple[str, ...] = METRICS) -> str:
+    params = differing_params(experiments)
+    metrics = tuple(m for m in metrics if any(m in e.metrics for e in experiments))
+    ordered = sorted(experiments, key=lambda e: _sort_key(e.metrics.get(sort_by)), reverse=True)
+    header = ["experiment", *params, *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in ordered:
+        cells = [e.name, *(_param(e.params.get(p)) for p in params), *(_metric(e.metrics.get(m)) for m in metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    params: dict[str, Any]       # the params the runs share (seeds left out)
+    runs: list[str]
+    mean: dict[str, float]
+    std: dict[str, float]        # sample standard deviation (n - 1); 0 for a single run
+
+
+def aggregate_seeds(experiments: list[Experiment], metrics: tuple[str, ...] = METRICS) -> list[SeedGroup]:
+    """Group runs whose params differ only in SEED_KEYS; mean and std of each metric per group."""
+    groups: dict[str, list[Experiment]] = {}
+    for e in experiments:
+        shared = {k: v for k, v in e.params.items() if k not in SEED_KEYS}
+        groups.setdefault(json.dumps(shared, sort_keys=True), []).append(e)
+    result = []
+    for key, members in groups.items():
+        mean, std = {}, {}
+        for metric in metrics:
+            values = np.array([m.metrics[metric] for m in members if metric in m.metrics], dtype=float)
+            if len(values):
+                mean[metric] = float(values.mean())
+                std[metric] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        result.append(SeedGroup(json.loads(key), [m.name for m in members], mean, std))
+    return result
+
+
+def seeds_table(groups: list[SeedGroup], sort_by: str, metrics: tuple[str, ...] = METRICS) -> str:
+    as_experiments = [Experiment(", ".join(g.runs), g.params, g.mean) for g in groups]
+    params = differing_params(as_experiments)
+    metrics = tuple(m for m in metrics if any(m in g.mean for g in groups))
+    header = ["runs", *params, *(f"{m} (mean ± std)" for m in metrics)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in sorted(groups, key=lambda g: _sort_key(g.mean.get(sort_by)), reverse=True):
+        cells = [str(len(g.runs)), *(_param(g.params.get(p)) for p in params),
+                 *(f"{g.mean[m]:.4f} ± {g.std[m]:.4f}" if m in g.mean else "-" for m in metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dvc_experiments() -> list[dict]:
+    result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"dvc exp show failed: {' '.join(result.stderr.split())[:300]}")
+    return json.loads(result.stdout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
+    parser.add_argument("--sort-by", default="val.accuracy", help="metric to sort by, best first (default: %(default)s)")
+    parser.add_argument("--seeds", action="store_true", help="one row per params, mean ± std over the seeds")
+    args = parser.parse_args(argv)
+    experiments = experiments_from_json(dvc_experiments())
+    if not experiments:
+        raise PipelineError("no experiments with results: run `dvc repro` or `dvc exp run` first")
+    table = (seeds_table(aggregate_seeds(experiments), args.sort_by) if args.seeds
+             else markdown_table(experiments, args.sort_by))
+    print(table, end="")
+    if args.output:
+        args.output.write_text(table)
+
+
+if __name__ == "__main__":
+    run_stage(main)

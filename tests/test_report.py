@@ -1,0 +1,65 @@
+"""The experiments report: rows from `dvc exp show --json`, differing params, sorting, seed means."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.report import (Experiment, aggregate_seeds, differing_params, experiments_from_json, flatten,
+                           markdown_table, seeds_table)
+
+
+def rev(name: str | None, lr: float, seed: int, val: float, test: float) -> dict:
+    """One revision as `dvc exp show --json` gives it."""
+    return {"rev": f"{abs(hash(name)):040x}", "name": name, "data": {
+        "params": {"params.yaml": {"data": {"train": {"lr": lr, "seed": seed, "epochs": 5}, "model": {"name": "mlp"}}}},
+        "metrics": {"metrics/eval.json": {"data": {"val": {"accuracy": val}, "test": {"accuracy": test},
+                                                   "health": {"collapse": False}}},
+                    "metrics/train.json": {"data": {"best_epoch": 4}}}}}
+
+
+SHOW = [
+    {**rev(None, 0.1, 0, 0.90, 0.89), "rev": "workspace"},  # the same results as main: not a row of its own
+    {**rev("main", 0.1, 0, 0.90, 0.89), "experiments": [
+        {"name": "a", "revs": [rev("a", 0.01, 0, 0.95, 0.94)]},
+        {"name": "b", "revs": [rev("b", 0.01, 1, 0.93, 0.92)]},
+        {"name": "c", "revs": [rev("c", 0.01, 2, 0.97, 0.96)]},
+        {"name": "d", "revs": [rev("d", 0.1, 1, 0.80, 0.81)]},
+    ]},
+]
+
+
+def test_flatten() -> None:
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": "x"}) == {"a.b": 1, "a.c": [1, 2], "d": "x"}
+
+
+def test_rows_params_and_metrics_come_from_dvc_json() -> None:
+    experiments = experiments_from_json(SHOW)
+    assert [e.name for e in experiments] == ["main", "a", "b", "c", "d"]
+    assert experiments[1].params["train.lr"] == 0.01 and experiments[1].metrics["val.accuracy"] == 0.95
+    assert "health.collapse" not in experiments[1].metrics  # flags are no numbers to average
+    assert differing_params(experiments) == ["train.lr", "train.seed"]
+
+
+def test_table_sorted_by_val_accuracy_with_the_differing_params() -> None:
+    table = markdown_table(experiments_from_json(SHOW), "val.accuracy")
+    lines = table.splitlines()
+    assert lines[0] == "| experiment | train.lr | train.seed | val.accuracy | test.accuracy | best_epoch |"
+    assert [line.split(" | ")[0].strip("| ") for line in lines[2:]] == ["c", "a", "b", "main", "d"]
+    assert "| c | 0.01 | 2 | 0.9700 | 0.9600 | 4 |" in lines
+
+
+def test_seed_aggregation_gives_the_right_mean_and_std() -> None:
+    groups = {g.params["train.lr"]: g for g in aggregate_seeds(experiments_from_json(SHOW))}
+    three = groups[0.01]
+    assert sorted(three.runs) == ["a", "b", "c"]
+    assert three.mean["val.accuracy"] == pytest.approx(np.mean([0.95, 0.93, 0.97]))
+    assert three.std["val.accuracy"] == pytest.approx(np.std([0.95, 0.93, 0.97], ddof=1))
+    assert groups[0.1].mean["test.accuracy"] == pytest.approx(0.85)
+    table = seeds_table(list(groups.values()), "val.accuracy")
+    assert table.splitlines()[2].startswith("| 3 | 0.01 | 0.9500 ± 0.0200 |")
+
+
+def test_a_workspace_with_new_results_is_a_row() -> None:
+    show = [{**rev(None, 0.3, 0, 0.5, 0.5), "rev": "workspace"}, rev("main", 0.1, 0, 0.9, 0.9)]
+    assert [e.name for e in experiments_from_json(show)] == ["workspace", "main"]
+    assert Experiment("x", {}, {}).name == "x"
