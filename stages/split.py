@@ -41,35 +41,34 @@ def assign_splits(files: pd.DataFrame, classes: list[str], params: SplitParams) 
     rng = np.random.default_rng(params.seed)
     fractions = {"train": params.train, "val": params.val, "test": params.test}
     given = [split for split in paths.SPLITS if (files["given"] == split).any()]
-    if not given:  # one pool: down-sample it, then cut every class by the fractions
-        files = files.iloc[downsample(files["label"].map(class_id).to_numpy(), params.max_per_class, params.balance,
-                                      rng)].reset_index(drop=True)
-        rows = stratified_split(files["label"].map(class_id).to_numpy(), fractions, params.seed, classes,
-                                params.min_per_split)
-        return {split: files.iloc[r] for split, r in rows.items()}
-
-    train = files[files["given"] == "train"].reset_index(drop=True)
-    missing = [split for split in ("val", "test") if split not in given]
-    train = train.iloc[downsample(train["label"].map(class_id).to_numpy(), params.max_per_class, params.balance,
-                                  rng)].reset_index(drop=True)
-    carve = {"train": params.train, **{split: fractions[split] for split in missing}}
-    total = sum(carve.values())
-    rows = stratified_split(train["label"].map(class_id).to_numpy(), {k: v / total for k, v in carve.items()},
+    # One pool, or the given train split: down-sampled, then cut by the fractions into the splits
+    # not given (all three for one pool; a missing val or test for a pre-split source).
+    pool = files[files["given"] == ("train" if given else "")].reset_index(drop=True)
+    pool = pool.iloc[downsample(pool["label"].map(class_id).to_numpy(), params.max_per_class, params.balance,
+                                rng)].reset_index(drop=True)
+    cut = {split: fraction for split, fraction in fractions.items() if split == "train" or split not in given}
+    total = sum(cut.values())
+    rows = stratified_split(pool["label"].map(class_id).to_numpy(), {k: v / total for k, v in cut.items()},
                             params.seed, classes, params.min_per_split)
-    result = {split: train.iloc[r] for split, r in rows.items()}
+    result = {split: pool.iloc[r] for split, r in rows.items()}
     for split in given:
         if split != "train":
-            result[split] = files[files["given"] == split]
-            extra = sorted(set(result[split]["label"]) - set(train["label"]))
-            if extra:
-                raise PipelineError(f"{paths.RAW_DIR / split}: class(es) {', '.join(extra)} have no train images")
-            counts = result[split]["label"].value_counts()
-            short = [c for c in classes if counts.get(c, 0) < params.min_per_split]
-            if short:
-                raise PipelineError(
-                    f"the given {split} split has fewer than {params.min_per_split} image(s) (split.min_per_split) "
-                    f"of class(es) {', '.join(short)}")
+            result[split] = check_given_split(files[files["given"] == split], split, pool, classes, params)
     return {split: result[split] for split in paths.SPLITS}
+
+
+def check_given_split(rows: pd.DataFrame, split: str, train: pd.DataFrame, classes: list[str],
+                      params: SplitParams) -> pd.DataFrame:
+    """A val or test split the source came with: its classes must be train's, each with min_per_split images."""
+    extra = sorted(set(rows["label"]) - set(train["label"]))
+    if extra:
+        raise PipelineError(f"{paths.RAW_DIR / split}: class(es) {', '.join(extra)} have no train images")
+    counts = rows["label"].value_counts()
+    short = [c for c in classes if counts.get(c, 0) < params.min_per_split]
+    if short:
+        raise PipelineError(f"the given {split} split has fewer than {params.min_per_split} image(s) "
+                            f"(split.min_per_split) of class(es) {', '.join(short)}")
+    return rows
 
 
 def main() -> None:
