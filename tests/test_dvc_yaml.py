@@ -81,8 +81,12 @@ def test_top_level_plots_point_at_stage_outputs() -> None:
             assert any(file == o or file.startswith(o + "/") for o in outputs), file
 
 
-def test_readme_documents_every_param() -> None:
+def test_readme_documents_every_stage_and_param() -> None:
     readme = (ROOT / "README.md").read_text()
+    for heading in ("## The two commands", "## Everyday DVC commands", "## The pipeline", "## Params", "## Benchmarks"):
+        assert heading in readme
+    for stage in STAGES:
+        assert f"\n| `{stage}` |" in readme, f"README.md's pipeline table has no row for {stage}"
     for section in SECTIONS:
         for key in describe(section):
-            assert f"`{section}.{key}`" in readme, f"README.md does not document {section}.{key}"
+            assert f"\n| `{section}.{key}` |" in readme, f"README.md's params table has no row for {section}.{key}"
