@@ -29,7 +29,7 @@ from stages.lib.metrics import (classification_report, per_class_json, plot_conf
                                 plot_learning_curves, predictions_table, top_k_accuracy)
 from stages.lib.models import load_checkpoint
 from stages.lib.params import EvaluateParams, load_params
-from stages.lib.training import Normalizer, images_to_tensor, loss_and_accuracy, predict_logits, select_device
+from stages.lib.training import Batches, Normalizer, loss_and_accuracy, predict_logits, select_device
 
 PARAMS = ("evaluate",)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR, paths.TRAIN_PLOTS)
@@ -69,9 +69,9 @@ def main() -> None:
     with atomic_dir(paths.EVAL_PLOTS) as out:
         for split in EVAL_SPLITS:
             data = load_array_set(paths.PREPARED_DIR / split)
-            labels = torch.from_numpy(data.labels).to(device)
-            logits = predict_logits(model, images_to_tensor(data.images, device), normalize)
-            loss, _ = loss_and_accuracy(logits, labels)
+            batches = Batches(data.images, data.labels, device)  # resident when it fits, else streamed
+            logits = predict_logits(model, batches, normalize)
+            loss, _ = loss_and_accuracy(logits, batches.labels)
             probabilities = torch.softmax(logits, 1).cpu().numpy()
             y_true, y_pred = data.labels, probabilities.argmax(1)
             summary, table = classification_report(y_true, y_pred, classes)
