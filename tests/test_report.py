@@ -62,4 +62,10 @@ def test_seed_aggregation_gives_the_right_mean_and_std() -> None:
 def test_a_workspace_with_new_results_is_a_row() -> None:
     show = [{**rev(None, 0.3, 0, 0.5, 0.5), "rev": "workspace"}, rev("main", 0.1, 0, 0.9, 0.9)]
     assert [e.name for e in experiments_from_json(show)] == ["workspace", "main"]
-    assert Experiment("x", {}, {}).name == "x"
+
+
+def test_rows_without_a_metric_sort_last() -> None:
+    rows = [Experiment("no-metrics", {"train.lr": 1}, {}), Experiment("scored", {"train.lr": 2}, {"val.accuracy": 0.5})]
+    table = markdown_table(rows, "val.accuracy")
+    assert [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]] == ["scored", "no-metrics"]
+    assert "| no-metrics | 1 | - |" in table
