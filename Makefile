@@ -1,5 +1,5 @@
 # make repro: set up .venv and run the whole pipeline on the default data (dvc repro)
-# make test:  set up .venv and run the test suite
+# make test:  set up .venv and run the whole test suite (make test-fast: unit tests only)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-requirements
 # Stages run as `python -m stages.<name>`: put the venv's python first on PATH for DVC.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv repro test bench clean
+.PHONY: venv repro test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The edit loop: unit tests only (no subprocess, no dvc), well under 90 s on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration and not slow and not gpu"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.augment

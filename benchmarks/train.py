@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params
-from stages.lib.training import Batches, Normalizer, fit
+from stages.lib.preprocess import Normalizer
+from stages.lib.training import Batches, fit
 
 MEAN, STD = (0.3,), (0.3,)
 
@@ -51,7 +52,7 @@ def ours(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_images: n
          val_labels: np.ndarray, batch_size: int, epochs: int, lr: float, device: torch.device) -> None:
     params = dataclasses.replace(load_params("train").train, epochs=epochs, batch_size=batch_size, lr=lr,
                                  scheduler="none", patience=0, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
-    fit(model, Batches(images, labels, device), Batches(val_images, val_labels, device), Normalizer(MEAN, STD),
+    fit(model, Batches(images, labels, device), Batches(val_images, val_labels, device), Normalizer(MEAN, STD, device),
         params, log=lambda _: None)
 
 

@@ -1,5 +1,6 @@
 """Stage evaluate: score the trained model on train, val and test (never on augmented copies),
-and check the run's health.
+and check the run's health. Runs on the device and with the AMP choice training used
+(train.device and train.amp, recorded in the checkpoint), so eval.json repeats with them.
 
     python -m stages.evaluate
 
@@ -27,9 +28,9 @@ from stages.lib.errors import run_stage
 from stages.lib.health import Finding, check_collapse, check_divergence, check_fit, check_spikes
 from stages.lib.metrics import (classification_report, per_class_json, plot_confusion, plot_image_grid,
                                 plot_learning_curves, predictions_table, top_k_accuracy)
-from stages.lib.models import load_checkpoint
+from stages.lib.checkpoint import Checkpoint
 from stages.lib.params import EvaluateParams, load_params
-from stages.lib.training import Batches, Normalizer, loss_and_accuracy, predict_logits, select_device
+from stages.lib.training import Batches, loss_and_accuracy, predict_logits
 
 PARAMS = ("evaluate",)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR, paths.TRAIN_PLOTS)
@@ -59,10 +60,11 @@ def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, clas
 
 def main() -> None:
     params = load_params(*PARAMS).evaluate
-    device = select_device("auto")
-    model, checkpoint = load_checkpoint(paths.MODEL_FILE, device)
-    classes = checkpoint["classes"]
-    normalize = Normalizer(tuple(checkpoint["normalization"]["mean"]), tuple(checkpoint["normalization"]["std"]))
+    checkpoint = Checkpoint.load(paths.MODEL_FILE)
+    device, amp = checkpoint.runtime()  # where and how training ran: eval.json repeats with train.device
+    model = checkpoint.build_model(device)
+    classes = checkpoint.classes
+    normalize = checkpoint.preprocessing.normalizer(device)
     history = pd.read_csv(paths.HISTORY_FILE)
     steps = pd.read_csv(paths.TRAIN_PLOTS / "steps.csv")
     scores, per_class, truths, predictions = {}, {}, {}, {}
@@ -70,7 +72,7 @@ def main() -> None:
         for split in EVAL_SPLITS:
             data = load_array_set(paths.PREPARED_DIR / split)
             batches = Batches(data.images, data.labels, device)  # resident when it fits, else streamed
-            logits = predict_logits(model, batches, normalize)
+            logits = predict_logits(model, batches, normalize, amp=amp)
             loss, _ = loss_and_accuracy(logits, batches.labels)
             probabilities = torch.softmax(logits, 1).cpu().numpy()
             y_true, y_pred = data.labels, probabilities.argmax(1)

@@ -2,8 +2,11 @@
 
     python -m stages.ingest
 
-data.source = digits: scikit-learn's bundled 8×8 digits (1,797 images, 10 classes, no download),
-upscaled to data.digits_size px so that resize and blur have detail to work on.
+data.source = data/digits: scikit-learn's bundled 8×8 digits (1,797 images, 10 classes, no
+download), upscaled to data.digits_size px so that resize and blur have detail to work on. The
+folder data/digits only stands for them (it holds a README), so that data.source is always a path
+that dvc.yaml can declare as ingest's dependency: DVC hashes the folder's contents, so adding,
+removing or editing an image reruns ingest and everything after it.
 data.source = a folder of class subfolders (`<folder>/<class>/<image>`), or a folder already
 split into `train/` and optionally `val/` and `test/`, each with class subfolders (every
 subfolder of the source is one of those three): each image is checked (it must decode) and
@@ -26,7 +29,7 @@ from stages.lib.errors import PipelineError, run_stage
 from stages.lib.params import load_params
 
 PARAMS = ("data",)
-DEPS: tuple[Path, ...] = ()
+DEPS = ("${data.source}",)  # DVC templating: the folder data.source names, hashed like any dependency
 OUTS = (paths.RAW_DIR,)
 
 
@@ -83,7 +86,7 @@ def main() -> None:
     params = load_params(*PARAMS).data
     report: dict = {"source": params.source, "splits": [], "skipped": [], "corrupt": []}
     with atomic_dir(paths.RAW_DIR) as out:
-        if params.source == "digits":
+        if Path(params.source) == paths.DIGITS_SOURCE:
             count = write_digits(out, params.digits_size)
         else:
             source = Path(params.source)

@@ -2,8 +2,9 @@
 
     python -m stages.predict IMAGE [IMAGE ...] [--model models/model.pt] [--top-k 3] [--json]
 
-Applies exactly the training-time preprocessing, read from the checkpoint: the prepare params
-(grayscale, size, resize mode, interpolation, padding) and the train split's normalisation.
+Applies exactly the training-time preprocessing, read from the checkpoint (the one contract of
+stages/lib/preprocess.py): the prepare params (grayscale, size, resize mode, interpolation,
+padding) and the train split's normalisation.
 Every image is read before anything is printed: an unreadable one stops with a one-line error
 naming it and exit status 1. Not a DVC stage: it reads models/model.pt and writes to stdout.
 """
@@ -17,42 +18,43 @@ import numpy as np
 import torch
 
 from stages.lib import paths
+from stages.lib.checkpoint import Checkpoint
 from stages.lib.datasets import read_image
 from stages.lib.errors import PipelineError, run_stage
-from stages.lib.models import load_checkpoint
-from stages.lib.params import parse_section
-from stages.lib.training import Normalizer, images_to_tensor, predict_logits, select_device
-from stages.prepare import prepare_image
+from stages.lib.training import images_to_tensor, predict_logits
 
 
 def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
     """[{"image", "predictions": [{"class", "probability"}, ...]}] in the order of `files`."""
-    if not model_file.is_file():
-        raise PipelineError(f"{model_file} not found: run `dvc repro` (or `make repro`) first")
-    device = select_device("auto")
-    model, checkpoint = load_checkpoint(model_file, device)
-    prepare = parse_section("prepare", checkpoint["preprocess"])
+    checkpoint = Checkpoint.load(model_file)
+    device, amp = checkpoint.runtime(cpu_fallback=True)  # a GPU-trained model still runs on a CPU-only machine
+    model = checkpoint.build_model(device)
     for file in files:
         if not file.is_file():
             raise PipelineError(f"{file}: no such image file")
-    images = np.stack([prepare_image(read_image(file), prepare) for file in files])
-    normalize = Normalizer(tuple(checkpoint["normalization"]["mean"]), tuple(checkpoint["normalization"]["std"]))
-    probabilities = torch.softmax(predict_logits(model, images_to_tensor(images, device), normalize), 1).cpu()
+    images = np.stack([checkpoint.preprocessing.prepare_image(read_image(file)) for file in files])
+    normalize = checkpoint.preprocessing.normalizer(device)
+    logits = predict_logits(model, images_to_tensor(images, device), normalize, amp=amp)
+    probabilities = torch.softmax(logits, 1).cpu()
     k = min(top_k, probabilities.shape[1])
     top = probabilities.topk(k, dim=1)
-    classes = checkpoint["classes"]
+    classes = checkpoint.classes
     return [{"image": str(file),
              "predictions": [{"class": classes[c], "probability": float(p)} for p, c in zip(values, indices)]}
             for file, values, indices in zip(files, top.values.tolist(), top.indices.tolist())]
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, BMP)")
     parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="checkpoint (default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.top_k < 1:
         raise PipelineError(f"--top-k must be >= 1, got {args.top_k}")
     results = predict(args.images, args.model, args.top_k)

@@ -1,11 +1,11 @@
 """A markdown table of experiments, the way the experiment logs tabled their runs.
 
-    python -m stages.report [--output report.md] [--sort-by val.accuracy] [--seeds]
+    python -m stages.report [-o report.md] [--sort-by val.accuracy] [--seeds]
 
 Reads `dvc exp show --json`: one row per commit and experiment, the params that differ between
 them, and the key metrics, sorted best first. With --seeds, runs that differ only in their seeds
 (train.seed, split.seed, augment.seed) are one row: the mean ± sample standard deviation of each
-metric over them, and how many runs there were. A sweep over seeds and a grid:
+metric over them, and how many distinct runs there were (the same params twice are one run). A sweep over seeds and a grid:
 
     dvc exp run --queue -S 'train.seed=range(0,20)' -S 'train.lr=0.01,0.02' && dvc queue start -j 2
     python -m stages.report --seeds
@@ -117,13 +117,18 @@ class SeedGroup:
 
 
 def aggregate_seeds(experiments: list[Experiment], metrics: tuple[str, ...] = METRICS) -> list[SeedGroup]:
-    """Group runs whose params differ only in SEED_KEYS; mean and std of each metric per group."""
-    groups: dict[str, list[Experiment]] = {}
+    """Group runs whose params differ only in SEED_KEYS; mean and std of each metric per group.
+
+    Runs with the same params, seeds included, are one run (a queued seed that equals the
+    workspace's, a commit and the experiment it came from): the first is counted, once."""
+    groups: dict[str, dict[str, Experiment]] = {}
     for e in experiments:
         shared = {k: v for k, v in e.params.items() if k not in SEED_KEYS}
-        groups.setdefault(json.dumps(shared, sort_keys=True), []).append(e)
+        seeds = json.dumps([e.params.get(k) for k in SEED_KEYS])
+        groups.setdefault(json.dumps(shared, sort_keys=True), {}).setdefault(seeds, e)
     result = []
-    for key, members in groups.items():
+    for key, runs in groups.items():
+        members = list(runs.values())
         mean, std = {}, {}
         for metric in metrics:
             values = np.array([m.metrics[metric] for m in members if metric in m.metrics], dtype=float)
@@ -154,12 +159,16 @@ def dvc_experiments() -> list[dict]:
     return json.loads(result.stdout)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
+    parser.add_argument("-o", "--output", type=Path, help="also write the table to this markdown file")
     parser.add_argument("--sort-by", default="val.accuracy", help="metric to sort by, best first (default: %(default)s)")
     parser.add_argument("--seeds", action="store_true", help="one row per params, mean ± std over the seeds")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     experiments = experiments_from_json(dvc_experiments())
     if not experiments:
         raise PipelineError("no experiments with results: run `dvc repro` or `dvc exp run` first")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,12 +13,12 @@ import numpy as np
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore")
+PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "data/digits", "models/pretrained")
 
 # Small enough to run every stage in seconds, large enough that every split gets every class.
 TINY_PARAMS = {
     "data": {"digits_size": 16},
-    "prepare": {"size": 16},
+    "prepare": {"image_size": 16},
     "model": {"name": "mlp", "hidden": [32], "dropout": 0.0},
     "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "scheduler": "none"},
 }
@@ -47,6 +48,48 @@ def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return run([sys.executable, "-m", "dvc", *args], cwd, check)
 
 
+STAGES = ["ingest", "split", "prepare", "augment", "train", "evaluate"]
+
+
+def stages_run(result: subprocess.CompletedProcess) -> list[str]:
+    """The stages DVC actually executed, in order, from its own output."""
+    return re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)
+
+
+def git(*args: str, cwd: Path) -> None:
+    run(["git", *args], cwd)
+
+
+def init_repo(root: Path) -> subprocess.CompletedProcess:
+    """Make the copy in `root` a git + DVC repo, run `dvc repro` and commit everything; the repro's output."""
+    git("init", "-q", cwd=root)
+    git("config", "user.email", "test@example.com", cwd=root)
+    git("config", "user.name", "test", cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "project", cwd=root)
+    result = dvc("repro", cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "first run", cwd=root)
+    return result
+
+
+def restore_baseline(root: Path) -> None:
+    """Back to the last commit: `dvc exp run` applies an experiment's results to the workspace,
+    which the next experiment would start from."""
+    git("reset", "-q", "--hard", cwd=root)
+    dvc("checkout", "-f", "-q", cwd=root)
+
+
+def set_params(root: Path, **changes) -> None:
+    """Edit the project's params.yaml in place: set_params(root, prepare={"image_size": 12})."""
+    params = read_params(root / "params.yaml")
+    for section, values in changes.items():
+        params[section].update(values)
+    dump_params(root / "params.yaml", params)
+
+
 def read_params(path: Path) -> dict:
     return YAML(typ="safe").load(path.read_text())
 
@@ -72,7 +115,7 @@ def copy_project(dest: Path, overrides: dict | None = None) -> Path:
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pth"))
         elif src.exists():
             shutil.copy(src, dest / name)
     merged = {section: dict(values) for section, values in TINY_PARAMS.items()}

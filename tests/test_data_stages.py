@@ -11,9 +11,10 @@ import pytest
 
 from stages.lib.datasets import load_array_set, read_image
 from stages.lib.params import parse_section
-from stages.prepare import prepare_image
+from stages.lib.preprocess import format_image
 from tests.helpers import copy_project, make_image_folder, read_params, run_stage
 
+pytestmark = pytest.mark.slow
 DATA_STAGES = ("ingest", "split", "prepare", "augment")
 CLASSES = {"cat": 12, "dog": 15, "owl": 10}
 
@@ -68,7 +69,7 @@ def test_no_leak_and_val_test_are_prepare_output(tmp_path, mode) -> None:
     for split in ("val", "test"):
         arrays = load_array_set(project / f"data/prepared/{split}")
         assert arrays.index["source"].tolist() == lists[split]["path"].tolist()
-        expected = np.stack([prepare_image(read_image(project / p), params) for p in lists[split]["path"]])
+        expected = np.stack([format_image(read_image(project / p), params) for p in lists[split]["path"]])
         assert arrays.images.tobytes() == expected.tobytes()  # byte for byte
 
 

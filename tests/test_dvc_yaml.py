@@ -55,7 +55,7 @@ def test_stage_declares_what_its_module_reads_and_writes(name: str) -> None:
     deps = entries(stage["deps"])
     code = {d for d in deps if d.startswith("stages/")}
     assert code == {f"stages/{name}.py"} | lib_imports(ROOT / "stages" / f"{name}.py")
-    assert sorted(d for d in deps if d not in code) == sorted(p.as_posix() for p in module.DEPS)
+    assert sorted(d for d in deps if d not in code) == sorted(Path(p).as_posix() for p in module.DEPS)
     outs = entries(stage.get("outs")) + entries(stage.get("metrics")) + entries(stage.get("plots"))
     assert sorted(outs) == sorted(p.as_posix() for p in module.OUTS)
 

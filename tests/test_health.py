@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from stages.lib.health import check_collapse, check_divergence, check_fit, check_spikes, find_spikes
-from stages.lib.training import Normalizer, predict_logits
+from stages.lib.preprocess import Normalizer
+from stages.lib.training import predict_logits
 
 CLASSES = ["rock", "paper", "scissors"]
 

@@ -150,13 +150,26 @@ def test_pad_reflect_mirrors_the_border() -> None:
     np.testing.assert_array_equal(out[9], out[11])  # reflect-101 about the first picture row (10)
 
 
-@pytest.mark.parametrize("name", ["nearest", "linear", "cubic", "area"])
-def test_interpolation_choice_is_used(name) -> None:
-    image = gradient(20, 20)
-    expected = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
-                "area": cv2.INTER_AREA}[name]
-    np.testing.assert_array_equal(resize(image, (13, 13), "stretch", name)[:, :, 0],
-                                  cv2.resize(image, (13, 13), interpolation=expected))
+def step_edge() -> np.ndarray:
+    """A 4×8 grey image: left half 100, right half 200."""
+    return np.repeat(np.array([[100] * 4 + [200] * 4], np.uint8), 4, axis=0)[:, :, None]
+
+
+@pytest.mark.parametrize("name", ["nearest", "linear", "cubic", "area", "auto"])
+def test_each_interpolation_behaves_as_its_name_says(name) -> None:
+    """What each filter is for, seen on a step edge enlarged 4× and a noisy image shrunk 3×."""
+    enlarged = set(np.unique(resize(step_edge(), (16, 32), "stretch", name)).tolist())
+    if name in ("nearest", "area"):
+        assert enlarged == {100, 200}  # enlarging copies pixels: no new grey levels
+    if name in ("linear", "auto"):
+        assert min(enlarged) == 100 and max(enlarged) == 200 and len(enlarged) > 2  # blends, never overshoots
+    if name == "cubic":
+        assert min(enlarged) < 100 and max(enlarged) > 200  # sharper: rings beyond the edge's two levels
+    noisy = np.random.default_rng(0).integers(0, 256, (6, 6, 1), dtype=np.uint8)
+    block_means = np.rint(noisy[:, :, 0].reshape(2, 3, 2, 3).mean(axis=(1, 3)))
+    shrunk = resize(noisy, (2, 2), "stretch", name)[:, :, 0]
+    # area (and auto, which shrinks with area) averages every source pixel; the others sample a few.
+    assert np.array_equal(shrunk, block_means) == (name in ("area", "auto"))
 
 
 def test_rotate_fills_corners_from_the_picture() -> None:

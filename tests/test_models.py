@@ -9,10 +9,8 @@ import torch
 from torch import nn
 
 from stages.lib.errors import PipelineError
-from stages.lib.models import (MODELS, BlurPool2d, InputShape, build_model, count_parameters, head_name,
-                               load_checkpoint, register)
+from stages.lib.models import MODELS, BlurPool2d, InputShape, build_model, count_parameters, head_name, register
 from stages.lib.params import load_params
-from stages.train import checkpoint_params
 from tests.helpers import ROOT
 
 MODEL_PARAMS = load_params("model", path=ROOT / "params.yaml").model
@@ -124,7 +122,7 @@ def test_unknown_model_suggests_a_name() -> None:
 
 
 def test_lenet5_refuses_tiny_inputs_naming_the_param() -> None:
-    with pytest.raises(PipelineError, match="lenet5: 8×8 px images shrink to nothing .* raise prepare.size"):
+    with pytest.raises(PipelineError, match="lenet5: 8×8 px images shrink to nothing .* raise prepare.image_size"):
         build_model(params_for("lenet5"), InputShape(1, 8, 8, 10))
 
 
@@ -135,55 +133,50 @@ def test_registry_refuses_duplicates() -> None:
 
 # ------------------------------------------------------------------------------ pretrained weights
 @pytest.fixture
-def resnet18_file(tmp_path):
+def resnet18_file(tmp_path, monkeypatch):
+    """A resnet18 state dict saved as models/pretrained/resnet18-weights.pth of a project in tmp_path."""
     import torchvision
+    monkeypatch.chdir(tmp_path)
     torch.manual_seed(3)
     reference = torchvision.models.resnet18(weights=None)
-    path = tmp_path / "resnet18-weights.pth"
+    path = tmp_path / "models/pretrained/resnet18-weights.pth"
+    path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
     return reference, path
 
 
 def test_weights_file_round_trips_and_grey_sums_rgb(resnet18_file) -> None:
     reference, path = resnet18_file
-    rgb = build_model(params_for("resnet18", pretrained=str(path)), InputShape(3, 32, 32, 4))
+    rgb = build_model(params_for("resnet18", pretrained=path.name), InputShape(3, 32, 32, 4))
     assert torch.equal(rgb.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
     assert torch.equal(rgb.conv1.weight, reference.conv1.weight)
-    grey = build_model(params_for("resnet18", pretrained=str(path)), InputShape(1, 32, 32, 4))
+    grey = build_model(params_for("resnet18", pretrained=path.name), InputShape(1, 32, 32, 4))
     assert torch.allclose(grey.conv1.weight, reference.conv1.weight.sum(dim=1, keepdim=True))
     assert grey.fc.out_features == 4
 
 
-def test_hub_cache_is_read_and_a_missing_file_says_where_to_put_it(resnet18_file, tmp_path, monkeypatch) -> None:
+def test_hub_reads_torchvisions_file_name_from_the_declared_folder(resnet18_file, tmp_path, monkeypatch) -> None:
     reference, path = resnet18_file
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    with pytest.raises(PipelineError, match=f"no pretrained weights for resnet18 at {expected}: nothing is downloaded"):
+    expected = "models/pretrained/resnet18-f37072fd.pth"
+    with pytest.raises(PipelineError, match=f"no pretrained weights for resnet18 at {expected}: nothing is downloaded "
+                                            f"at run time; on a machine with internet"):
         build_model(params_for("resnet18", pretrained="hub"), InputShape(3, 32, 32, 4))
-    expected.parent.mkdir(parents=True)
-    expected.write_bytes(path.read_bytes())
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(path.read_bytes())  # in the hub cache, DVC cannot see it: say where it must go
+    with pytest.raises(PipelineError, match=f"at {expected}: .*; copy {cached} \\(the torch hub cache\\) there"):
+        build_model(params_for("resnet18", pretrained="hub"), InputShape(3, 32, 32, 4))
+    (tmp_path / expected).write_bytes(path.read_bytes())
     model = build_model(params_for("resnet18", pretrained="hub"), InputShape(3, 32, 32, 4))
     assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
 
 
-def test_missing_or_wrong_weights_file(tmp_path, resnet18_file) -> None:
-    with pytest.raises(PipelineError, match=f"no pretrained weights for resnet18 at {tmp_path / 'nope.pth'}"):
-        build_model(params_for("resnet18", pretrained=str(tmp_path / "nope.pth")), InputShape(3, 32, 32, 4))
+def test_missing_or_wrong_weights_file(resnet18_file) -> None:
+    with pytest.raises(PipelineError, match="no pretrained weights for resnet18 at models/pretrained/nope.pth"):
+        build_model(params_for("resnet18", pretrained="nope.pth"), InputShape(3, 32, 32, 4))
     _, path = resnet18_file
     with pytest.raises(PipelineError, match="not mobilenet_v2 weights"):
-        build_model(params_for("mobilenet_v2", pretrained=str(path)), InputShape(3, 32, 32, 4))
+        build_model(params_for("mobilenet_v2", pretrained=path.name), InputShape(3, 32, 32, 4))
     with pytest.raises(PipelineError, match="'model.pretrained' parameter applies to torchvision models, not lenet5"):
-        build_model(params_for("lenet5", pretrained=str(path)), InputShape(3, 32, 32, 4))
-
-
-def test_checkpoint_round_trip_needs_no_pretrained_file(tmp_path, resnet18_file) -> None:
-    _, weights = resnet18_file
-    params = params_for("resnet18", pretrained=str(weights), blurpool=True, head=(32,))
-    model = build_model(params, InputShape(1, 32, 32, 3)).eval()
-    path = tmp_path / "model.pt"
-    torch.save({"state_dict": model.state_dict(), "model": checkpoint_params(params), "classes": ["a", "b", "c"],
-                "input_shape": [1, 32, 32], "normalization": {"mean": [0.5], "std": [0.2]}}, path)
-    weights.unlink()  # evaluate and predict run where the pretrained file may not be
-    loaded, checkpoint = load_checkpoint(path, torch.device("cpu"))
-    x = torch.randn(2, 1, 32, 32)
-    assert torch.equal(loaded(x), model(x)) and checkpoint["classes"] == ["a", "b", "c"]
+        build_model(params_for("lenet5", pretrained=path.name), InputShape(3, 32, 32, 4))

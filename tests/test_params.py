@@ -7,12 +7,12 @@ import pytest
 
 from stages.lib.errors import PipelineError
 from stages.lib.params import SECTIONS, describe, load_params, parse_section
-from tests.helpers import ROOT, read_params, write_params
+from tests.helpers import ROOT, dump_params, read_params, write_params
 
 
 def test_project_params_load() -> None:
     params = load_params(*SECTIONS, path=ROOT / "params.yaml")
-    assert params.data.source == "digits"
+    assert params.data.source == "data/digits" and (ROOT / params.data.source).is_dir()
     assert params.split.train + params.split.val + params.split.test == pytest.approx(1.0)
     assert all(k % 2 == 1 for k in params.augment.blur_kernels)
     assert dataclasses.is_dataclass(params.train) and params.train.lr > 0
@@ -81,12 +81,15 @@ def test_unknown_section(tmp_path) -> None:
     ("augment", "blur_kernels", [3, 3], "'augment.blur_kernels' parameter must be a list of distinct odd"),
     ("augment", "blur_kernels", 3, "'augment.blur_kernels' parameter must be a list"),
     ("augment", "hflip", "yes", "The 'augment.hflip' parameter must be true or false. Got 'yes' instead."),
-    ("prepare", "size", 2, "The 'prepare.size' parameter must be an integer or [height, width] between 4 and 4096"),
-    ("prepare", "size", [32, 32, 3], "The 'prepare.size' parameter must be an integer or [height, width]"),
+    ("prepare", "image_size", 2, "The 'prepare.image_size' parameter must be an integer or [height, width] between 4 and 4096"),
+    ("prepare", "image_size", [32, 32, 3], "The 'prepare.image_size' parameter must be an integer or [height, width]"),
     ("model", "dropout", 1.0, "The 'model.dropout' parameter must be a float >= 0 and < 1. Got 1.0 instead."),
     ("model", "hidden", [64, 0], "The 'model.hidden' parameter must be a list of integers >= 1."),
     ("split", "seed", -1, "The 'split.seed' parameter must be an integer >= 0. Got -1 instead."),
-    ("data", "source", "", "The 'data.source' parameter must be a non-empty string."),
+    ("data", "source", "", "The 'data.source' parameter must be 'data/digits' (scikit-learn's bundled digits) or the path"),
+    ("data", "source", "digits", "The 'data.source' parameter must be 'data/digits' (scikit-learn's bundled digits)"),
+    ("model", "pretrained", "/elsewhere/w.pth", "in models/pretrained/, the folder dvc.yaml declares as train's "
+                                                "dependency, so that replacing the file reruns train: copy it there"),
     ("data", "skip_corrupt", 1, "The 'data.skip_corrupt' parameter must be true or false. Got 1 instead."),
     ("split", "merge", ["cat"], "The 'split.merge' parameter must be a mapping of class name -> new class name."),
     ("split", "drop", "cat", "The 'split.drop' parameter must be a list of class names. Got 'cat' instead."),
@@ -115,9 +118,34 @@ def test_split_fractions_must_sum_to_one(tmp_path) -> None:
         load_params("split", path=path)
 
 
-def test_size_accepts_square_and_rectangle(tmp_path) -> None:
-    assert load_params("prepare", path=_with(tmp_path, "prepare", size=24)).prepare.size == (24, 24)
-    assert load_params("prepare", path=_with(tmp_path, "prepare", size=[20, 40])).prepare.size == (20, 40)
+def test_image_size_accepts_square_and_rectangle(tmp_path) -> None:
+    assert load_params("prepare", path=_with(tmp_path, "prepare", image_size=24)).prepare.image_size == (24, 24)
+    assert load_params("prepare", path=_with(tmp_path, "prepare", image_size=[20, 40])).prepare.image_size == (20, 40)
+
+
+def test_pretrained_names_a_file_in_the_declared_folder(tmp_path) -> None:
+    for value, expected in [("", ""), ("hub", "hub"), ("w.pth", "w.pth"), ("models/pretrained/w.pth", "w.pth")]:
+        assert load_params("model", path=_with(tmp_path, "model", pretrained=value)).model.pretrained == expected
+
+
+@pytest.mark.parametrize("section,tree,name", [
+    ("prepare", {"size": 32}, "prepare.size"),  # the first wave's name for prepare.image_size
+    ("split", {"merge": {"nfiles": "other"}}, "split.merge.nfiles"),  # a class so named, at any depth
+])
+def test_keys_the_run_cache_ignores_are_refused(tmp_path, section, tree, name) -> None:
+    raw = read_params(ROOT / "params.yaml")
+    raw[section].update(tree)
+    path = tmp_path / "params.yaml"
+    dump_params(path, raw)
+    with pytest.raises(PipelineError, match=rf"^key '{name}' in params.yaml cannot be used: DVC's run cache ignores "
+                                            r"keys named size or nfiles \(DVC bug 10296\)"):
+        load_params(section, path=path)
+
+
+def test_the_project_names_no_param_size_or_nfiles() -> None:
+    def keys(tree):
+        return [k for key, value in tree.items() for k in [key, *(keys(value) if isinstance(value, dict) else [])]]
+    assert not {"size", "nfiles"} & set(keys(read_params(ROOT / "params.yaml")))
 
 
 def test_missing_key_is_named(tmp_path) -> None:

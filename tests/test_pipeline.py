@@ -15,44 +15,18 @@ import pandas as pd
 import pytest
 
 from stages.lib.datasets import load_array_set
-from tests.helpers import copy_project, dump_params, dvc, read_params, run
+from tests.helpers import (STAGES, copy_project, dump_params, dvc, init_repo, read_params, restore_baseline, run,
+                           stages_run)
 
 pytestmark = pytest.mark.integration
-STAGES = ["ingest", "split", "prepare", "augment", "train", "evaluate"]
-
-
-def stages_run(result: subprocess.CompletedProcess) -> list[str]:
-    """The stages DVC actually executed, in order, from its own output."""
-    return re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)
-
-
-def git(*args: str, cwd: Path) -> None:
-    run(["git", *args], cwd)
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A committed project after a first `dvc repro`."""
     root = copy_project(tmp_path_factory.mktemp("project"))
-    git("init", "-q", cwd=root)
-    git("config", "user.email", "test@example.com", cwd=root)
-    git("config", "user.name", "test", cwd=root)
-    dvc("init", "-q", cwd=root)
-    dvc("config", "core.analytics", "false", cwd=root)
-    git("add", "-A", cwd=root)
-    git("commit", "-qm", "project", cwd=root)
-    result = dvc("repro", cwd=root)
-    assert stages_run(result) == STAGES
-    git("add", "-A", cwd=root)
-    git("commit", "-qm", "first run", cwd=root)
+    assert stages_run(init_repo(root)) == STAGES
     return root
-
-
-def restore_baseline(root: Path) -> None:
-    """Back to the last commit: `dvc exp run` applies an experiment's results to the workspace,
-    which the next experiment would start from."""
-    git("reset", "-q", "--hard", cwd=root)
-    dvc("checkout", "-f", "-q", cwd=root)
 
 
 def exp_run(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -91,10 +65,11 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
     assert set(per_class["test"]["3"]) == {"accuracy", "precision", "recall", "f1", "support"}
     assert (project / "plots/eval/worst_val.png").read_bytes()[:4] == b"\x89PNG"
     history = pd.read_csv(project / "plots/train/history.csv")
-    assert history.columns.tolist() == ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    assert history.columns.tolist() == ["epoch", "lr", "train_loss", "train_objective", "train_accuracy", "val_loss",
+                                        "val_accuracy"]
     assert history["epoch"].tolist() == [1, 2]
     steps = pd.read_csv(project / "plots/train/steps.csv")
-    assert steps.columns.tolist() == ["step", "epoch", "loss", "lr"] and steps["step"].is_monotonic_increasing
+    assert steps.columns.tolist() == ["step", "epoch", "loss", "objective", "lr"] and steps["step"].is_monotonic_increasing
     train = json.loads((project / "metrics/train.json").read_text())
     assert set(train) == {"epochs", "best_epoch", "stopped_early", "parameters", "params_per_sample",
                           "train_loss", "train_accuracy"}
@@ -202,8 +177,8 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
 
 
 def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
-    dvc("exp", "run", "--queue", "-S", "train.epochs=1", "-S", "train.seed=range(0,2)", "-S", "train.lr=0.01,0.03",
-        cwd=project)
+    # lr 0.05 and seed 0 are the committed run's: the report must count that run once, not twice.
+    dvc("exp", "run", "--queue", "-S", "train.seed=range(0,2)", "-S", "train.lr=0.05,0.03", cwd=project)
     dvc("queue", "start", "-j", "2", cwd=project)
     deadline = time.monotonic() + 300
     while re.search(r"Queued|Running", dvc("queue", "status", cwd=project).stdout):
@@ -215,12 +190,13 @@ def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
         return r["data"]["params"]["params.yaml"]["data"]
 
     runs = [r for row in shown for e in row.get("experiments") or [] for r in e["revs"]
-            if params_of(r)["train"]["epochs"] == 1 and params_of(r)["model"]["name"] == "mlp"]
+            if params_of(r)["train"]["lr"] in (0.05, 0.03) and params_of(r)["model"]["name"] == "mlp"
+            and params_of(r)["augment"]["blur_kernels"] == [3]]  # not the other tests' experiments
     assert len(runs) == 4
     table = run([sys.executable, "-m", "stages.report", "--seeds"], project).stdout
     rows = [line for line in table.splitlines()[2:] if line.startswith("| 2 |")]
-    assert len(rows) == 2  # lr 0.01 and lr 0.03, two seeds each
-    for lr in (0.01, 0.03):
+    assert len(rows) == 2, table  # lr 0.05 and lr 0.03, two seeds each: the committed run is one of lr 0.05's
+    for lr in (0.05, 0.03):
         accuracies = [r["data"]["metrics"]["metrics/eval.json"]["data"]["val"]["accuracy"] for r in runs
                       if params_of(r)["train"]["lr"] == lr]
         expected = f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"

@@ -12,6 +12,8 @@ import pytest
 from stages.lib.datasets import load_array_set
 from tests.helpers import copy_project, make_image_folder, run_stage
 
+pytestmark = pytest.mark.slow
+
 
 def assert_fails_cleanly(result, message: str, project: Path, absent: str) -> None:
     assert result.returncode == 1, result.stderr
@@ -72,7 +74,7 @@ def test_user_folder_of_colour_jpegs_goes_through(tmp_path) -> None:
     source = make_image_folder(tmp_path / "photos", {"cat": 8, "dog": 9, "owl": 7}, size=(30, 50), suffix=".jpg")
     (source / "cat" / "README.txt").write_text("not an image")
     project = copy_project(tmp_path / "p", {"data": {"source": str(source)},
-                                            "prepare": {"grayscale": False, "size": [24, 20]}})
+                                            "prepare": {"grayscale": False, "image_size": [24, 20]}})
     assert "skipped 1 hidden or non-image file" in run_stage("ingest", project).stdout
     run_stage("split", project)
     run_stage("prepare", project)

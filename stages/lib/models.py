@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from .errors import PipelineError
-from .params import ModelParams, parse_section
+from .params import ModelParams
+from .paths import PRETRAINED_DIR
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _features_then_classifier(features: nn.Module, params: ModelParams, shape: I
         out = None
     if out is None or min(out[2:]) < 1:
         raise PipelineError(f"{params.name}: {shape.height}×{shape.width} px images shrink to nothing in its "
-                            f"conv layers: raise prepare.size or use fewer pool_after layers")
+                            f"conv layers: raise prepare.image_size or use fewer pool_after layers")
     classifier = dense_stack([out[1:].numel(), *hidden, shape.num_classes], params.dropout, params.activation)
     return nn.Sequential(features, nn.Flatten(), classifier)
 
@@ -204,24 +205,26 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def pretrained_file(name: str, choice: str) -> Path:
-    """The weights file `model.pretrained` points at: the torch hub cache's file for `name`, or a path."""
+    """The weights file `model.pretrained` names, always inside models/pretrained/ (train's declared
+    dependency, so replacing the file reruns train): `hub` is the file name torchvision gives `name`."""
     if choice != "hub":
-        return Path(choice)
+        return PRETRAINED_DIR / choice
     import torchvision
     try:
         url = torchvision.models.get_model_weights(name).DEFAULT.url
     except (ValueError, AttributeError):
         raise PipelineError(f"torchvision publishes no pretrained weights for {name}") from None
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    return PRETRAINED_DIR / url.rsplit("/", 1)[1]
 
 
 def load_pretrained(model: nn.Module, name: str, choice: str) -> None:
     path = pretrained_file(name, choice)
     if not path.is_file():
-        raise PipelineError(
-            f"no pretrained weights for {name} at {path}: nothing is downloaded at run time. On a machine "
-            f"with internet, run torchvision.models.get_model('{name}', weights='DEFAULT') and copy the "
-            f"file it saves under ~/.cache/torch/hub/checkpoints/ to {path}, or set model.pretrained to a weights file")
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / path.name
+        where = (f"copy {cached} (the torch hub cache) there" if cached.is_file() else
+                 f"on a machine with internet, torchvision.models.get_model('{name}', weights='DEFAULT') saves "
+                 f"it under ~/.cache/torch/hub/checkpoints/: copy it there")
+        raise PipelineError(f"no pretrained weights for {name} at {path}: nothing is downloaded at run time; {where}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
@@ -298,17 +301,3 @@ def build_model(params: ModelParams, shape: InputShape, with_weights: bool = Tru
         if (params.freeze == "features" and not in_head) or (params.freeze == "head" and in_head):
             parameter.requires_grad_(False)
     return model
-
-
-def load_checkpoint(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """Rebuild the trained model from models/model.pt (safe `weights_only` load) in eval mode.
-
-    Returns the model and the checkpoint, whose `classes`, `input_shape` and `normalization`
-    say how to prepare an input.
-    """
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    channels, height, width = checkpoint["input_shape"]
-    shape = InputShape(channels, height, width, len(checkpoint["classes"]))
-    model = build_model(parse_section("model", checkpoint["model"]), shape, with_weights=False)
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), checkpoint

@@ -19,8 +19,13 @@ from typing import Any, Callable
 from ruamel.yaml import YAML
 
 from .errors import PipelineError
+from .paths import DIGITS_SOURCE, PRETRAINED_DIR
 
 PARAMS_FILE = Path("params.yaml")
+# DVC's run cache drops every key with these names, at any depth, from a stage's cache key (upstream
+# treeverse/dvc#10296): a param so named could change and DVC would restore stale outputs.
+RUN_CACHE_BLIND_KEYS = ("size", "nfiles")
+RENAMED_KEYS = {"prepare.size": "prepare.image_size"}
 
 # A check takes the raw YAML value and returns the converted value, or raises _Invalid("a float > 0").
 Check = Callable[[Any], Any]
@@ -69,6 +74,13 @@ def _choice(*allowed: str) -> Check:
 def _string(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid("a non-empty string")
+    return value
+
+
+def _source(value: Any) -> str:
+    """A folder path; the bare word 'digits' of earlier versions is now the folder data/digits."""
+    if not isinstance(value, str) or not value.strip() or value.strip() == "digits":
+        raise _Invalid(f"'{DIGITS_SOURCE}' (scikit-learn's bundled digits) or the path of a folder of images")
     return value
 
 
@@ -125,7 +137,7 @@ def _size(value: Any) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class DataParams:
-    source: str = _spec(_string, "'digits' (scikit-learn's bundled digits), a folder of class subfolders, "
+    source: str = _spec(_source, f"{DIGITS_SOURCE} (scikit-learn's bundled digits), a folder of class subfolders, "
                                  "or a folder split into train/ (val/, test/) class subfolders")
     digits_size: int = _spec(_number(int, ge=8, le=512), "pixels: the 8x8 digits are upscaled to this square size")
     skip_corrupt: bool = _spec(_boolean, "false: a corrupt or empty image stops ingest; true: it is skipped and listed")
@@ -155,7 +167,7 @@ class SplitParams:
 @dataclass(frozen=True)
 class PrepareParams:
     grayscale: bool = _spec(_boolean, "true: one grey channel; false: three RGB channels")
-    size: tuple[int, int] = _spec(_size, "pixels: the size every image is resized to")
+    image_size: tuple[int, int] = _spec(_size, "pixels: the size every image is resized to")
     resize: str = _spec(_choice("stretch", "crop", "pad"),
                         "stretch: change the aspect ratio; crop: centre-crop to the aspect first; pad: letterbox")
     pad_mode: str = _spec(_choice("constant", "reflect"), "pad only: fill with pad_value, or mirror the border")
@@ -180,9 +192,17 @@ class AugmentParams:
 
 
 def _pretrained(value: Any) -> str:
+    """'', 'hub' or a file in PRETRAINED_DIR (given by name or path): only there is it a dependency of train."""
+    what = f"'' (none), 'hub' (torchvision's file name for model.name) or a weights file in {PRETRAINED_DIR}/"
     if not isinstance(value, str):
-        raise _Invalid("'' (none), 'hub' (the torch hub cache) or the path of a weights file")
-    return value
+        raise _Invalid(what)
+    if value in ("", "hub") or "/" not in value:
+        return value
+    path = Path(value)
+    if path.is_absolute() or path.parent != PRETRAINED_DIR:
+        raise _Invalid(what + ", the folder dvc.yaml declares as train's dependency, so that replacing "
+                              "the file reruns train: copy it there")
+    return path.name
 
 
 def _class_weights(value: Any) -> str | tuple[float, ...]:
@@ -214,7 +234,8 @@ class ModelParams:
     head: tuple[int, ...] = _spec(
         _int_list(_number(int, ge=1), "a list of integers >= 1"),
         "dense layers that replace the last classifier layer ([]: the architecture's own)")
-    pretrained: str = _spec(_pretrained, "'' (none), hub (torch hub cache) or a weights file: torchvision models")
+    pretrained: str = _spec(_pretrained, f"torchvision models: '' (none), hub (torchvision's file for model.name) or "
+                                         f"a weights file, both read from {PRETRAINED_DIR}/")
     freeze: str = _spec(_choice("none", "features", "head"), "none; features: train the head only; head: the features only")
     blurpool: bool = _spec(_boolean, "anti-aliased downsampling: strided convs and max pools blur before subsampling")
 
@@ -264,6 +285,14 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def as_plain(params: Any) -> dict[str, Any]:
+    """A section's dataclass as plain YAML-like values (tuples -> lists): what parse_section reads back,
+    and what torch.load(weights_only=True) accepts inside a checkpoint."""
+    def plain(value: Any) -> Any:
+        return [plain(v) for v in value] if isinstance(value, tuple) else value
+    return {f.name: plain(getattr(params, f.name)) for f in fields(params)}
+
+
 def describe(section: str) -> dict[str, str]:
     """key -> meaning of every key of a section (used by the README test and error messages)."""
     return {f.name: f.metadata["doc"] for f in fields(SECTIONS[section])}
@@ -276,6 +305,19 @@ def _unknown_key(key: str, valid: list[str], prefix: str = "") -> PipelineError:
         guess = [name for name in valid if name == initials]
     hint = f"; did you mean '{prefix}{guess[0]}'?" if guess else ";"
     return PipelineError(f"unknown key '{prefix}{key}' in params.yaml{hint} valid: {', '.join(valid)}")
+
+
+def refuse_run_cache_blind_keys(tree: Any, prefix: str = "") -> None:
+    """Raise on a key named 'size' or 'nfiles' anywhere in `tree`: DVC's run cache ignores it."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(tree, dict) and key in RUN_CACHE_BLIND_KEYS:
+            hint = f"; it is now '{RENAMED_KEYS[name]}'" if name in RENAMED_KEYS else ": rename it"
+            raise PipelineError(f"key '{name}' in params.yaml cannot be used: DVC's run cache ignores keys named "
+                                f"{' or '.join(RUN_CACHE_BLIND_KEYS)} (DVC bug 10296), so changing it would restore "
+                                f"stale outputs{hint}")
+        refuse_run_cache_blind_keys(value, name)
 
 
 def parse_section(section: str, raw: Any) -> Any:
@@ -339,6 +381,7 @@ def load_params(*sections: str, path: Path = PARAMS_FILE) -> Params:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections, got {raw!r}")
+    refuse_run_cache_blind_keys(raw)
     for key in raw:
         if key not in SECTIONS:
             raise _unknown_key(str(key), list(SECTIONS))

@@ -3,6 +3,8 @@
 project root, where DVC runs every stage."""
 from pathlib import Path
 
+DIGITS_SOURCE = Path("data/digits")         # data.source of the embedded default: a tracked folder (a DVC dep)
+PRETRAINED_DIR = Path("models/pretrained")  # weights files model.pretrained names: a DVC dep of train
 RAW_DIR = Path("data/raw")                  # <class>/<image> or <split>/<class>/<image>, ingest.json
 SPLIT_DIR = Path("data/split")              # {train,val,test}.csv (path,label) + classes.json
 PREPARED_DIR = Path("data/prepared")        # {train,val,test}/ arrays + stats.json

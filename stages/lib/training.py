@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import PipelineError
 from .params import TrainParams
+from .preprocess import Normalizer
 
 
 def select_device(choice: str) -> torch.device:
@@ -70,19 +71,6 @@ class Batches:
         return batch.to(self.device, non_blocking=True), self.labels[sorted_index]
 
 
-@dataclass(frozen=True)
-class Normalizer:
-    """(pixel / 255 - mean) / std per channel; mean and std measured on the training split."""
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=batch.device).view(shape)
-        std = torch.tensor(self.std, device=batch.device).view(shape)
-        return (batch.float() / 255.0 - mean) / std
-
-
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -129,16 +117,20 @@ def class_weights(choice, labels: np.ndarray, num_classes: int) -> torch.Tensor 
 class EpochRecord:
     epoch: int
     lr: float
-    train_loss: float
+    train_loss: float        # plain cross-entropy, comparable with val_loss
+    train_objective: float   # what was minimised: with label smoothing, class weights and L1 when set
     train_accuracy: float
     val_loss: float
     val_accuracy: float
 
 
+STEP_COLUMNS = ("step", "epoch", "loss", "objective", "lr")
+
+
 @dataclass
 class FitResult:
     history: list[EpochRecord]
-    steps: list[tuple[int, int, float, float]]  # (step, epoch, loss, lr) of every batch
+    steps: list[tuple[int, int, float, float, float]]  # STEP_COLUMNS of every batch
     best_epoch: int
     best_state: dict = field(repr=False)
     stopped_early: bool
@@ -178,10 +170,21 @@ def clip_gradients(parameters: list[torch.Tensor], params: TrainParams) -> None:
         nn.utils.clip_grad_norm_(parameters, params.grad_clip_norm)
 
 
-def _improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except batch norm layers whose weights are frozen (model.freeze): they stay in
+    eval mode, so their running statistics stay those of the frozen weights instead of drifting."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            weights = list(module.parameters(recurse=False))
+            if weights and not any(w.requires_grad for w in weights):
+                module.eval()
+
+
+def _better(value: float, best: float | None, monitor: str, margin: float = 0.0) -> bool:
     if best is None:
         return True
-    return value < best - min_delta if monitor == "val_loss" else value > best + min_delta
+    return value < best - margin if monitor == "val_loss" else value > best + margin
 
 
 def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, params: TrainParams,
@@ -189,7 +192,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, p
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
     Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly.
-    The best epoch by params.monitor is kept; params.patience epochs without an improvement of
+    The best epoch is the one with the best params.monitor (the first, on a tie): its weights are
+    kept. Early stopping is separate: params.patience epochs without an improvement of more than
     params.min_delta stop the run. A NaN or infinite loss stops it with an error.
     """
     device = train.device
@@ -206,44 +210,52 @@ def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, p
     trainable = [p for p in model.parameters() if p.requires_grad]
     order = torch.Generator().manual_seed(params.seed)
     history: list[EpochRecord] = []
-    steps: list[tuple[int, int, float, float]] = []
-    best_value, best_epoch, best_state, waited = None, 0, {}, 0
+    steps: list[tuple[int, int, float, float, float]] = []
+    best_value, best_epoch, best_state = None, 0, {}
+    stop_reference, waited = None, 0  # early stopping's own best, moved only by more than min_delta
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
-        model.train()
+        train_mode(model)
         epoch_lr = optimizer.param_groups[0]["lr"]
-        step_losses, step_lrs = [], []
+        step_losses, step_objectives, step_lrs = [], [], []
         correct = torch.zeros((), device=device, dtype=torch.long)
         for batch in torch.randperm(n, generator=order).to(device).split(params.batch_size):
             images, y = train.get(batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = step_model(_layout(normalize(images), amp))
-                loss = criterion(logits.float(), y)
+                logits = step_model(_layout(normalize(images), amp)).float()
+            objective = criterion(logits, y)
             if params.l1 > 0:
-                loss = loss + params.l1 * sum(p.abs().sum() for p in trainable)
+                objective = objective + params.l1 * sum(p.abs().sum() for p in trainable)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             clip_gradients(trainable, params)
             optimizer.step()
-            step_losses.append(loss.detach())  # stays on the device: no host sync per step
+            # Kept on the device: no host sync per step.
+            step_losses.append(nn.functional.cross_entropy(logits.detach(), y))
+            step_objectives.append(objective.detach())
             step_lrs.append(optimizer.param_groups[0]["lr"])
             if per_step:
                 scheduler.step()
             correct += (logits.detach().argmax(1) == y).sum()
-        losses = torch.stack(step_losses).float().cpu().tolist()
+        losses = torch.stack(step_losses).cpu().tolist()
+        objectives = torch.stack(step_objectives).cpu().tolist()
         sizes = [min(params.batch_size, n - i * params.batch_size) for i in range(len(losses))]
         train_loss = sum(l * s for l, s in zip(losses, sizes)) / n
-        if not math.isfinite(train_loss):
-            raise PipelineError(f"training loss became {train_loss} in epoch {epoch}: lower train.lr "
+        train_objective = sum(o * s for o, s in zip(objectives, sizes)) / n
+        if not (math.isfinite(train_loss) and math.isfinite(train_objective)):
+            raise PipelineError(f"training loss became {train_objective} in epoch {epoch}: lower train.lr "
                                 f"(now {params.lr:g}) or check the data; no model was written")
-        steps += [(len(steps) + i + 1, epoch, l, r) for i, (l, r) in enumerate(zip(losses, step_lrs))]
+        steps += [(len(steps) + i + 1, epoch, l, o, r)
+                  for i, (l, o, r) in enumerate(zip(losses, objectives, step_lrs))]
         val_loss, val_accuracy = loss_and_accuracy(predict_logits(model, val, normalize, amp=amp), val.labels)
-        record = EpochRecord(epoch, epoch_lr, train_loss, correct.item() / n, val_loss, val_accuracy)
+        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct.item() / n, val_loss, val_accuracy)
         history.append(record)
         monitored = val_loss if params.monitor == "val_loss" else val_accuracy
-        if _improved(monitored, best_value, params.monitor, params.min_delta):
-            best_value, best_epoch, waited = monitored, epoch, 0
+        if _better(monitored, best_value, params.monitor):
+            best_value, best_epoch = monitored, epoch
             best_state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+        if _better(monitored, stop_reference, params.monitor, params.min_delta):
+            stop_reference, waited = monitored, 0
         else:
             waited += 1
         log(f"epoch {epoch:>3}/{params.epochs}  lr {epoch_lr:.4g}  train loss {train_loss:.4f} acc "

@@ -1,0 +1,113 @@
+"""The preprocessing contract, in one place: what turns a decoded image into the model's input.
+
+prepare measures it on the train split and writes it to data/prepared/stats.json; train copies it
+into the checkpoint; evaluate and predict read it back from there. So predict applies exactly what
+training applied: colour, size, resize mode, interpolation and padding (the prepare params), then
+the train split's per-channel normalisation x' = (x / 255 - mean) / std:
+    standard  mean and std of the train pixels
+    minmax    min and max - min of the train pixels (they map onto 0..1)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import read_json, write_json
+from .errors import PipelineError
+from .images import resize, to_grayscale, to_rgb
+from .params import PrepareParams, as_plain, parse_section
+
+
+def format_image(image: np.ndarray, params: PrepareParams) -> np.ndarray:
+    """One decoded uint8 H×W×C image -> the model's input layout: grey or RGB, params.image_size."""
+    image = to_grayscale(image) if params.grayscale else to_rgb(image)
+    return resize(image, params.image_size, params.resize, params.interpolation, params.pad_mode, params.pad_value)
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, list[float]]:
+    """Per-channel mean, std, min and max of uint8 N×H×W×C in [0, 1], in chunks (the array may
+    be memory-mapped and larger than memory)."""
+    channels = images.shape[3]
+    total, total_sq = np.zeros(channels), np.zeros(channels)
+    low, high = np.full(channels, 255), np.zeros(channels, dtype=int)
+    for start in range(0, len(images), chunk):
+        block = np.asarray(images[start:start + chunk])
+        low = np.minimum(low, block.min(axis=(0, 1, 2)))
+        high = np.maximum(high, block.max(axis=(0, 1, 2)))
+        block = block.astype(np.float64) / 255.0
+        total += block.sum(axis=(0, 1, 2))
+        total_sq += (block ** 2).sum(axis=(0, 1, 2))
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return {"mean": mean.tolist(), "std": std.tolist(), "min": (low / 255).tolist(), "max": (high / 255).tolist()}
+
+
+class Normalizer:
+    """uint8 N×C×H×W -> float32 (x / 255 - mean) / std per channel. The constants are made on the
+    device once, so a training step copies nothing from the host."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str = "cpu") -> None:
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.scale, self.shift = 1.0 / (255.0 * std_t), mean_t / std_t
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.float() * self.scale - self.shift
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image: PrepareParams          # colour, size, resize mode, interpolation, padding, normalisation mode
+    mean: tuple[float, ...]       # per channel, pixel values in [0, 1]
+    std: tuple[float, ...]        # per channel, > 0
+
+    @classmethod
+    def measure(cls, params: PrepareParams, train_images: np.ndarray) -> tuple[Preprocessing, dict]:
+        """The contract for `params`, normalised by the prepared train images; also their raw stats."""
+        stats = channel_stats(train_images)
+        if params.normalize == "minmax":
+            mean, std = stats["min"], [hi - lo for lo, hi in zip(stats["min"], stats["max"])]
+        else:
+            mean, std = stats["mean"], stats["std"]
+        # A blank channel (std 0) divides by 1e-6, not by zero.
+        return cls(params, tuple(mean), tuple(max(s, 1e-6) for s in std)), stats
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """channels, height, width of the model's input."""
+        return (1 if self.image.grayscale else 3, *self.image.image_size)
+
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        return format_image(image, self.image)
+
+    def normalizer(self, device: torch.device | str = "cpu") -> Normalizer:
+        return Normalizer(self.mean, self.std, device)
+
+    def to_dict(self) -> dict:
+        return {"image": as_plain(self.image), "mean": list(self.mean), "std": list(self.std)}
+
+    def write(self, path: Path, train_pixels: dict) -> None:
+        """data/prepared/stats.json: this contract and the train pixels' raw statistics."""
+        write_json(path, {"preprocessing": self.to_dict(), "train_pixels": train_pixels})
+
+    @classmethod
+    def read(cls, path: Path) -> Preprocessing:
+        return cls.from_dict(read_json(path)["preprocessing"], str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> Preprocessing:
+        """Read back to_dict's output; `source` (the file it came from) names the problem."""
+        try:
+            image = parse_section("prepare", data["image"])
+            mean, std = tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineError(f"{source}: no valid preprocessing ({' '.join(str(exc).split())[:200]}): "
+                                f"rerun `dvc repro`") from None
+        channels = 1 if image.grayscale else 3
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise PipelineError(f"{source}: the normalisation does not fit {channels} channel(s): rerun `dvc repro`")
+        return cls(image, mean, std)

@@ -1,0 +1,103 @@
+"""models/model.pt: one versioned definition, saved and loaded in one place; a checkpoint rebuilt
+without its pretrained file predicts exactly as the trained model did; every damaged or foreign
+file is one error naming it."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from stages.lib.checkpoint import FORMAT, Checkpoint
+from stages.lib.errors import PipelineError
+from stages.lib.models import InputShape, build_model
+from stages.lib.params import load_params
+from stages.lib.preprocess import Preprocessing
+from tests.helpers import ROOT
+
+PARAMS = load_params("model", "prepare", path=ROOT / "params.yaml")
+PREPROCESSING = Preprocessing(dataclasses.replace(PARAMS.prepare, image_size=(32, 32)), (0.5,), (0.2,))
+
+
+@pytest.fixture
+def saved(tmp_path, monkeypatch) -> tuple[torch.nn.Module, Checkpoint, object]:
+    """A resnet18 with pretrained weights, a head and BlurPool, saved; the weights file then removed."""
+    import torchvision
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models/pretrained").mkdir(parents=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "models/pretrained/w.pth")
+    params = dataclasses.replace(PARAMS.model, name="resnet18", pretrained="w.pth", blurpool=True, head=(32,))
+    model = build_model(params, InputShape(1, 32, 32, 3)).eval()
+    checkpoint = Checkpoint(model.state_dict(), params, ["a", "b", "c"], PREPROCESSING, 4, "cpu", False)
+    checkpoint.save(tmp_path / "model.pt")
+    (tmp_path / "models/pretrained/w.pth").unlink()  # evaluate and predict run where the file may not be
+    return model, checkpoint, tmp_path / "model.pt"
+
+
+def test_round_trip_rebuilds_the_same_model_without_the_pretrained_file(saved) -> None:
+    model, original, path = saved
+    loaded = Checkpoint.load(path)
+    assert (loaded.classes, loaded.preprocessing, loaded.epoch, loaded.device, loaded.amp, loaded.model) == (
+        original.classes, original.preprocessing, original.epoch, original.device, original.amp, original.model)
+    x = torch.randn(2, 1, 32, 32)
+    rebuilt = loaded.build_model(torch.device("cpu"))
+    assert not rebuilt.training and torch.equal(rebuilt(x), model(x))
+    content = torch.load(path, weights_only=True)  # plain data: safe to load
+    assert content["format"] == FORMAT
+
+
+def test_saving_twice_gives_the_same_bytes(saved, tmp_path) -> None:
+    _, checkpoint, path = saved
+    checkpoint.save(tmp_path / "again.pt")
+    assert (tmp_path / "again.pt").read_bytes() == path.read_bytes()
+
+
+def test_an_older_format_is_refused_with_the_remedy(tmp_path) -> None:
+    old = {"state_dict": {}, "model": {}, "classes": ["a", "b"], "input_shape": [1, 8, 8],
+           "normalization": {"mean": [0.5], "std": [0.2]}, "preprocess": {}}
+    torch.save(old, tmp_path / "model.pt")
+    with pytest.raises(PipelineError, match=rf"model.pt: checkpoint format 1, but this code reads format {FORMAT}: "
+                                            r"retrain with `dvc repro`"):
+        Checkpoint.load(tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3]), "not a readable checkpoint"),
+    (lambda path: path.write_bytes(b""), "not a readable checkpoint"),
+    (lambda path: path.write_text("hello"), "not a readable checkpoint"),
+    (lambda path: torch.save([1, 2, 3], path), "checkpoint format None"),
+    (lambda path: torch.save({"format": FORMAT, "state_dict": {}}, path), "checkpoint lacks 'model'"),
+])
+def test_a_damaged_file_is_one_error_naming_it(saved, damage, message) -> None:
+    _, _, path = saved
+    damage(path)
+    with pytest.raises(PipelineError, match=f"^{path}: {message}"):
+        Checkpoint.load(path)
+
+
+def test_weights_of_another_architecture_are_one_error(saved, tmp_path) -> None:
+    model, checkpoint, _ = saved
+    other = dataclasses.replace(checkpoint, model=dataclasses.replace(checkpoint.model, name="resnet34"))
+    with pytest.raises(PipelineError, match="the checkpoint's weights do not fit resnet34"):
+        other.build_model(torch.device("cpu"))
+
+
+def test_missing_file_says_how_to_make_it(tmp_path) -> None:
+    with pytest.raises(PipelineError, match="nothing.pt not found: run `dvc repro`"):
+        Checkpoint.load(tmp_path / "nothing.pt")
+
+
+@pytest.mark.parametrize("gpu", [True, False])
+@pytest.mark.parametrize("device,amp", [("cpu", True), ("auto", True), ("auto", False), ("cuda", True)])
+def test_evaluation_runs_where_and_how_training_ran(saved, monkeypatch, gpu, device, amp) -> None:
+    """train.device and train.amp, recorded in the checkpoint, decide evaluate's device (predict's too,
+    except that predict runs a `cuda` model on the CPU of a machine without a GPU)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    checkpoint = dataclasses.replace(saved[1], device=device, amp=amp)
+    on_gpu = gpu and device != "cpu"
+    if device == "cuda" and not gpu:
+        with pytest.raises(PipelineError, match="'train.device' parameter is 'cuda' but no CUDA GPU"):
+            checkpoint.runtime()
+    else:
+        assert checkpoint.runtime() == (torch.device("cuda" if on_gpu else "cpu"), amp and on_gpu)
+    assert checkpoint.runtime(cpu_fallback=True) == (torch.device("cuda" if on_gpu else "cpu"), amp and on_gpu)

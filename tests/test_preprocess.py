@@ -1,0 +1,74 @@
+"""The preprocessing contract: normalisation measured on train only (standard or min-max), applied
+on the device by one Normalizer, and carried through stats.json and the checkpoint unchanged."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from stages.lib.errors import PipelineError
+from stages.lib.params import load_params
+from stages.lib.preprocess import Normalizer, Preprocessing, channel_stats
+from tests.helpers import ROOT
+
+PREPARE = load_params("prepare", path=ROOT / "params.yaml").prepare
+
+
+def test_channel_stats_match_numpy_in_chunks() -> None:
+    images = np.random.default_rng(0).integers(10, 240, (37, 5, 6, 3), dtype=np.uint8)
+    stats = channel_stats(images, chunk=8)
+    pixels = images.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(stats["mean"], pixels.mean(axis=0))
+    np.testing.assert_allclose(stats["std"], pixels.std(axis=0))
+    np.testing.assert_allclose(stats["min"], pixels.min(axis=0))
+    np.testing.assert_allclose(stats["max"], pixels.max(axis=0))
+
+
+def normalized(preprocessing: Preprocessing, images: np.ndarray) -> np.ndarray:
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
+    return preprocessing.normalizer()(batch).numpy()
+
+
+def test_minmax_maps_the_train_range_onto_0_to_1() -> None:
+    images = np.array([50, 100, 250], dtype=np.uint8).reshape(3, 1, 1, 1)
+    preprocessing, _ = Preprocessing.measure(dataclasses.replace(PREPARE, normalize="minmax"), images)
+    np.testing.assert_allclose(normalized(preprocessing, images).reshape(-1), [0.0, 0.25, 1.0], atol=1e-6)
+
+
+def test_standard_gives_zero_mean_unit_std_and_never_divides_by_zero() -> None:
+    images = np.random.default_rng(1).integers(0, 256, (20, 4, 4, 1), dtype=np.uint8)
+    preprocessing, _ = Preprocessing.measure(dataclasses.replace(PREPARE, normalize="standard"), images)
+    z = normalized(preprocessing, images)
+    assert abs(z.mean()) < 1e-5 and z.std() == pytest.approx(1.0, rel=1e-5)
+    blank, _ = Preprocessing.measure(PREPARE, np.zeros((3, 2, 2, 1), np.uint8))
+    assert blank.std == (1e-6,) and np.isfinite(normalized(blank, np.zeros((1, 2, 2, 1), np.uint8))).all()
+
+
+def test_normalizer_is_per_channel() -> None:
+    batch = torch.tensor([255, 0, 51], dtype=torch.uint8).view(1, 3, 1, 1)
+    out = Normalizer((0.5, 0.0, 0.1), (0.25, 1.0, 0.5))(batch).view(-1).tolist()
+    assert out == pytest.approx([2.0, 0.0, 0.2])
+
+
+def test_round_trip_through_a_file_keeps_every_field(tmp_path) -> None:
+    image = dataclasses.replace(PREPARE, grayscale=False, image_size=(20, 28), resize="pad", pad_value=7)
+    original = Preprocessing(image, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    original.write(tmp_path / "stats.json", {"mean": [0.1, 0.2, 0.3]})
+    assert Preprocessing.read(tmp_path / "stats.json") == original
+    assert original.input_shape == (3, 20, 28)
+    assert original.prepare_image(np.full((10, 10, 1), 9, np.uint8)).shape == (20, 28, 3)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: d.pop("mean"), "no valid preprocessing"),
+    (lambda d: d["image"].update(image_size=1), "no valid preprocessing"),
+    (lambda d: d.update(std=[0.5, 0.5]), r"does not fit 1 channel\(s\)"),
+    (lambda d: d.update(std=[0.0]), r"does not fit 1 channel\(s\)"),
+])
+def test_a_damaged_contract_is_one_error_naming_the_file(damage, message) -> None:
+    data = Preprocessing(PREPARE, (0.5,), (0.2,)).to_dict()
+    damage(data)
+    with pytest.raises(PipelineError, match=f"^somewhere.json: .*{message}"):
+        Preprocessing.from_dict(data, "somewhere.json")

@@ -1,0 +1,131 @@
+"""No stale result: what DVC reruns or restores always matches the params and the data.
+
+With the real dvc and its run cache on, on a project whose data is a user's image folder:
+an image-size change reaches the arrays and the checkpoint (and changing it back restores the
+earlier outputs); the image folder and the pretrained weights file are real dependencies.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from stages.lib.checkpoint import Checkpoint
+from tests.helpers import (STAGES, copy_project, dvc, init_repo, make_image_folder, restore_baseline,
+                           set_params, stages_run)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> tuple[Path, Path]:
+    """Two users' image folders: A (the project's source) and B."""
+    root = tmp_path_factory.mktemp("images")
+    return (make_image_folder(root / "A", {"a": 10, "b": 10, "c": 10}),
+            make_image_folder(root / "B", {"x": 10, "y": 10}, seed=1))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, folders) -> Path:
+    root = copy_project(tmp_path_factory.mktemp("project"), {"data": {"source": str(folders[0])}})
+    assert stages_run(init_repo(root)) == STAGES
+    return root
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ingested_images(project: Path) -> int:
+    return json.loads((project / "data/raw/ingest.json").read_text())["images"]
+
+
+def test_image_size_change_reaches_the_arrays_and_checkpoint_and_back(project) -> None:
+    before = {f: digest(project / f) for f in ("data/prepared/train/images.npy",)}
+    try:
+        set_params(project, prepare={"image_size": 12})
+        result = dvc("repro", "train", cwd=project)
+        assert stages_run(result) == ["prepare", "augment", "train"]
+        assert np.load(project / "data/prepared/train/images.npy", mmap_mode="r").shape[1:] == (12, 12, 1)
+        assert Checkpoint.load(project / "models/model.pt").preprocessing.input_shape == (1, 12, 12)
+
+        set_params(project, prepare={"image_size": 16})  # back: the run cache restores the earlier arrays
+        result = dvc("repro", "prepare", cwd=project)
+        assert "Stage 'prepare' is cached - skipping run, checking out outputs" in result.stdout
+        assert digest(project / "data/prepared/train/images.npy") == before["data/prepared/train/images.npy"]
+    finally:
+        restore_baseline(project)
+
+
+def test_adding_an_image_reruns_ingest_and_everything_after_it(project, folders) -> None:
+    added = folders[0] / "a" / "new.png"
+    try:
+        assert dvc("status", cwd=project).stdout.strip().endswith("Data and pipelines are up to date.")
+        cv2.imwrite(str(added), np.full((20, 30, 3), 77, np.uint8))
+        assert "ingest" in dvc("status", cwd=project).stdout
+        result = dvc("repro", cwd=project)
+        assert stages_run(result) == STAGES
+        assert ingested_images(project) == 31
+    finally:
+        added.unlink(missing_ok=True)
+        restore_baseline(project)
+
+
+def test_switching_folders_never_restores_outputs_of_an_edited_folder(project, folders) -> None:
+    folder_a, folder_b = folders
+    edited = folder_a / "b" / "img_003.png"
+    original = edited.read_bytes()
+    try:
+        set_params(project, data={"source": str(folder_b)})
+        assert stages_run(dvc("repro", "ingest", cwd=project)) == ["ingest"]
+        set_params(project, data={"source": str(folder_a)})  # A as it was: restoring its outputs is right
+        result = dvc("repro", "ingest", cwd=project)
+        assert "Stage 'ingest' is cached - skipping run" in result.stdout
+        assert (project / "data/raw/b/img_003.png").read_bytes() == original
+
+        set_params(project, data={"source": str(folder_b)})
+        dvc("repro", "ingest", cwd=project)
+        cv2.imwrite(str(edited), np.full((20, 30, 3), 250, np.uint8))  # A changes while B is in use
+        set_params(project, data={"source": str(folder_a)})
+        result = dvc("repro", "ingest", cwd=project)
+        assert stages_run(result) == ["ingest"]
+        assert (project / "data/raw/b/img_003.png").read_bytes() == edited.read_bytes() != original
+    finally:
+        edited.write_bytes(original)
+        restore_baseline(project)
+
+
+def test_replacing_the_pretrained_weights_file_reruns_train(project) -> None:
+    import torchvision
+    weights = project / "models/pretrained/start.pth"
+
+    def save_weights(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(torchvision.models.shufflenet_v2_x0_5(weights=None).state_dict(), weights)
+
+    try:
+        save_weights(0)
+        set_params(project, model={"name": "shufflenet_v2_x0_5", "pretrained": "start.pth"}, train={"epochs": 1})
+        assert stages_run(dvc("repro", cwd=project)) == ["train", "evaluate"]
+        assert dvc("status", cwd=project).stdout.strip().endswith("Data and pipelines are up to date.")
+        save_weights(1)
+        status = dvc("status", cwd=project).stdout
+        assert "train:" in status and "modified:           models/pretrained" in status, status
+        assert stages_run(dvc("repro", "--dry", cwd=project)) == ["train"]  # evaluate follows a changed model
+    finally:
+        weights.unlink(missing_ok=True)
+        restore_baseline(project)
+
+
+def test_a_missing_source_folder_is_named(project, tmp_path) -> None:
+    try:
+        set_params(project, data={"source": str(tmp_path / "nowhere")})
+        result = dvc("repro", cwd=project, check=False)
+        assert result.returncode != 0 and str(tmp_path / "nowhere") in result.stderr
+    finally:
+        restore_baseline(project)
