@@ -30,9 +30,17 @@ from stages.lib.metrics import plot_class_counts, plot_image_grid
 from stages.lib.params import AugmentParams, load_params
 
 PARAMS = ("augment",)
-DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR)
+DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR, paths.INGEST_REPORT)
 OUTS = (paths.AUGMENTED_DIR, paths.DATA_METRICS, paths.DATA_PLOTS)
 CHUNK = 256  # source images per block; also fixes the random stream of each block (seed, block start)
+
+
+def check_kernels(kernels: tuple[int, ...], height: int, width: int) -> None:
+    """A box blur wider than the image averages it into one grey level (and costs k² per pixel)."""
+    too_wide = [k for k in kernels if k > min(height, width)]
+    if too_wide:
+        raise PipelineError(f"The 'augment.blur_kernels' parameter must list kernels no wider than the "
+                            f"{height}×{width} prepared images ({min(height, width)} px). Got {list(kernels)} instead.")
 
 
 def plan_from(params: AugmentParams) -> AugmentPlan:
@@ -97,6 +105,7 @@ def main() -> None:
     params = load_params(*PARAMS).augment
     classes = read_json(paths.CLASSES_FILE)
     source = load_array_set(paths.PREPARED_DIR / "train")
+    check_kernels(params.blur_kernels, *source.images.shape[1:3])
     plan = plan_from(params)
     augmented = augmented_mask(source.labels, classes, params.classes)
     index_parts: list[pd.DataFrame] = []
@@ -120,9 +129,12 @@ def main() -> None:
             plot_class_counts(counts, plots / "class_counts.png")
             preview(np.load(folder / "images.npy", mmap_mode="r"), labels, index, classes,
                     plots / "augment_preview.png")
+    ingested = read_json(paths.INGEST_REPORT)
     write_json(paths.DATA_METRICS, {
         "classes": len(classes),
         "images": {column: int(counts[column].sum()) for column in (*paths.SPLITS, "train_augmented")},
+        # Found by ingest (data/raw/ingest.json lists them): same pixels, and resized or re-encoded copies.
+        "duplicates": len(ingested.get("duplicates", [])), "near_duplicates": len(ingested.get("near_duplicates", [])),
     })
     extras = [f"× {plan.clones} clones"] if plan.clones > 1 else []
     extras += [f"rotation ±{plan.rotation:g}°"] if plan.rotation else []

@@ -19,7 +19,7 @@ import torch
 
 from stages.lib import paths
 from stages.lib.checkpoint import Checkpoint
-from stages.lib.datasets import read_image
+from stages.lib.datasets import read_image, shown
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.training import images_to_tensor, predict_logits
 
@@ -31,7 +31,7 @@ def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
     model = checkpoint.build_model(device)
     for file in files:
         if not file.is_file():
-            raise PipelineError(f"{file}: no such image file")
+            raise PipelineError(f"{shown(file)}: no such image file")
     images = np.stack([checkpoint.preprocessing.prepare_image(read_image(file)) for file in files])
     normalize = checkpoint.preprocessing.normalizer(device)
     logits = predict_logits(model, images_to_tensor(images, device), normalize, amp=amp)
@@ -39,7 +39,7 @@ def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
     k = min(top_k, probabilities.shape[1])
     top = probabilities.topk(k, dim=1)
     classes = checkpoint.classes
-    return [{"image": str(file),
+    return [{"image": shown(file),
              "predictions": [{"class": classes[c], "probability": float(p)} for p, c in zip(values, indices)]}
             for file, values, indices in zip(files, top.values.tolist(), top.indices.tolist())]
 

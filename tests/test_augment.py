@@ -99,3 +99,11 @@ def test_plan_needs_the_original_first() -> None:
     block = augment_block(sources(4, 3), np.ones(4, bool), AugmentPlan(tuple(augmentation_variants((), True, False))),
                           np.random.default_rng(0))
     assert block.images.shape == (8, 12, 10, 3) and block.copy.tolist() == [0, 1] * 4
+
+
+def test_a_blur_wider_than_the_images_is_refused() -> None:
+    from stages.augment import check_kernels
+    check_kernels((3, 31), 32, 40)
+    with pytest.raises(PipelineError, match=r"kernels no wider than the 32×40 prepared images \(32 px\). "
+                                            r"Got \[3, 33\] instead"):
+        check_kernels((3, 33), 32, 40)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,7 +103,16 @@ def test_merge_drop_and_balance_give_the_promised_counts(tmp_path) -> None:
 
 
 def test_data_plots_and_counts(tmp_path) -> None:
-    project = run_data_stages(tmp_path, flat, {"augment": {"blur_kernels": [3], "classes": ["owl"]}})
+    def with_copies(root: Path) -> Path:
+        source = flat(root)  # plus a byte-for-byte copy (dropped) and a resized one (kept, a near-duplicate)
+        (source / "cat" / "twin.png").write_bytes((source / "cat" / "img_004.png").read_bytes())
+        image = cv2.imread(str(source / "dog" / "img_001.png"))
+        cv2.imwrite(str(source / "dog" / "zoomed.png"), cv2.resize(image, (72, 48)))
+        return source
+    project = run_data_stages(tmp_path, with_copies, {"augment": {"blur_kernels": [3], "classes": ["owl"]}})
+    data = json.loads((project / "metrics/data.json").read_text())
+    assert (data["duplicates"], data["near_duplicates"]) == (1, 1)
+    assert sum(data["images"][split] for split in ("train", "val", "test")) == sum(CLASSES.values()) + 1
     counts = pd.read_csv(project / "plots/data/class_counts.csv")
     assert counts.columns.tolist() == ["class", "train", "val", "test", "train_augmented"]
     owl = counts.set_index("class").loc["owl"]

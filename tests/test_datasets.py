@@ -72,7 +72,7 @@ def test_read_image_16_bit(tmp_path) -> None:
 
 def test_read_image_errors_name_the_file(tmp_path) -> None:
     (tmp_path / "empty.png").write_bytes(b"")
-    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg \xff\xda \xff\xd9")
     with pytest.raises(PipelineError, match=r"empty\.png: empty \(zero-byte\) image file"):
         read_image(tmp_path / "empty.png")
     with pytest.raises(PipelineError, match=r"corrupt\.jpg: not a readable image"):
@@ -86,7 +86,7 @@ def test_list_class_folder_skips_hidden_and_non_images(tmp_path) -> None:
     (tmp_path / ".git").mkdir()
     listing = list_class_folder(tmp_path)
     assert [label for _, label in listing.files] == ["cat"] * 2 + ["dog"] * 3
-    assert sorted(p.name for p in listing.skipped) == [".hidden.png", "notes.txt"]
+    assert sorted(p.name for p in listing.skipped) == [".git", ".hidden.png", "notes.txt"]
 
 
 def test_list_class_folder_errors(tmp_path) -> None:

@@ -180,3 +180,18 @@ def test_missing_or_wrong_weights_file(resnet18_file) -> None:
         build_model(params_for("mobilenet_v2", pretrained=path.name), InputShape(3, 32, 32, 4))
     with pytest.raises(PipelineError, match="'model.pretrained' parameter applies to torchvision models, not lenet5"):
         build_model(params_for("lenet5", pretrained=path.name), InputShape(3, 32, 32, 4))
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_models_with_auxiliary_heads_train(name: str) -> None:
+    shape = InputShape(3, 32, 32, 4)
+    model = build_model(params_for(name), shape)
+    assert one_step(model, shape).shape == (4, 4)  # one tensor in train mode, not (logits, aux, ...)
+
+
+def test_dense_layers_too_big_to_allocate_are_refused() -> None:
+    with pytest.raises(PipelineError, match=r"'model.hidden' parameter gives dense layers 1024 -> 65536 -> 65536 -> 3 "
+                                            r"with [0-9,]+ weights, over the 200,000,000"):
+        build_model(params_for("mlp", hidden=(65536, 65536)), InputShape(1, 32, 32, 3))
+    with pytest.raises(PipelineError, match=r"'model.head' parameter gives dense layers"):
+        build_model(params_for("lenet5", head=(65536, 65536)), InputShape(1, 32, 32, 3))

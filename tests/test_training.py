@@ -259,3 +259,29 @@ def test_training_runs_on_cuda_with_amp(resident) -> None:
     result = fit(model, Batches(images, labels, device, resident), Batches(images, labels, device, resident),
                  Normalizer((0.3,), (0.3,), device), train, log=lambda _: None)
     assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+def test_a_one_image_last_batch_joins_the_one_before() -> None:
+    from stages.lib.training import epoch_batches
+    assert [len(b) for b in epoch_batches(torch.arange(33), 16)] == [16, 17]
+    assert [len(b) for b in epoch_batches(torch.arange(34), 16)] == [16, 16, 2]
+    assert [len(b) for b in epoch_batches(torch.arange(1), 16)] == [1]
+    images, labels = tiny_images(33)  # 33 = 2 × 16 + 1: batch norm would fail on the last batch alone
+    train = dataclasses.replace(PARAMS.train, epochs=2, batch_size=16, lr=0.05, scheduler="onecycle", patience=0)
+    model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), batch_norm=True),
+                        InputShape(1, 12, 12, 3))
+    data = Batches(images, labels, CPU)
+    result = fit(model, data, data, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
+    assert len(result.steps) == 4 and all(math.isfinite(r.train_loss) for r in result.history)
+
+
+def test_batch_size_one_with_batch_norm_is_refused_in_one_line() -> None:
+    images, labels = tiny_images(8)
+    train = dataclasses.replace(PARAMS.train, epochs=1, batch_size=1, scheduler="none")
+    model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(8,), batch_norm=True),
+                        InputShape(1, 12, 12, 3))
+    with pytest.raises(PipelineError, match=r"'train.batch_size' parameter must be >= 2 for a model with batch norm"):
+        fit(model, Batches(images, labels, CPU), Batches(images, labels, CPU), Normalizer((0.3,), (0.3,)), train)
+    plain = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(8,)), InputShape(1, 12, 12, 3))
+    fit(plain, Batches(images, labels, CPU), Batches(images, labels, CPU), Normalizer((0.3,), (0.3,)), train,
+        log=lambda _: None)  # without batch norm a batch of one is fine

@@ -6,14 +6,19 @@ memory-map them:
     labels.npy  int64 N        (index into classes.json)
     index.csv   N rows: source (the raw image file), split, augmentation
 Every writer builds its output in a temporary sibling and renames it into place, so a failed
-stage leaves either the old output or none, never half of one.
+stage leaves either the old output or none, never half of one; the temporary siblings a killed
+stage left behind are removed when the output is next written. Outputs respect the umask, and a
+full disk is one PipelineError naming the output.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +34,43 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 # ------------------------------------------------------------------------------ atomic writes
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete `.<name>.*.tmp` siblings of `target` that a killed run (kill -9, power loss) left."""
+    for stale in Path(target).parent.glob(f".{Path(target).name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+
+
+@contextlib.contextmanager
+def _disk_full_is_one_line(target: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise PipelineError(f"disk full while writing {target}: free some space and rerun "
+                            f"(the earlier {target}, if any, is unchanged)") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; on success it replaces `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        os.replace(tmp, target)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
+        with _disk_full_is_one_line(target):
+            yield tmp
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -50,12 +81,15 @@ def atomic_file(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is renamed to `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        os.replace(tmp, target)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+        with _disk_full_is_one_line(target):
+            yield tmp
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -70,72 +104,155 @@ def read_json(path: Path) -> Any:
 
 
 # ------------------------------------------------------------------------------------ images
-def read_image(path: Path) -> np.ndarray:
-    """Read any PNG/JPEG/BMP as uint8 H×W×C, C = 1 (grey) or 3 (RGB, converted from OpenCV's BGR).
+def shown(path: Path | str) -> str:
+    """A path as text that prints and encodes: bytes of a name that are not UTF-8 become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
-    16-bit images keep their top 8 bits; an alpha channel is dropped. Raises PipelineError
-    naming the file when it is empty or cannot be decoded.
-    """
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise PipelineError(f"{path}: empty (zero-byte) image file")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence what libjpeg and libpng print on stderr (without naming the file): our error names it."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Encoded PNG/JPEG/BMP bytes -> uint8 H×W×C, C = 1 (grey) or 3 (RGB), turned upright as the
+    JPEG's EXIF orientation says. 16-bit images keep their top 8 bits; an alpha channel is dropped.
+    A truncated, corrupt or over-large image raises PipelineError starting with `name`."""
+    if not data:
+        raise PipelineError(f"{name}: empty (zero-byte) image file")
+    # libjpeg fills a cut-off JPEG with grey and says so only on stderr: the end-of-image marker
+    # must follow the last scan (an EXIF thumbnail's own marker comes before it).
+    if data[:2] == b"\xff\xd8" and data.find(b"\xff\xd9", data.rfind(b"\xff\xda")) < 0:
+        raise PipelineError(f"{name}: truncated JPEG (no end-of-image marker after the image data)")
+    try:
+        with _quiet_stderr():
+            # ANYCOLOR|ANYDEPTH, not UNCHANGED: UNCHANGED would ignore the EXIF orientation.
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise PipelineError(f"{name}: more than 2^30 pixels, OpenCV's limit: shrink it first") from None
+        raise PipelineError(f"{name}: not a readable image (corrupt or not PNG/JPEG/BMP)") from None
     if image is None:
-        raise PipelineError(f"{path}: not a readable image (corrupt or not PNG/JPEG/BMP)")
+        raise PipelineError(f"{name}: not a readable image (corrupt or not PNG/JPEG/BMP)")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise PipelineError(f"{path}: unsupported pixel type {image.dtype}")
+        raise PipelineError(f"{name}: unsupported pixel type {image.dtype}")
     if image.ndim == 2:
         return image[:, :, None]
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    if image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image[:, :, :1]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The one image reader (ingest, prepare, predict): the file's bytes, decoded by decode_image.
+    Reading bytes first keeps OpenCV away from file names that are not valid UTF-8."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PipelineError(f"{shown(path)}: cannot be read ({exc.strerror})") from None
+    return decode_image(data, shown(path))
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """Identifies the decoded pixels (and shape): equal for the same picture in two files or formats."""
+    return hashlib.sha1(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """A 16×16 grey float32 vector of the picture: close for a resized copy or a re-encoded JPEG
+    (about 0.2 grey levels apart), far for different pictures (different digits: 9 or more)."""
+    grey = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32).reshape(-1)
+
+
+def near_duplicates(thumbs: np.ndarray, max_rms: float = 2.0, chunk: int = 1024) -> list[tuple[int, int]]:
+    """(first, later) index pairs of thumbnails within `max_rms` grey levels (root mean square):
+    each image paired with the first one before it that it nearly equals."""
+    thumbs = np.asarray(thumbs, dtype=np.float32).reshape(len(thumbs), -1)
+    squares = (thumbs.astype(np.float64) ** 2).sum(1)
+    limit = max_rms ** 2 * thumbs.shape[1]
+    pairs = []
+    for start in range(0, len(thumbs), chunk):
+        block = thumbs[start:start + chunk]
+        distances = squares[start:start + chunk, None] + squares[None, :] - 2.0 * (block @ thumbs.T)
+        for row, later in enumerate(range(start, start + len(block))):
+            hits = np.flatnonzero(distances[row, :later] <= limit)
+            if hits.size:
+                pairs.append((int(hits[0]), later))
+    return pairs
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    """Write uint8 H×W×C (C = 1 or 3, RGB) as PNG."""
+    """Write uint8 H×W×C (C = 1 or 3, RGB) as PNG; a full disk raises OSError (ENOSPC)."""
     if image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), image):
-        raise PipelineError(f"{path}: could not write image")
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise PipelineError(f"{shown(path)}: could not encode image")
+    Path(path).write_bytes(encoded.tobytes())
 
 
 @dataclass(frozen=True)
 class FolderListing:
     files: list[tuple[Path, str]]  # (image file, class name), sorted by class then name
-    skipped: list[Path]            # hidden and non-image files that were passed over
+    skipped: list[Path]            # everything else: hidden, non-image, symlinked, not a regular file
+
+
+def _is_plain(entry: os.DirEntry) -> bool:
+    return entry.is_file(follow_symlinks=False) and stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode)
+
+
+def _walk(folder: Path, images: list[Path], skipped: list[Path]) -> None:
+    """Regular image files under `folder`, without following symlinks; the rest goes to `skipped`."""
+    for entry in os.scandir(folder):
+        path = Path(entry.path)
+        if entry.name.startswith(".") or entry.is_symlink():
+            skipped.append(path)
+        elif entry.is_dir(follow_symlinks=False):
+            _walk(path, images, skipped)
+        elif _is_plain(entry) and path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(path)
+        else:
+            skipped.append(path)
 
 
 def list_class_folder(root: Path) -> FolderListing:
     """List `root/<class>/<image>`; classes are the subfolder names, sorted.
 
-    Raises PipelineError when the folder is missing, has fewer than two classes, or a class
-    folder holds no image.
+    Skipped, and counted: hidden entries, files that are not PNG/JPEG/BMP, loose files beside the
+    class folders, symlinks (a link back into the source would list images twice under another
+    label; one pointing outside is not part of the folder) and what is not a regular file (FIFOs,
+    sockets). Raises PipelineError when the folder is missing, has fewer than two classes, or a
+    class folder holds no image.
     """
     root = Path(root)
     if not root.is_dir():
-        raise PipelineError(f"data folder {root} not found (data.source in params.yaml)")
+        raise PipelineError(f"data folder {shown(root)} not found (data.source in params.yaml)")
     files: list[tuple[Path, str]] = []
     skipped: list[Path] = []
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+            class_dirs.append(Path(entry.path))
+        else:
+            skipped.append(Path(entry.path))
     for class_dir in class_dirs:
-        images = []
-        for path in sorted(class_dir.rglob("*")):
-            if not path.is_file():
-                continue
-            hidden = any(part.startswith(".") for part in path.relative_to(class_dir).parts)
-            if hidden or path.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append(path)
-            else:
-                images.append((path, class_dir.name))
+        images: list[Path] = []
+        _walk(class_dir, images, skipped)
         if not images:
-            raise PipelineError(f"class folder {class_dir} holds no PNG, JPEG or BMP image")
-        files.extend(images)
+            raise PipelineError(f"class folder {shown(class_dir)} holds no PNG, JPEG or BMP image")
+        files.extend((path, shown(class_dir.name)) for path in sorted(images))
     if len(class_dirs) < 2:
-        raise PipelineError(f"data folder {root} must hold at least two class subfolders, found {len(class_dirs)}")
+        raise PipelineError(f"data folder {shown(root)} must hold at least two class subfolders, "
+                            f"found {len(class_dirs)}")
     return FolderListing(files, skipped)
 
 
@@ -216,8 +333,15 @@ class ArraySet:
 
 
 def allocate_images(folder: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A writable uint8 array backed by `folder/images.npy`: filled in place, never held twice in memory."""
-    return np.lib.format.open_memmap(Path(folder) / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
+    """A writable uint8 array backed by `folder/images.npy`: filled in place, never held twice in memory.
+
+    The file's blocks are reserved up front: a memory map that runs out of disk would kill the
+    process with SIGBUS; here a full disk is an OSError (ENOSPC) before anything is written."""
+    path = Path(folder) / "images.npy"
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return images
 
 
 def finish_array_set(folder: Path, labels: np.ndarray, index: pd.DataFrame) -> None:

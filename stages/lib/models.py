@@ -42,6 +42,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
 }
 UPSAMPLE_SIZES = (64, 96, 128, 160, 224)  # tried in turn when an architecture rejects a small input
+MAX_DENSE_PARAMETERS = 200_000_000  # 800 MB of float32 weights: a bigger dense stack is a typo, not a plan
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -64,8 +65,15 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------- building blocks
-def dense_stack(widths: list[int], dropout: float, activation: str = "relu", batch_norm: bool = False) -> nn.Sequential:
-    """Linear layers between consecutive widths; [batch norm,] activation and dropout between them."""
+def dense_stack(widths: list[int], dropout: float, activation: str = "relu", batch_norm: bool = False,
+                param: str = "model.head") -> nn.Sequential:
+    """Linear layers between consecutive widths; [batch norm,] activation and dropout between them.
+    `param` (the key that set the widths) is named when the layers would be too big to allocate."""
+    weights = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    if weights > MAX_DENSE_PARAMETERS:
+        raise PipelineError(f"The '{param}' parameter gives dense layers {' -> '.join(map(str, widths))} with "
+                            f"{weights:,} weights, over the {MAX_DENSE_PARAMETERS:,} this pipeline allows: use "
+                            f"narrower layers")
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
         if dropout > 0:
@@ -143,7 +151,8 @@ def _features_then_classifier(features: nn.Module, params: ModelParams, shape: I
     if out is None or min(out[2:]) < 1:
         raise PipelineError(f"{params.name}: {shape.height}×{shape.width} px images shrink to nothing in its "
                             f"conv layers: raise prepare.image_size or use fewer pool_after layers")
-    classifier = dense_stack([out[1:].numel(), *hidden, shape.num_classes], params.dropout, params.activation)
+    classifier = dense_stack([out[1:].numel(), *hidden, shape.num_classes], params.dropout, params.activation,
+                             param="prepare.image_size")
     return nn.Sequential(features, nn.Flatten(), classifier)
 
 
@@ -153,7 +162,7 @@ def build_mlp(params: ModelParams, shape: InputShape) -> nn.Module:
     """Flattened pixels -> hidden layers -> classes; `hidden: []` is softmax regression."""
     n_inputs = shape.channels * shape.height * shape.width
     return nn.Sequential(nn.Flatten(), dense_stack([n_inputs, *params.hidden, shape.num_classes], params.dropout,
-                                                   params.activation, params.batch_norm))
+                                                   params.activation, params.batch_norm, "model.hidden"))
 
 
 @register("lenet5")
@@ -250,6 +259,13 @@ def build_torchvision(params: ModelParams, shape: InputShape, with_weights: bool
         _replace(model, conv_name, new)
     linear_name, linear = _named(model, nn.Linear, last=True)
     _replace(model, linear_name, nn.Linear(linear.in_features, shape.num_classes))
+    if getattr(model, "aux_logits", False):
+        # googlenet and inception_v3 return (logits, aux...) in train mode; the auxiliary heads were a
+        # training aid for ImageNet from scratch: drop them (after the weights, whose files hold them).
+        model.aux_logits = False
+        for name in ("aux1", "aux2", "AuxLogits"):
+            if hasattr(model, name):
+                setattr(model, name, None)
     return model
 
 

@@ -26,6 +26,11 @@ PARAMS_FILE = Path("params.yaml")
 # treeverse/dvc#10296): a param so named could change and DVC would restore stale outputs.
 RUN_CACHE_BLIND_KEYS = ("size", "nfiles")
 RENAMED_KEYS = {"prepare.size": "prepare.image_size"}
+# Upper bounds keep every run possible: numpy and torch take seeds below 2^32 alike; the rest are
+# far beyond any sensible setting yet small enough not to overflow or exhaust memory at once.
+MAX_SEED = 2**32 - 1
+MAX_COUNT = 1_000_000       # epochs, patience, step sizes, per-class caps
+MAX_WIDTH = 65_536          # dense layer widths, conv filters, batch size
 
 # A check takes the raw YAML value and returns the converted value, or raises _Invalid("a float > 0").
 Check = Callable[[Any], Any]
@@ -41,15 +46,20 @@ def _spec(check: Check, doc: str) -> Any:
 
 def _number(kind: type, *, gt: float | None = None, ge: float | None = None,
             lt: float | None = None, le: float | None = None) -> Check:
-    bounds = [f"{op} {v:g}" for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None]
+    def show(v: float) -> str:
+        return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+    bounds = [f"{op} {show(v)}" for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None]
     what = f"{'an integer' if kind is int else 'a float'}" + (f" {' and '.join(bounds)}" if bounds else "")
 
     def check(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Invalid(what)
-        if kind is int and not float(value).is_integer():
-            raise _Invalid(what)
-        value = kind(value)
+        try:
+            if kind is int and not float(value).is_integer():
+                raise _Invalid(what)
+            value = kind(value)
+        except OverflowError:  # an integer too large for a float
+            raise _Invalid(what) from None
         if (not math.isfinite(value) or (gt is not None and not value > gt) or (ge is not None and not value >= ge)
                 or (lt is not None and not value < lt) or (le is not None and not value <= le)):
             raise _Invalid(what)
@@ -116,7 +126,7 @@ def _class_mapping(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _odd_kernel(value: Any) -> int:
-    value = _number(int, ge=3)(value)
+    value = _number(int, ge=3, le=4095)(value)  # augment also refuses a kernel wider than the images
     if value % 2 == 0:
         raise _Invalid("odd")
     return value
@@ -141,6 +151,9 @@ class DataParams:
                                  "or a folder split into train/ (val/, test/) class subfolders")
     digits_size: int = _spec(_number(int, ge=8, le=512), "pixels: the 8x8 digits are upscaled to this square size")
     skip_corrupt: bool = _spec(_boolean, "false: a corrupt or empty image stops ingest; true: it is skipped and listed")
+    duplicates: str = _spec(_choice("drop", "keep"),
+                            "drop: an image whose pixels repeat an earlier one's is listed and left out, and one in "
+                            "two given splits is an error; keep: they are listed only")
 
 
 @dataclass(frozen=True)
@@ -148,13 +161,14 @@ class SplitParams:
     train: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for training")
     val: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for validation")
     test: float = _spec(_number(float, gt=0, lt=1), "fraction of each class for the final test")
-    seed: int = _spec(_number(int, ge=0), "seed of the shuffle inside each class and of down-sampling")
+    seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of the shuffle inside each class and of down-sampling")
     merge: tuple[tuple[str, str], ...] = _spec(_class_mapping, "classes renamed before splitting: {old: new}; "
                                                                "several old names may share a new one")
     drop: tuple[str, ...] = _spec(_string_list, "classes left out (names after merge)")
-    max_per_class: int = _spec(_number(int, ge=0), "cap on images per class, randomly down-sampled (0: no cap)")
+    max_per_class: int = _spec(_number(int, ge=0, le=10**9), "cap on images per class, randomly down-sampled (0: no cap)")
     balance: bool = _spec(_boolean, "down-sample every class to the smallest class's count")
-    min_per_split: int = _spec(_number(int, ge=1), "images of every class each split must get; a smaller class is an error")
+    min_per_split: int = _spec(_number(int, ge=1, le=MAX_COUNT),
+                               "images of every class each split must get; a smaller class is an error")
 
     def __post_init__(self) -> None:
         total = self.train + self.val + self.test
@@ -181,14 +195,15 @@ class PrepareParams:
 @dataclass(frozen=True)
 class AugmentParams:
     blur_kernels: tuple[int, ...] = _spec(
-        _int_list(_odd_kernel, "a list of distinct odd integers >= 3", unique=True), "box-blur kernel sizes; each adds one copy")
+        _int_list(_odd_kernel, "a list of distinct odd integers from 3 to 4095", unique=True),
+        "box-blur kernel sizes, at most the images' smaller side; each adds one copy")
     hflip: bool = _spec(_boolean, "add a left-right mirrored copy of every image and blur")
     vflip: bool = _spec(_boolean, "add an upside-down copy of every image and blur")
     rotation: float = _spec(_number(float, ge=0, le=180), "degrees: each copy is rotated by a random angle in +-this")
     noise_std: float = _spec(_number(float, ge=0, le=255), "grey levels: Gaussian noise added to each copy")
     clones: int = _spec(_number(int, ge=1, le=1000), "the set of copies is made this many times (new random draws each)")
     classes: tuple[str, ...] = _spec(_string_list, "only these classes get copies ([]: every class)")
-    seed: int = _spec(_number(int, ge=0), "seed of the random rotations and noise")
+    seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of the random rotations and noise")
 
 
 def _pretrained(value: Any) -> str:
@@ -211,7 +226,7 @@ def _class_weights(value: Any) -> str | tuple[float, ...]:
         return value
     if isinstance(value, list) and value:
         try:
-            return tuple(_number(float, gt=0)(v) for v in value)
+            return tuple(_number(float, gt=0, le=1e6)(v) for v in value)
         except _Invalid:
             pass
     raise _Invalid(what)
@@ -221,18 +236,20 @@ def _class_weights(value: Any) -> str | tuple[float, ...]:
 class ModelParams:
     name: str = _spec(_string, "architecture: mlp, lenet5, cnn, or a torchvision classifier (resnet18, ...)")
     hidden: tuple[int, ...] = _spec(
-        _int_list(_number(int, ge=1), "a list of integers >= 1"), "mlp: hidden layer widths ([] = softmax regression)")
+        _int_list(_number(int, ge=1, le=MAX_WIDTH), f"a list of integers from 1 to {MAX_WIDTH}"),
+        "mlp: hidden layer widths ([] = softmax regression)")
     activation: str = _spec(_choice("relu", "leaky_relu", "tanh", "sigmoid"), "mlp, lenet5, cnn: activation")
     batch_norm: bool = _spec(_boolean, "mlp, cnn: batch normalisation after each layer")
     dropout: float = _spec(_number(float, ge=0, lt=1), "dropout rate before each dense layer")
     filters: tuple[int, ...] = _spec(
-        _int_list(_number(int, ge=1), "a list of integers >= 1"), "cnn: output channels of each conv layer")
+        _int_list(_number(int, ge=1, le=MAX_WIDTH), f"a list of integers from 1 to {MAX_WIDTH}"),
+        "cnn: output channels of each conv layer")
     kernel_size: int = _spec(_number(int, ge=1, le=15), "cnn: conv kernel size (padded to keep the size)")
     pool_after: tuple[int, ...] = _spec(
-        _int_list(_number(int, ge=1), "a list of integers >= 1", unique=True),
+        _int_list(_number(int, ge=1, le=1000), "a list of distinct integers from 1 to 1000", unique=True),
         "cnn: conv layers (1 = first) followed by 2x2 max pooling")
     head: tuple[int, ...] = _spec(
-        _int_list(_number(int, ge=1), "a list of integers >= 1"),
+        _int_list(_number(int, ge=1, le=MAX_WIDTH), f"a list of integers from 1 to {MAX_WIDTH}"),
         "dense layers that replace the last classifier layer ([]: the architecture's own)")
     pretrained: str = _spec(_pretrained, f"torchvision models: '' (none), hub (torchvision's file for model.name) or "
                                          f"a weights file, both read from {PRETRAINED_DIR}/")
@@ -243,24 +260,25 @@ class ModelParams:
 @dataclass(frozen=True)
 class TrainParams:
     optimizer: str = _spec(_choice("sgd", "adam", "adamw"), "sgd, adam or adamw")
-    lr: float = _spec(_number(float, gt=0), "learning rate (onecycle: the peak)")
+    lr: float = _spec(_number(float, gt=0, le=100), "learning rate (onecycle: the peak)")
     momentum: float = _spec(_number(float, ge=0, lt=1), "sgd: momentum")
     nesterov: bool = _spec(_boolean, "sgd: Nesterov momentum")
-    weight_decay: float = _spec(_number(float, ge=0), "L2 weight decay (adamw: decoupled)")
-    l1: float = _spec(_number(float, ge=0), "L1 penalty: this times the sum of |weights| is added to the loss")
-    epochs: int = _spec(_number(int, ge=1), "passes over the training set (at most, with early stopping)")
-    batch_size: int = _spec(_number(int, ge=1), "images per optimisation step")
+    weight_decay: float = _spec(_number(float, ge=0, le=100), "L2 weight decay (adamw: decoupled)")
+    l1: float = _spec(_number(float, ge=0, le=100), "L1 penalty: this times the sum of |weights| is added to the loss")
+    epochs: int = _spec(_number(int, ge=1, le=MAX_COUNT), "passes over the training set (at most, with early stopping)")
+    batch_size: int = _spec(_number(int, ge=1, le=MAX_WIDTH), "images per optimisation step")
     scheduler: str = _spec(_choice("none", "step", "exponential", "cosine", "onecycle"), "learning-rate schedule")
-    step_size: int = _spec(_number(int, ge=1), "step: epochs between learning-rate drops")
+    step_size: int = _spec(_number(int, ge=1, le=MAX_COUNT), "step: epochs between learning-rate drops")
     gamma: float = _spec(_number(float, gt=0, le=1), "step, exponential: factor of each learning-rate drop")
-    grad_clip_norm: float = _spec(_number(float, ge=0), "clip the gradients' total norm to this (0: off)")
-    grad_clip_value: float = _spec(_number(float, ge=0), "clip each gradient element to +-this (0: off)")
+    grad_clip_norm: float = _spec(_number(float, ge=0, le=1e9), "clip the gradients' total norm to this (0: off)")
+    grad_clip_value: float = _spec(_number(float, ge=0, le=1e9), "clip each gradient element to +-this (0: off)")
     label_smoothing: float = _spec(_number(float, ge=0, lt=1), "cross-entropy label smoothing")
     class_weights: Any = _spec(_class_weights, "loss weight per class: none, balanced (inverse frequency) or a list")
-    patience: int = _spec(_number(int, ge=0), "early stopping: epochs without improvement before stopping (0: off)")
+    patience: int = _spec(_number(int, ge=0, le=MAX_COUNT),
+                          "early stopping: epochs without improvement before stopping (0: off)")
     monitor: str = _spec(_choice("val_loss", "val_accuracy"), "what picks the best epoch and drives early stopping")
-    min_delta: float = _spec(_number(float, ge=0), "early stopping: the least change that counts as improvement")
-    seed: int = _spec(_number(int, ge=0), "seed of weight init and batch order")
+    min_delta: float = _spec(_number(float, ge=0, le=1e9), "early stopping: the least change that counts as improvement")
+    seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of weight init and batch order")
     device: str = _spec(_choice("auto", "cpu", "cuda"), "auto: CUDA when present, else CPU")
     amp: bool = _spec(_boolean, "CUDA only: bf16 autocast and channels_last")
     compile: bool = _spec(_boolean, "torch.compile the model (slow start, faster steps on a GPU)")
@@ -268,13 +286,13 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    top_k: int = _spec(_number(int, ge=1), "top-k accuracy: the true class among the k highest scores")
+    top_k: int = _spec(_number(int, ge=1, le=1000), "top-k accuracy: the true class among the k highest scores")
     target_accuracy: float = _spec(_number(float, gt=0, le=1),
                                    "the accuracy aimed at (e.g. human level): avoidable bias = this - train accuracy")
     overfit_gap: float = _spec(_number(float, ge=0, le=1), "health: train - val accuracy above this is overfitting")
     underfit_accuracy: float = _spec(_number(float, ge=0, le=1),
                                      "health: train and val accuracy both below this is underfitting")
-    spike_factor: float = _spec(_number(float, gt=1), "health: the loss (averaged over 10 steps) rising above this × "
+    spike_factor: float = _spec(_number(float, gt=1, le=1e6), "health: the loss (averaged over 10 steps) rising above this × "
                                                       "its lowest level is a spike")
     gallery_size: int = _spec(_number(int, ge=0, le=256), "worst misclassified val images shown in worst_val.png")
 

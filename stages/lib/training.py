@@ -170,6 +170,24 @@ def clip_gradients(parameters: list[torch.Tensor], params: TrainParams) -> None:
         nn.utils.clip_grad_norm_(parameters, params.grad_clip_norm)
 
 
+def epoch_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """The index batches of one epoch. A last batch of a single image joins the one before it:
+    batch norm cannot normalise one image, and dropping it would leave that image out."""
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+def _check_batch_norm_batches(model: nn.Module, n: int, batch_size: int) -> None:
+    trainable_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                       and any(p.requires_grad for p in m.parameters(recurse=False))]
+    if trainable_norms and min(n, batch_size) < 2:
+        raise PipelineError(f"The 'train.batch_size' parameter must be >= 2 for a model with batch norm "
+                            f"(model.batch_norm, or the architecture's own): a batch of one image has no batch "
+                            f"statistics. Got {batch_size} instead, with {n} train image(s).")
+
+
 def train_mode(model: nn.Module) -> None:
     """model.train(), except batch norm layers whose weights are frozen (model.freeze): they stay in
     eval mode, so their running statistics stay those of the frozen weights instead of drifting."""
@@ -202,7 +220,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, p
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if params.compile else model
     n = len(train)
-    steps_per_epoch = math.ceil(n / params.batch_size)
+    _check_batch_norm_batches(model, n, params.batch_size)
+    steps_per_epoch = len(epoch_batches(torch.arange(n), params.batch_size))
     optimizer = make_optimizer(model, params)
     scheduler, per_step = make_scheduler(optimizer, params, steps_per_epoch)
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
@@ -219,7 +238,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, p
         epoch_lr = optimizer.param_groups[0]["lr"]
         step_losses, step_objectives, step_lrs = [], [], []
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for batch in torch.randperm(n, generator=order).to(device).split(params.batch_size):
+        batches = epoch_batches(torch.randperm(n, generator=order).to(device), params.batch_size)
+        for batch in batches:
             images, y = train.get(batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = step_model(_layout(normalize(images), amp)).float()
@@ -239,7 +259,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, p
             correct += (logits.detach().argmax(1) == y).sum()
         losses = torch.stack(step_losses).cpu().tolist()
         objectives = torch.stack(step_objectives).cpu().tolist()
-        sizes = [min(params.batch_size, n - i * params.batch_size) for i in range(len(losses))]
+        sizes = [len(batch) for batch in batches]
         train_loss = sum(l * s for l, s in zip(losses, sizes)) / n
         train_objective = sum(o * s for o, s in zip(objectives, sizes)) / n
         if not (math.isfinite(train_loss) and math.isfinite(train_objective)):
