@@ -79,16 +79,26 @@ def write_augmented(images: np.ndarray, augmented: np.ndarray, plan: AugmentPlan
                 on_block(start, block)
 
 
-def preview(images: np.ndarray, labels: np.ndarray, index: pd.DataFrame, classes: list[str], path: Path,
-            max_sources: int = 6, max_copies: int = 12) -> None:
-    """The first train image of up to `max_sources` classes (one row each) and its copies."""
+def copy_title(augmentation: str, rotation: float, noise_std: float) -> str:
+    """Every transform a row went through: 'blur5+hflip', then its rotation and noise on a second line."""
+    extras = [f"rot {rotation:+.1f}°"] if rotation else []
+    extras += [f"noise σ{noise_std:g}"] if noise_std and augmentation != "original" else []
+    return augmentation + ("\n" + " ".join(extras) if extras else "")
+
+
+def preview(images: np.ndarray, labels: np.ndarray, index: pd.DataFrame, classes: list[str], noise_std: float,
+            path: Path, max_sources: int = 20, max_copies: int = 12) -> None:
+    """The first train image of every class (up to `max_sources`, one row each) and its copies,
+    each titled with the transforms it went through."""
     firsts = [np.flatnonzero(labels == c)[0] for c in range(len(classes)) if (labels == c).any()][:max_sources]
     grid, titles = [], []
     for row in firsts:
         source = index["source"].iloc[row]
         copies = np.flatnonzero((index["source"] == source).to_numpy())[:max_copies]
         grid.append([images[i] for i in copies])
-        titles.append([f"{classes[labels[i]]}: {index['augmentation'].iloc[i]}" for i in copies])
+        titles.append([f"{classes[labels[i]]}: "
+                       f"{copy_title(index['augmentation'].iloc[i], float(index['rotation'].iloc[i]), noise_std)}"
+                       for i in copies])
     plot_image_grid(grid, titles, path)
 
 
@@ -127,7 +137,7 @@ def main() -> None:
         with atomic_dir(paths.DATA_PLOTS) as plots:
             counts.to_csv(plots / "class_counts.csv", index=False)
             plot_class_counts(counts, plots / "class_counts.png")
-            preview(np.load(folder / "images.npy", mmap_mode="r"), labels, index, classes,
+            preview(np.load(folder / "images.npy", mmap_mode="r"), labels, index, classes, plan.noise_std,
                     plots / "augment_preview.png")
     ingested = read_json(paths.INGEST_REPORT)
     write_json(paths.DATA_METRICS, {

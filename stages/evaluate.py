@@ -18,6 +18,8 @@ overfitting, underfitting, with the usual remedies.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import torch
@@ -25,9 +27,9 @@ import torch
 from stages.lib import paths
 from stages.lib.datasets import ArraySet, atomic_dir, load_array_set, write_json
 from stages.lib.errors import run_stage
-from stages.lib.health import Finding, check_collapse, check_divergence, check_fit, check_spikes
+from stages.lib.health import Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes
 from stages.lib.metrics import (classification_report, per_class_json, plot_confusion, plot_image_grid,
-                                plot_learning_curves, predictions_table, top_k_accuracy)
+                                plot_learning_curves, predictions_table, top_k_scores)
 from stages.lib.checkpoint import Checkpoint
 from stages.lib.params import EvaluateParams, load_params
 from stages.lib.training import Batches, loss_and_accuracy, predict_logits
@@ -51,11 +53,14 @@ def worst_mistakes(data: ArraySet, probabilities: np.ndarray, classes: list[str]
 
 def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, classes: list[str],
                   history: pd.DataFrame, steps: pd.DataFrame, params: EvaluateParams) -> list[Finding]:
-    return [check_collapse(val_true, val_pred, classes),
-            check_divergence(history["train_loss"].tolist()),
-            check_spikes(steps["loss"].tolist(), params.spike_factor, len(classes)),
-            *check_fit(scores["train"]["accuracy"], scores["val"]["accuracy"], params.overfit_gap,
-                       params.underfit_accuracy)]
+    collapse = check_collapse(val_true, val_pred, classes)
+    curves = Curves(*(history[f.name].tolist() for f in dataclasses.fields(Curves)))
+    fit = check_fit(curves, scores["train"]["accuracy"], scores["val"]["accuracy"], params.overfit_gap,
+                    params.underfit_accuracy)
+    if collapse.seen:  # a collapsed model neither over- nor underfits in any useful sense: say one thing
+        fit = [dataclasses.replace(f, seen=False) for f in fit]
+    return [collapse, check_divergence(history["train_loss"].tolist()),
+            check_spikes(steps["loss"].tolist(), params.spike_factor, len(classes)), *fit]
 
 
 def main() -> None:
@@ -77,8 +82,7 @@ def main() -> None:
             probabilities = torch.softmax(logits, 1).cpu().numpy()
             y_true, y_pred = data.labels, probabilities.argmax(1)
             summary, table = classification_report(y_true, y_pred, classes)
-            scores[split] = {**summary, "top_k_accuracy": top_k_accuracy(probabilities, y_true, params.top_k),
-                             "loss": loss}
+            scores[split] = {**summary, **top_k_scores(probabilities, y_true, params.top_k), "loss": loss}
             per_class[split] = per_class_json(table)
             truths[split], predictions[split] = y_true, y_pred
             table.to_csv(out / f"per_class_{split}.csv", index=False)
@@ -89,9 +93,10 @@ def main() -> None:
             if split == "val":
                 rows, titles = worst_mistakes(data, probabilities, classes, params.gallery_size)
                 plot_image_grid(rows, titles, out / "worst_val.png", empty="no misclassified val image")
-            print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  top-{params.top_k} "
-                  f"{scores[split]['top_k_accuracy']:.2%}  macro F1 {summary['f1_macro']:.4f}  loss {loss:.4f}  "
-                  f"({len(y_true)} images)")
+            top_k = (f"top-{params.top_k} {scores[split]['top_k_accuracy']:.2%}  "
+                     if "top_k_accuracy" in scores[split] else "")
+            print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
+                  f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images)")
         plot_learning_curves(history, out / "learning_curves.png")
     findings = health_checks(scores, truths["val"], predictions["val"], classes, history, steps, params)
     scores["avoidable_bias"] = params.target_accuracy - scores["train"]["accuracy"]

@@ -107,3 +107,18 @@ def test_a_blur_wider_than_the_images_is_refused() -> None:
     with pytest.raises(PipelineError, match=r"kernels no wider than the 32×40 prepared images \(32 px\). "
                                             r"Got \[3, 33\] instead"):
         check_kernels((3, 33), 32, 40)
+
+
+def test_the_preview_shows_every_class_and_names_every_transform(monkeypatch, tmp_path) -> None:
+    import pandas as pd
+
+    import stages.augment as augment
+    shown = {}
+    monkeypatch.setattr(augment, "plot_image_grid", lambda rows, titles, path: shown.update(rows=rows, titles=titles))
+    classes = [f"c{i}" for i in range(12)]
+    labels = np.repeat(np.arange(12), 3)  # per class: the original, a rotated blur, a rotated flip
+    index = pd.DataFrame({"source": np.repeat([f"s{i}" for i in range(12)], 3),
+                          "augmentation": ["original", "blur5", "hflip"] * 12, "rotation": [0.0, 12.3, -4.0] * 12})
+    augment.preview(np.zeros((36, 8, 8, 1), np.uint8), labels, index, classes, 5.0, tmp_path / "p.png")
+    assert len(shown["rows"]) == 12 and [len(r) for r in shown["rows"]] == [3] * 12  # 12 classes, not 6
+    assert shown["titles"][11] == ["c11: original", "c11: blur5\nrot +12.3° noise σ5", "c11: hflip\nrot -4.0° noise σ5"]

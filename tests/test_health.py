@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from stages.lib.health import check_collapse, check_divergence, check_fit, check_spikes, find_spikes
+from stages.lib.health import Curves, check_collapse, check_divergence, check_fit, check_spikes, find_spikes
 from stages.lib.preprocess import Normalizer
 from stages.lib.training import predict_logits
 
@@ -56,10 +57,53 @@ def test_spikes_are_found_once_per_episode_and_not_in_noise() -> None:
     assert find_spikes(tiny_noise, 3.0, 10) == []
 
 
-def test_overfitting_and_underfitting() -> None:
-    over, under = check_fit(1.0, 0.85, max_gap=0.05, low=0.7)
-    assert over.seen and not under.seen
-    assert "overfitting: train accuracy 100.00% vs val 85.00% (gap 15.00% > evaluate.overfit_gap 5.00%)" in over.message
-    over, under = check_fit(0.5, 0.45, max_gap=0.05, low=0.7)
-    assert under.seen and not over.seen and "train longer (train.epochs)" in under.message
-    assert not any(f.seen for f in check_fit(0.99, 0.97, max_gap=0.05, low=0.7))
+def curves(train_accuracy, val_loss, train_loss=None, val_accuracy=None, lr=None) -> Curves:
+    n = len(train_accuracy)
+    return Curves(list(range(1, n + 1)), lr or [0.1] * n, train_loss or [1.0 - 0.05 * e for e in range(n)],
+                  list(train_accuracy), list(val_loss), val_accuracy or list(train_accuracy))
+
+
+def seen(findings) -> set[str]:
+    return {f.check for f in findings if f.seen}
+
+
+def test_a_run_that_overfit_after_epoch_5_is_called_overfitting_not_underfitting() -> None:
+    """The experiment log's case: the saved epoch 5 had 63.7% train accuracy, the last epoch 80%."""
+    run = curves(train_accuracy=[0.40, 0.50, 0.56, 0.60, 0.637, 0.68, 0.72, 0.76, 0.78, 0.80],
+                 val_loss=[1.0, 0.85, 0.75, 0.70, 0.66, 0.70, 0.78, 0.85, 0.93, 1.02],
+                 val_accuracy=[0.40, 0.50, 0.55, 0.58, 0.60, 0.60, 0.59, 0.58, 0.58, 0.57])
+    findings = check_fit(run, train_accuracy=0.637, val_accuracy=0.60, max_gap=0.05, low=0.7)
+    assert seen(findings) == {"overfitting"}
+    over = next(f for f in findings if f.check == "overfitting")
+    assert over.message.startswith("overfitting from epoch 6: the val loss rose from 0.66 (epoch 5) to 1.02 (epoch 10) "
+                                   "while the train loss fell from 0.8 to 0.55")
+
+
+def test_underfitting_is_judged_on_the_best_epoch_and_names_a_faded_learning_rate() -> None:
+    run = curves(train_accuracy=[0.3, 0.45, 0.5, 0.5, 0.5], val_loss=[1.5, 1.3, 1.25, 1.25, 1.25],
+                 lr=[0.1, 0.1, 1e-4, 1e-5, 1e-6])
+    findings = check_fit(run, train_accuracy=0.5, val_accuracy=0.48, max_gap=0.01, low=0.7)
+    assert seen(findings) == {"underfitting"}  # a gap of 2% with both so low is no overfitting verdict
+    under = next(f for f in findings if f.check == "underfitting")
+    assert "best train accuracy of any epoch was 50.00%" in under.message
+    assert "the learning rate had decayed from 0.1 to 1e-06 by epoch 3" in under.message
+
+
+def test_still_improving_at_the_end() -> None:
+    run = curves(train_accuracy=[0.8, 0.9, 0.95], val_loss=[0.5, 0.3, 0.2])
+    assert seen(check_fit(run, 0.95, 0.94, max_gap=0.05, low=0.7)) == {"still_improving"}
+    assert seen(check_fit(run, 0.99, 0.90, max_gap=0.05, low=0.7)) == {"overfitting"}  # never both
+
+
+def test_a_healthy_run_has_no_fit_verdict() -> None:
+    run = curves(train_accuracy=[0.8, 0.95, 0.97, 0.98], val_loss=[0.5, 0.2, 0.15, 0.16])
+    assert seen(check_fit(run, 0.99, 0.97, max_gap=0.05, low=0.7)) == set()
+
+
+@pytest.mark.parametrize("train_accuracy,val_loss", [([0.2, 0.3, 0.35], [2.0, 1.8, 2.5]),
+                                                      ([0.9, 0.95, 0.99], [0.3, 0.2, 0.6]),
+                                                      ([0.5, 0.6, 0.65], [1.0, 0.9, 0.8])])
+def test_verdicts_never_contradict(train_accuracy, val_loss) -> None:
+    for gap in (0.0, 0.5):
+        verdicts = seen(check_fit(curves(train_accuracy, val_loss), 0.9, 0.9 - gap, max_gap=0.05, low=0.7))
+        assert len(verdicts) <= 1, verdicts

@@ -6,7 +6,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, top_k_accuracy_score
 
 from stages.lib.metrics import (classification_report, per_class_json, plot_confusion, plot_image_grid,
-                                plot_learning_curves, predictions_table, top_k_accuracy)
+                                plot_learning_curves, predictions_table, top_k_accuracy, top_k_scores)
 
 CLASSES = ["cat", "dog", "owl"]
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
@@ -34,6 +34,13 @@ def test_top_k_accuracy_matches_scikit_learn() -> None:
         assert np.isclose(top_k_accuracy(scores, y_true, k), top_k_accuracy_score(y_true, scores, k=k,
                                                                                    labels=range(5)))
     assert top_k_accuracy(scores, y_true, 9) == 1.0  # k beyond the class count: every class counts
+
+
+def test_top_k_is_reported_only_below_the_class_count() -> None:
+    scores = np.random.default_rng(0).random((40, 5))
+    y_true = np.random.default_rng(1).integers(0, 5, 40)
+    assert top_k_scores(scores, y_true, 4) == {"top_k_accuracy": top_k_accuracy(scores, y_true, 4)}
+    assert top_k_scores(scores, y_true, 5) == {} and top_k_scores(scores[:, :2], y_true % 2, 3) == {}
 
 
 def test_a_class_never_predicted_scores_zero_not_nan() -> None:

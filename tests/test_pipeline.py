@@ -59,7 +59,8 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
         assert 0.5 < scores[split]["accuracy"] <= scores[split]["top_k_accuracy"] <= 1.0  # a tiny MLP still learns
     assert scores["avoidable_bias"] == pytest.approx(1.0 - scores["train"]["accuracy"])
     assert scores["variance"] == pytest.approx(scores["train"]["accuracy"] - scores["val"]["accuracy"])
-    assert set(scores["health"]) == {"collapse", "divergence", "loss_spikes", "overfitting", "underfitting"}
+    assert set(scores["health"]) == {"collapse", "divergence", "loss_spikes", "overfitting", "underfitting",
+                                     "still_improving"}
     per_class = json.loads((project / "metrics/per_class.json").read_text())
     assert set(per_class) == {"train", "val", "test"} and set(per_class["test"]) == {str(d) for d in range(10)}
     assert set(per_class["test"]["3"]) == {"accuracy", "precision", "recall", "f1", "support"}

@@ -5,8 +5,12 @@ one-line account of what was seen and the usual remedies.
     collapse      predictions on one class, or accuracy equal to the majority class's share
     divergence    the train loss ended higher than it started, or became NaN/infinite
     loss spikes   the (smoothed) step loss jumping far above the lowest level it had reached
-    overfitting   train accuracy above val accuracy by more than a threshold
-    underfitting  train and val accuracy both below a threshold
+    overfitting      from the epoch the val loss turned up while the train loss fell, or a train
+                     accuracy above val by more than a threshold
+    underfitting     train and val accuracy below a threshold at every epoch
+    still improving  the val loss lowest at the last epoch
+The fit checks judge the whole history, not only the saved epoch, and never contradict each
+other; a collapse makes them moot (evaluate then reports the collapse alone).
 """
 from __future__ import annotations
 
@@ -79,15 +83,62 @@ def check_spikes(step_losses: list[float], factor: float, num_classes: int) -> F
                    f"train.batch_size", len(spikes))
 
 
-def check_fit(train_accuracy: float, val_accuracy: float, max_gap: float, low: float) -> list[Finding]:
-    """Overfitting (train above val by more than `max_gap`) and underfitting (both below `low`)."""
+@dataclass(frozen=True)
+class Curves:
+    """The per-epoch history (plots/train/history.csv) as lists."""
+    epoch: list[int]
+    lr: list[float]
+    train_loss: list[float]
+    train_accuracy: list[float]
+    val_loss: list[float]
+    val_accuracy: list[float]
+
+
+def _lr_note(curves: Curves) -> str:
+    """The learning rate as a limit, when the schedule took it below a hundredth of where it began."""
+    if len(curves.lr) > 1 and curves.lr[-1] < curves.lr[0] / 100:
+        faded = next(e for e, lr in zip(curves.epoch, curves.lr) if lr < curves.lr[0] / 100)
+        return (f"; the learning rate had decayed from {curves.lr[0]:.3g} to {curves.lr[-1]:.3g} by epoch {faded} "
+                f"(train.scheduler, train.step_size, train.gamma), so more epochs alone would change little")
+    return ""
+
+
+def check_fit(curves: Curves, train_accuracy: float, val_accuracy: float, max_gap: float, low: float,
+              rise: float = 0.1) -> list[Finding]:
+    """Overfitting, underfitting and a run still improving at its end, judged on the whole history,
+    never two that contradict each other: underfitting (the best train and val accuracy of any epoch
+    both below `low`) rules out overfitting, which rules out "still improving".
+
+    Overfitting: the val loss rose by more than `rise` × its lowest value after its lowest epoch while
+    the train loss kept falling, or the saved model's train accuracy (`train_accuracy`, eval mode)
+    beats its val accuracy by more than `max_gap`."""
+    last = len(curves.epoch) - 1
+    best = min(range(len(curves.val_loss)), key=curves.val_loss.__getitem__)
+    best_train, best_val = max(curves.train_accuracy), max(curves.val_accuracy)
+    under = best_train < low and best_val < low
+    rose = (best < last and curves.val_loss[last] > curves.val_loss[best] * (1 + rise)
+            and curves.train_loss[last] < curves.train_loss[best])
     gap = train_accuracy - val_accuracy
-    over = Finding("overfitting", gap > max_gap,
-                   f"overfitting: train accuracy {train_accuracy:.2%} vs val {val_accuracy:.2%} (gap {gap:.2%} > "
-                   f"evaluate.overfit_gap {max_gap:.2%}): more regularisation (train.weight_decay, model.dropout, "
-                   f"augment), early stopping (train.patience), a smaller model or more data")
-    under = Finding("underfitting", train_accuracy < low and val_accuracy < low,
-                    f"underfitting: train accuracy {train_accuracy:.2%} and val {val_accuracy:.2%} both below "
-                    f"evaluate.underfit_accuracy {low:.2%}: train longer (train.epochs), tune train.lr, use a bigger "
-                    f"model or less regularisation")
-    return [over, under]
+    over = not under and (rose or gap > max_gap)
+    still = not under and not over and best == last and len(curves.epoch) > 1
+    remedy = ("more regularisation (train.weight_decay, model.dropout, augment), early stopping (train.patience), "
+              "a smaller model or more data")
+    seen = []
+    if rose:
+        seen.append(f"the val loss rose from {curves.val_loss[best]:.4g} (epoch {curves.epoch[best]}) to "
+                    f"{curves.val_loss[last]:.4g} (epoch {curves.epoch[last]}) while the train loss fell from "
+                    f"{curves.train_loss[best]:.4g} to {curves.train_loss[last]:.4g}")
+    if gap > max_gap:
+        seen.append(f"the saved model's train accuracy {train_accuracy:.2%} beats val {val_accuracy:.2%} by "
+                    f"{gap:.2%} (> evaluate.overfit_gap {max_gap:.2%})")
+    start = f"from epoch {curves.epoch[best] + 1}" if rose else "at the saved epoch"
+    return [
+        Finding("overfitting", over, f"overfitting {start}: {'; '.join(seen)}: {remedy}"),
+        Finding("underfitting", under,
+                f"underfitting: the best train accuracy of any epoch was {best_train:.2%} and the best val accuracy "
+                f"{best_val:.2%}, both below evaluate.underfit_accuracy {low:.2%}: train longer (train.epochs), tune "
+                f"train.lr, use a bigger model or less regularisation{_lr_note(curves)}"),
+        Finding("still_improving", still,
+                f"still improving at the end: the val loss was lowest at the last epoch ({curves.epoch[last]}): "
+                f"more epochs (train.epochs) may help{_lr_note(curves)}"),
+    ]

@@ -45,6 +45,12 @@ def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int) -> float:
     return float(np.mean((top == y_true[:, None]).any(axis=1))) if len(y_true) else 0.0
 
 
+def top_k_scores(scores: np.ndarray, y_true: np.ndarray, k: int) -> dict[str, float]:
+    """{"top_k_accuracy": ...} when k is below the class count; {} when every class would count
+    (a two-class task's "top-3 100%" says nothing)."""
+    return {"top_k_accuracy": top_k_accuracy(scores, y_true, k)} if k < scores.shape[1] else {}
+
+
 def per_class_json(table: pd.DataFrame) -> dict:
     """{class: {accuracy, precision, recall, f1, support}} from classification_report's table."""
     return {str(row["class"]): {"accuracy": float(row["accuracy"]), "precision": float(row["precision"]),
