@@ -3,10 +3,11 @@
     python -m stages.train
 
 Uses CUDA when there is a GPU (train.device: auto) and the CPU otherwise. Prints one line per
-epoch. Keeps the best epoch by train.monitor on the val split (early stopping with
-train.patience). Writes models/model.pt (stages/lib/checkpoint.py: the best epoch's weights plus
-everything evaluate and predict need), metrics/train.json and plots/train/: history.csv (per
-epoch: lr, train and val cross-entropy, the train objective, accuracies) and steps.csv (per batch).
+epoch. Keeps the last epoch's weights, or with train.checkpoint: best the best epoch's by
+train.monitor on the val split (early stopping with train.patience). Writes models/model.pt
+(stages/lib/checkpoint.py: those weights plus everything evaluate and predict need),
+metrics/train.json and plots/train/: history.csv (per epoch: lr, train and val cross-entropy, the
+train objective, accuracies) and steps.csv (per batch).
 """
 from __future__ import annotations
 
@@ -51,22 +52,26 @@ def main() -> None:
     result = fit(model, train, val, preprocessing.normalizer(device), params.train,
                  class_weights(params.train.class_weights, train_set.labels, len(classes)))
 
-    Checkpoint(result.best_state, params.model, classes, preprocessing, result.best_epoch,
-               params.train.device, params.train.amp).save(paths.MODEL_FILE)
-    best = result.history[result.best_epoch - 1]
+    state, saved_epoch = result.saved(params.train.checkpoint)
+    Checkpoint(state, params.model, classes, preprocessing, saved_epoch, params.train.device,
+               params.train.amp).save(paths.MODEL_FILE)
+    saved = result.history[saved_epoch - 1]
     write_json(paths.TRAIN_METRICS, {
         "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
+        "saved_epoch": saved_epoch,
+        "best_epoch": result.best_epoch,  # by train.monitor; its val scores are in plots/train/history.csv
         "stopped_early": result.stopped_early,
         "parameters": trainable,
         "params_per_sample": trainable / len(train),
-        # At the best epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
-        "train_loss": best.train_loss, "train_accuracy": best.train_accuracy,
+        # At the saved epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
+        "train_loss": saved.train_loss, "train_accuracy": saved.train_accuracy,
     })
     with atomic_dir(paths.TRAIN_PLOTS) as out:
         pd.DataFrame([dataclasses.asdict(r) for r in result.history]).to_csv(out / paths.HISTORY_FILE.name, index=False)
         pd.DataFrame(result.steps, columns=list(STEP_COLUMNS)).to_csv(out / "steps.csv", index=False)
-    print(f"train: saved epoch {result.best_epoch} (best {params.train.monitor}) to {paths.MODEL_FILE}")
+    which = f"the best by {params.train.monitor}" if params.train.checkpoint == "best" else "the last"
+    print(f"train: saved epoch {saved_epoch} ({which}; best {params.train.monitor}: epoch {result.best_epoch}) "
+          f"to {paths.MODEL_FILE}")
 
 
 if __name__ == "__main__":

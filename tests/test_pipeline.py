@@ -72,9 +72,9 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
     steps = pd.read_csv(project / "plots/train/steps.csv")
     assert steps.columns.tolist() == ["step", "epoch", "loss", "objective", "lr"] and steps["step"].is_monotonic_increasing
     train = json.loads((project / "metrics/train.json").read_text())
-    assert set(train) == {"epochs", "best_epoch", "stopped_early", "parameters", "params_per_sample",
+    assert set(train) == {"epochs", "saved_epoch", "best_epoch", "stopped_early", "parameters", "params_per_sample",
                           "train_loss", "train_accuracy"}
-    assert 1 <= train["best_epoch"] <= 2 and train["params_per_sample"] == pytest.approx(
+    assert train["saved_epoch"] == 2 and 1 <= train["best_epoch"] <= 2 and train["params_per_sample"] == pytest.approx(
         train["parameters"] / len(pd.read_csv(project / "data/augmented/train/index.csv")))
 
 

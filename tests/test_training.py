@@ -147,6 +147,17 @@ def test_saved_weights_are_the_best_epochs_whatever_min_delta() -> None:
     assert val_loss_of(model.state_dict(), val) == pytest.approx(losses[-1], rel=1e-6) != losses[best - 1]
 
 
+def test_the_checkpoint_keeps_the_last_or_the_best_epoch() -> None:
+    model, result, val = noisy_run(monitor="val_loss")
+    losses = [r.val_loss for r in result.history]
+    state, epoch = result.saved("last")
+    assert epoch == len(losses) and val_loss_of(state, val) == pytest.approx(losses[-1], rel=1e-6)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    state, epoch = result.saved("best")
+    assert epoch == int(np.argmin(losses)) + 1 < len(losses)
+    assert val_loss_of(state, val) == pytest.approx(min(losses), rel=1e-6)
+
+
 def test_val_accuracy_keeps_the_first_of_the_best_epochs() -> None:
     _, result, _ = noisy_run(monitor="val_accuracy", min_delta=0.5)
     accuracies = [r.val_accuracy for r in result.history]

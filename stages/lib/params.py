@@ -277,6 +277,8 @@ class TrainParams:
     patience: int = _spec(_number(int, ge=0, le=MAX_COUNT),
                           "early stopping: epochs without improvement before stopping (0: off)")
     monitor: str = _spec(_choice("val_loss", "val_accuracy"), "what picks the best epoch and drives early stopping")
+    checkpoint: str = _spec(_choice("last", "best"),
+                            "the epoch models/model.pt keeps: the last, or the best by train.monitor")
     min_delta: float = _spec(_number(float, ge=0, le=1e9), "early stopping: the least change that counts as improvement")
     seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of weight init and batch order")
     device: str = _spec(_choice("auto", "cpu", "cuda"), "auto: CUDA when present, else CPU")
