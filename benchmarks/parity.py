@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.plain import plain_epoch
 from stages.lib.images import AugmentPlan, augment_block, augmentation_variants
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params
@@ -75,12 +76,7 @@ def plain_loop(model: nn.Module, images: np.ndarray, labels: np.ndarray, preproc
                                 weight_decay=train.weight_decay)
     scheduler, _ = make_scheduler(optimizer, train, len(loader))
     for _ in range(train.epochs):
-        model.train()
-        for xb, yb in loader:
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        plain_epoch(model, loader, optimizer)
         if scheduler is not None:
             scheduler.step()
     return model

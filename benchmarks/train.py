@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.plain import plain_epoch
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params
 from stages.lib.preprocess import Normalizer
@@ -37,12 +38,7 @@ def plain_loop(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_ima
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     for _ in range(epochs):
-        model.train()
-        for xb, yb in loader:
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        plain_epoch(model, loader, optimizer)
         model.eval()
         with torch.no_grad():
             nn.functional.cross_entropy(model(val_x), val_y).item()
