@@ -29,6 +29,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.augment
 	$(BIN)/python -m benchmarks.train
+	$(BIN)/python -m benchmarks.parity
 
 clean:
 	rm -rf $(VENV)
