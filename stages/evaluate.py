@@ -32,7 +32,7 @@ from stages.lib.metrics import (classification_report, per_class_json, plot_conf
                                 plot_learning_curves, predictions_table, top_k_scores)
 from stages.lib.checkpoint import Checkpoint
 from stages.lib.params import EvaluateParams, load_params
-from stages.lib.training import Batches, loss_and_accuracy, predict_logits
+from stages.lib.training import Batches, claim_device, loss_and_accuracy, predict_logits
 
 PARAMS = ("evaluate",)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR, paths.TRAIN_PLOTS)
@@ -67,6 +67,7 @@ def main() -> None:
     params = load_params(*PARAMS).evaluate
     checkpoint = Checkpoint.load(paths.MODEL_FILE)
     device, amp = checkpoint.runtime()  # where and how training ran: eval.json repeats with train.device
+    device = claim_device(device)  # a GPU no other running experiment holds
     model = checkpoint.build_model(device)
     classes = checkpoint.classes
     normalize = checkpoint.preprocessing.normalizer(device)

@@ -2,7 +2,9 @@
 
     python -m stages.train
 
-Uses CUDA when there is a GPU (train.device: auto) and the CPU otherwise. Prints one line per
+Uses a GPU no other experiment holds when there is one (train.device: auto; stages/lib/gpus.py) and
+the CPU otherwise. With train.processes (or train.nodes) > 1 it restarts itself as torchrun's
+data-parallel processes (stages/lib/distributed.py); rank 0 writes the outputs. Prints one line per
 epoch. Keeps the last epoch's weights, or with train.checkpoint: best the best epoch's by
 train.monitor on the val split (early stopping with train.patience). Writes models/model.pt
 (stages/lib/checkpoint.py: those weights plus everything evaluate and predict need),
@@ -18,12 +20,13 @@ import torch
 
 from stages.lib import paths
 from stages.lib.checkpoint import Checkpoint
-from stages.lib.datasets import atomic_dir, load_array_set, read_json, write_json
+from stages.lib.datasets import ArraySet, atomic_dir, load_array_set, read_json, write_json
+from stages.lib.distributed import World, check_same_inputs, fingerprint, from_environment, join, launch, leave
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.models import InputShape, build_model, count_parameters
-from stages.lib.params import load_params
+from stages.lib.params import Params, as_plain, load_params
 from stages.lib.preprocess import Preprocessing
-from stages.lib.training import STEP_COLUMNS, Batches, class_weights, fit, select_device
+from stages.lib.training import STEP_COLUMNS, Batches, claim_device, class_weights, fit, select_device, shard_rows
 
 PARAMS = ("model", "train")
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
@@ -32,7 +35,22 @@ OUTS = (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TRAIN_PLOTS)
 
 def main() -> None:
     params = load_params(*PARAMS)
-    device = select_device(params.train.device)
+    world = from_environment()
+    if world is None and params.train.processes * params.train.nodes > 1:
+        load_inputs()  # a missing or mismatched input is one message from here, not one per process
+        print(f"train: starting {params.train.processes} processes with torchrun"
+              f"{f' as node 0 of {params.train.nodes} at {params.train.rendezvous}' if params.train.nodes > 1 else ''}")
+        launch(params.train.processes, params.train.nodes, params.train.rendezvous, "stages.train")
+        return
+    world = world or World()
+    try:
+        train_process(params, world)
+    finally:
+        leave()
+
+
+def load_inputs() -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
+    """The classes, the preprocessing contract and the train and val arrays (memory-mapped), checked to agree."""
     classes = read_json(paths.CLASSES_FILE)
     preprocessing = Preprocessing.read(paths.STATS_FILE)
     train_set = load_array_set(paths.AUGMENTED_DIR / "train")
@@ -41,16 +59,37 @@ def main() -> None:
     if (channels, height, width) != preprocessing.input_shape:
         raise PipelineError(f"{paths.AUGMENTED_DIR} holds {channels}×{height}×{width} images but {paths.STATS_FILE} "
                             f"says {'×'.join(map(str, preprocessing.input_shape))}: rerun `dvc repro`")
+    return classes, preprocessing, train_set, val_set
+
+
+def train_process(params: Params, world: World) -> None:
+    """Train as one process, or as one of torchrun's data-parallel processes (rank 0 writes the outputs)."""
+    log = print if world.leader else (lambda _: None)
+    device = claim_device(select_device(params.train.device), log)
+    join(world, device)
+    classes, preprocessing, train_set, val_set = load_inputs()
+    topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
+    check_same_inputs(world, fingerprint(
+        as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology}, classes,
+        preprocessing.to_dict(), train_set.images.shape, train_set.labels, val_set.images.shape, val_set.labels))
+    _, height, width, channels = train_set.images.shape
     shape = InputShape(channels, height, width, len(classes))
 
-    torch.manual_seed(params.train.seed)  # weight initialisation
+    torch.manual_seed(params.train.seed)  # weight initialisation: the same on every process
     model = build_model(params.model, shape).to(device)
-    train, val = Batches(train_set.images, train_set.labels, device), Batches(val_set.images, val_set.labels, device)
+    if world.rank:
+        torch.manual_seed(params.train.seed + world.rank)  # dropout masks of their own
+    train = Batches(train_set.images, train_set.labels, device,
+                    rows=shard_rows(len(train_set.labels), world, params.train.seed))
+    val = Batches(val_set.images, val_set.labels, device) if world.leader else None
     trainable = count_parameters(model)
-    print(f"train: {params.model.name} ({trainable:,} trainable parameters) on {device}, {len(train)} train / "
-          f"{len(val)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
+    where = f"{world.size} processes on {device.type}" if world.distributed else str(device)
+    log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
+        f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
     result = fit(model, train, val, preprocessing.normalizer(device), params.train,
-                 class_weights(params.train.class_weights, train_set.labels, len(classes)))
+                 class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world)
+    if not world.leader:
+        return
 
     state, saved_epoch = result.saved(params.train.checkpoint)
     Checkpoint(state, params.model, classes, preprocessing, saved_epoch, params.train.device,
@@ -62,7 +101,7 @@ def main() -> None:
         "best_epoch": result.best_epoch,  # by train.monitor; its val scores are in plots/train/history.csv
         "stopped_early": result.stopped_early,
         "parameters": trainable,
-        "params_per_sample": trainable / len(train),
+        "params_per_sample": trainable / len(train_set.labels),
         # At the saved epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
         "train_loss": saved.train_loss, "train_accuracy": saved.train_accuracy,
     })

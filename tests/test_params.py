@@ -74,7 +74,7 @@ def test_unknown_section(tmp_path) -> None:
     ("model", "kernel_size", 0, "The 'model.kernel_size' parameter must be an integer >= 1 and <= 15."),
     ("model", "pool_after", [1, 1], "The 'model.pool_after' parameter must be a list of distinct integers from 1 to 1000."),
     ("model", "head", [0], "The 'model.head' parameter must be a list of integers from 1 to 65536. Got [0] instead."),
-    ("train", "device", "tpu", "The 'train.device' parameter must be one of auto, cpu, cuda."),
+    ("train", "device", "tpu", "The 'train.device' parameter must be auto, cpu, cuda or cuda:K (K: a GPU index)."),
     ("augment", "blur_kernels", [3, 4], "The 'augment.blur_kernels' parameter must be a list of distinct odd "
                                         "integers from 3 to 4095. Got [3, 4] instead."),
     ("augment", "blur_kernels", [-3], "'augment.blur_kernels' parameter must be a list of distinct odd"),
@@ -124,6 +124,30 @@ def test_split_fractions_must_sum_to_one(tmp_path) -> None:
     with pytest.raises(PipelineError, match=r"'split.train', 'split.val' and 'split.test' parameters must sum "
                                             r"to 1. Got 0.7 \+ 0.2 \+ 0.2 = 1.1 instead"):
         load_params("split", path=path)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"device": "gpu"}, r"'train.device' parameter must be auto, cpu, cuda or cuda:K \(K: a GPU index\)\. Got 'gpu'"),
+    ({"device": "cuda:x"}, r"'train.device' parameter must be auto, cpu, cuda or cuda:K"),
+    ({"processes": 0}, r"'train.processes' parameter must be an integer >= 1"),
+    ({"rendezvous": "10.0.0.1"}, r"'train.rendezvous' parameter must be host:port \(e.g. 10.0.0.1:29400\)"),
+    ({"rendezvous": "host:70000"}, r"'train.rendezvous' parameter must be host:port"),
+    ({"nodes": 2, "rendezvous": ""}, r"'train.rendezvous' parameter must be this machine's host:port when "
+                                     r"train.nodes is 2"),
+    ({"processes": 2, "device": "cuda:1"}, r"'train.device' parameter pins one GPU \(cuda:1\), but train.processes "
+                                           r"is 2"),
+    ({"processes": 4, "nodes": 2, "rendezvous": "h:1", "batch_size": 6},
+     r"'train.batch_size' parameter must be at least train.processes × train.nodes \(8\)"),
+])
+def test_scale_out_params_that_cannot_work_are_refused(tmp_path, values, message) -> None:
+    with pytest.raises(PipelineError, match=message):
+        load_params("train", path=_with(tmp_path, "train", **values))
+
+
+def test_scale_out_params_that_work(tmp_path) -> None:
+    path = _with(tmp_path, "train", device="cuda:3", nodes=2, rendezvous="node0.example:29400", batch_size=2)
+    train = load_params("train", path=path).train
+    assert (train.device, train.nodes, train.rendezvous) == ("cuda:3", 2, "node0.example:29400")
 
 
 def test_image_size_accepts_square_and_rectangle(tmp_path) -> None:

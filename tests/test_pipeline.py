@@ -13,18 +13,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from stages.lib.datasets import load_array_set
-from tests.helpers import (STAGES, copy_project, dump_params, dvc, init_repo, read_params, restore_baseline, run,
-                           stages_run)
+from tests.helpers import (STAGES, copy_project, dump_params, dvc, git, init_repo, read_params, restore_baseline,
+                           run, set_params, stages_run)
 
 pytestmark = pytest.mark.integration
+
+
+# Trained to convergence (still seconds on a CPU), so that runs which differ only in how they were
+# computed (one process or several) can be held to the same accuracy.
+CONVERGED = {"model": {"hidden": [64]}, "train": {"epochs": 10, "batch_size": 64, "lr": 0.1}}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A committed project after a first `dvc repro`."""
-    root = copy_project(tmp_path_factory.mktemp("project"))
+    root = copy_project(tmp_path_factory.mktemp("project"), CONVERGED)
     assert stages_run(init_repo(root)) == STAGES
     return root
 
@@ -178,8 +184,8 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
 
 
 def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
-    # lr 0.05 and seed 0 are the committed run's: the report must count that run once, not twice.
-    dvc("exp", "run", "--queue", "-S", "train.seed=range(0,2)", "-S", "train.lr=0.05,0.03", cwd=project)
+    # lr 0.1 and seed 0 are the committed run's: the report must count that run once, not twice.
+    dvc("exp", "run", "--queue", "-S", "train.seed=range(0,2)", "-S", "train.lr=0.1,0.03", cwd=project)
     dvc("queue", "start", "-j", "2", cwd=project)
     deadline = time.monotonic() + 300
     while re.search(r"Queued|Running", dvc("queue", "status", cwd=project).stdout):
@@ -191,13 +197,14 @@ def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
         return r["data"]["params"]["params.yaml"]["data"]
 
     runs = [r for row in shown for e in row.get("experiments") or [] for r in e["revs"]
-            if params_of(r)["train"]["lr"] in (0.05, 0.03) and params_of(r)["model"]["name"] == "mlp"
-            and params_of(r)["augment"]["blur_kernels"] == [3]]  # not the other tests' experiments
+            if params_of(r)["train"]["lr"] in (0.1, 0.03) and params_of(r)["model"]["name"] == "mlp"
+            and params_of(r)["augment"]["blur_kernels"] == [3]
+            and params_of(r)["train"]["processes"] == 1]  # not the other tests' experiments
     assert len(runs) == 4
     table = run([sys.executable, "-m", "stages.report", "--seeds"], project).stdout
     rows = [line for line in table.splitlines()[2:] if line.startswith("| 2 |")]
-    assert len(rows) == 2, table  # lr 0.05 and lr 0.03, two seeds each: the committed run is one of lr 0.05's
-    for lr in (0.05, 0.03):
+    assert len(rows) == 2, table  # lr 0.1 and lr 0.03, two seeds each: the committed run is one of lr 0.1's
+    for lr in (0.1, 0.03):
         accuracies = [r["data"]["metrics"]["metrics/eval.json"]["data"]["val"]["accuracy"] for r in runs
                       if params_of(r)["train"]["lr"] == lr]
         expected = f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"
@@ -216,3 +223,121 @@ def test_bad_param_fails_dvc_repro_with_one_clear_line(project) -> None:
         assert "error: unknown key 'train.lerning_rate' in params.yaml; did you mean 'train.lr'?" in result.stderr
     finally:
         params.write_text(original)
+
+
+@pytest.fixture(scope="module")
+def ddp_experiment(project) -> dict:
+    """`dvc exp run` of the committed params as two data-parallel processes, before the workspace is restored:
+    its test accuracy, its model's bytes, and what a `dvc repro` right after it ran."""
+    try:
+        result = dvc("exp", "run", "-n", "ddp", "-S", "train.processes=2", "-S", "train.device=cpu", cwd=project)
+        return {"result": result, "model": (project / "models/model.pt").read_bytes(),
+                "accuracy": json.loads((project / "metrics/eval.json").read_text())["test"]["accuracy"],
+                "history": pd.read_csv(project / "plots/train/history.csv"),
+                "train_metrics": json.loads((project / "metrics/train.json").read_text()),
+                "repro_after": dvc("repro", cwd=project)}
+    finally:
+        restore_baseline(project)
+
+
+def test_two_data_parallel_processes_match_one(project, ddp_experiment) -> None:
+    assert stages_run(ddp_experiment["result"]) == ["train", "evaluate"]
+    assert "train: starting 2 processes with torchrun" in ddp_experiment["result"].stdout
+    assert ddp_experiment["result"].stdout.count("epoch  10/10") == 1  # rank 0 alone reports
+    single = json.loads((project / "metrics/eval.json").read_text())["test"]["accuracy"]
+    assert abs(ddp_experiment["accuracy"] - single) <= 0.01, (ddp_experiment["accuracy"], single)
+    # The outputs look as one process's: the same history columns and rows, the same metrics keys.
+    single_history = pd.read_csv(project / "plots/train/history.csv")
+    assert list(ddp_experiment["history"].columns) == list(single_history.columns)
+    assert len(ddp_experiment["history"]) == len(single_history) == 10
+    assert set(ddp_experiment["train_metrics"]) == set(json.loads((project / "metrics/train.json").read_text()))
+    # Nothing the workers leave behind makes a stage look changed.
+    assert stages_run(ddp_experiment["repro_after"]) == []
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_localhost_train_one_model(project, ddp_experiment, tmp_path) -> None:
+    """Node 0 is the DVC workspace (`python -m stages.train`, as `dvc repro` runs it); node 1 is another
+    checkout with the same data, started with the torchrun command the README shows."""
+    import shutil
+    from stages.lib.checkpoint import Checkpoint
+    node1 = tmp_path / "node1"
+    shutil.copytree(project, node1, ignore=shutil.ignore_patterns(".git", "cache"))
+    before = (node1 / "models/model.pt").read_bytes()
+
+    def start_nodes(port: int) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+        from tests.helpers import env
+        # One thread per process, as each of the two processes on one machine had: the same arithmetic.
+        one_thread = {**env(), "OMP_NUM_THREADS": "1"}
+        node0 = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=one_thread, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        other = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", "1",
+                                  "--nproc-per-node", "1", "--rdzv-backend", "static", "--rdzv-endpoint",
+                                  f"127.0.0.1:{port}", "-m", "stages.train"], cwd=node1, env=one_thread, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        outputs = [p.communicate(timeout=300) for p in (node0, other)]
+        return tuple(subprocess.CompletedProcess(p.args, p.returncode, o, e) for p, (o, e) in zip((node0, other), outputs))
+
+    two_nodes = {"nodes": 2, "processes": 1, "device": "cpu"}
+    try:
+        # A node with other params is refused before any step, naming it.
+        port = free_port()
+        set_params(project, train={**two_nodes, "rendezvous": f"127.0.0.1:{port}"})
+        set_params(node1, train={"lr": 0.2, "device": "cpu"})
+        refused, _ = start_nodes(port)
+        assert refused.returncode == 1
+        assert re.fullmatch(r"error: rank 1 \([^)]+\) has other params \(model, train\) or data than rank 0 .*"
+                            r"run `dvc pull` or `dvc repro augment` on every node", refused.stderr.strip().splitlines()[-1])
+        assert not refused.stderr.count("Traceback")
+
+        port = free_port()
+        set_params(project, train={**two_nodes, "rendezvous": f"127.0.0.1:{port}"})
+        set_params(node1, train={"lr": 0.1})
+        node0, other = start_nodes(port)
+        assert node0.returncode == 0 and other.returncode == 0, node0.stderr + other.stderr
+        assert "as node 0 of 2 at 127.0.0.1" in node0.stdout and "epoch  10/10" in node0.stdout
+        assert (node1 / "models/model.pt").read_bytes() == before  # only rank 0 writes
+        two = Checkpoint.load(project / "models/model.pt")
+        reference = tmp_path / "ddp.pt"
+        reference.write_bytes(ddp_experiment["model"])
+        ddp = Checkpoint.load(reference)
+        # The same checkpoint format and the same training as one machine with two processes: the same
+        # shards, batch order and arithmetic, so the same weights.
+        assert two.state_dict.keys() == ddp.state_dict.keys() and two.epoch == ddp.epoch == 10
+        for key, tensor in two.state_dict.items():
+            assert torch.equal(tensor, ddp.state_dict[key]), key
+    finally:
+        restore_baseline(project)
+
+
+def test_experiments_shared_through_git_and_dvc_remotes(project, ddp_experiment, tmp_path) -> None:
+    """Machine A pushes an experiment; machine B, a fresh clone, pulls it and sees, compares and restores it."""
+    remote, store = tmp_path / "remote.git", tmp_path / "dvc-store"
+    git("init", "-q", "--bare", str(remote), cwd=tmp_path)
+    git("remote", "add", "origin", str(remote), cwd=project)
+    dvc("remote", "add", "--local", "-d", "store", str(store), cwd=project)
+    git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=project)
+    dvc("push", "-q", cwd=project)
+    dvc("exp", "push", "origin", "ddp", cwd=project)
+
+    machine_b = tmp_path / "b"
+    git("clone", "-q", "-b", "main", str(remote), str(machine_b), cwd=tmp_path)
+    dvc("remote", "add", "--local", "-d", "store", str(store), cwd=machine_b)
+    dvc("exp", "pull", "origin", "ddp", cwd=machine_b)
+    shown = json.loads(dvc("exp", "show", "--json", cwd=machine_b).stdout)
+    pulled = [r for row in shown for e in row.get("experiments") or [] for r in e["revs"] if r.get("name") == "ddp"]
+    assert len(pulled) == 1
+    assert pulled[0]["data"]["metrics"]["metrics/eval.json"]["data"]["test"]["accuracy"] == ddp_experiment["accuracy"]
+    report = run([sys.executable, "-m", "stages.report"], machine_b).stdout
+    assert any(line.startswith("| ddp |") for line in report.splitlines()), report
+    plots = json.loads(dvc("plots", "diff", "HEAD", "ddp", "--json", cwd=machine_b).stdout)["data"]
+    assert plots["Loss"][0]["revisions"] == ["HEAD", "ddp"]
+    dvc("exp", "apply", "ddp", cwd=machine_b)
+    dvc("pull", "-q", cwd=machine_b)
+    assert (machine_b / "models/model.pt").read_bytes() == ddp_experiment["model"]

@@ -75,8 +75,8 @@ class Checkpoint:
         """The device and AMP setting training ran with (train.device, train.amp), so that evaluation
         repeats its arithmetic: `cpu` stays on the CPU on a GPU machine. `cpu_fallback` (predict)
         runs a `cuda` model on the CPU of a machine without a GPU instead of refusing."""
-        choice = "auto" if cpu_fallback and self.device == "cuda" else self.device
-        device = select_device(choice)
+        choice = "cuda" if self.device.startswith("cuda") else self.device  # any GPU: the same arithmetic
+        device = select_device("auto" if cpu_fallback and choice == "cuda" else choice)
         return device, self.amp and device.type == "cuda"
 
     def build_model(self, device: torch.device) -> nn.Module:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -79,6 +80,20 @@ def _choice(*allowed: str) -> Check:
             raise _Invalid("one of " + ", ".join(allowed))
         return value
     return check
+
+
+def _device(value: Any) -> str:
+    if value in ("auto", "cpu", "cuda") or (isinstance(value, str) and re.fullmatch(r"cuda:\d{1,3}", value)):
+        return value
+    raise _Invalid("auto, cpu, cuda or cuda:K (K: a GPU index)")
+
+
+def _endpoint(value: Any) -> str:
+    """'' or host:port, the address torchrun's static rendezvous listens on."""
+    if value == "" or (isinstance(value, str) and re.fullmatch(r"[\w.\-]+:\d{1,5}", value)
+                       and 0 < int(value.rsplit(":", 1)[1]) < 65536):
+        return value
+    raise _Invalid("host:port (e.g. 10.0.0.1:29400), or \"\" for one machine")
 
 
 def _string(value: Any) -> str:
@@ -281,7 +296,24 @@ class TrainParams:
                             "the epoch models/model.pt keeps: the last, or the best by train.monitor")
     min_delta: float = _spec(_number(float, ge=0, le=1e9), "early stopping: the least change that counts as improvement")
     seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of weight init and batch order")
-    device: str = _spec(_choice("auto", "cpu", "cuda"), "auto: CUDA when present, else CPU")
+    device: str = _spec(_device, "auto (a free GPU when there is one, else the CPU), cpu, cuda (a free GPU), "
+                               "or cuda:K (GPU K)")
+    processes: int = _spec(_number(int, ge=1, le=1024),
+                           "data-parallel processes per machine, started by torchrun (CUDA: one GPU each)")
+    nodes: int = _spec(_number(int, ge=1, le=1024), "machines training together (the others run torchrun: README)")
+    rendezvous: str = _spec(_endpoint, "nodes > 1: host:port of this machine, where the other nodes meet it")
+
+    def __post_init__(self) -> None:
+        if self.nodes > 1 and not self.rendezvous:
+            raise PipelineError(f"The 'train.rendezvous' parameter must be this machine's host:port when "
+                                f"train.nodes is {self.nodes}. Got \"\" instead.")
+        if self.processes > 1 and self.device.startswith("cuda:"):
+            raise PipelineError(f"The 'train.device' parameter pins one GPU ({self.device}), but train.processes "
+                                f"is {self.processes} (one GPU each): use cuda or auto")
+        if self.batch_size < self.processes * self.nodes:
+            raise PipelineError(f"The 'train.batch_size' parameter must be at least train.processes × train.nodes "
+                                f"({self.processes * self.nodes}): it is the batch of all processes together. "
+                                f"Got {self.batch_size} instead.")
     amp: bool = _spec(_boolean, "CUDA only: bf16 autocast and channels_last")
     compile: bool = _spec(_boolean, "torch.compile the model (slow start, faster steps on a GPU)")
 

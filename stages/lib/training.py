@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,18 +17,31 @@ import numpy as np
 import torch
 from torch import nn
 
+from .distributed import World, from_leader, min_all, sum_all
 from .errors import PipelineError
+from .gpus import claim_gpu
 from .params import TrainParams
 from .preprocess import Normalizer
 
 
 def select_device(choice: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error naming train.device."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("The 'train.device' parameter is 'cuda' but no CUDA GPU is available: use auto or cpu")
+    """'auto' -> CUDA when present, else CPU; 'cuda' or 'cuda:K' without a GPU is an error naming train.device.
+    Which GPU a bare 'cuda' gets is claim_device's choice."""
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"The 'train.device' parameter is '{choice}' but no CUDA GPU is available: use auto or cpu")
     if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda")
+    return torch.device("cuda" if choice == "auto" else choice)
+
+
+def claim_device(device: torch.device, log: Callable[[str], None] = print) -> torch.device:
+    """The CPU as is; a CUDA device as a GPU this process holds alone (stages/lib/gpus.py): its pinned
+    index, or the lowest free one, waiting while every GPU is busy with another experiment."""
+    if device.type != "cuda":
+        return device
+    index = claim_gpu(torch.cuda.device_count(), device.index, log=log)
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -48,13 +62,21 @@ def fits_in_memory(nbytes: int, device: torch.device) -> bool:
 
 class Batches:
     """Images and labels of one split, served by index: resident on the device when they fit,
-    else gathered from the (memory-mapped) array batch by batch."""
+    else gathered from the (memory-mapped) array batch by batch. `rows` (sorted) keeps only those
+    rows: a data-parallel process holds its shard alone."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, resident: bool | None = None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, resident: bool | None = None,
+                 rows: np.ndarray | None = None):
         self.device = device
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-        self.resident = fits_in_memory(images.nbytes, device) if resident is None else resident
-        self.images = images_to_tensor(images, device) if self.resident else images
+        self.rows = rows
+        labels = np.asarray(labels, dtype=np.int64)
+        self.labels = torch.from_numpy(labels if rows is None else labels[rows]).to(device)
+        nbytes = images.nbytes if rows is None else images[:1].nbytes * len(rows)
+        self.resident = fits_in_memory(nbytes, device) if resident is None else resident
+        if self.resident:
+            self.images = images_to_tensor(images if rows is None else images[rows], device)
+        else:
+            self.images = images
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -64,11 +86,21 @@ class Batches:
         if self.resident:
             return self.images[index], self.labels[index]
         rows = np.sort(index.cpu().numpy())  # sorted: sequential reads from the memory map
-        batch = torch.from_numpy(np.ascontiguousarray(self.images[rows])).permute(0, 3, 1, 2)
+        stored = rows if self.rows is None else self.rows[rows]
+        batch = torch.from_numpy(np.ascontiguousarray(self.images[stored])).permute(0, 3, 1, 2)
         if self.device.type == "cuda":
             batch = batch.pin_memory()
         sorted_index = torch.from_numpy(rows).to(self.device)
         return batch.to(self.device, non_blocking=True), self.labels[sorted_index]
+
+
+def shard_rows(n: int, world: World, seed: int) -> np.ndarray | None:
+    """The train rows this process holds: all of them (None) alone; else a seeded random 1/size share
+    (random, because the stored order is by class), sorted for sequential reads."""
+    if not world.distributed:
+        return None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.sort(order[world.rank::world.size])
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
@@ -191,13 +223,14 @@ def epoch_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return batches
 
 
-def _check_batch_norm_batches(model: nn.Module, n: int, batch_size: int) -> None:
+def _check_batch_norm_batches(model: nn.Module, smallest_batch: int, batch_size: int, processes: int = 1) -> None:
     trainable_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                        and any(p.requires_grad for p in m.parameters(recurse=False))]
-    if trainable_norms and min(n, batch_size) < 2:
-        raise PipelineError(f"The 'train.batch_size' parameter must be >= 2 for a model with batch norm "
-                            f"(model.batch_norm, or the architecture's own): a batch of one image has no batch "
-                            f"statistics. Got {batch_size} instead, with {n} train image(s).")
+    if trainable_norms and smallest_batch < 2:
+        share = f" (shared by {processes} processes)" if processes > 1 else ""
+        raise PipelineError(f"The 'train.batch_size' parameter must be >= {2 * processes} for a model with batch "
+                            f"norm (model.batch_norm, or the architecture's own): a batch of one image has no batch "
+                            f"statistics. Got {batch_size}{share} instead.")
 
 
 def train_mode(model: nn.Module) -> None:
@@ -217,40 +250,62 @@ def _better(value: float, best: float | None, monitor: str, margin: float = 0.0)
     return value < best - margin if monitor == "val_loss" else value > best + margin
 
 
-def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, params: TrainParams,
-        weights: torch.Tensor | None = None, log: Callable[[str], None] = print) -> FitResult:
+def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normalizer, params: TrainParams,
+        weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World()) -> FitResult:
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
     Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly.
     The best epoch is the one with the best params.monitor (the first, on a tie): its weights are
     kept. Early stopping is separate: params.patience epochs without an improvement of more than
     params.min_delta stop the run. A NaN or infinite loss stops it with an error.
+
+    Data-parallel (`world.size` > 1): `train` is this process's shard; every step each process takes
+    its 1/size share of the params.batch_size images and DDP averages the gradients, so a step is one
+    step on the whole batch. History and steps are of all processes together. Rank 0 alone evaluates
+    `val` (None elsewhere) and shares the result, so every process stops at the same epoch; its
+    weights are the ones returned (the others return empty states).
     """
     device = train.device
     amp = params.amp and device.type == "cuda"
     if amp:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if params.compile else model
+    trained = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        # A 1-channel conv weight's gradient comes back with other (equivalent: the dimension has size 1)
+        # strides than DDP's bucket; DDP copies it and warns about speed, which does not apply here.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(trained) if params.compile else trained
     n = len(train)
-    _check_batch_norm_batches(model, n, params.batch_size)
-    steps_per_epoch = len(epoch_batches(torch.arange(n), params.batch_size))
+    total = int(sum_all(torch.tensor([n], device=device), world).item())
+    steps_per_epoch = len(epoch_batches(torch.arange(total), params.batch_size))
+    if world.distributed:
+        # Every process must take the same number of steps (each one is an all-reduce).
+        steps_per_epoch = max(1, min(steps_per_epoch, min_all(n, world, device)))
+        _check_batch_norm_batches(model, min_all(n, world, device) // steps_per_epoch, params.batch_size, world.size)
+    else:
+        _check_batch_norm_batches(model, min(n, params.batch_size), params.batch_size)
     optimizer = make_optimizer(model, params)
     scheduler, per_step = make_scheduler(optimizer, params, steps_per_epoch)
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
                                     label_smoothing=params.label_smoothing)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    order = torch.Generator().manual_seed(params.seed)
+    # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
+    order = torch.Generator().manual_seed(params.seed + 1_000_003 * world.rank)
     history: list[EpochRecord] = []
     steps: list[tuple[int, int, float, float, float]] = []
     best_value, best_epoch, best_state = None, 0, {}
     stop_reference, waited = None, 0  # early stopping's own best, moved only by more than min_delta
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
-        train_mode(model)
+        train_mode(trained)
         epoch_lr = optimizer.param_groups[0]["lr"]
         step_losses, step_objectives, step_lrs = [], [], []
         correct = torch.zeros((), device=device, dtype=torch.long)
-        batches = epoch_batches(torch.randperm(n, generator=order).to(device), params.batch_size)
+        shuffled = torch.randperm(n, generator=order).to(device)
+        batches = (list(shuffled.tensor_split(steps_per_epoch)) if world.distributed
+                   else epoch_batches(shuffled, params.batch_size))
         for batch in batches:
             images, y = train.get(batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -269,23 +324,24 @@ def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, p
             if per_step:
                 scheduler.step()
             correct += (logits.detach().argmax(1) == y).sum()
-        losses = torch.stack(step_losses).cpu().tolist()
-        objectives = torch.stack(step_objectives).cpu().tolist()
-        sizes = [len(batch) for batch in batches]
-        train_loss = sum(l * s for l, s in zip(losses, sizes)) / n
-        train_objective = sum(o * s for o, s in zip(objectives, sizes)) / n
+        losses, objectives, sizes, correct_count = _epoch_totals(step_losses, step_objectives, batches, correct, world)
+        train_loss = sum(l * s for l, s in zip(losses, sizes)) / total
+        train_objective = sum(o * s for o, s in zip(objectives, sizes)) / total
         if not (math.isfinite(train_loss) and math.isfinite(train_objective)):
             raise PipelineError(f"training loss became {train_objective} in epoch {epoch}: lower train.lr "
                                 f"(now {params.lr:g}) or check the data; no model was written")
         steps += [(len(steps) + i + 1, epoch, l, o, r)
                   for i, (l, o, r) in enumerate(zip(losses, objectives, step_lrs))]
-        val_loss, val_accuracy = loss_and_accuracy(predict_logits(model, val, normalize, amp=amp), val.labels)
-        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct.item() / n, val_loss, val_accuracy)
+        scores = [math.nan, math.nan]
+        if world.leader:
+            scores = list(loss_and_accuracy(predict_logits(model, val, normalize, amp=amp), val.labels))
+        val_loss, val_accuracy = from_leader(scores, world, device)
+        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total, val_loss, val_accuracy)
         history.append(record)
         monitored = val_loss if params.monitor == "val_loss" else val_accuracy
         if _better(monitored, best_value, params.monitor):
             best_value, best_epoch = monitored, epoch
-            best_state = _snapshot(model)
+            best_state = _snapshot(model) if world.leader else {}
         if _better(monitored, stop_reference, params.monitor, params.min_delta):
             stop_reference, waited = monitored, 0
         else:
@@ -298,5 +354,23 @@ def fit(model: nn.Module, train: Batches, val: Batches, normalize: Normalizer, p
         if params.patience and waited >= params.patience:
             log(f"early stopping: no {params.monitor} improvement of more than {params.min_delta:g} in "
                 f"{params.patience} epochs; best epoch {best_epoch}")
-            return FitResult(history, steps, best_epoch, best_state, True, _snapshot(model))
-    return FitResult(history, steps, best_epoch, best_state, False, _snapshot(model))
+            return FitResult(history, steps, best_epoch, best_state, True, _snapshot(model) if world.leader else {})
+    return FitResult(history, steps, best_epoch, best_state, False, _snapshot(model) if world.leader else {})
+
+
+def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.Tensor], batches: list[torch.Tensor],
+                  correct: torch.Tensor, world: World) -> tuple[list[float], list[float], list[int], int]:
+    """Per step: mean loss, mean objective and images, over all processes; and the images classified
+    right. One transfer (and, data-parallel, one all-reduce) per epoch."""
+    sizes = [len(batch) for batch in batches]
+    if not world.distributed:
+        return (torch.stack(step_losses).cpu().tolist(), torch.stack(step_objectives).cpu().tolist(), sizes,
+                int(correct.item()))
+    weight = torch.tensor(sizes, dtype=torch.float64, device=correct.device)
+    packed = torch.cat([torch.stack(step_losses).double() * weight, torch.stack(step_objectives).double() * weight,
+                        weight, correct.double().view(1)])
+    packed = sum_all(packed, world).cpu().tolist()
+    steps = len(sizes)
+    loss_sums, objective_sums, totals = packed[:steps], packed[steps:2 * steps], packed[2 * steps:3 * steps]
+    return ([l / t for l, t in zip(loss_sums, totals)], [o / t for o, t in zip(objective_sums, totals)],
+            [int(t) for t in totals], int(packed[-1]))

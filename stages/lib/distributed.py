@@ -1,0 +1,149 @@
+"""Data-parallel training through PyTorch's own launcher (torchrun's elastic agent) and DDP.
+
+`python -m stages.train` with train.processes × train.nodes > 1 starts torchrun's agent in-process
+(the engine behind the `torchrun` command), which starts that many copies of `python -m stages.train`
+on this machine; each copy sees RANK/WORLD_SIZE/LOCAL_RANK in its environment and trains its shard
+(stages/lib/training.py). On several machines, this one is node 0 (static rendezvous at
+train.rendezvous) and the others run the `torchrun` command the README shows.
+
+A worker's one-line error goes to torchrun's error file instead of the terminal, and the launcher
+prints the first one once, so N processes failing alike still give one line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import PipelineError
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes: (0, 1) when it trains alone."""
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def from_environment() -> World | None:
+    """The World torchrun put this process in, or None when it was not started by torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def join(world: World, device: torch.device) -> None:
+    """Connect to the other processes: NCCL between GPUs, gloo on the CPU."""
+    if not world.distributed or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def sum_all(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """The element-wise sum over every process (in place); the tensor itself when alone."""
+    if world.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def min_all(value: int, world: World, device: torch.device) -> int:
+    if not world.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
+def from_leader(values: list[float], world: World, device: torch.device) -> list[float]:
+    """Rank 0's `values` on every process (the others pass placeholders of the same length)."""
+    if not world.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return tensor.cpu().tolist()
+
+
+def fingerprint(*parts: object) -> str:
+    """A short digest of what must be identical on every process: params, classes, data shapes and labels."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.tobytes() if hasattr(part, "tobytes") else json.dumps(part, sort_keys=True, default=str).encode()
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
+def check_same_inputs(world: World, digest: str) -> None:
+    """Refuse to train when a process (on another machine, most likely) has other params or data than rank 0."""
+    if not world.distributed:
+        return
+    gathered: list = [None] * world.size
+    dist.all_gather_object(gathered, (digest, os.uname().nodename, os.getcwd()))
+    differing = [f"rank {rank} ({host}:{cwd})" for rank, (d, host, cwd) in enumerate(gathered) if d != gathered[0][0]]
+    if differing:
+        raise PipelineError(f"{', '.join(differing)} has other params (model, train) or data than rank 0 "
+                            f"({gathered[0][1]}:{gathered[0][2]}): check out the same commit and run "
+                            f"`dvc pull` or `dvc repro augment` on every node")
+
+
+def launch(processes: int, nodes: int, rendezvous: str, module: str) -> None:
+    """Run `python -m <module>` as `processes` workers here, as node 0 of `nodes`; returns when all succeed.
+
+    One machine: a private c10d rendezvous on a free local port (as `torchrun --standalone`). Several:
+    static rendezvous at `rendezvous`, this machine being node rank 0, so rank 0 (the one that
+    writes the outputs) runs where DVC runs."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # torchrun's agent logs its bookkeeping at INFO/WARNING; the workers' output is what the user needs.
+    # A failed worker's own message is printed once by the caller (run_stage), so its errors are muted too.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    logging.getLogger("torch.distributed.launcher").setLevel(logging.CRITICAL)
+    # Share the cores instead of every process starting one thread per core (torchrun would say 1).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    if nodes > 1:  # run id "none": torchrun's default --rdzv-id, which the other nodes' command leaves out
+        backend, endpoint, configs, run_id = "static", rendezvous, {"rank": 0}, "none"
+    else:
+        backend, endpoint, configs, run_id = "c10d", "localhost:0", {}, uuid.uuid4().hex
+    config = LaunchConfig(min_nodes=nodes, max_nodes=nodes, nproc_per_node=processes, run_id=run_id,
+                          rdzv_backend=backend, rdzv_endpoint=endpoint, rdzv_configs=configs, max_restarts=0,
+                          monitor_interval=0.2, start_method="spawn")
+    try:
+        elastic_launch(config, sys.executable)("-u", "-m", module)
+    except ChildFailedError as exc:
+        raise PipelineError(_first_message(exc)) from None
+    except SignalException as exc:
+        raise KeyboardInterrupt(str(exc)) from None
+
+
+def _first_message(exc) -> str:
+    """The lowest rank's own message, else the first failure torchrun saw (a signal, a crash)."""
+    failures = sorted(exc.failures.items())
+    for rank, failure in failures:
+        if isinstance(failure.message, str) and failure.error_file_data.get("message") == failure.message:
+            return failure.message
+    rank, failure = exc.get_first_failure()
+    return f"training process rank {rank} failed (exit code {failure.exitcode}): see its output above"
