@@ -104,6 +104,10 @@ def train_process(params: Params, world: World) -> None:
         "params_per_sample": trainable / len(train_set.labels),
         # At the saved epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
         "train_loss": saved.train_loss, "train_accuracy": saved.train_accuracy,
+        # Wall time (each epoch's: plots/train/history.csv) and the training steps' throughput.
+        "seconds": sum(r.seconds for r in result.history),
+        "images_per_second": result.images_per_second,
+        "processes": world.size,
     })
     with atomic_dir(paths.TRAIN_PLOTS) as out:
         pd.DataFrame([dataclasses.asdict(r) for r in result.history]).to_csv(out / paths.HISTORY_FILE.name, index=False)

@@ -73,15 +73,19 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
     assert (project / "plots/eval/worst_val.png").read_bytes()[:4] == b"\x89PNG"
     history = pd.read_csv(project / "plots/train/history.csv")
     assert history.columns.tolist() == ["epoch", "lr", "train_loss", "train_objective", "train_accuracy", "val_loss",
-                                        "val_accuracy"]
-    assert history["epoch"].tolist() == [1, 2]
+                                        "val_accuracy", "seconds"]
+    assert history["epoch"].tolist() == list(range(1, 11)) and (history["seconds"] > 0).all()
     steps = pd.read_csv(project / "plots/train/steps.csv")
     assert steps.columns.tolist() == ["step", "epoch", "loss", "objective", "lr"] and steps["step"].is_monotonic_increasing
     train = json.loads((project / "metrics/train.json").read_text())
     assert set(train) == {"epochs", "saved_epoch", "best_epoch", "stopped_early", "parameters", "params_per_sample",
-                          "train_loss", "train_accuracy"}
-    assert train["saved_epoch"] == 2 and 1 <= train["best_epoch"] <= 2 and train["params_per_sample"] == pytest.approx(
-        train["parameters"] / len(pd.read_csv(project / "data/augmented/train/index.csv")))
+                          "train_loss", "train_accuracy", "seconds", "images_per_second", "processes"}
+    train_images = len(pd.read_csv(project / "data/augmented/train/index.csv"))
+    assert train["saved_epoch"] == 10 and 1 <= train["best_epoch"] <= 10 and train["params_per_sample"] == pytest.approx(
+        train["parameters"] / train_images)
+    assert train["seconds"] == pytest.approx(history["seconds"].sum()) and train["processes"] == 1
+    # Throughput counts the training steps only: more than all epochs' images over all the time.
+    assert train["images_per_second"] > 10 * train_images / train["seconds"]
 
 
 def test_no_val_or_test_image_reaches_training(project) -> None:
@@ -148,11 +152,22 @@ def test_metrics_diff_against_the_last_commit(project, lr_experiment) -> None:
 
 
 def test_train_repeats_to_the_last_digit_on_the_cpu(project) -> None:
-    before = {f: (project / f).read_bytes() for f in ("models/model.pt", "metrics/train.json", "plots/train/steps.csv")}
-    result = dvc("repro", "-f", "-s", "train", cwd=project)
-    assert stages_run(result) == ["train"]
-    for file, content in before.items():
-        assert (project / file).read_bytes() == content, file
+    def results() -> dict:
+        """Everything train writes, less the wall times."""
+        timed = ("seconds", "images_per_second")
+        metrics = {k: v for k, v in json.loads((project / "metrics/train.json").read_text()).items() if k not in timed}
+        return {"model": (project / "models/model.pt").read_bytes(), "metrics": metrics,
+                "steps": (project / "plots/train/steps.csv").read_bytes(),
+                "history": pd.read_csv(project / "plots/train/history.csv").drop(columns="seconds").to_csv()}
+    before = results()
+    try:
+        result = dvc("repro", "-f", "-s", "train", cwd=project)
+        assert stages_run(result) == ["train"]
+        after = results()
+        for name, content in before.items():
+            assert after[name] == content, name
+    finally:
+        restore_baseline(project)
 
 
 def test_report_tables_both_experiments(project, lr_experiment, tmp_path) -> None:

@@ -296,3 +296,36 @@ def test_batch_size_one_with_batch_norm_is_refused_in_one_line() -> None:
     plain = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(8,)), InputShape(1, 12, 12, 3))
     fit(plain, Batches(images, labels, CPU), Batches(images, labels, CPU), Normalizer((0.3,), (0.3,)), train,
         log=lambda _: None)  # without batch norm a batch of one is fine
+
+
+def test_data_parallel_shards_split_the_train_set_at_random() -> None:
+    from stages.lib.distributed import World
+    from stages.lib.training import shard_rows
+    labels = np.repeat(np.arange(4), 250)  # stored by class, as augment writes them
+    shards = [shard_rows(1000, World(rank, 3), seed=7) for rank in range(3)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(1000))  # every image once
+    assert [len(s) for s in shards] == [334, 333, 333]
+    for shard in shards:  # each process sees every class in about its share, not a block of the stored order
+        assert np.all(np.abs(np.bincount(labels[shard], minlength=4) - len(shard) / 4) < 40)
+    assert np.array_equal(shard_rows(1000, World(1, 3), seed=7), shards[1])  # seeded: a rerun holds the same rows
+    assert shard_rows(1000, World(), seed=7) is None  # alone: everything
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_a_shard_serves_its_own_rows(resident) -> None:
+    images, labels = tiny_images(30)
+    rows = np.array([2, 5, 11, 29])
+    shard = Batches(images, labels, CPU, resident, rows=rows)
+    assert len(shard) == 4
+    got_images, got_labels = shard.get(torch.tensor([3, 0]))
+    order = np.argsort([3, 0]) if not resident else [0, 1]  # streamed batches come back in stored order
+    expected = rows[[3, 0]][order]
+    assert torch.equal(got_images, torch.from_numpy(images[expected]).permute(0, 3, 1, 2))
+    assert got_labels.tolist() == labels[expected].tolist()
+
+
+def test_fit_records_wall_time_and_throughput() -> None:
+    _, result = train_once(epochs=3)
+    assert all(r.seconds > 0 for r in result.history)
+    assert result.images_trained == 3 * 60 and result.images_per_second == pytest.approx(180 / result.train_seconds)
+    assert result.train_seconds <= sum(r.seconds for r in result.history)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> tuple[dict, pd.DataFrame]:
@@ -21,6 +20,7 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
     A class never predicted has precision 0 (not NaN), so JSON and `dvc metrics diff` stay valid.
     """
     labels = np.arange(len(class_names))
+    from sklearn.metrics import precision_recall_fscore_support  # here: augment's plots need no sklearn (1 s)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=None, zero_division=0)
     weights = support / max(support.sum(), 1)
@@ -118,6 +118,7 @@ def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path:
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
     """Heatmap of the row-normalised confusion matrix (share of each true class), counts in the cells."""
     plt = _pyplot()
+    from sklearn.metrics import confusion_matrix
     counts = confusion_matrix(y_true, y_pred, labels=np.arange(len(class_names)))
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(class_names)

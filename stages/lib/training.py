@@ -70,7 +70,8 @@ class Batches:
         self.device = device
         self.rows = rows
         labels = np.asarray(labels, dtype=np.int64)
-        self.labels = torch.from_numpy(labels if rows is None else labels[rows]).to(device)
+        self.host_labels = torch.from_numpy(labels if rows is None else labels[rows])
+        self.labels = self.host_labels.to(device)
         nbytes = images.nbytes if rows is None else images[:1].nbytes * len(rows)
         self.resident = fits_in_memory(nbytes, device) if resident is None else resident
         if self.resident:
@@ -82,16 +83,17 @@ class Batches:
         return len(self.labels)
 
     def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 N×C×H×W images and labels of rows `index`, on the device."""
+        """uint8 N×C×H×W images and labels of rows `index`, on the device. Streamed, `index` should
+        be on the CPU (fit keeps the order there), so that gathering a batch never waits for the GPU."""
         if self.resident:
             return self.images[index], self.labels[index]
         rows = np.sort(index.cpu().numpy())  # sorted: sequential reads from the memory map
         stored = rows if self.rows is None else self.rows[rows]
         batch = torch.from_numpy(np.ascontiguousarray(self.images[stored])).permute(0, 3, 1, 2)
+        labels = self.host_labels[torch.from_numpy(rows)]
         if self.device.type == "cuda":
-            batch = batch.pin_memory()
-        sorted_index = torch.from_numpy(rows).to(self.device)
-        return batch.to(self.device, non_blocking=True), self.labels[sorted_index]
+            batch, labels = batch.pin_memory(), labels.pin_memory()
+        return batch.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
 def shard_rows(n: int, world: World, seed: int) -> np.ndarray | None:
@@ -154,6 +156,8 @@ class EpochRecord:
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    seconds: float = field(default=0.0, compare=False)  # wall time of the epoch, validation included: not
+                                                        # part of what makes two runs the same
 
 
 STEP_COLUMNS = ("step", "epoch", "loss", "objective", "lr")
@@ -167,6 +171,12 @@ class FitResult:
     best_state: dict = field(repr=False)
     stopped_early: bool
     last_state: dict = field(repr=False, default_factory=dict)
+    train_seconds: float = 0.0   # in the training steps (validation excluded), all epochs
+    images_trained: int = 0      # by all processes together
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_trained / self.train_seconds if self.train_seconds else 0.0
 
     def saved(self, checkpoint: str) -> tuple[dict, int]:
         """The weights and epoch train.checkpoint keeps: 'last' (the run's end) or 'best' (by train.monitor).
@@ -189,7 +199,8 @@ def predict_logits(model: nn.Module, data: Batches | torch.Tensor, normalize: No
     device = data.device
     chunks = []
     for start in range(0, n, batch_size):
-        index = torch.arange(start, min(start + batch_size, n), device=device)
+        on_device = not isinstance(data, Batches) or data.resident  # streamed batches are gathered on the host
+        index = torch.arange(start, min(start + batch_size, n), device=device if on_device else "cpu")
         x = data.get(index)[0] if isinstance(data, Batches) else data[index]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             chunks.append(model(_layout(normalize(x), amp)).float())
@@ -297,13 +308,16 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
     steps: list[tuple[int, int, float, float, float]] = []
     best_value, best_epoch, best_state = None, 0, {}
     stop_reference, waited = None, 0  # early stopping's own best, moved only by more than min_delta
+    train_seconds, images_trained = 0.0, 0
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
         train_mode(trained)
         epoch_lr = optimizer.param_groups[0]["lr"]
         step_losses, step_objectives, step_lrs = [], [], []
         correct = torch.zeros((), device=device, dtype=torch.long)
-        shuffled = torch.randperm(n, generator=order).to(device)
+        shuffled = torch.randperm(n, generator=order)
+        if train.resident:
+            shuffled = shuffled.to(device)  # index slices of the resident tensor
         batches = (list(shuffled.tensor_split(steps_per_epoch)) if world.distributed
                    else epoch_batches(shuffled, params.batch_size))
         for batch in batches:
@@ -325,6 +339,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
                 scheduler.step()
             correct += (logits.detach().argmax(1) == y).sum()
         losses, objectives, sizes, correct_count = _epoch_totals(step_losses, step_objectives, batches, correct, world)
+        train_seconds += time.perf_counter() - started  # _epoch_totals waited for the device
+        images_trained += total
         train_loss = sum(l * s for l, s in zip(losses, sizes)) / total
         train_objective = sum(o * s for o, s in zip(objectives, sizes)) / total
         if not (math.isfinite(train_loss) and math.isfinite(train_objective)):
@@ -336,7 +352,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
         if world.leader:
             scores = list(loss_and_accuracy(predict_logits(model, val, normalize, amp=amp), val.labels))
         val_loss, val_accuracy = from_leader(scores, world, device)
-        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total, val_loss, val_accuracy)
+        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total, val_loss, val_accuracy,
+                             time.perf_counter() - started)
         history.append(record)
         monitored = val_loss if params.monitor == "val_loss" else val_accuracy
         if _better(monitored, best_value, params.monitor):
@@ -348,14 +365,16 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
             waited += 1
         log(f"epoch {epoch:>3}/{params.epochs}  lr {epoch_lr:.4g}  train loss {train_loss:.4f} acc "
             f"{record.train_accuracy:.2%}  val loss {val_loss:.4f} acc {val_accuracy:.2%}"
-            f"{'  *' if best_epoch == epoch else ''}  ({time.perf_counter() - started:.1f}s)")
+            f"{'  *' if best_epoch == epoch else ''}  ({record.seconds:.1f}s)")
         if scheduler is not None and not per_step:
             scheduler.step()
         if params.patience and waited >= params.patience:
             log(f"early stopping: no {params.monitor} improvement of more than {params.min_delta:g} in "
                 f"{params.patience} epochs; best epoch {best_epoch}")
-            return FitResult(history, steps, best_epoch, best_state, True, _snapshot(model) if world.leader else {})
-    return FitResult(history, steps, best_epoch, best_state, False, _snapshot(model) if world.leader else {})
+            return FitResult(history, steps, best_epoch, best_state, True, _snapshot(model) if world.leader else {},
+                             train_seconds, images_trained)
+    return FitResult(history, steps, best_epoch, best_state, False, _snapshot(model) if world.leader else {},
+                     train_seconds, images_trained)
 
 
 def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.Tensor], batches: list[torch.Tensor],

@@ -1,0 +1,94 @@
+"""The CUDA path: run with `pytest -m gpu` on a machine with a GPU; every test here skips without one."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from stages.lib import training
+from stages.lib.models import InputShape, build_model
+from stages.lib.params import load_params
+from stages.lib.preprocess import Normalizer
+from tests.helpers import copy_project, run_stage, set_params
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+PARAMS = load_params("model", "train")
+CUDA = torch.device("cuda")
+
+
+def images_and_labels(n: int = 512, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, n)
+    images = np.clip(rng.normal(60 + 60 * labels[:, None, None, None], 30, (n, size, size, 1)), 0, 255)
+    return images.astype(np.uint8), labels
+
+
+def train_once(images: np.ndarray, labels: np.ndarray, resident: bool = True, **train_changes) -> training.FitResult:
+    model = build_model(dataclasses.replace(PARAMS.model, name="lenet5"), InputShape(1, 16, 16, 3)).to(CUDA)
+    train = dataclasses.replace(PARAMS.train, epochs=2, batch_size=32, scheduler="none", amp=True, **train_changes)
+    data = training.Batches(images, labels, CUDA, resident)
+    return training.fit(model, data, training.Batches(images, labels, CUDA), Normalizer((0.3,), (0.3,), CUDA), train,
+                        log=lambda _: None)
+
+
+def test_bf16_autocast_and_channels_last_are_used() -> None:
+    images, labels = images_and_labels()
+    model = build_model(dataclasses.replace(PARAMS.model, name="lenet5"), InputShape(1, 16, 16, 3)).to(CUDA)
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append((o.dtype, i[0].is_contiguous(memory_format=torch.channels_last))))
+    train = dataclasses.replace(PARAMS.train, epochs=1, batch_size=64, scheduler="none", amp=True)
+    data = training.Batches(images, labels, CUDA)
+    training.fit(model, data, data, Normalizer((0.3,), (0.3,), CUDA), train, log=lambda _: None)
+    assert seen and all(dtype == torch.bfloat16 and channels_last for dtype, channels_last in seen)
+
+
+def test_compiled_model_trains() -> None:
+    images, labels = images_and_labels()
+    result = train_once(images, labels, compile=True)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+def test_data_larger_than_the_resident_budget_is_streamed(monkeypatch) -> None:
+    images, labels = images_and_labels()
+    monkeypatch.setattr(training, "fits_in_memory", lambda nbytes, device: False)  # as if the GPU were full
+    data = training.Batches(images, labels, CUDA)
+    assert not data.resident
+    result = train_once(images, labels, resident=None)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_no_host_synchronisation_per_step(resident) -> None:
+    """The syncs of an epoch (its end, validation) do not grow with the number of steps."""
+    images, labels = images_and_labels(1024)
+
+    def syncs(batch_size: int) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train_once(images, labels, resident, batch_size=batch_size)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    train_once(images, labels, resident)  # warm-up: first-use allocations
+    assert syncs(16) == syncs(128)  # 64 steps an epoch vs 8
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.slow
+def test_two_processes_with_nccl_train_the_stage(tmp_path) -> None:
+    root = copy_project(tmp_path / "project")
+    for stage in ("ingest", "split", "prepare", "augment"):
+        run_stage(stage, root)
+    set_params(root, train={"processes": 2, "device": "cuda"})
+    result = run_stage("train", root)
+    assert "2 processes on cuda" in result.stdout
+    assert json.loads((root / "metrics/train.json").read_text())["processes"] == 2
+    run_stage("evaluate", root)
