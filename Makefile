@@ -1,5 +1,6 @@
 # make repro: set up .venv and run the whole pipeline on the default data (dvc repro)
-# make test:  set up .venv and run the whole test suite (make test-fast: unit tests only)
+# make test:  set up .venv and run the whole test suite (make test-fast: unit tests only;
+#             make test-gpu: the CUDA tests, on a machine with a GPU)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.installed-requirements
 # Stages run as `python -m stages.<name>`: put the venv's python first on PATH for DVC.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv repro test test-fast bench clean
+.PHONY: venv repro test test-fast test-gpu bench clean
 
 venv: $(STAMP)
 
@@ -26,10 +27,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow and not gpu"
 
+# The CUDA path (AMP, channels_last, compile, streaming, no per-step sync, NCCL): skipped without a GPU.
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m gpu
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.augment
 	$(BIN)/python -m benchmarks.train
 	$(BIN)/python -m benchmarks.parity
+	$(BIN)/python -m benchmarks.scale
 
 clean:
 	rm -rf $(VENV)

@@ -16,13 +16,13 @@ Results in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -57,7 +57,6 @@ def synthetic_project(root: Path, images: int, size: int, epochs: int) -> None:
     (root / paths.SPLIT_DIR).mkdir(parents=True, exist_ok=True)
     (root / paths.CLASSES_FILE).write_text(json.dumps([str(c) for c in range(10)]))
     prepare = load_params("prepare", path=ROOT / "params.yaml").prepare
-    import dataclasses
     prepare = dataclasses.replace(prepare, image_size=(size, size), grayscale=True)
     Preprocessing(prepare, (0.3,), (0.3,)).write(root / paths.STATS_FILE, {})
     yaml = YAML()

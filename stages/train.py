@@ -14,6 +14,7 @@ train objective, accuracies) and steps.csv (per batch).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pandas as pd
 import torch
@@ -23,6 +24,7 @@ from stages.lib.checkpoint import Checkpoint
 from stages.lib.datasets import ArraySet, atomic_dir, load_array_set, read_json, write_json
 from stages.lib.distributed import World, check_same_inputs, fingerprint, from_environment, join, launch, leave
 from stages.lib.errors import PipelineError, run_stage
+from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
 from stages.lib.models import InputShape, build_model, count_parameters
 from stages.lib.params import Params, as_plain, load_params
 from stages.lib.preprocess import Preprocessing
@@ -38,6 +40,10 @@ def main() -> None:
     world = from_environment()
     if world is None and params.train.processes * params.train.nodes > 1:
         load_inputs()  # a missing or mismatched input is one message from here, not one per process
+        device = select_device(params.train.device)
+        if device.type == "cuda":  # one GPU per process, claimed together here and held until all are done
+            gpus = claim_gpus(torch.cuda.device_count(), params.train.processes)
+            os.environ[CLAIMED_VARIABLE] = ",".join(map(str, gpus))
         print(f"train: starting {params.train.processes} processes with torchrun"
               f"{f' as node 0 of {params.train.nodes} at {params.train.rendezvous}' if params.train.nodes > 1 else ''}")
         launch(params.train.processes, params.train.nodes, params.train.rendezvous, "stages.train")
@@ -65,7 +71,7 @@ def load_inputs() -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
 def train_process(params: Params, world: World) -> None:
     """Train as one process, or as one of torchrun's data-parallel processes (rank 0 writes the outputs)."""
     log = print if world.leader else (lambda _: None)
-    device = claim_device(select_device(params.train.device), log)
+    device = claim_device(select_device(params.train.device), log, world.local_rank)
     join(world, device)
     classes, preprocessing, train_set, val_set = load_inputs()
     topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them

@@ -17,34 +17,38 @@ from tests.helpers import ROOT
 # A claimant: claims a GPU among `count`, prints the index it got, then holds it until killed or stdin closes.
 CLAIMANT = """
 import sys
-from stages.lib.gpus import claim_gpu
-count, wanted = int(sys.argv[1]), (None if sys.argv[2] == '-' else int(sys.argv[2]))
-print(claim_gpu(count, wanted, poll_s=0.05, log=lambda m: print('LOG', m, flush=True)), flush=True)
+from stages.lib.gpus import claim_gpus
+devices, wanted, count = int(sys.argv[1]), (None if sys.argv[2] == '-' else int(sys.argv[2])), int(sys.argv[3])
+got = claim_gpus(devices, count, wanted, poll_s=0.05, log=lambda m: print('LOG', m, flush=True))
+print(','.join(map(str, got)), flush=True)
 sys.stdin.read()
 """
 
 
-def start(lock_dir: Path, count: int, wanted: int | None = None) -> subprocess.Popen:
+def start(lock_dir: Path, devices: int, wanted: int | None = None, count: int = 1) -> subprocess.Popen:
     env = dict(os.environ, **{LOCK_DIR_VARIABLE: str(lock_dir)}, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", CLAIMANT, str(count), "-" if wanted is None else str(wanted)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen([sys.executable, "-c", CLAIMANT, str(devices), "-" if wanted is None else str(wanted),
+                             str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
-def got(process: subprocess.Popen) -> tuple[int, list[str]]:
-    """The GPU index a claimant got, and what it logged while waiting."""
-    logs = []
+def got_all(process: subprocess.Popen) -> list[int]:
+    """The GPU indices a claimant got (after waiting, if it had to)."""
     for line in process.stdout:
-        if line.startswith("LOG"):
-            logs.append(line)
-        else:
-            return int(line), logs
+        if not line.startswith("LOG"):
+            return [int(i) for i in line.split(",")]
     raise AssertionError("the claimant exited without a GPU")
+
+
+def got(process: subprocess.Popen) -> tuple[int, None]:
+    """The one GPU index a claimant got."""
+    (index,) = got_all(process)
+    return index, None
 
 
 def waiting(process: subprocess.Popen) -> str:
     """The line a claimant prints when it starts waiting."""
     line = process.stdout.readline()
-    assert line.startswith("LOG waiting for a free GPU"), line
+    assert line.startswith("LOG waiting for "), line
     return line
 
 
@@ -52,8 +56,8 @@ def waiting(process: subprocess.Popen) -> str:
 def claimants(tmp_path):
     started: list[subprocess.Popen] = []
 
-    def launch(count: int, wanted: int | None = None) -> subprocess.Popen:
-        started.append(start(tmp_path, count, wanted))
+    def launch(devices: int, wanted: int | None = None, count: int = 1) -> subprocess.Popen:
+        started.append(start(tmp_path, devices, wanted, count))
         return started[-1]
     yield launch
     for process in started:
@@ -92,6 +96,25 @@ def test_a_pinned_gpu_waits_for_that_gpu_even_when_another_is_free(claimants) ->
     assert got(free)[0] == 0  # an unpinned run takes the free one
     holder.stdin.close()
     assert got(pinned)[0] == 1
+
+
+def test_a_multi_gpu_run_takes_all_its_gpus_at_once_and_holds_none_while_waiting(claimants) -> None:
+    single = claimants(2)
+    assert got(single)[0] == 0
+    pair = claimants(2, count=2)  # a data-parallel launcher: two processes, two GPUs
+    assert "waiting for 2 free GPUs: GPU 0 is held by pid" in waiting(pair)
+    other = claimants(2)
+    assert got(other)[0] == 1  # the waiting pair holds nothing: no two runs can wait on each other
+    single.stdin.close()
+    other.stdin.close()
+    assert got_all(pair) == [0, 1]
+
+
+def test_more_processes_than_gpus_is_refused(tmp_path) -> None:
+    from stages.lib.gpus import claim_gpus
+    with pytest.raises(PipelineError, match=r"'train.processes' parameter asks for 3 GPUs \(one per process\), but "
+                                            r"this machine has 2"):
+        claim_gpus(2, 3, folder=tmp_path)
 
 
 def test_claims_in_one_process_are_kept_and_released(tmp_path) -> None:

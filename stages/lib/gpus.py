@@ -5,7 +5,8 @@ without coordination every one of them would pick GPU 0. Each process that train
 GPU claims one here: it takes an exclusive `flock` on `<lock dir>/gpu<K>.lock`, keeps the file open
 for the rest of its life, and the kernel drops the lock when the process exits, however it exits
 (kill -9 included), so a crashed run never leaves a GPU marked busy. When every GPU is held, the
-claim waits for one to be freed, saying once who holds them.
+claim waits for one to be freed, saying once who holds them. A data-parallel run's launcher claims
+one GPU per process, all at once, and hands them to its workers.
 
 The lock folder is $IMAGE_PIPELINE_GPU_LOCKS, or one per user in the system's temporary folder.
 """
@@ -22,6 +23,8 @@ from typing import Callable
 from .errors import PipelineError
 
 LOCK_DIR_VARIABLE = "IMAGE_PIPELINE_GPU_LOCKS"
+# Set by the data-parallel launcher for its workers: the GPUs it claimed (and holds) for them, by local rank.
+CLAIMED_VARIABLE = "IMAGE_PIPELINE_CLAIMED_GPUS"
 
 _held: dict[int, int] = {}  # GPU index -> open file descriptor holding its lock, for the process's lifetime
 
@@ -54,21 +57,24 @@ def holder(folder: Path, index: int) -> str:
         return "another process"
 
 
-def claim_gpu(device_count: int, wanted: int | None = None, folder: Path | None = None, poll_s: float = 0.5,
-              timeout_s: float | None = None, log: Callable[[str], None] = print) -> int:
-    """Lock a GPU no other process holds and return its index: `wanted`, or the lowest free one.
-
-    A process keeps what it claimed (claiming again returns the same index). Waits while all the
-    candidates are held, up to `timeout_s` (None: for as long as it takes)."""
+def claim_gpus(device_count: int, count: int = 1, wanted: int | None = None, folder: Path | None = None,
+               poll_s: float = 0.5, timeout_s: float | None = None, log: Callable[[str], None] = print) -> list[int]:
+    """Lock `count` GPUs no other process holds and return their indices: `wanted` (count 1), or the
+    lowest free ones. All or none: while fewer than `count` are free it holds none and waits (up to
+    `timeout_s`; None: as long as it takes), so two multi-GPU runs never wait on each other.
+    A process keeps what it claimed: claiming again returns the same GPUs."""
     if device_count < 1:
         raise PipelineError("no CUDA GPU to claim: set train.device to cpu or auto")
+    if count > device_count:
+        raise PipelineError(f"The 'train.processes' parameter asks for {count} GPUs (one per process), but this "
+                            f"machine has {device_count}: use at most {device_count}, or train.device: cpu")
     if wanted is not None and not 0 <= wanted < device_count:
         raise PipelineError(f"The 'train.device' parameter names cuda:{wanted}, but this machine has "
                             f"{device_count} GPU(s): cuda:0..cuda:{device_count - 1}")
     candidates = [wanted] if wanted is not None else list(range(device_count))
-    for index in candidates:
-        if index in _held:
-            return index
+    kept = [index for index in candidates if index in _held][:count]
+    if len(kept) == count:
+        return kept
     folder = folder or lock_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -77,23 +83,45 @@ def claim_gpu(device_count: int, wanted: int | None = None, folder: Path | None 
                             f"set {LOCK_DIR_VARIABLE} to a writable folder") from None
     started, told = time.monotonic(), False
     while True:
+        got: dict[int, int] = {}
         for index in candidates:
+            if len(got) == count:
+                break
             fd = _try_lock(folder, index)
             if fd is not None:
-                _held[index] = fd
-                if told:
-                    log(f"got GPU {index} after {time.monotonic() - started:.0f}s")
-                return index
+                got[index] = fd
+        if len(got) == count:
+            _held.update(got)
+            if told:
+                log(f"got GPU {', '.join(map(str, got))} after {time.monotonic() - started:.0f}s")
+            return list(got)
+        for fd in got.values():  # hold none while waiting
+            os.close(fd)
         if timeout_s is not None and time.monotonic() - started >= timeout_s:
             raise PipelineError(f"no free GPU after {timeout_s:g}s: " + _busy(folder, candidates))
         if not told:
-            log(f"waiting for a free GPU: {_busy(folder, candidates)} (train.device: cpu trains on the CPU instead)")
+            log(f"waiting for {count if count > 1 else 'a'} free GPU{'s' if count > 1 else ''}: "
+                f"{_busy(folder, candidates)} (train.device: cpu trains on the CPU instead)")
             told = True
         time.sleep(poll_s)
 
 
+def claim_gpu(device_count: int, wanted: int | None = None, **options) -> int:
+    """One GPU: claim_gpus with count 1."""
+    return claim_gpus(device_count, 1, wanted, **options)[0]
+
+
 def _busy(folder: Path, candidates: list[int]) -> str:
-    return "; ".join(f"GPU {i} is held by {holder(folder, i)}" for i in candidates)
+    held = [i for i in candidates if not _free(folder, i)]
+    return "; ".join(f"GPU {i} is held by {holder(folder, i)}" for i in held) or "GPUs were taken meanwhile"
+
+
+def _free(folder: Path, index: int) -> bool:
+    fd = _try_lock(folder, index) if index not in _held else None
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
 
 
 def release_all() -> None:

@@ -8,6 +8,7 @@ on the device. On CUDA: bf16 autocast and channels_last (train.amp), optional to
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from torch import nn
 
 from .distributed import World, from_leader, min_all, sum_all
 from .errors import PipelineError
-from .gpus import claim_gpu
+from .gpus import CLAIMED_VARIABLE, claim_gpu
 from .params import TrainParams
 from .preprocess import Normalizer
 
@@ -34,12 +35,17 @@ def select_device(choice: str) -> torch.device:
     return torch.device("cuda" if choice == "auto" else choice)
 
 
-def claim_device(device: torch.device, log: Callable[[str], None] = print) -> torch.device:
+def claim_device(device: torch.device, log: Callable[[str], None] = print, local_rank: int = 0) -> torch.device:
     """The CPU as is; a CUDA device as a GPU this process holds alone (stages/lib/gpus.py): its pinned
-    index, or the lowest free one, waiting while every GPU is busy with another experiment."""
+    index, or the lowest free one, waiting while every GPU is busy with another experiment. A
+    data-parallel worker takes the GPU its launcher claimed for its local rank."""
     if device.type != "cuda":
         return device
-    index = claim_gpu(torch.cuda.device_count(), device.index, log=log)
+    claimed = os.environ.get(CLAIMED_VARIABLE)
+    if claimed:
+        index = int(claimed.split(",")[local_rank])
+    else:
+        index = claim_gpu(torch.cuda.device_count(), device.index, log=log)
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
