@@ -98,3 +98,16 @@ def test_unknown_class_in_split_merge(tmp_path) -> None:
     run_stage("ingest", project)
     assert_fails_cleanly(run_stage("split", project, check=False),
                          "The 'split.merge' parameter names unknown class(es) c; classes: a, b", project, "data/split")
+
+
+def test_a_data_parallel_run_reports_a_workers_error_once(tmp_path) -> None:
+    """Both torchrun workers hit the same error: the user reads it once, as from one process."""
+    source = make_image_folder(tmp_path / "photos", {"a": 12, "b": 12, "c": 12})
+    project = copy_project(tmp_path / "p", {"data": {"source": str(source)},
+                                            "train": {"processes": 2, "device": "cpu", "lr": 100.0, "batch_size": 8}})
+    for stage in ("ingest", "split", "prepare", "augment"):
+        run_stage(stage, project)
+    result = run_stage("train", project, check=False)
+    assert "train: starting 2 processes with torchrun" in result.stdout
+    assert_fails_cleanly(result, "lower train.lr (now 100) or check the data; no model was written", project,
+                         "models/model.pt")

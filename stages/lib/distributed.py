@@ -120,8 +120,10 @@ def launch(processes: int, nodes: int, rendezvous: str, module: str) -> None:
 
     # torchrun's agent logs its bookkeeping at INFO/WARNING; the workers' output is what the user needs.
     # A failed worker's own message is printed once by the caller (run_stage), so its errors are muted too.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    logging.getLogger("torch.distributed.launcher").setLevel(logging.CRITICAL)
+    # Each of torch's modules sets its logger's own level, so the parent's level alone would not do.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     # Share the cores instead of every process starting one thread per core (torchrun would say 1).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     if nodes > 1:  # run id "none": torchrun's default --rdzv-id, which the other nodes' command leaves out
@@ -146,4 +148,5 @@ def _first_message(exc) -> str:
         if isinstance(failure.message, str) and failure.error_file_data.get("message") == failure.message:
             return failure.message
     rank, failure = exc.get_first_failure()
-    return f"training process rank {rank} failed (exit code {failure.exitcode}): see its output above"
+    how = f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0 else f"failed (exit code {failure.exitcode})"
+    return f"training process rank {rank} {how}: see its output above"

@@ -30,6 +30,8 @@ def run_stage(main: Callable[[], None]) -> NoReturn:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
+        if "TORCHELASTIC_ERROR_FILE" in os.environ and "RANK" in os.environ:
+            sys.exit(130)  # a torchrun worker: its launcher says it once for all
         # Outputs are written to temporary siblings: the ones in progress were removed on the way out.
         print("error: interrupted (Ctrl-C); outputs being written were discarded", file=sys.stderr)
         sys.exit(130)
