@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import atomic_dir, finish_array_set, load_array_set, read_json, write_json
+from stages.lib.datasets import atomic_dir, finish_array_set, load_array_set, read_image, read_json, write_json
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.images import AugmentedBlock, AugmentPlan, augment_block, augmentation_variants
 from stages.lib.metrics import plot_class_counts, plot_image_grid
 from stages.lib.params import AugmentParams, load_params
 
 PARAMS = ("augment",)
-DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR, paths.INGEST_REPORT)
+DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR, paths.RAW_DIR)  # raw: the preview's first column, ingest.json
 OUTS = (paths.AUGMENTED_DIR, paths.DATA_METRICS, paths.DATA_PLOTS)
 CHUNK = 256  # source images per block; also fixes the random stream of each block (seed, block start)
 
@@ -88,18 +88,19 @@ def copy_title(augmentation: str, rotation: float, noise_std: float) -> str:
 
 def preview(images: np.ndarray, labels: np.ndarray, index: pd.DataFrame, classes: list[str], noise_std: float,
             path: Path, max_sources: int = 20, max_copies: int = 12) -> None:
-    """The first train image of every class (up to `max_sources`, one row each) and its copies,
-    each titled with the transforms it went through."""
+    """The first train image of every class (up to `max_sources`, one row each): the file as ingested,
+    then as prepared (grey, trimmed, inverted, resized: the prepare params) and its copies, each
+    titled with the transforms it went through."""
     firsts = [np.flatnonzero(labels == c)[0] for c in range(len(classes)) if (labels == c).any()][:max_sources]
     grid, titles = [], []
     for row in firsts:
         source = index["source"].iloc[row]
         copies = np.flatnonzero((index["source"] == source).to_numpy())[:max_copies]
-        grid.append([images[i] for i in copies])
-        titles.append([f"{classes[labels[i]]}: "
-                       f"{copy_title(index['augmentation'].iloc[i], float(index['rotation'].iloc[i]), noise_std)}"
-                       for i in copies])
-    plot_image_grid(grid, titles, path)
+        grid.append([read_image(Path(source)), *(images[i] for i in copies)])
+        titles.append([f"{classes[labels[row]]}: raw file", *(
+            f"{classes[labels[i]]}: {copy_title(index['augmentation'].iloc[i], float(index['rotation'].iloc[i]), noise_std)}"
+            for i in copies)])
+    plot_image_grid(grid, titles, path, title="train images as ingested, as prepared (original) and their copies")
 
 
 def class_counts(classes: list[str], augmented_labels: np.ndarray) -> pd.DataFrame:

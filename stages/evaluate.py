@@ -28,15 +28,15 @@ from stages.lib import paths
 from stages.lib.datasets import ArraySet, atomic_dir, load_array_set, write_json
 from stages.lib.errors import run_stage
 from stages.lib.health import Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes
-from stages.lib.metrics import (classification_report, per_class_json, plot_confusion, plot_image_grid,
-                                plot_learning_curves, predictions_table, top_k_scores)
+from stages.lib.metrics import (classification_report, comparison_metrics, per_class_json, plot_confusion,
+                                plot_image_grid, plot_learning_curves, predictions_table, summary_block, top_k_scores)
 from stages.lib.checkpoint import Checkpoint
 from stages.lib.params import EvaluateParams, load_params
 from stages.lib.training import Batches, claim_device, loss_and_accuracy, predict_logits
 
 PARAMS = ("evaluate",)
-DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR, paths.TRAIN_PLOTS)
-OUTS = (paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS)
+DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint
+OUTS = (paths.SUMMARY_METRICS, paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS)
 EVAL_SPLITS = ("train", "val", "test")  # train: the prepared originals, not the augmented copies
 
 
@@ -52,7 +52,7 @@ def worst_mistakes(data: ArraySet, probabilities: np.ndarray, classes: list[str]
 
 
 def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, classes: list[str],
-                  history: pd.DataFrame, steps: pd.DataFrame, params: EvaluateParams) -> list[Finding]:
+                  history: pd.DataFrame, step_losses: list[float], params: EvaluateParams) -> list[Finding]:
     collapse = check_collapse(val_true, val_pred, classes)
     curves = Curves(*(history[f.name].tolist() for f in dataclasses.fields(Curves)))
     fit = check_fit(curves, scores["train"]["accuracy"], scores["val"]["accuracy"], params.overfit_gap,
@@ -60,7 +60,7 @@ def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, clas
     if collapse.seen:  # a collapsed model neither over- nor underfits in any useful sense: say one thing
         fit = [dataclasses.replace(f, seen=False) for f in fit]
     return [collapse, check_divergence(history["train_loss"].tolist()),
-            check_spikes(steps["loss"].tolist(), params.spike_factor, len(classes)), *fit]
+            check_spikes(step_losses, params.spike_factor, len(classes)), *fit]
 
 
 def main() -> None:
@@ -71,8 +71,7 @@ def main() -> None:
     model = checkpoint.build_model(device)
     classes = checkpoint.classes
     normalize = checkpoint.preprocessing.normalizer(device)
-    history = pd.read_csv(paths.HISTORY_FILE)
-    steps = pd.read_csv(paths.TRAIN_PLOTS / "steps.csv")
+    history = pd.DataFrame(checkpoint.record["history"])
     scores, per_class, truths, predictions = {}, {}, {}, {}
     with atomic_dir(paths.EVAL_PLOTS) as out:
         for split in EVAL_SPLITS:
@@ -93,24 +92,27 @@ def main() -> None:
                                out / f"confusion_{split}.png")
             if split == "val":
                 rows, titles = worst_mistakes(data, probabilities, classes, params.gallery_size)
-                plot_image_grid(rows, titles, out / "worst_val.png", empty="no misclassified val image")
+                plot_image_grid(rows, titles, out / "worst_val.png", empty="no misclassified val image",
+                                title="val images predicted wrong with the highest confidence")
             top_k = (f"top-{params.top_k} {scores[split]['top_k_accuracy']:.2%}  "
                      if "top_k_accuracy" in scores[split] else "")
             print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
                   f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images)")
-        plot_learning_curves(history, out / "learning_curves.png")
-    findings = health_checks(scores, truths["val"], predictions["val"], classes, history, steps, params)
+        plot_learning_curves(history, out / "learning_curves.png", saved_epoch=checkpoint.epoch)
+    findings = health_checks(scores, truths["val"], predictions["val"], classes, history,
+                             checkpoint.record["step_losses"], params)
     scores["avoidable_bias"] = params.target_accuracy - scores["train"]["accuracy"]
     scores["variance"] = scores["train"]["accuracy"] - scores["val"]["accuracy"]
     scores["health"] = {f.check: (f.count if f.check == "loss_spikes" else f.seen) for f in findings}
+    summary = comparison_metrics(scores)
     write_json(paths.EVAL_METRICS, scores)
     write_json(paths.PER_CLASS_METRICS, per_class)
+    write_json(paths.SUMMARY_METRICS, summary)
     print(f"evaluate: avoidable bias {scores['avoidable_bias']:.2%}, variance {scores['variance']:.2%}")
     for finding in findings:
         if finding.seen:
             print(f"health: {finding.message}")
-    if not any(f.seen for f in findings):
-        print("health: no collapse, divergence, loss spike, overfitting or underfitting seen")
+    print(summary_block(scores, checkpoint.record, [f.check.replace("_", " ") for f in findings if f.seen], params.top_k))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A markdown table of experiments, the way the experiment logs tabled their runs.
 
-    python -m stages.report [-o report.md] [--sort-by val.accuracy] [--seeds]
+    python -m stages.report [-o report.md] [--sort-by val_acc] [--seeds]
 
 Reads `dvc exp show --json`: one row per commit and experiment, the params that differ between
 them, and the key metrics, sorted best first. With --seeds, runs that differ only in their seeds
@@ -26,7 +26,7 @@ import numpy as np
 from stages.lib.errors import PipelineError, run_stage
 
 SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
-METRICS = ("val.accuracy", "test.accuracy", "val.f1_macro", "train.accuracy", "variance", "best_epoch")
+METRICS = ("val_acc", "test_acc", "f1", "loss", "seconds")  # the declared metrics: summary.json, time.json
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def dvc_experiments() -> list[dict]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, help="also write the table to this markdown file")
-    parser.add_argument("--sort-by", default="val.accuracy", help="metric to sort by, best first (default: %(default)s)")
+    parser.add_argument("--sort-by", default="val_acc", help="metric of metrics/summary.json to sort by, best first (default: %(default)s)")
     parser.add_argument("--seeds", action="store_true", help="one row per params, mean ± std over the seeds")
     return parser
 

@@ -2,7 +2,8 @@
 
     python -m stages.train
 
-Uses a GPU no other experiment holds when there is one (train.device: auto; stages/lib/gpus.py) and
+With model.freeze: features and train.finetune_epochs, the head is trained first, then every layer
+(two-phase fine-tuning, one history). Uses a GPU no other experiment holds when there is one (train.device: auto; stages/lib/gpus.py) and
 the CPU otherwise. With train.processes (or train.nodes) > 1 it restarts itself as torchrun's
 data-parallel processes (stages/lib/distributed.py); rank 0 writes the outputs. Prints one line per
 epoch. Keeps the last epoch's weights, or with train.checkpoint: best the best epoch's by
@@ -28,11 +29,11 @@ from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
 from stages.lib.models import InputShape, build_model, count_parameters
 from stages.lib.params import Params, as_plain, load_params
 from stages.lib.preprocess import Preprocessing
-from stages.lib.training import STEP_COLUMNS, Batches, claim_device, class_weights, fit, select_device, shard_rows
+from stages.lib.training import STEP_COLUMNS, Batches, claim_device, class_weights, fine_tune, select_device, shard_rows
 
 PARAMS = ("model", "train")
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
-OUTS = (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TRAIN_PLOTS)
+OUTS = (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS, paths.TRAIN_PLOTS)
 
 
 def main() -> None:
@@ -92,14 +93,20 @@ def train_process(params: Params, world: World) -> None:
     where = f"{world.size} processes on {device.type}" if world.distributed else str(device)
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
         f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
-    result = fit(model, train, val, preprocessing.normalizer(device), params.train,
-                 class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world)
+    result = fine_tune(model, train, val, preprocessing.normalizer(device), params.train,
+                       class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world)
     if not world.leader:
         return
 
     state, saved_epoch = result.saved(params.train.checkpoint)
+    history = pd.DataFrame([dataclasses.asdict(r) for r in result.history])
+    steps = pd.DataFrame(result.steps, columns=list(STEP_COLUMNS))
+    # What evaluate judges the run by; no wall times, so that the same run writes the same bytes.
+    record = {"history": history.drop(columns="seconds").to_dict(orient="list"), "step_losses": steps["loss"].tolist(),
+              "best_epoch": result.best_epoch}
+    seconds = float(history["seconds"].sum())
     Checkpoint(state, params.model, classes, preprocessing, saved_epoch, params.train.device,
-               params.train.amp).save(paths.MODEL_FILE)
+               params.train.amp, record).save(paths.MODEL_FILE)
     saved = result.history[saved_epoch - 1]
     write_json(paths.TRAIN_METRICS, {
         "epochs": len(result.history),
@@ -111,13 +118,14 @@ def train_process(params: Params, world: World) -> None:
         # At the saved epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
         "train_loss": saved.train_loss, "train_accuracy": saved.train_accuracy,
         # Wall time (each epoch's: plots/train/history.csv) and the training steps' throughput.
-        "seconds": sum(r.seconds for r in result.history),
+        "seconds": seconds,
         "images_per_second": result.images_per_second,
         "processes": world.size,
     })
+    write_json(paths.TIME_METRICS, {"seconds": round(seconds, 1)})  # declared: a column of dvc exp show
     with atomic_dir(paths.TRAIN_PLOTS) as out:
-        pd.DataFrame([dataclasses.asdict(r) for r in result.history]).to_csv(out / paths.HISTORY_FILE.name, index=False)
-        pd.DataFrame(result.steps, columns=list(STEP_COLUMNS)).to_csv(out / "steps.csv", index=False)
+        history.to_csv(out / paths.HISTORY_FILE.name, index=False)
+        steps.to_csv(out / "steps.csv", index=False)
     which = f"the best by {params.train.monitor}" if params.train.checkpoint == "best" else "the last"
     print(f"train: saved epoch {saved_epoch} ({which}; best {params.train.monitor}: epoch {result.best_epoch}) "
           f"to {paths.MODEL_FILE}")

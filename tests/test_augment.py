@@ -110,15 +110,22 @@ def test_a_blur_wider_than_the_images_is_refused() -> None:
 
 
 def test_the_preview_shows_every_class_and_names_every_transform(monkeypatch, tmp_path) -> None:
+    import cv2
     import pandas as pd
 
     import stages.augment as augment
     shown = {}
-    monkeypatch.setattr(augment, "plot_image_grid", lambda rows, titles, path: shown.update(rows=rows, titles=titles))
+    monkeypatch.setattr(augment, "plot_image_grid", lambda rows, titles, path, **_: shown.update(rows=rows, titles=titles))
     classes = [f"c{i}" for i in range(12)]
     labels = np.repeat(np.arange(12), 3)  # per class: the original, a rotated blur, a rotated flip
-    index = pd.DataFrame({"source": np.repeat([f"s{i}" for i in range(12)], 3),
+    sources = [tmp_path / f"s{i}.png" for i in range(12)]
+    for i, source in enumerate(sources):
+        cv2.imwrite(str(source), np.full((20, 30), 10 * i, np.uint8))
+    index = pd.DataFrame({"source": np.repeat([str(s) for s in sources], 3),
                           "augmentation": ["original", "blur5", "hflip"] * 12, "rotation": [0.0, 12.3, -4.0] * 12})
     augment.preview(np.zeros((36, 8, 8, 1), np.uint8), labels, index, classes, 5.0, tmp_path / "p.png")
-    assert len(shown["rows"]) == 12 and [len(r) for r in shown["rows"]] == [3] * 12  # 12 classes, not 6
-    assert shown["titles"][11] == ["c11: original", "c11: blur5\nrot +12.3° noise σ5", "c11: hflip\nrot -4.0° noise σ5"]
+    assert len(shown["rows"]) == 12 and [len(r) for r in shown["rows"]] == [4] * 12  # 12 classes, not 6
+    # The raw file first, so that what prepare did to it (trim, invert, resize) is in sight.
+    np.testing.assert_array_equal(shown["rows"][11][0][:, :, 0], np.full((20, 30), 110, np.uint8))
+    assert shown["titles"][11] == ["c11: raw file", "c11: original", "c11: blur5\nrot +12.3° noise σ5",
+                                   "c11: hflip\nrot -4.0° noise σ5"]

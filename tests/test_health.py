@@ -1,6 +1,7 @@
 """Health checks: each fires on the failure it names and stays quiet on a healthy run."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from stages.lib.health import Curves, check_collapse, check_divergence, check_fit, check_spikes, find_spikes
+from stages.lib.health import Curves, check_collapse, faded_learning_rate, check_divergence, check_fit, check_spikes, find_spikes
 from stages.lib.preprocess import Normalizer
 from stages.lib.training import predict_logits
 
@@ -34,6 +35,46 @@ def test_accuracy_equal_to_the_majority_share_is_a_collapse() -> None:
     y_pred = np.array([0, 0, 1, 2, 0, 1, 0, 2])  # 50% right = the share of class 0
     assert check_collapse(y_true, y_pred, CLASSES).seen
     assert not check_collapse(y_true, np.array([0, 0, 0, 0, 1, 1, 2, 1]), CLASSES).seen
+
+
+def test_nearly_all_predictions_on_a_rarer_class_is_a_collapse() -> None:
+    y_true = np.array([0] * 10 + [1] * 5 + [2] * 5)
+    nearly = np.array([0] * 19 + [2])  # 95% predicted as rock, which is half of the images
+    finding = check_collapse(y_true, nearly, CLASSES)
+    assert finding.seen and finding.message.startswith(
+        "predictions nearly collapsed: 95% of val images predicted as 'rock', which is 50% of them")
+    assert not check_collapse(np.array([0] * 19 + [2]), nearly, CLASSES).seen  # rock is 95% of them: fine
+
+
+def imbalanced_images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """120 12×12 images of three classes (half of them rock) told apart by a faint bright third."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([0] * 60 + [1] * 30 + [2] * 30)
+    images = rng.integers(0, 100, size=(120, 12, 12, 1), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        images[i, :, 4 * label:4 * label + 4] += 60
+    return images, labels
+
+
+@pytest.mark.parametrize("rho, collapses", [(0.05, False), (1.0, True)])
+def test_sharpness_aware_minimisation_that_collapses_is_caught(rho, collapses) -> None:
+    """The hand-gesture log's failure: SAM with too large a radius ends predicting one class."""
+    from stages.lib.models import InputShape, build_model
+    from stages.lib.params import load_params
+    from stages.lib.training import Batches, fit
+    params = load_params("model", "train")
+    train = dataclasses.replace(params.train, optimizer="sam", sam_rho=rho, lr=0.05, epochs=8, batch_size=16,
+                                scheduler="none", patience=0, device="cpu")
+    images, labels = imbalanced_images()
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(params.model, name="mlp", hidden=(32, 32), dropout=0.0),
+                        InputShape(1, 12, 12, 3))
+    cpu = torch.device("cpu")
+    normalize = Normalizer((0.3,), (0.3,))
+    fit(model, Batches(images, labels, cpu), Batches(images[:30], labels[:30], cpu), normalize, train,
+        log=lambda _: None)
+    predicted = predict_logits(model, Batches(images, labels, cpu), normalize).argmax(1).numpy()
+    assert check_collapse(labels, predicted, CLASSES).seen == collapses, np.bincount(predicted, minlength=3)
 
 
 def test_divergence() -> None:
@@ -86,7 +127,40 @@ def test_underfitting_is_judged_on_the_best_epoch_and_names_a_faded_learning_rat
     assert seen(findings) == {"underfitting"}  # a gap of 2% with both so low is no overfitting verdict
     under = next(f for f in findings if f.check == "underfitting")
     assert "best train accuracy of any epoch was 50.00%" in under.message
-    assert "the learning rate had decayed from 0.1 to 1e-06 by epoch 3" in under.message
+    assert ("the learning rate is what limits the run: the schedule took it from 0.1 to 1e-06 by epoch 3 and its "
+            "last 3 epochs learnt almost nothing") in under.message
+    assert "raise train.step_size or train.gamma" in under.message and "train longer" not in under.message
+
+
+def test_a_cosine_schedule_reaching_its_low_at_the_end_is_no_limit() -> None:
+    """Cosine over train.epochs: more epochs stretch it, so "train longer" is the remedy."""
+    lrs = [0.05 * (1 + math.cos(math.pi * e / 15)) / 2 for e in range(15)]
+    run = curves(train_accuracy=[0.3 + 0.02 * e for e in range(15)], val_loss=[1.5 - 0.01 * e for e in range(15)],
+                 lr=lrs)
+    under = next(f for f in check_fit(run, 0.58, 0.55, max_gap=0.05, low=0.7) if f.check == "underfitting")
+    assert under.seen and "train longer (train.epochs)" in under.message and "limits the run" not in under.message
+
+
+def test_the_default_schedule_keeps_learning_through_the_default_epochs() -> None:
+    """params.yaml's schedule, stepped as fit steps it: no epoch's learning rate is below a hundredth of
+    the first; and with three times the epochs the schedule stretches, so the health checks never
+    call the learning rate the limit (the "train longer" remedy works)."""
+    from stages.lib.params import load_params
+    from stages.lib.training import make_scheduler
+    train = load_params("train").train
+    for epochs in (train.epochs, 3 * train.epochs):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=train.lr)
+        scheduler, per_step = make_scheduler(optimizer, dataclasses.replace(train, epochs=epochs), 10)
+        lrs = []
+        for _ in range(epochs):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            for _ in range(10 if per_step else 1):
+                optimizer.step()
+                scheduler.step()
+        if epochs == train.epochs:
+            assert min(lrs) >= train.lr / 100, lrs
+        history = curves(train_accuracy=[0.5] * epochs, val_loss=[1.0] * epochs, lr=lrs)
+        assert faded_learning_rate(history) == "", (epochs, lrs)
 
 
 def test_still_improving_at_the_end() -> None:

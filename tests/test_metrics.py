@@ -65,3 +65,40 @@ def test_pngs_are_written(tmp_path) -> None:
     plot_image_grid([], [], tmp_path / "empty.png", empty="no misclassified val image")
     for name in ("confusion.png", "curves.png", "grid.png", "empty.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _pixels_of(path, rgb: tuple[int, int, int]) -> np.ndarray:
+    """A mask of the PNG's pixels of colour `rgb` (within a few levels of antialiasing)."""
+    import cv2
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(int)
+    return (np.abs(image - np.array(rgb)).max(axis=2) <= 6)
+
+
+def test_learning_curves_mark_the_saved_epoch_and_the_fine_tuning_boundary(tmp_path) -> None:
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "lr": [0.1] * 4, "train_loss": [1.0, 0.5, 0.4, 0.3],
+                            "train_accuracy": [0.5, 0.8, 0.85, 0.9], "val_loss": [1.1, 0.7, 0.6, 0.65],
+                            "val_accuracy": [0.4, 0.7, 0.75, 0.74], "phase": ["head", "head", "finetune", "finetune"]})
+    green, purple = (0x2C, 0xA0, 0x2C), (0x94, 0x67, 0xBD)  # matplotlib's tab:green and tab:purple
+    plot_learning_curves(history.drop(columns="phase"), tmp_path / "plain.png")
+    plot_learning_curves(history, tmp_path / "marked.png", saved_epoch=3)
+    assert not _pixels_of(tmp_path / "plain.png", green).any() and not _pixels_of(tmp_path / "plain.png", purple).any()
+    for colour in (green, purple):
+        rows = np.flatnonzero(_pixels_of(tmp_path / "marked.png", colour).sum(axis=1))
+        assert len(rows) > 40 and rows.max() - rows.min() > 250, colour  # a (dotted) line from bottom to top
+
+
+def test_the_gallery_is_titled_and_shows_each_image_at_least_96_px(tmp_path) -> None:
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    for count in (1, 8):
+        path = tmp_path / f"gallery{count}.png"
+        plot_image_grid([[red] * count], [["true a\npred b 90%"] * count], path, title="worst mistakes")
+        mask = _pixels_of(path, (255, 0, 0))
+        columns = np.flatnonzero(mask.any(axis=0))
+        first = columns[: np.argmax(np.diff(columns) > 1) + 1] if count > 1 else columns
+        assert len(first) >= 96 and mask.any(axis=1).sum() >= 96, (count, len(first))
+        # The title: dark text above the first image.
+        import cv2
+        grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        top = np.flatnonzero(mask.any(axis=1))[0]
+        assert (grey[: top - 20] < 100).any(), "no title above the images"

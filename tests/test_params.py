@@ -58,7 +58,7 @@ def test_unknown_section(tmp_path) -> None:
     ("train", "epochs", 2.5, "The 'train.epochs' parameter must be an integer >= 1 and <= 1000000. Got 2.5 instead."),
     ("train", "batch_size", True, "The 'train.batch_size' parameter must be an integer >= 1 and <= 65536. Got True instead."),
     ("train", "momentum", 1.0, "The 'train.momentum' parameter must be a float >= 0 and < 1. Got 1.0 instead."),
-    ("train", "optimizer", "rmsprop", "The 'train.optimizer' parameter must be one of sgd, adam, adamw. Got 'rmsprop'"),
+    ("train", "optimizer", "rmsprop", "The 'train.optimizer' parameter must be one of sgd, adam, adamw, sam. Got 'rmsprop'"),
     ("train", "scheduler", "cyclic", "The 'train.scheduler' parameter must be one of none, step, exponential, cosine, "
                                      "onecycle."),
     ("train", "grad_clip_norm", -1, "The 'train.grad_clip_norm' parameter must be a float >= 0 and <= 1000000000. Got -1 instead."),
@@ -211,3 +211,13 @@ def test_class_mapping_and_lists_are_normalised(tmp_path) -> None:
     path = _with(tmp_path, "split", merge={"dog": "pet", 3: "odd"}, drop=["owl", 7])
     split = load_params("split", path=path).split
     assert dict(split.merge) == {"dog": "pet", "3": "odd"} and split.drop == ("owl", "7")
+
+
+def test_fine_tuning_needs_frozen_features(tmp_path) -> None:
+    path = tmp_path / "params.yaml"
+    write_params(path, {"train": {"finetune_epochs": 3}})
+    with pytest.raises(PipelineError, match=r"^The 'train.finetune_epochs' parameter needs model.freeze: features .*"
+                                            r"Got 3 with model.freeze: none$"):
+        load_params("evaluate", path=path)  # whichever stage reads the file
+    write_params(path, {"train": {"finetune_epochs": 3}, "model": {"freeze": "features"}})
+    assert load_params("model", "train", path=path).train.finetune_epochs == 3

@@ -113,6 +113,18 @@ def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> Non
         assert f"Stage '{skipped}' didn't change, skipping" in lr_experiment.stdout
 
 
+def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(project, lr_experiment) -> None:
+    # Runs before the module's other experiments (tests run in file order): a baseline and two
+    # experiments that each changed one param.
+    exp_run(project, "-n", "dropout-half", "-S", "model.dropout=0.5")
+    shown = dvc("exp", "show", "--only-changed", cwd=project).stdout
+    lines = [line.rstrip() for line in shown.splitlines()]
+    assert max(map(len, lines)) <= 160, shown
+    header = next(line for line in lines if "Experiment" in line).split()
+    assert {"train.lr", "model.dropout", "test_acc", "val_acc"} <= set(header), header
+    assert sum("lr-small" in line or "dropout-half" in line for line in lines) == 2
+
+
 def test_augment_change_reruns_augment_train_evaluate_only(project) -> None:
     result = exp_run(project, "-n", "more-blur", "-S", "augment.blur_kernels=[3,5]")
     assert stages_run(result) == ["augment", "train", "evaluate"]
@@ -128,10 +140,20 @@ def test_a_torchvision_model_is_one_param_away(project) -> None:
 def test_exp_show_lists_params_and_accuracies(project, lr_experiment) -> None:
     table = dvc("exp", "show", "--csv", cwd=project).stdout
     header, *rows = csv.reader(table.strip().splitlines())
-    for column in ("test.accuracy", "val.accuracy", "val.f1_macro", "train.lr", "model.name", "best_epoch"):
+    metrics = ["test_acc", "val_acc", "f1", "loss", "seconds"]
+    for column in (*metrics, "train.lr", "model.name"):
         assert column in header, column
+    # The declared metrics are the handful that compare runs; the detail is in files dvc metrics show reads.
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    assert {file for row in shown for file in (row.get("data") or {}).get("metrics", {})} == {
+        "metrics/summary.json", "metrics/time.json"}
     lr_small = next(row for row in rows if row[0] == "lr-small")
     assert lr_small[header.index("train.lr")] == "0.01"
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    scores = json.loads((project / "metrics/eval.json").read_text())
+    assert summary["test_acc"] == round(scores["test"]["accuracy"], 4) and summary["f1"] == round(scores["test"]["f1_macro"], 4)
+    detail = dvc("metrics", "show", "metrics/eval.json", cwd=project).stdout
+    assert "test.precision_weighted" in detail and "health.collapse" in detail
 
 
 def test_plots_diff_renders_both_revisions(project, lr_experiment) -> None:
@@ -144,11 +166,29 @@ def test_plots_diff_renders_both_revisions(project, lr_experiment) -> None:
     dvc("plots", "diff", "HEAD", "lr-small", "-o", str(out), cwd=project)
     html = (out / "index.html").read_text()
     assert "HEAD" in html and "lr-small" in html
+    # Renders offline: vega, vega-lite and vega-embed are in the page, and no script comes from elsewhere.
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html), "the plots page loads a script"
+    assert re.search(r"<link[^>]*https?:", html) is None
+    for library in ("vega 5.20.2", "vega-lite 5.2.0", "vega-embed 6.18.2"):
+        assert f"<script>/* {library} (npm)" in html
+    assert html.count("vegaEmbed(") >= 9  # every interactive chart is drawn by the inlined vega-embed
+    # Axis titles say what they are; the confusion matrices have actual on y, as the PNGs do.
+    specs = {name: json.dumps(plots[name][0]["content"]) for name in ("Loss", "Confusion matrix (test)")}
+    assert '"title": "cross-entropy loss"' in specs["Loss"]
+    def axis_fields(spec) -> set[tuple[str, str]]:
+        """(channel, field) of every x and y encoding anywhere in a vega-lite spec."""
+        if isinstance(spec, list):
+            return set().union(*map(axis_fields, spec)) if spec else set()
+        if not isinstance(spec, dict):
+            return set()
+        found = {(c, e["field"]) for c, e in (spec.get("encoding") or {}).items() if c in "xy" and "field" in e}
+        return found.union(*map(axis_fields, spec.values()))
+    assert {("x", "predicted"), ("y", "actual")} <= axis_fields(plots["Confusion matrix (test)"][0]["content"])
 
 
 def test_metrics_diff_against_the_last_commit(project, lr_experiment) -> None:
     diff = json.loads(dvc("metrics", "diff", "HEAD", "lr-small", "--json", cwd=project).stdout)
-    assert "test.accuracy" in diff["metrics/eval.json"]
+    assert set(diff["metrics/summary.json"]) >= {"test_acc", "val_acc", "f1", "loss"}
 
 
 def test_train_repeats_to_the_last_digit_on_the_cpu(project) -> None:
@@ -220,7 +260,7 @@ def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
     rows = [line for line in table.splitlines()[2:] if line.startswith("| 2 |")]
     assert len(rows) == 2, table  # lr 0.1 and lr 0.03, two seeds each: the committed run is one of lr 0.1's
     for lr in (0.1, 0.03):
-        accuracies = [r["data"]["metrics"]["metrics/eval.json"]["data"]["val"]["accuracy"] for r in runs
+        accuracies = [r["data"]["metrics"]["metrics/summary.json"]["data"]["val_acc"] for r in runs
                       if params_of(r)["train"]["lr"] == lr]
         expected = f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"
         assert any(f"| {lr} |" in row and expected in row for row in rows), (lr, expected, table)
@@ -247,7 +287,7 @@ def ddp_experiment(project) -> dict:
     try:
         result = dvc("exp", "run", "-n", "ddp", "-S", "train.processes=2", "-S", "train.device=cpu", cwd=project)
         return {"result": result, "model": (project / "models/model.pt").read_bytes(),
-                "accuracy": json.loads((project / "metrics/eval.json").read_text())["test"]["accuracy"],
+                "accuracy": json.loads((project / "metrics/summary.json").read_text())["test_acc"],
                 "history": pd.read_csv(project / "plots/train/history.csv"),
                 "train_metrics": json.loads((project / "metrics/train.json").read_text()),
                 "repro_after": dvc("repro", cwd=project)}
@@ -259,7 +299,7 @@ def test_two_data_parallel_processes_match_one(project, ddp_experiment) -> None:
     assert stages_run(ddp_experiment["result"]) == ["train", "evaluate"]
     assert "train: starting 2 processes with torchrun" in ddp_experiment["result"].stdout
     assert ddp_experiment["result"].stdout.count("epoch  10/10") == 1  # rank 0 alone reports
-    single = json.loads((project / "metrics/eval.json").read_text())["test"]["accuracy"]
+    single = json.loads((project / "metrics/summary.json").read_text())["test_acc"]
     assert abs(ddp_experiment["accuracy"] - single) <= 0.01, (ddp_experiment["accuracy"], single)
     # The outputs look as one process's: the same history columns and rows, the same metrics keys.
     single_history = pd.read_csv(project / "plots/train/history.csv")
@@ -348,7 +388,7 @@ def test_experiments_shared_through_git_and_dvc_remotes(project, ddp_experiment,
     shown = json.loads(dvc("exp", "show", "--json", cwd=machine_b).stdout)
     pulled = [r for row in shown for e in row.get("experiments") or [] for r in e["revs"] if r.get("name") == "ddp"]
     assert len(pulled) == 1
-    assert pulled[0]["data"]["metrics"]["metrics/eval.json"]["data"]["test"]["accuracy"] == ddp_experiment["accuracy"]
+    assert pulled[0]["data"]["metrics"]["metrics/summary.json"]["data"]["test_acc"] == ddp_experiment["accuracy"]
     report = run([sys.executable, "-m", "stages.report"], machine_b).stdout
     assert any(line.startswith("| ddp |") for line in report.splitlines()), report
     plots = json.loads(dvc("plots", "diff", "HEAD", "ddp", "--json", cwd=machine_b).stdout)["data"]

@@ -72,3 +72,44 @@ def test_a_damaged_contract_is_one_error_naming_the_file(damage, message) -> Non
     damage(data)
     with pytest.raises(PipelineError, match=f"^somewhere.json: .*{message}"):
         Preprocessing.from_dict(data, "somewhere.json")
+
+
+def _sign(ink: int, paper: int, margin: int = 0, margin_grey: int = 0) -> np.ndarray:
+    """A 40×40 'digit' (a thick L) in `ink` on `paper`, inside a `margin` of `margin_grey`."""
+    image = np.full((40, 40, 1), paper, np.uint8)
+    image[8:32, 10:16] = ink
+    image[26:32, 10:30] = ink
+    if margin:
+        framed = np.full((40 + 2 * margin, 40 + 2 * margin, 1), margin_grey, np.uint8)
+        framed[margin:-margin, margin:-margin] = image
+        return framed
+    return image
+
+
+def test_invert_makes_dark_ink_on_paper_and_light_ink_on_a_screen_one_kind() -> None:
+    from stages.lib.preprocess import format_image
+    base = dataclasses.replace(PREPARE, image_size=(16, 16), resize="stretch")
+    on_paper, on_screen = _sign(ink=20, paper=235), _sign(ink=235, paper=20)
+    dark = dataclasses.replace(base, invert="dark")
+    np.testing.assert_array_equal(format_image(on_paper, dark), format_image(on_screen, dark))
+    assert format_image(on_paper, dark)[0, 0, 0] == 20  # the background is the dark one
+    light = dataclasses.replace(base, invert="light")
+    assert format_image(on_screen, light)[0, 0, 0] == 235
+    assert not np.array_equal(format_image(on_paper, base), format_image(on_screen, base))  # none: as they came
+
+
+def test_trim_crops_a_uniform_margin_so_the_sign_fills_the_frame() -> None:
+    from stages.lib.images import trim_border
+    from stages.lib.preprocess import format_image
+    sign = _sign(ink=20, paper=235)
+    rng = np.random.default_rng(0)
+    scanned = _sign(ink=20, paper=235, margin=30, margin_grey=120)
+    scanned = np.clip(scanned.astype(int) + rng.integers(-6, 7, scanned.shape), 0, 255).astype(np.uint8)  # scan noise
+    trimmed = trim_border(scanned)
+    assert trimmed.shape == sign.shape  # the grey margin is gone, the sign's own paper stays
+    params = dataclasses.replace(PREPARE, image_size=(16, 16), trim=True)
+    as_drawn = format_image(sign, dataclasses.replace(params, trim=False))
+    difference = np.abs(format_image(scanned, params).astype(int) - as_drawn.astype(int))
+    assert difference.max() <= 8
+    blank = np.full((10, 10, 1), 7, np.uint8)
+    np.testing.assert_array_equal(trim_border(blank), blank)  # nothing but border: kept whole

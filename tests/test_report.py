@@ -12,9 +12,8 @@ def rev(name: str | None, lr: float, seed: int, val: float, test: float) -> dict
     """One revision as `dvc exp show --json` gives it."""
     return {"rev": f"{abs(hash(name)):040x}", "name": name, "data": {
         "params": {"params.yaml": {"data": {"train": {"lr": lr, "seed": seed, "epochs": 5}, "model": {"name": "mlp"}}}},
-        "metrics": {"metrics/eval.json": {"data": {"val": {"accuracy": val}, "test": {"accuracy": test},
-                                                   "health": {"collapse": False}}},
-                    "metrics/train.json": {"data": {"best_epoch": 4}}}}}
+        "metrics": {"metrics/summary.json": {"data": {"val_acc": val, "test_acc": test, "best_epoch": 4,
+                                                      "flag": False}}}}}
 
 
 SHOW = [
@@ -35,27 +34,27 @@ def test_flatten() -> None:
 def test_rows_params_and_metrics_come_from_dvc_json() -> None:
     experiments = experiments_from_json(SHOW)
     assert [e.name for e in experiments] == ["main", "a", "b", "c", "d"]
-    assert experiments[1].params["train.lr"] == 0.01 and experiments[1].metrics["val.accuracy"] == 0.95
-    assert "health.collapse" not in experiments[1].metrics  # flags are no numbers to average
+    assert experiments[1].params["train.lr"] == 0.01 and experiments[1].metrics["val_acc"] == 0.95
+    assert "flag" not in experiments[1].metrics  # flags are no numbers to average
     assert differing_params(experiments) == ["train.lr", "train.seed"]
 
 
 def test_table_sorted_by_val_accuracy_with_the_differing_params() -> None:
-    table = markdown_table(experiments_from_json(SHOW), "val.accuracy")
+    table = markdown_table(experiments_from_json(SHOW), "val_acc")
     lines = table.splitlines()
-    assert lines[0] == "| experiment | train.lr | train.seed | val.accuracy | test.accuracy | best_epoch |"
+    assert lines[0] == "| experiment | train.lr | train.seed | val_acc | test_acc |"
     assert [line.split(" | ")[0].strip("| ") for line in lines[2:]] == ["c", "a", "b", "main", "d"]
-    assert "| c | 0.01 | 2 | 0.9700 | 0.9600 | 4 |" in lines
+    assert "| c | 0.01 | 2 | 0.9700 | 0.9600 |" in lines
 
 
 def test_seed_aggregation_gives_the_right_mean_and_std() -> None:
     groups = {g.params["train.lr"]: g for g in aggregate_seeds(experiments_from_json(SHOW))}
     three = groups[0.01]
     assert sorted(three.runs) == ["a", "b", "c"]
-    assert three.mean["val.accuracy"] == pytest.approx(np.mean([0.95, 0.93, 0.97]))
-    assert three.std["val.accuracy"] == pytest.approx(np.std([0.95, 0.93, 0.97], ddof=1))
-    assert groups[0.1].mean["test.accuracy"] == pytest.approx(0.85)
-    table = seeds_table(list(groups.values()), "val.accuracy")
+    assert three.mean["val_acc"] == pytest.approx(np.mean([0.95, 0.93, 0.97]))
+    assert three.std["val_acc"] == pytest.approx(np.std([0.95, 0.93, 0.97], ddof=1))
+    assert groups[0.1].mean["test_acc"] == pytest.approx(0.85)
+    table = seeds_table(list(groups.values()), "val_acc")
     assert table.splitlines()[2].startswith("| 3 | 0.01 | 0.9500 ± 0.0200 |")
 
 
@@ -65,7 +64,7 @@ def test_a_workspace_with_new_results_is_a_row() -> None:
 
 
 def test_rows_without_a_metric_sort_last() -> None:
-    rows = [Experiment("no-metrics", {"train.lr": 1}, {}), Experiment("scored", {"train.lr": 2}, {"val.accuracy": 0.5})]
-    table = markdown_table(rows, "val.accuracy")
+    rows = [Experiment("no-metrics", {"train.lr": 1}, {}), Experiment("scored", {"train.lr": 2}, {"val_acc": 0.5})]
+    table = markdown_table(rows, "val_acc")
     assert [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]] == ["scored", "no-metrics"]
     assert "| no-metrics | 1 | - |" in table

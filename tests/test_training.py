@@ -329,3 +329,70 @@ def test_fit_records_wall_time_and_throughput() -> None:
     assert all(r.seconds > 0 for r in result.history)
     assert result.images_trained == 3 * 60 and result.images_per_second == pytest.approx(180 / result.train_seconds)
     assert result.train_seconds <= sum(r.seconds for r in result.history)
+
+
+def test_sam_steps_with_the_gradient_at_the_perturbed_weights() -> None:
+    """One SAM step by hand: w1 = w0 - lr × grad(w0 + rho × g0 / |g0|), g0 = grad(w0)."""
+    images, labels = tiny_images(24)
+    normalize = Normalizer((0.3,), (0.3,))
+    train = dataclasses.replace(PARAMS.train, optimizer="sam", sam_rho=0.5, lr=0.1, momentum=0.0, weight_decay=0.0,
+                                epochs=1, batch_size=24, scheduler="none", patience=0)
+    model_params = dataclasses.replace(PARAMS.model, name="mlp", hidden=(), dropout=0.0)
+    torch.manual_seed(0)
+    model = build_model(model_params, InputShape(1, 12, 12, 3))
+    start = [p.detach().clone() for p in model.parameters()]
+    x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+    y = torch.from_numpy(labels)
+
+    def gradient(weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        probe = build_model(model_params, InputShape(1, 12, 12, 3))
+        with torch.no_grad():
+            for p, w in zip(probe.parameters(), weights):
+                p.copy_(w)
+        nn.functional.cross_entropy(probe(x), y).backward()
+        return [p.grad for p in probe.parameters()]
+    g0 = gradient(start)
+    norm = torch.sqrt(sum((g ** 2).sum() for g in g0))
+    g1 = gradient([w + 0.5 * g / norm for w, g in zip(start, g0)])
+    expected = [w - 0.1 * g for w, g in zip(start, g1)]
+    fit(model, Batches(images, labels, CPU), Batches(images, labels, CPU), normalize, train, log=lambda _: None)
+    for got, want in zip(model.parameters(), expected):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
+    plain_sgd = [w - 0.1 * g for w, g in zip(start, g0)]
+    assert not torch.allclose(model.parameters().__next__().detach(), plain_sgd[0])  # not an SGD step
+
+
+def test_two_phase_fine_tuning_trains_the_head_then_everything() -> None:
+    from stages.lib.training import fine_tune
+    images, labels = tiny_images()
+    train = dataclasses.replace(PARAMS.train, epochs=2, finetune_epochs=3, finetune_lr=0.01, lr=0.05, batch_size=16,
+                                scheduler="none", patience=0, checkpoint="last")
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0, freeze="features"),
+                        InputShape(1, 12, 12, 3))
+    named = dict(model.named_parameters())
+    frozen = {name: p.detach().clone() for name, p in named.items() if not p.requires_grad}
+    assert frozen, "model.freeze: features froze nothing"
+    phases = []
+
+    def log(line: str) -> None:
+        phases.append(line)
+    torch.manual_seed(0)
+    head_only = fit(build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0,
+                                                    freeze="features"), InputShape(1, 12, 12, 3)),
+                    Batches(images, labels, CPU), Batches(images[:15], labels[:15], CPU), Normalizer((0.3,), (0.3,)),
+                    dataclasses.replace(train, finetune_epochs=0), log=lambda _: None)
+    result = fine_tune(model, Batches(images, labels, CPU), Batches(images[:15], labels[:15], CPU),
+                       Normalizer((0.3,), (0.3,)), train, log=log)
+    # One history: epochs 1-5, the phase of each, the second phase at its own learning rate.
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4, 5]
+    assert [r.phase for r in result.history] == ["head", "head", "finetune", "finetune", "finetune"]
+    assert [r.lr for r in result.history] == [0.05, 0.05, 0.01, 0.01, 0.01]
+    assert [s[0] for s in result.steps] == list(range(1, 5 * 4 + 1)) and result.steps[-1][1] == 5
+    assert any(line.startswith("epoch   5/5") for line in phases)
+    # The head phase is a plain frozen run (the same as one without fine-tuning); then the features move too.
+    assert [r.train_loss for r in result.history[:2]] == [r.train_loss for r in head_only.history]
+    for name, before in frozen.items():
+        assert not torch.equal(dict(model.named_parameters())[name].detach(), before), name
+        assert dict(model.named_parameters())[name].requires_grad
+    assert result.saved("last")[1] == 5 and 1 <= result.best_epoch <= 5

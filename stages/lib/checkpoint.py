@@ -2,8 +2,9 @@
 
 A checkpoint holds the best epoch's weights and everything needed to use them: the model params
 (to rebuild the architecture, without the pretrained file), the class names, the preprocessing
-contract (stages/lib/preprocess.py) and the device and AMP choice training ran with, so evaluation
-runs the same arithmetic. It is a plain dict of tensors, strings and numbers, stamped with FORMAT:
+contract (stages/lib/preprocess.py), the device and AMP choice training ran with, so evaluation
+runs the same arithmetic, and the training record evaluate judges the run by (its only input from
+train, so that `dvc exp show` has one train output among its columns, not three). It is a plain dict of tensors, strings and numbers, stamped with FORMAT:
 `torch.load(path, weights_only=True)` reads it, and a checkpoint of another format, a truncated
 file or a foreign one stops with one line saying so.
 """
@@ -23,7 +24,7 @@ from .params import ModelParams, as_plain, parse_section
 from .preprocess import Preprocessing
 from .training import select_device
 
-FORMAT = 2  # 1: the first wave's layout (no format stamp, prepare params under "preprocess")
+FORMAT = 3  # 1: the first wave's layout (no format stamp, prepare params under "preprocess"); 2: no record
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class Checkpoint:
     epoch: int          # the saved epoch: the best by train.monitor
     device: str         # train.device: auto, cpu or cuda
     amp: bool           # train.amp
+    # history: {column: per-epoch values} as plots/train/history.csv but the wall times;
+    # step_losses: per batch; best_epoch (by train.monitor)
+    record: dict = field(default_factory=dict, repr=False)
 
     @property
     def input_shape(self) -> InputShape:
@@ -43,7 +47,7 @@ class Checkpoint:
     def save(self, path: Path) -> None:
         content = {"format": FORMAT, "state_dict": self.state_dict, "model": as_plain(self.model),
                    "classes": list(self.classes), "preprocessing": self.preprocessing.to_dict(),
-                   "epoch": self.epoch, "train": {"device": self.device, "amp": self.amp}}
+                   "epoch": self.epoch, "train": {"device": self.device, "amp": self.amp}, "record": self.record}
         buffer = io.BytesIO()  # saving to the random temporary name would put that name in the archive
         torch.save(content, buffer)
         with atomic_file(path) as tmp:
@@ -67,7 +71,7 @@ class Checkpoint:
         try:
             return cls(content["state_dict"], parse_section("model", content["model"]), list(content["classes"]),
                        Preprocessing.from_dict(content["preprocessing"], str(path)), int(content["epoch"]),
-                       str(content["train"]["device"]), bool(content["train"]["amp"]))
+                       str(content["train"]["device"]), bool(content["train"]["amp"]), dict(content["record"]))
         except (KeyError, TypeError) as exc:
             raise PipelineError(f"{path}: checkpoint lacks {exc}: retrain with `dvc repro`") from None
 

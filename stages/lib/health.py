@@ -2,7 +2,8 @@
 made loud. Each check is a pure function returning a Finding: whether the problem was seen, a
 one-line account of what was seen and the usual remedies.
 
-    collapse      predictions on one class, or accuracy equal to the majority class's share
+    collapse      predictions on one class (or 90% on a class far rarer than that), or accuracy equal
+                  to the majority class's share
     divergence    the train loss ended higher than it started, or became NaN/infinite
     loss spikes   the (smoothed) step loss jumping far above the lowest level it had reached
     overfitting      from the epoch the val loss turned up while the train loss fell, or a train
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SPIKE_WINDOW = 10  # steps averaged before a loss is compared with the lowest level reached
+NEAR_COLLAPSE = 0.9  # share of predictions on one class that, well above its true share, is a collapse
 
 
 @dataclass(frozen=True)
@@ -31,15 +33,22 @@ class Finding:
 
 
 def check_collapse(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], split: str = "val") -> Finding:
-    """Predictions on a single class, or an accuracy no better than always answering the majority class."""
+    """Predictions on a single class, or nearly all on a class far rarer than that (the hand-gesture log's
+    sharpness-aware run), or an accuracy no better than always answering the majority class."""
     predicted, counts = np.unique(y_pred, return_counts=True)
     majority_share = np.bincount(y_true).max() / len(y_true)
     accuracy = float(np.mean(y_true == y_pred))
-    remedy = ("lower train.lr, check the labels and prepare.normalize, try train.class_weights: balanced "
-              "or split.balance")
+    remedy = ("lower train.lr (train.sam_rho with sam), check the labels and prepare.normalize, try "
+              "train.class_weights: balanced or split.balance")
     if len(predicted) == 1:
         return Finding("collapse", True, f"predictions collapsed: every {split} image predicted as "
                                          f"'{class_names[predicted[0]]}' (accuracy {accuracy:.2%}): {remedy}")
+    top = int(predicted[counts.argmax()])
+    top_share, true_share = counts.max() / len(y_pred), float(np.mean(y_true == top))
+    if top_share >= NEAR_COLLAPSE and top_share - true_share > 0.25:
+        return Finding("collapse", True, f"predictions nearly collapsed: {top_share:.0%} of {split} images predicted as "
+                                         f"'{class_names[top]}', which is {true_share:.0%} of them (accuracy "
+                                         f"{accuracy:.2%}): {remedy}")
     if len(np.unique(y_true)) > 1 and math.isclose(accuracy, majority_share, abs_tol=1e-9):
         return Finding("collapse", True, f"predictions collapsed: {split} accuracy {accuracy:.2%} equals the majority "
                                          f"class's share: the model learnt nothing beyond it: {remedy}")
@@ -94,13 +103,19 @@ class Curves:
     val_accuracy: list[float]
 
 
-def _lr_note(curves: Curves) -> str:
-    """The learning rate as a limit, when the schedule took it below a hundredth of where it began."""
-    if len(curves.lr) > 1 and curves.lr[-1] < curves.lr[0] / 100:
-        faded = next(e for e, lr in zip(curves.epoch, curves.lr) if lr < curves.lr[0] / 100)
-        return (f"; the learning rate had decayed from {curves.lr[0]:.3g} to {curves.lr[-1]:.3g} by epoch {faded} "
-                f"(train.scheduler, train.step_size, train.gamma), so more epochs alone would change little")
-    return ""
+def faded_learning_rate(curves: Curves) -> str:
+    """When the schedule held the learning rate below a hundredth of where it began for the last
+    epochs (at least 2, and a tenth of the run), an account of it naming the settings; else "".
+    A cosine schedule, which reaches its low only at its last epoch, is no such limit."""
+    low = [lr < curves.lr[0] / 100 for lr in curves.lr]
+    tail = next((i for i, faded in enumerate(reversed(low)) if not faded), len(low))  # epochs faded at the end
+    if tail < max(2, len(low) // 10) or tail == len(low):
+        return ""
+    faded = curves.epoch[len(low) - tail]
+    return (f"the learning rate is what limits the run: the schedule took it from {curves.lr[0]:.3g} to "
+            f"{curves.lr[-1]:.3g} by epoch {faded} and its last {tail} epochs learnt almost nothing, so more epochs "
+            f"alone change little: raise train.step_size or train.gamma, or use train.scheduler: cosine, which "
+            f"stretches over train.epochs")
 
 
 def check_fit(curves: Curves, train_accuracy: float, val_accuracy: float, max_gap: float, low: float,
@@ -121,6 +136,7 @@ def check_fit(curves: Curves, train_accuracy: float, val_accuracy: float, max_ga
     gap = train_accuracy - val_accuracy
     over = not under and (rose or gap > max_gap)
     still = not under and not over and best == last and len(curves.epoch) > 1
+    faded = faded_learning_rate(curves)
     remedy = ("more regularisation (train.weight_decay, model.dropout, augment), early stopping (train.patience), "
               "a smaller model or more data")
     seen = []
@@ -136,9 +152,10 @@ def check_fit(curves: Curves, train_accuracy: float, val_accuracy: float, max_ga
         Finding("overfitting", over, f"overfitting {start}: {'; '.join(seen)}: {remedy}"),
         Finding("underfitting", under,
                 f"underfitting: the best train accuracy of any epoch was {best_train:.2%} and the best val accuracy "
-                f"{best_val:.2%}, both below evaluate.underfit_accuracy {low:.2%}: train longer (train.epochs), tune "
-                f"train.lr, use a bigger model or less regularisation{_lr_note(curves)}"),
+                f"{best_val:.2%}, both below evaluate.underfit_accuracy {low:.2%}: "
+                + (f"{faded}; then tune train.lr, a bigger model or less regularisation" if faded else
+                   "train longer (train.epochs), tune train.lr, use a bigger model or less regularisation")),
         Finding("still_improving", still,
                 f"still improving at the end: the val loss was lowest at the last epoch ({curves.epoch[last]}): "
-                f"more epochs (train.epochs) may help{_lr_note(curves)}"),
+                + (faded if faded else "more epochs (train.epochs) may help")),
     ]

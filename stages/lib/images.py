@@ -29,6 +29,36 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
+TRIM_TOLERANCE = 16  # grey levels: a border row or column this close to the border colour is background
+
+
+def border_pixels(image: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns of an H×W×C image, as K×C."""
+    return np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+
+
+def trim_border(image: np.ndarray, tolerance: int = TRIM_TOLERANCE) -> np.ndarray:
+    """Crop the uniform border: the outer rows and columns whose every pixel lies within `tolerance`
+    of the border's median colour (scanned photos' margins, a sign on a blank card). An image that is
+    all border is kept whole."""
+    image = _with_channels(image)
+    colour = np.median(border_pixels(image), axis=0)
+    content = (np.abs(image.astype(np.int16) - colour).max(axis=2) > tolerance)
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    if not len(rows):
+        return image
+    return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def match_background(image: np.ndarray, background: str) -> np.ndarray:
+    """Invert an image whose border (judged as its background) has the other polarity than
+    `background` (dark or light), so every image ends with the same: dark digits on light paper
+    and light digits on a dark screen become one kind."""
+    image = _with_channels(image)
+    light = float(border_pixels(image).mean()) > 127.5
+    return 255 - image if light != (background == "light") else image
+
+
 INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
                   "area": cv2.INTER_AREA}
 

@@ -19,10 +19,13 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
 
     A class never predicted has precision 0 (not NaN), so JSON and `dvc metrics diff` stay valid.
     """
-    labels = np.arange(len(class_names))
-    from sklearn.metrics import precision_recall_fscore_support  # here: augment's plots need no sklearn (1 s)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average=None, zero_division=0)
+    counts = confusion_counts(y_true, y_pred, len(class_names))
+    right = np.diag(counts).astype(np.float64)
+    support, predicted = counts.sum(axis=1), counts.sum(axis=0)
+    precision = np.divide(right, predicted, out=np.zeros_like(right), where=predicted > 0)
+    recall = np.divide(right, support, out=np.zeros_like(right), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(right), where=both > 0)
     weights = support / max(support.sum(), 1)
     summary = {
         "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
@@ -36,6 +39,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
     per_class = pd.DataFrame({"class": class_names, "accuracy": recall, "precision": precision, "recall": recall,
                               "f1": f1, "support": support.astype(int)})
     return summary, per_class
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[i, j]: images of class i predicted as class j."""
+    flat = np.asarray(y_true, dtype=np.int64) * num_classes + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int) -> float:
@@ -91,35 +100,42 @@ def plot_class_counts(counts: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path: Path, empty: str = "no images") -> None:
-    """One row of uint8 H×W×C images per entry of `rows`, each titled; `empty` written when there are none."""
+CELL_INCHES, DPI = 1.6, 100  # an image cell of the grids: 160 px wide, the image itself at least 96 px
+
+
+def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path: Path, empty: str = "no images",
+                    title: str = "") -> None:
+    """One row of uint8 H×W×C images per entry of `rows`, each captioned, under `title`; `empty` is
+    written when there are none. Each image is drawn at least 96 px wide, however few there are."""
     plt = _pyplot()
     if not any(rows):
         fig, ax = plt.subplots(figsize=(4, 1))
         ax.axis("off")
-        ax.text(0.5, 0.5, empty, ha="center", va="center")
-        fig.savefig(path, dpi=100)
+        ax.text(0.5, 0.5, f"{title}: {empty}" if title else empty, ha="center", va="center")
+        fig.savefig(path, dpi=DPI)
         plt.close(fig)
         return
-    n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.6 * n_cols, 1.8 * len(rows)), squeeze=False)
+    n_cols = max(max(len(r) for r in rows), 3)  # room for the title over a row of one or two
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(CELL_INCHES * n_cols, (CELL_INCHES + 0.4) * len(rows) + 0.4),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for r, (images, names) in enumerate(zip(rows, titles)):
         for c, (image, name) in enumerate(zip(images, names)):
             grey = image.shape[2] == 1
             axes[r, c].imshow(image[:, :, 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=255)
-            axes[r, c].set_title(name, fontsize=7)
+            axes[r, c].set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
     """Heatmap of the row-normalised confusion matrix (share of each true class), counts in the cells."""
     plt = _pyplot()
-    from sklearn.metrics import confusion_matrix
-    counts = confusion_matrix(y_true, y_pred, labels=np.arange(len(class_names)))
+    counts = confusion_counts(y_true, y_pred, len(class_names))
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
     side = min(max(4.0, 0.5 * n + 2), 24)
@@ -142,8 +158,10 @@ def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str
     plt.close(fig)
 
 
-def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
-    """Loss and accuracy per epoch, train and validation side by side."""
+def plot_learning_curves(history: pd.DataFrame, path: Path, saved_epoch: int | None = None) -> None:
+    """Loss and accuracy per epoch, train and validation side by side; a dashed line at the epoch
+    models/model.pt holds and, for a two-phase run (history's `phase` column), a dotted one where
+    fine-tuning began."""
     plt = _pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for split, style in (("train", "-o"), ("val", "-s")):
@@ -151,9 +169,44 @@ def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
         acc_ax.plot(history["epoch"], history[f"{split}_accuracy"], style, label=split, markersize=3)
     loss_ax.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
     acc_ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
+    finetune = history["epoch"][history["phase"] == "finetune"] if "phase" in history else []
     for ax in (loss_ax, acc_ax):
+        if len(finetune):
+            ax.axvline(finetune.iloc[0] - 0.5, color="tab:purple", linestyle=":", label="fine-tuning starts")
+        if saved_epoch is not None:
+            ax.axvline(saved_epoch, color="tab:green", linestyle="--", label=f"saved epoch ({saved_epoch})")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+def comparison_metrics(scores: dict) -> dict:
+    """The handful of numbers that compare runs, under names short enough that `dvc exp show
+    --only-changed` fits a terminal beside the changed params and the model's hash: test accuracy,
+    val accuracy, the test split's macro F1 and loss, rounded to 4 decimals (the training time is
+    metrics/time.json's). The rest (bias, variance, top-k, best epoch, every split's scores) is in
+    metrics/eval.json and metrics/train.json, at full precision."""
+    test = scores["test"]
+    summary = {"test_acc": test["accuracy"], "val_acc": scores["val"]["accuracy"], "f1": test["f1_macro"],
+               "loss": test["loss"]}
+    return {key: round(float(value), 4) for key, value in summary.items()}
+
+
+def summary_block(scores: dict, record: dict, health: list[str], top_k: int) -> str:
+    """The lines closing `dvc repro`: test accuracy, macro F1 and the health verdict, and where to look next."""
+    test = scores["test"]
+    top = f", top-{top_k} {test['top_k_accuracy']:.2%}" if "top_k_accuracy" in test else ""
+    verdict = (f"{len(health)} problem{'s' if len(health) > 1 else ''}: {', '.join(health)} (the health lines above)"
+               if health else "healthy: no collapse, divergence, loss spike, overfitting or underfitting")
+    rule = "─" * 72
+    return "\n".join([
+        rule,
+        f"test accuracy  {test['accuracy']:.2%}  (val {scores['val']['accuracy']:.2%}{top}; best epoch "
+        f"{record['best_epoch']})",
+        f"macro F1       {test['f1_macro']:.4f}",
+        f"health         {verdict}",
+        "compare runs   dvc exp show --only-changed    detail: dvc metrics show metrics/eval.json",
+        rule,
+    ])

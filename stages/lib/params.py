@@ -205,6 +205,11 @@ class PrepareParams:
                                "auto: area when shrinking, linear when enlarging")
     normalize: str = _spec(_choice("standard", "minmax"),
                            "standard: per-channel mean/std of train; minmax: per-channel train min..max to 0..1")
+    trim: bool = _spec(_boolean, "crop each image's uniform border (rows and columns within 16 grey levels of the "
+                                 "border colour) before resizing")
+    invert: str = _spec(_choice("none", "dark", "light"),
+                        "none; dark or light: invert each image whose border is the other polarity, so every "
+                        "background is that one")
 
 
 @dataclass(frozen=True)
@@ -274,13 +279,18 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    optimizer: str = _spec(_choice("sgd", "adam", "adamw"), "sgd, adam or adamw")
+    optimizer: str = _spec(_choice("sgd", "adam", "adamw", "sam"),
+                           "sgd, adam, adamw, or sam (sharpness-aware minimisation over sgd: two passes per step)")
     lr: float = _spec(_number(float, gt=0, le=100), "learning rate (onecycle: the peak)")
-    momentum: float = _spec(_number(float, ge=0, lt=1), "sgd: momentum")
-    nesterov: bool = _spec(_boolean, "sgd: Nesterov momentum")
+    momentum: float = _spec(_number(float, ge=0, lt=1), "sgd, sam: momentum")
+    nesterov: bool = _spec(_boolean, "sgd, sam: Nesterov momentum")
+    sam_rho: float = _spec(_number(float, gt=0, le=100), "sam: radius of the weight perturbation")
     weight_decay: float = _spec(_number(float, ge=0, le=100), "L2 weight decay (adamw: decoupled)")
     l1: float = _spec(_number(float, ge=0, le=100), "L1 penalty: this times the sum of |weights| is added to the loss")
     epochs: int = _spec(_number(int, ge=1, le=MAX_COUNT), "passes over the training set (at most, with early stopping)")
+    finetune_epochs: int = _spec(_number(int, ge=0, le=MAX_COUNT),
+                                 "model.freeze: features only: epochs of a second phase with every layer unfrozen (0: none)")
+    finetune_lr: float = _spec(_number(float, gt=0, le=100), "the second phase's learning rate (its schedule starts afresh)")
     batch_size: int = _spec(_number(int, ge=1, le=MAX_WIDTH), "images per optimisation step")
     scheduler: str = _spec(_choice("none", "step", "exponential", "cosine", "onecycle"), "learning-rate schedule")
     step_size: int = _spec(_number(int, ge=1, le=MAX_COUNT), "step: epochs between learning-rate drops")
@@ -437,10 +447,14 @@ def load_params(*sections: str, path: Path = PARAMS_FILE) -> Params:
     for key in raw:
         if key not in SECTIONS:
             raise _unknown_key(str(key), list(SECTIONS))
-    parsed = {}
+    parsed, checked = {}, {}
     for name in SECTIONS:
         if name not in raw:
             raise PipelineError(f"missing section '{name}' in {path}")
-        section = parse_section(name, raw[name])
-        parsed[name] = section if name in sections else _Undeclared(name)
+        checked[name] = parse_section(name, raw[name])
+        parsed[name] = checked[name] if name in sections else _Undeclared(name)
+    train, model = checked["train"], checked["model"]
+    if train.finetune_epochs and model.freeze != "features":
+        raise PipelineError(f"The 'train.finetune_epochs' parameter needs model.freeze: features (the head is trained "
+                            f"first, then every layer). Got {train.finetune_epochs} with model.freeze: {model.freeze}")
     return Params(**parsed)

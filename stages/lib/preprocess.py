@@ -18,7 +18,7 @@ import numpy as np
 
 from .datasets import read_json, write_json
 from .errors import PipelineError
-from .images import resize, to_grayscale, to_rgb
+from .images import match_background, resize, to_grayscale, to_rgb, trim_border
 from .params import PrepareParams, as_plain, parse_section
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: prepare, which never makes one, starts 2 s sooner
@@ -26,8 +26,13 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: prepare, which ne
 
 
 def format_image(image: np.ndarray, params: PrepareParams) -> np.ndarray:
-    """One decoded uint8 H×W×C image -> the model's input layout: grey or RGB, params.image_size."""
+    """One decoded uint8 H×W×C image -> the model's input layout: grey or RGB, the uniform border
+    trimmed (prepare.trim), the background's polarity matched (prepare.invert), params.image_size."""
     image = to_grayscale(image) if params.grayscale else to_rgb(image)
+    if params.trim:
+        image = trim_border(image)
+    if params.invert != "none":
+        image = match_background(image, params.invert)
     return resize(image, params.image_size, params.resize, params.interpolation, params.pad_mode, params.pad_value)
 
 

@@ -7,6 +7,7 @@ on the device. On CUDA: bf16 autocast and channels_last (train.amp), optional to
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -115,7 +116,7 @@ def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimiz
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise PipelineError("no trainable parameters: model.freeze leaves nothing to train")
-    if params.optimizer == "sgd":
+    if params.optimizer in ("sgd", "sam"):  # sam: SGD stepping with the gradient of the perturbed weights
         if params.nesterov and params.momentum == 0:
             raise PipelineError("The 'train.nesterov' parameter needs train.momentum > 0. Got momentum 0 instead.")
         return torch.optim.SGD(trainable, lr=params.lr, momentum=params.momentum, nesterov=params.nesterov,
@@ -164,6 +165,7 @@ class EpochRecord:
     val_accuracy: float
     seconds: float = field(default=0.0, compare=False)  # wall time of the epoch, validation included: not
                                                         # part of what makes two runs the same
+    phase: str = "train"  # two-phase fine-tuning: head (features frozen), then finetune (everything)
 
 
 STEP_COLUMNS = ("step", "epoch", "loss", "objective", "lr")
@@ -223,6 +225,28 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
     return loss, accuracy
 
 
+@torch.no_grad()
+def sam_ascend(parameters: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
+    """Sharpness-aware minimisation's first half (Foret et al. 2021): move the weights by rho along
+    their gradient, normalised, to the (approximately) worst point within radius rho; returns the
+    moves, which sam_descend undoes once the gradient there has been taken."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else None
+    moves = []
+    for p in parameters:
+        move = torch.zeros_like(p) if p.grad is None else p.grad * (rho / (norm + 1e-12))
+        p.add_(move)
+        moves.append(move)
+    return moves
+
+
+@torch.no_grad()
+def sam_descend(parameters: list[torch.Tensor], moves: list[torch.Tensor]) -> None:
+    """Back to the weights before sam_ascend; their gradients are now those of the perturbed point."""
+    for p, move in zip(parameters, moves):
+        p.sub_(move)
+
+
 def clip_gradients(parameters: list[torch.Tensor], params: TrainParams) -> None:
     """Clip each gradient element to ±grad_clip_value, then the total norm to grad_clip_norm (0: off)."""
     if params.grad_clip_value > 0:
@@ -268,7 +292,8 @@ def _better(value: float, best: float | None, monitor: str, margin: float = 0.0)
 
 
 def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normalizer, params: TrainParams,
-        weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World()) -> FitResult:
+        weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
+        phase: str = "train", first_epoch: int = 1, total_epochs: int | None = None) -> FitResult:
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
     Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly.
@@ -281,6 +306,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
     step on the whole batch. History and steps are of all processes together. Rank 0 alone evaluates
     `val` (None elsewhere) and shares the result, so every process stops at the same epoch; its
     weights are the ones returned (the others return empty states).
+
+    A phase of a longer run (fine_tune) numbers its epochs from `first_epoch` of `total_epochs`.
     """
     device = train.device
     amp = params.amp and device.type == "cuda"
@@ -309,13 +336,14 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
                                     label_smoothing=params.label_smoothing)
     trainable = [p for p in model.parameters() if p.requires_grad]
     # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
-    order = torch.Generator().manual_seed(params.seed + 1_000_003 * world.rank)
+    order = torch.Generator().manual_seed(params.seed + 1_000_003 * world.rank + (first_epoch - 1))
     history: list[EpochRecord] = []
     steps: list[tuple[int, int, float, float, float]] = []
     best_value, best_epoch, best_state = None, 0, {}
     stop_reference, waited = None, 0  # early stopping's own best, moved only by more than min_delta
     train_seconds, images_trained = 0.0, 0
-    for epoch in range(1, params.epochs + 1):
+    last_epoch = first_epoch + params.epochs - 1
+    for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
         train_mode(trained)
         epoch_lr = optimizer.param_groups[0]["lr"]
@@ -328,13 +356,21 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
                    else epoch_batches(shuffled, params.batch_size))
         for batch in batches:
             images, y = train.get(batch)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = step_model(_layout(normalize(images), amp)).float()
-            objective = criterion(logits, y)
-            if params.l1 > 0:
-                objective = objective + params.l1 * sum(p.abs().sum() for p in trainable)
+            inputs = _layout(normalize(images), amp)
+
+            def forward() -> tuple[torch.Tensor, torch.Tensor]:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = step_model(inputs).float()
+                loss = criterion(out, y)
+                return out, (loss + params.l1 * sum(p.abs().sum() for p in trainable)) if params.l1 > 0 else loss
+            logits, objective = forward()
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
+            if params.optimizer == "sam":  # the step takes the gradient at the worst nearby weights
+                moves = sam_ascend(trainable, params.sam_rho)
+                optimizer.zero_grad(set_to_none=True)
+                forward()[1].backward()
+                sam_descend(trainable, moves)
             clip_gradients(trainable, params)
             optimizer.step()
             # Kept on the device: no host sync per step.
@@ -359,7 +395,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
             scores = list(loss_and_accuracy(predict_logits(model, val, normalize, amp=amp), val.labels))
         val_loss, val_accuracy = from_leader(scores, world, device)
         record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total, val_loss, val_accuracy,
-                             time.perf_counter() - started)
+                             time.perf_counter() - started, phase)
         history.append(record)
         monitored = val_loss if params.monitor == "val_loss" else val_accuracy
         if _better(monitored, best_value, params.monitor):
@@ -369,7 +405,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
             stop_reference, waited = monitored, 0
         else:
             waited += 1
-        log(f"epoch {epoch:>3}/{params.epochs}  lr {epoch_lr:.4g}  train loss {train_loss:.4f} acc "
+        log(f"epoch {epoch:>3}/{total_epochs or last_epoch}  lr {epoch_lr:.4g}  train loss {train_loss:.4f} acc "
             f"{record.train_accuracy:.2%}  val loss {val_loss:.4f} acc {val_accuracy:.2%}"
             f"{'  *' if best_epoch == epoch else ''}  ({record.seconds:.1f}s)")
         if scheduler is not None and not per_step:
@@ -399,3 +435,33 @@ def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.T
     loss_sums, objective_sums, totals = packed[:steps], packed[steps:2 * steps], packed[2 * steps:3 * steps]
     return ([l / t for l, t in zip(loss_sums, totals)], [o / t for o, t in zip(objective_sums, totals)],
             [int(t) for t in totals], int(packed[-1]))
+
+
+def fine_tune(model: nn.Module, train: Batches, val: Batches | None, normalize: Normalizer, params: TrainParams,
+              weights: torch.Tensor | None = None, log: Callable[[str], None] = print,
+              world: World = World()) -> FitResult:
+    """fit, then with params.finetune_epochs > 0 a second phase: every layer unfrozen (model.freeze:
+    features trained the head alone) and trained on for finetune_epochs at finetune_lr, its schedule
+    starting afresh. One history: epochs and steps numbered on, each epoch marked with its phase;
+    the best epoch is the best of both phases."""
+    if not params.finetune_epochs:
+        return fit(model, train, val, normalize, params, weights, log, world)
+    total = params.epochs + params.finetune_epochs
+    head = fit(model, train, val, normalize, params, weights, log, world, phase="head", total_epochs=total)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
+    second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs)
+    tuned = fit(model, train, val, normalize, second, weights, log, world, phase="finetune",
+                first_epoch=len(head.history) + 1, total_epochs=len(head.history) + params.finetune_epochs)
+    monitored = [r.val_loss if params.monitor == "val_loss" else r.val_accuracy for r in head.history + tuned.history]
+    best_head = monitored[head.best_epoch - 1]
+    best_tuned = monitored[tuned.best_epoch - 1]
+    tuned_wins = _better(best_tuned, best_head, params.monitor)
+    offset = len(head.steps)
+    return FitResult(head.history + tuned.history,
+                     head.steps + [(step + offset, *rest) for step, *rest in tuned.steps],
+                     tuned.best_epoch if tuned_wins else head.best_epoch,
+                     tuned.best_state if tuned_wins else head.best_state,
+                     tuned.stopped_early, tuned.last_state, head.train_seconds + tuned.train_seconds,
+                     head.images_trained + tuned.images_trained)
