@@ -27,9 +27,9 @@ from stages.lib.datasets import atomic_dir, finish_array_set, load_array_set, re
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.images import AugmentedBlock, AugmentPlan, augment_block, augmentation_variants
 from stages.lib.metrics import plot_class_counts, plot_image_grid
-from stages.lib.params import AugmentParams, load_params
+from stages.lib.params import AugmentParams, load_params, section_keys
 
-PARAMS = ("augment",)
+PARAMS = section_keys("augment", online=False)  # augment.online*: train's, applied batch by batch
 DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR, paths.RAW_DIR)  # raw: the preview's first column, ingest.json
 OUTS = (paths.AUGMENTED_DIR, paths.DATA_METRICS, paths.DATA_PLOTS)
 CHUNK = 256  # source images per block; also fixes the random stream of each block (seed, block start)

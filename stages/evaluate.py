@@ -10,8 +10,10 @@ precision/recall/F1; avoidable bias (evaluate.target_accuracy - train accuracy) 
 precision, recall, F1, support (`dvc metrics show metrics/per_class.json`).
 plots/eval/: {val,test}_predictions.csv (actual, predicted: DVC's confusion template),
 per_class_{train,val,test}.csv, confusion_{val,test}.png (normalised heatmaps with class names),
-learning_curves.png and worst_val.png (the most confidently wrong val images, with their true and
-predicted labels and confidence).
+learning_curves.png (the saved epoch and a fine-tuning phase marked), worst_val.png (the most
+confidently wrong val images, with their true and predicted labels and confidence), and inside the
+network: weights.png, first_layer.png and feature_maps.png (stages/lib/inside.py).
+metrics/summary.json: the handful of numbers `dvc exp show` compares runs by.
 
 Health checks print one line each: collapsed predictions, a diverging loss, loss spikes,
 overfitting, underfitting, with the usual remedies.
@@ -28,11 +30,13 @@ from stages.lib import paths
 from stages.lib.datasets import ArraySet, atomic_dir, load_array_set, write_json
 from stages.lib.errors import run_stage
 from stages.lib.health import Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes
+from stages.lib.inside import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
 from stages.lib.metrics import (classification_report, comparison_metrics, per_class_json, plot_confusion,
-                                plot_image_grid, plot_learning_curves, predictions_table, summary_block, top_k_scores)
+                                plot_image_grid, plot_learning_curves, plot_weight_histograms, predictions_table,
+                                summary_block, top_k_scores)
 from stages.lib.checkpoint import Checkpoint
 from stages.lib.params import EvaluateParams, load_params
-from stages.lib.training import Batches, claim_device, loss_and_accuracy, predict_logits
+from stages.lib.training import Batches, claim_device, images_to_tensor, loss_and_accuracy, predict_logits
 
 PARAMS = ("evaluate",)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint
@@ -49,6 +53,25 @@ def worst_mistakes(data: ArraySet, probabilities: np.ndarray, classes: list[str]
     titles = [f"true {classes[data.labels[i]]}\npred {classes[predicted[i]]} {probabilities[i, predicted[i]]:.0%}"
               for i in wrong]
     return [images[i:i + 8] for i in range(0, len(images), 8)], [titles[i:i + 8] for i in range(0, len(titles), 8)]
+
+
+def draw_inside(model: torch.nn.Module, val: ArraySet, classes: list[str], normalize, device: torch.device,
+                out) -> None:
+    """weights.png (a histogram per layer), first_layer.png (the first layer's filters or unit weights)
+    and feature_maps.png (the first conv layer's output for one val image of each of 4 classes)."""
+    plot_weight_histograms([(name, w.numpy()) for name, w in weight_layers(model)], out / "weights.png")
+    what, images = first_layer_images(model, val.images.shape[3:] + val.images.shape[1:3])
+    plot_image_grid([images[i:i + 8] for i in range(0, len(images), 8)],
+                    [[f"{k + 1}" for k in range(i, min(i + 8, len(images)))] for i in range(0, len(images), 8)],
+                    out / "first_layer.png", empty="no conv or pixel-reading dense layer", title=what or "first layer")
+    picks = [int(np.flatnonzero(val.labels == c)[0]) for c in range(len(classes)) if (val.labels == c).any()][:4]
+    name, maps = feature_maps(model, images_to_tensor(val.images[picks], device), normalize)
+    rows, titles = [], []
+    for r, i in enumerate(picks if name else []):  # an MLP has no maps to draw
+        rows.append([val.images[i], *(to_uint8(m)[:, :, None] for m in maps[r][:MAX_CHANNELS])])
+        titles.append([f"{classes[val.labels[i]]}: input", *(f"channel {c + 1}" for c in range(len(rows[-1]) - 1))])
+    plot_image_grid(rows, titles, out / "feature_maps.png", empty="no conv layer",
+                    title=f"feature maps: the output of {name or 'the first conv layer'} for val images")
 
 
 def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, classes: list[str],
@@ -91,6 +114,7 @@ def main() -> None:
                 plot_confusion(y_true, y_pred, classes, f"{split}: accuracy {summary['accuracy']:.2%}",
                                out / f"confusion_{split}.png")
             if split == "val":
+                draw_inside(model, data, classes, normalize, device, out)
                 rows, titles = worst_mistakes(data, probabilities, classes, params.gallery_size)
                 plot_image_grid(rows, titles, out / "worst_val.png", empty="no misclassified val image",
                                 title="val images predicted wrong with the highest confidence")

@@ -27,11 +27,12 @@ from stages.lib.distributed import World, check_same_inputs, fingerprint, from_e
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
 from stages.lib.models import InputShape, build_model, count_parameters
-from stages.lib.params import Params, as_plain, load_params
+from stages.lib.params import Params, as_plain, load_params, section_keys
 from stages.lib.preprocess import Preprocessing
-from stages.lib.training import STEP_COLUMNS, Batches, claim_device, class_weights, fine_tune, select_device, shard_rows
+from stages.lib.training import (STEP_COLUMNS, Batches, claim_device, class_weights, fine_tune, online_augment,
+                                 select_device, shard_rows)
 
-PARAMS = ("model", "train")
+PARAMS = ("model", "train", *section_keys("augment", online=True))
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
 OUTS = (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS, paths.TRAIN_PLOTS)
 
@@ -77,7 +78,8 @@ def train_process(params: Params, world: World) -> None:
     classes, preprocessing, train_set, val_set = load_inputs()
     topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
     check_same_inputs(world, fingerprint(
-        as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology}, classes,
+        as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology},
+        online_augment(params.augment), classes,
         preprocessing.to_dict(), train_set.images.shape, train_set.labels, val_set.images.shape, val_set.labels))
     _, height, width, channels = train_set.images.shape
     shape = InputShape(channels, height, width, len(classes))
@@ -94,7 +96,8 @@ def train_process(params: Params, world: World) -> None:
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
         f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
     result = fine_tune(model, train, val, preprocessing.normalizer(device), params.train,
-                       class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world)
+                       class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
+                       online_augment(params.augment))
     if not world.leader:
         return
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -233,3 +234,13 @@ def test_near_duplicates_pairs_each_copy_with_its_first_original() -> None:
     copies = [cv2.resize(originals[1], (40, 30), interpolation=cv2.INTER_AREA), reencoded]
     thumbs = np.stack([thumbnail(i) for i in [*originals, *copies]])
     assert near_duplicates(thumbs, chunk=2) == [(1, 3), (2, 4)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--start", "1", "--end", "0.1"], "lr_find needs 0 < --start < --end and --steps >= 20. Got --start 1, --end 0.1"),
+    (["--steps", "5"], "--steps 5"),
+])
+def test_lr_find_refuses_a_range_it_cannot_test(args, message) -> None:
+    from stages.lr_find import main
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        main(args)

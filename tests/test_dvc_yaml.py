@@ -60,9 +60,11 @@ def test_stage_declares_what_its_module_reads_and_writes(name: str) -> None:
     assert sorted(outs) == sorted(p.as_posix() for p in module.OUTS)
 
 
-def test_every_params_section_is_read_by_some_stage() -> None:
-    declared = {section for stage in STAGES.values() for section in stage.get("params", [])}
-    assert declared == set(SECTIONS)
+def test_every_param_is_read_by_some_stage() -> None:
+    declared = {entry for stage in STAGES.values() for entry in stage.get("params", [])}
+    every_key = {f"{section}.{key}" for section in SECTIONS for key in describe(section)}
+    covered = {key for key in every_key if key in declared or key.split(".")[0] in declared}
+    assert covered == every_key and all(entry.split(".")[0] in SECTIONS for entry in declared)
 
 
 def test_pipeline_order_is_ingest_to_evaluate() -> None:

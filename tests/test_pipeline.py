@@ -50,8 +50,9 @@ def lr_experiment(project) -> subprocess.CompletedProcess:
 def test_repro_writes_every_output(project) -> None:
     for path in ["data/raw/0", "data/split/classes.json", "data/prepared/stats.json",
                  "data/augmented/train/images.npy", "models/model.pt", "metrics/train.json",
-                 "metrics/eval.json", "metrics/per_class.json", "plots/train/history.csv",
-                 "plots/eval/confusion_test.png", "plots/eval/learning_curves.png"]:
+                 "metrics/eval.json", "metrics/per_class.json", "metrics/summary.json", "metrics/time.json",
+                 "plots/train/history.csv", "plots/eval/confusion_test.png", "plots/eval/learning_curves.png",
+                 "plots/eval/weights.png", "plots/eval/first_layer.png", "plots/eval/feature_maps.png"]:
         assert (project / path).exists(), path
     assert len(list((project / "data/raw").rglob("*.png"))) == 1797
 
@@ -129,6 +130,13 @@ def test_augment_change_reruns_augment_train_evaluate_only(project) -> None:
     result = exp_run(project, "-n", "more-blur", "-S", "augment.blur_kernels=[3,5]")
     assert stages_run(result) == ["augment", "train", "evaluate"]
     assert "augment: 1259 train images -> 3777 rows (original, blur3, blur5)" in result.stdout
+
+
+def test_online_augmentation_reruns_train_and_evaluate_not_augment(project) -> None:
+    result = exp_run(project, "-n", "online", "-S", "augment.online=true")
+    assert stages_run(result) == ["train", "evaluate"]
+    params = experiment_data(project, "online")["data"]["params"]["params.yaml"]["data"]
+    assert params["augment"]["online"] is True
 
 
 def test_a_torchvision_model_is_one_param_away(project) -> None:
@@ -264,6 +272,48 @@ def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
                       if params_of(r)["train"]["lr"] == lr]
         expected = f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"
         assert any(f"| {lr} |" in row and expected in row for row in rows), (lr, expected, table)
+
+
+def experiment_data(root: Path, name: str) -> dict:
+    """An experiment's params and metrics from `dvc exp show --json`."""
+    shown = json.loads(dvc("exp", "show", "--json", cwd=root).stdout)
+    (found,) = [r for row in shown for e in row.get("experiments") or [] for r in e["revs"] if r.get("name") == name]
+    return found
+
+
+def test_lr_find_suggests_a_learning_rate_that_trains_digits_to_98_percent(project) -> None:
+    result = run([sys.executable, "-m", "stages.lr_find"], project)
+    suggestion = float(re.search(r"suggested train.lr ([0-9.e+-]+)", result.stdout).group(1))
+    assert f"dvc exp run -S train.lr={suggestion:.3g}" in result.stdout
+    table = pd.read_csv(project / "plots/lr_find/lr_find.csv")
+    assert table.columns.tolist() == ["lr", "loss", "smoothed_loss"] and table["lr"].is_monotonic_increasing
+    assert table["lr"].iloc[0] == pytest.approx(1e-6) and table["smoothed_loss"].min() < table["smoothed_loss"].iloc[0] / 3
+    assert (project / "plots/lr_find/lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    assert run(["git", "status", "--porcelain"], project).stdout == ""  # a tool's output, not the repo's
+    exp_run(project, "-n", "lr-found", "-S", f"train.lr={suggestion}")
+    found = experiment_data(project, "lr-found")["data"]
+    assert found["params"]["params.yaml"]["data"]["train"]["lr"] == suggestion
+    assert found["metrics"]["metrics/summary.json"]["data"]["test_acc"] >= 0.98
+
+
+def test_sweep_queues_seeded_random_experiments(project) -> None:
+    from stages.sweep import draw_combinations, parse_distribution
+    specs = ["train.lr=loguniform(0.01,0.3)", "model.dropout=choice(0.0,0.2)"]
+    bad = run([sys.executable, "-m", "stages.sweep", "2", *specs, "train.epochs=choice(0)", "--seed", "3"], project,
+              check=False)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.strip().startswith("error: The 'train.epochs' parameter must be an integer >= 1")
+    assert "Queued" not in dvc("queue", "status", cwd=project).stdout  # nothing queued before the check
+    try:
+        result = run([sys.executable, "-m", "stages.sweep", "3", *specs, "--seed", "1", "--name", "rs"], project)
+        assert result.stdout.count("sweep: queued rs-") == 3
+        assert dvc("queue", "status", cwd=project).stdout.count("Queued") == 3
+        expected = draw_combinations([parse_distribution(s) for s in specs], 3, seed=1)
+        for number, combination in enumerate(expected, 1):
+            params = experiment_data(project, f"rs-{number}")["data"]["params"]["params.yaml"]["data"]
+            assert {"train.lr": params["train"]["lr"], "model.dropout": params["model"]["dropout"]} == combination
+    finally:
+        dvc("queue", "remove", "--queued", cwd=project)
 
 
 def test_bad_param_fails_dvc_repro_with_one_clear_line(project) -> None:

@@ -210,3 +210,26 @@ def summary_block(scores: dict, record: dict, health: list[str], top_k: int) -> 
         "compare runs   dvc exp show --only-changed    detail: dvc metrics show metrics/eval.json",
         rule,
     ])
+
+
+def plot_weight_histograms(layers: list[tuple[str, "object"]], path: Path, bins: int = 50) -> None:
+    """One histogram per layer's weights (name, shape and spread in each title): dead, exploding or
+    never-trained layers show at a glance."""
+    plt = _pyplot()
+    n = max(len(layers), 1)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, weight) in zip(axes.flat, layers):
+        values = np.asarray(weight).ravel()
+        ax.axis("on")
+        ax.hist(values, bins=bins, color="tab:blue")
+        ax.set_title(f"{name} {'×'.join(map(str, np.asarray(weight).shape))}\nstd {values.std():.3g}", fontsize=8)
+        ax.set_xlabel("weight", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("weights of each layer (saved model)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

@@ -223,7 +223,14 @@ class AugmentParams:
     noise_std: float = _spec(_number(float, ge=0, le=255), "grey levels: Gaussian noise added to each copy")
     clones: int = _spec(_number(int, ge=1, le=1000), "the set of copies is made this many times (new random draws each)")
     classes: tuple[str, ...] = _spec(_string_list, "only these classes get copies ([]: every class)")
-    seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of the random rotations and noise")
+    seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of the random rotations and noise (and of online)")
+    online: bool = _spec(_boolean, "train: a random resized crop, shift and (online_hflip) mirror of every training "
+                                   "image in every batch, made on the training device (GPU or CPU), on top of the copies")
+    online_crop_scale: float = _spec(_number(float, gt=0, le=1),
+                                     "online: the smallest crop, as a share of the image's area (1: no crop)")
+    online_translate: float = _spec(_number(float, ge=0, le=0.5),
+                                    "online: the largest shift, as a share of the image's side (0: none)")
+    online_hflip: bool = _spec(_boolean, "online: mirror half of the images left-right")
 
 
 def _pretrained(value: Any) -> str:
@@ -435,11 +442,37 @@ def read_yaml(path: Path) -> Any:
         raise PipelineError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
 
 
+class _Partial:
+    """A section of which a stage declared some keys (dvc.yaml: `- augment.online`): those read
+    through, any other is a bug in the stage, as for an undeclared section."""
+
+    def __init__(self, section: str, values: Any, keys: set[str]) -> None:
+        self._section, self._values, self._keys = section, values, keys
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._keys:
+            raise AttributeError(
+                f"params key '{self._section}.{name}' is not declared by this stage: add it to the stage's "
+                f"PARAMS and to its params in dvc.yaml, or DVC will not rerun the stage when it changes")
+        return getattr(self._values, name)
+
+
+def section_keys(section: str, *, online: bool) -> tuple[str, ...]:
+    """The augment stage's keys (online=False) or train's (online=True) as dvc.yaml declares them:
+    online augmentation happens in train, so changing it reruns train and not augment."""
+    return tuple(f"{section}.{key}" for key in describe(section) if key.startswith("online") == online)
+
+
 def load_params(*sections: str, path: Path = PARAMS_FILE) -> Params:
-    """Read and validate the whole params file; hand back only `sections`, the stage's declared ones."""
+    """Read and validate the whole params file; hand back only `sections`, the stage's declared ones
+    (a whole section, or 'section.key' for single keys)."""
+    keys: dict[str, set[str]] = {}
     for name in sections:
-        if name not in SECTIONS:
-            raise ValueError(f"no params section {name!r}")  # a programming error, not a user one
+        section, _, key = name.partition(".")
+        if section not in SECTIONS or (key and key not in describe(section)):
+            raise ValueError(f"no params section or key {name!r}")  # a programming error, not a user one
+        if key:
+            keys.setdefault(section, set()).add(key)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections, got {raw!r}")
@@ -452,7 +485,8 @@ def load_params(*sections: str, path: Path = PARAMS_FILE) -> Params:
         if name not in raw:
             raise PipelineError(f"missing section '{name}' in {path}")
         checked[name] = parse_section(name, raw[name])
-        parsed[name] = checked[name] if name in sections else _Undeclared(name)
+        parsed[name] = (checked[name] if name in sections else _Partial(name, checked[name], keys[name])
+                        if name in keys else _Undeclared(name))
     train, model = checked["train"], checked["model"]
     if train.finetune_epochs and model.freeze != "features":
         raise PipelineError(f"The 'train.finetune_epochs' parameter needs model.freeze: features (the head is trained "

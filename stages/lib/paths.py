@@ -18,6 +18,7 @@ PER_CLASS_METRICS = Path("metrics/per_class.json")  # per split and class: preci
 DATA_METRICS = Path("metrics/data.json")     # images per split, before and after augmentation
 DATA_PLOTS = Path("plots/data")             # class_counts.{csv,png}, augment_preview.png
 TRAIN_PLOTS = Path("plots/train")           # history.csv: per-epoch loss, accuracy, learning rate
+LR_FIND_PLOTS = Path("plots/lr_find")      # python -m stages.lr_find: lr_find.{csv,png} (no DVC stage)
 EVAL_PLOTS = Path("plots/eval")             # {val,test}_predictions.csv, per_class_{val,test}.csv, PNGs
 
 INGEST_REPORT = RAW_DIR / "ingest.json"     # layout (splits of a pre-split source), skipped files

@@ -1,0 +1,153 @@
+"""Random search: queue N seeded random combinations of params as DVC experiments.
+
+    python -m stages.sweep N KEY=DISTRIBUTION [KEY=DISTRIBUTION ...] [--seed 0] [--name sweep]
+    dvc queue start -j 2 && python -m stages.report
+
+Distributions: loguniform(LOW,HIGH) (learning rates, weight decay), uniform(LOW,HIGH),
+randint(LOW,HIGH) (both ends included) and choice(A,B,...) (values as YAML: numbers, true/false,
+names, [lists]). For example
+
+    python -m stages.sweep 8 'train.lr=loguniform(1e-4,1e-1)' 'train.batch_size=choice(32,64,128)'
+
+Every combination is drawn and checked against params.yaml's rules before the first is queued,
+so a typo or a value out of range queues nothing. The same --seed draws the same combinations.
+Each is queued with `dvc exp run --queue -n NAME-K -S KEY=VALUE ...`: DVC reruns for each only the
+stages its params touch, and `dvc exp show` and stages.report compare them when the queue is done.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from stages.lib.errors import PipelineError, run_stage
+from stages.lib.params import PARAMS_FILE, SECTIONS, parse_section, read_yaml
+
+_FORM = re.compile(r"^\s*(loguniform|uniform|randint|choice)\s*\((.*)\)\s*$", re.S)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    key: str           # section.name
+    kind: str          # loguniform, uniform, randint or choice
+    values: tuple      # (low, high) or the choices
+
+    def draw(self, rng: random.Random) -> Any:
+        if self.kind == "choice":
+            return self.values[rng.randrange(len(self.values))]
+        low, high = self.values
+        if self.kind == "randint":
+            return rng.randint(int(low), int(high))
+        if self.kind == "loguniform":
+            return float(f"{math.exp(rng.uniform(math.log(low), math.log(high))):.3g}")
+        return float(f"{rng.uniform(low, high):.4g}")
+
+
+def _yaml_value(text: str, spec: str) -> Any:
+    try:
+        return YAML(typ="safe").load(text)
+    except Exception:
+        raise PipelineError(f"{spec}: {text.strip()!r} is not a YAML value") from None
+
+
+def _split_arguments(text: str) -> list[str]:
+    """'1, [2, 3], a' -> ['1', '[2, 3]', 'a']: commas inside brackets stay."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{" and 1 or 0
+        depth -= char in "]}" and 1 or 0
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [p for p in [*parts, current] if p.strip()]
+
+
+def parse_distribution(spec: str) -> Distribution:
+    """'train.lr=loguniform(1e-4,1e-1)' -> Distribution; a one-line PipelineError naming the spec otherwise."""
+    key, sep, form = spec.partition("=")
+    key = key.strip()
+    match = _FORM.match(form)
+    if not sep or not re.fullmatch(r"\w+\.\w+", key) or not match:
+        raise PipelineError(f"{spec!r}: expected KEY=DISTRIBUTION, e.g. train.lr=loguniform(1e-4,1e-1); distributions: "
+                            f"loguniform(LOW,HIGH), uniform(LOW,HIGH), randint(LOW,HIGH), choice(A,B,...)")
+    kind = match.group(1)
+    values = tuple(_yaml_value(v, spec) for v in _split_arguments(match.group(2)))
+    if kind == "choice":
+        if not values:
+            raise PipelineError(f"{spec!r}: choice needs at least one value")
+        return Distribution(key, kind, values)
+    if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) \
+            or not values[0] < values[1]:
+        raise PipelineError(f"{spec!r}: {kind} needs two numbers LOW < HIGH")
+    if kind == "loguniform" and values[0] <= 0:
+        raise PipelineError(f"{spec!r}: loguniform needs LOW > 0")
+    if kind == "randint" and not all(float(v).is_integer() for v in values):
+        raise PipelineError(f"{spec!r}: randint needs two integers")
+    return Distribution(key, kind, values)
+
+
+def draw_combinations(distributions: list[Distribution], count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` combinations {key: value}, the same for the same seed."""
+    rng = random.Random(seed)
+    return [{d.key: d.draw(rng) for d in distributions} for _ in range(count)]
+
+
+def check_combination(raw_params: dict, combination: dict[str, Any]) -> None:
+    """Each value as params.yaml's rules for its key take it; raises naming the key otherwise."""
+    for key, value in combination.items():
+        section, name = key.split(".")
+        if section not in SECTIONS or name not in (raw_params.get(section) or {}):
+            raise PipelineError(f"unknown key '{key}' in the sweep: not a key of {PARAMS_FILE}")
+        parse_section(section, {**raw_params[section], name: value})
+
+
+def as_override(key: str, value: Any) -> str:
+    """KEY=VALUE as `dvc exp run -S` reads it (YAML flow style, so lists and booleans survive)."""
+    if isinstance(value, bool):
+        return f"{key}={'true' if value else 'false'}"
+    if isinstance(value, (list, tuple)):
+        return f"{key}=[{','.join(str(v) for v in value)}]"
+    return f"{key}={value}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stages.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("count", type=int, help="combinations to queue")
+    parser.add_argument("distributions", nargs="+", metavar="KEY=DISTRIBUTION")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    parser.add_argument("--name", default="sweep", help="experiment names: NAME-1, NAME-2, ... (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if not 1 <= args.count <= 1000:
+        raise PipelineError(f"the count of combinations must be 1 to 1000. Got {args.count}")
+    distributions = [parse_distribution(spec) for spec in args.distributions]
+    raw = read_yaml(PARAMS_FILE)
+    combinations = draw_combinations(distributions, args.count, args.seed)
+    for combination in combinations:
+        check_combination(raw, combination)
+    for number, combination in enumerate(combinations, 1):
+        overrides = [arg for key, value in combination.items() for arg in ("-S", as_override(key, value))]
+        name = f"{args.name}-{number}"
+        result = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *overrides],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise PipelineError(f"dvc exp run --queue failed for {name}: {' '.join(result.stderr.split())[:300]}")
+        print(f"sweep: queued {name}: {' '.join(overrides[1::2])}")
+    print(f"sweep: {len(combinations)} experiments queued; run them with `dvc queue start -j 2`, then "
+          f"`python -m stages.report` (or `dvc exp show --only-changed`)")
+
+
+if __name__ == "__main__":
+    run_stage(main)

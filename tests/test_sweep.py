@@ -1,0 +1,59 @@
+"""Random search: the distributions, seeded draws and the check that runs before anything is queued."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from stages.lib.errors import PipelineError
+from stages.lib.params import read_yaml
+from stages.sweep import as_override, check_combination, draw_combinations, parse_distribution
+from tests.helpers import ROOT
+
+RAW = read_yaml(ROOT / "params.yaml")
+
+
+def test_draws_follow_their_distributions_and_repeat_with_the_seed() -> None:
+    specs = ["train.lr=loguniform(1e-4, 1e-1)", "model.dropout=uniform(0, 0.5)", "train.epochs=randint(3,5)",
+             "train.batch_size=choice(32, 64, 128)", "model.hidden=choice([64], [128, 64])"]
+    distributions = [parse_distribution(s) for s in specs]
+    draws = draw_combinations(distributions, 400, seed=7)
+    assert draws == draw_combinations(distributions, 400, seed=7) != draw_combinations(distributions, 400, seed=8)
+    lrs = [d["train.lr"] for d in draws]
+    assert all(1e-4 <= lr <= 1e-1 for lr in lrs)
+    # Log-uniform: each decade gets about a third, not the top decade nine tenths.
+    decades = [sum(10 ** (e - 1) <= lr < 10 ** e for lr in lrs) for e in (-3, -2, -1)]
+    assert all(100 <= n <= 170 for n in decades), decades
+    assert all(0 <= d["model.dropout"] <= 0.5 for d in draws)
+    assert {d["train.epochs"] for d in draws} == {3, 4, 5}
+    assert {d["train.batch_size"] for d in draws} == {32, 64, 128}
+    assert {tuple(d["model.hidden"]) for d in draws} == {(64,), (128, 64)}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("train.lr", "expected KEY=DISTRIBUTION"),
+    ("train.lr=gauss(0,1)", "expected KEY=DISTRIBUTION"),
+    ("train.lr=loguniform(0, 1)", "loguniform needs LOW > 0"),
+    ("train.lr=uniform(0.5, 0.1)", "uniform needs two numbers LOW < HIGH"),
+    ("train.epochs=randint(1.5, 3)", "randint needs two integers"),
+    ("train.batch_size=choice()", "choice needs at least one value"),
+])
+def test_a_malformed_distribution_is_one_error_naming_it(spec, message) -> None:
+    with pytest.raises(PipelineError, match=message) as error:
+        parse_distribution(spec)
+    assert repr(spec) in str(error.value)
+
+
+def test_every_combination_is_checked_against_the_params_rules() -> None:
+    check_combination(RAW, {"train.lr": 0.01, "model.hidden": [64]})
+    with pytest.raises(PipelineError, match="unknown key 'train.lerning_rate' in the sweep"):
+        check_combination(RAW, {"train.lerning_rate": 0.01})
+    with pytest.raises(PipelineError, match="The 'model.dropout' parameter must be a float >= 0 and < 1. Got 1.5"):
+        check_combination(RAW, {"model.dropout": 1.5})
+
+
+def test_overrides_read_back_as_the_drawn_values() -> None:
+    assert as_override("train.lr", 0.00123) == "train.lr=0.00123"
+    assert as_override("model.hidden", [128, 64]) == "model.hidden=[128,64]"
+    assert as_override("model.batch_norm", True) == "model.batch_norm=true"
+    assert math.isclose(float(as_override("train.lr", 1e-5).split("=")[1]), 1e-5)
