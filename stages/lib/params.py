@@ -223,7 +223,7 @@ class AugmentParams:
     noise_std: float = _spec(_number(float, ge=0, le=255), "grey levels: Gaussian noise added to each copy")
     clones: int = _spec(_number(int, ge=1, le=1000), "the set of copies is made this many times (new random draws each)")
     classes: tuple[str, ...] = _spec(_string_list, "only these classes get copies ([]: every class)")
-    seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of the random rotations and noise (and of online)")
+    seed: int = _spec(_number(int, ge=0, le=MAX_SEED), "seed of the random rotations and noise")
     online: bool = _spec(_boolean, "train: a random resized crop, shift and (online_hflip) mirror of every training "
                                    "image in every batch, made on the training device (GPU or CPU), on top of the copies")
     online_crop_scale: float = _spec(_number(float, gt=0, le=1),

@@ -139,11 +139,12 @@ class OnlineAugment:
         return nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def online_augment(augment) -> OnlineAugment | None:
-    """The augment.online* params (the whole section or train's view of it) as an OnlineAugment, or None when off."""
+def online_augment(augment, seed: int) -> OnlineAugment | None:
+    """The augment.online* params (the whole section or train's view of it) as an OnlineAugment drawing
+    from `seed` (train.seed: the run's), or None when off."""
     if not augment.online:
         return None
-    return OnlineAugment(augment.online_crop_scale, augment.online_translate, augment.online_hflip, augment.seed)
+    return OnlineAugment(augment.online_crop_scale, augment.online_translate, augment.online_hflip, seed)
 
 
 def shard_rows(n: int, world: World, seed: int) -> np.ndarray | None:
