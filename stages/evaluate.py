@@ -58,20 +58,20 @@ def worst_mistakes(data: ArraySet, probabilities: np.ndarray, classes: list[str]
 def draw_inside(model: torch.nn.Module, val: ArraySet, classes: list[str], normalize, device: torch.device,
                 out) -> None:
     """weights.png (a histogram per layer), first_layer.png (the first layer's filters or unit weights)
-    and feature_maps.png (the first conv layer's output for one val image of each of 4 classes)."""
+    and feature_maps.png (the first conv layer's output for one val image of each of 3 classes)."""
     plot_weight_histograms([(name, w.numpy()) for name, w in weight_layers(model)], out / "weights.png")
     what, images = first_layer_images(model, val.images.shape[3:] + val.images.shape[1:3])
     plot_image_grid([images[i:i + 8] for i in range(0, len(images), 8)],
                     [[f"{k + 1}" for k in range(i, min(i + 8, len(images)))] for i in range(0, len(images), 8)],
                     out / "first_layer.png", empty="no conv or pixel-reading dense layer", title=what or "first layer")
-    picks = [int(np.flatnonzero(val.labels == c)[0]) for c in range(len(classes)) if (val.labels == c).any()][:4]
+    picks = [int(np.flatnonzero(val.labels == c)[0]) for c in range(len(classes)) if (val.labels == c).any()][:3]
     name, maps = feature_maps(model, images_to_tensor(val.images[picks], device), normalize)
     rows, titles = [], []
     for r, i in enumerate(picks if name else []):  # an MLP has no maps to draw
         rows.append([val.images[i], *(to_uint8(m)[:, :, None] for m in maps[r][:MAX_CHANNELS])])
         titles.append([f"{classes[val.labels[i]]}: input", *(f"channel {c + 1}" for c in range(len(rows[-1]) - 1))])
     plot_image_grid(rows, titles, out / "feature_maps.png", empty="no conv layer",
-                    title=f"feature maps: the output of {name or 'the first conv layer'} for val images")
+                    title=f"feature maps: the first conv layer's output (layer '{name}') for val images")
 
 
 def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, classes: list[str],

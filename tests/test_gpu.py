@@ -81,6 +81,20 @@ def test_no_host_synchronisation_per_step(resident) -> None:
     assert syncs(16) == syncs(128)  # 64 steps an epoch vs 8
 
 
+def test_online_augmentation_runs_on_the_gpu_without_host_syncs() -> None:
+    from stages.lib.training import OnlineAugment
+    augment = OnlineAugment(crop_scale=0.6, translate=0.1, hflip=True, seed=0)
+    images = torch.rand((256, 3, 32, 32), device=CUDA)
+    generator = augment.generator(CUDA)
+    augment(images, generator)  # warm-up
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside raises
+    try:
+        out = augment(images, generator)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.device.type == "cuda" and out.shape == images.shape
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 @pytest.mark.slow
 def test_two_processes_with_nccl_train_the_stage(tmp_path) -> None:

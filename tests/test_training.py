@@ -431,7 +431,7 @@ def test_online_augmentation_raises_test_accuracy_on_a_small_photo_set() -> None
     accuracy = {}
     for online in (None, OnlineAugment(crop_scale=0.6, translate=0.15, hflip=True, seed=0)):
         scores = []
-        for seed in (0, 1):
+        for seed in (0,):
             train = dataclasses.replace(PARAMS.train, epochs=40, batch_size=16, lr=0.02, scheduler="cosine",
                                         patience=0, seed=seed)
             torch.manual_seed(seed)

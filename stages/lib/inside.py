@@ -15,8 +15,8 @@ from torch import nn
 
 from .preprocess import Normalizer
 
-MAX_FILTERS = 32    # first-layer images drawn
-MAX_CHANNELS = 8    # feature maps drawn per image
+MAX_FILTERS = 16    # first-layer images drawn
+MAX_CHANNELS = 6    # feature maps drawn per image
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -45,10 +45,11 @@ def first_layer_images(model: nn.Module, input_shape: tuple[int, int, int]) -> t
     if weight.dim() == 4:
         filters = weight[:MAX_FILTERS].numpy()  # out × in × kh × kw
         images = [to_uint8(f.transpose(1, 2, 0) if f.shape[0] == 3 else f.mean(axis=0)[:, :, None]) for f in filters]
-        return f"{name}: {weight.shape[0]} filters of {weight.shape[1]}×{weight.shape[2]}×{weight.shape[3]}", images
+        out, inputs, kh, kw = weight.shape
+        return f"first layer ({name}): {out} filters of {inputs}×{kh}×{kw}", images
     if weight.shape[1] == channels * height * width:
         units = weight[:MAX_FILTERS].numpy().reshape(-1, channels, height, width)
-        return (f"{name}: the weights of {weight.shape[0]} units over the {channels}×{height}×{width} pixels",
+        return (f"first layer ({name}): the weights of {weight.shape[0]} units over the {channels}×{height}×{width} pixels",
                 [to_uint8(u.transpose(1, 2, 0)) for u in units])
     return "", []
 

@@ -212,10 +212,14 @@ def summary_block(scores: dict, record: dict, health: list[str], top_k: int) -> 
     ])
 
 
-def plot_weight_histograms(layers: list[tuple[str, "object"]], path: Path, bins: int = 50) -> None:
+def plot_weight_histograms(layers: list[tuple[str, "object"]], path: Path, bins: int = 50, most: int = 12) -> None:
     """One histogram per layer's weights (name, shape and spread in each title): dead, exploding or
-    never-trained layers show at a glance."""
+    never-trained layers show at a glance. A deep network shows `most` layers, evenly spread from
+    the first to the last."""
     plt = _pyplot()
+    total = len(layers)
+    if total > most:
+        layers = [layers[round(i * (total - 1) / (most - 1))] for i in range(most)]
     n = max(len(layers), 1)
     cols = min(n, 4)
     rows = -(-n // cols)
@@ -229,7 +233,8 @@ def plot_weight_histograms(layers: list[tuple[str, "object"]], path: Path, bins:
         ax.set_title(f"{name} {'×'.join(map(str, np.asarray(weight).shape))}\nstd {values.std():.3g}", fontsize=8)
         ax.set_xlabel("weight", fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle("weights of each layer (saved model)", fontsize=10)
+    shown = f"{len(layers)} of its {total} layers" if total > len(layers) else "each layer"
+    fig.suptitle(f"weights of {shown} (saved model)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
