@@ -143,12 +143,6 @@ def test_online_augmentation_reruns_train_and_evaluate_not_augment(project) -> N
     assert params["augment"]["online"] is True
 
 
-def test_a_torchvision_model_is_one_param_away(project) -> None:
-    result = exp_run(project, "-n", "shufflenet", "-S", "model.name=shufflenet_v2_x0_5", "-S", "train.epochs=1")
-    assert stages_run(result) == ["train", "evaluate"]
-    assert "train: shufflenet_v2_x0_5" in result.stdout and "evaluate: test  accuracy" in result.stdout
-
-
 def test_exp_show_lists_params_and_accuracies(project, lr_experiment) -> None:
     table = dvc("exp", "show", "--csv", cwd=project).stdout
     header, *rows = csv.reader(table.strip().splitlines())
