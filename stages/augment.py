@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import atomic_dir, finish_array_set, load_array_set, read_image, read_json, write_json
+from stages.lib.datasets import finish_array_set, load_array_set, read_image, read_json, staged_outputs, write_json
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.images import AugmentedBlock, AugmentPlan, augment_block, augmentation_variants
 from stages.lib.metrics import plot_class_counts, plot_image_grid
@@ -33,14 +33,6 @@ PARAMS = section_keys("augment", online=False)  # augment.online*: train's, appl
 DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR, paths.RAW_DIR)  # raw: the preview's first column, ingest.json
 OUTS = (paths.AUGMENTED_DIR, paths.DATA_METRICS, paths.DATA_PLOTS)
 CHUNK = 256  # source images per block; also fixes the random stream of each block (seed, block start)
-
-
-def check_kernels(kernels: tuple[int, ...], height: int, width: int) -> None:
-    """A box blur wider than the image averages it into one grey level (and costs k² per pixel)."""
-    too_wide = [k for k in kernels if k > min(height, width)]
-    if too_wide:
-        raise PipelineError(f"The 'augment.blur_kernels' parameter must list kernels no wider than the "
-                            f"{height}×{width} prepared images ({min(height, width)} px). Got {list(kernels)} instead.")
 
 
 def plan_from(params: AugmentParams) -> AugmentPlan:
@@ -116,7 +108,6 @@ def main() -> None:
     params = load_params(*PARAMS).augment
     classes = read_json(paths.CLASSES_FILE)
     source = load_array_set(paths.PREPARED_DIR / "train")
-    check_kernels(params.blur_kernels, *source.images.shape[1:3])
     plan = plan_from(params)
     augmented = augmented_mask(source.labels, classes, params.classes)
     index_parts: list[pd.DataFrame] = []
@@ -128,25 +119,27 @@ def main() -> None:
                                        rotation=np.round(block.angle, 3)))
         label_parts.append(source.labels[start + block.source])
 
-    with atomic_dir(paths.AUGMENTED_DIR) as out:
-        folder = out / "train"
+    ingested = read_json(paths.INGEST_REPORT)
+    # Every output switches at once after all are written: a failure leaves the last run's, all of them.
+    with staged_outputs(files=(paths.DATA_METRICS,), dirs=(paths.AUGMENTED_DIR, paths.DATA_PLOTS)) as out:
+        folder = out[paths.AUGMENTED_DIR] / "train"
         folder.mkdir()
         write_augmented(source.images, augmented, plan, params.seed, folder / "images.npy", collect)
         index, labels = pd.concat(index_parts, ignore_index=True), np.concatenate(label_parts)
         finish_array_set(folder, labels, index)
         counts = class_counts(classes, labels)
-        with atomic_dir(paths.DATA_PLOTS) as plots:
-            counts.to_csv(plots / "class_counts.csv", index=False)
-            plot_class_counts(counts, plots / "class_counts.png")
-            preview(np.load(folder / "images.npy", mmap_mode="r"), labels, index, classes, plan.noise_std,
-                    plots / "augment_preview.png")
-    ingested = read_json(paths.INGEST_REPORT)
-    write_json(paths.DATA_METRICS, {
-        "classes": len(classes),
-        "images": {column: int(counts[column].sum()) for column in (*paths.SPLITS, "train_augmented")},
-        # Found by ingest (data/raw/ingest.json lists them): same pixels, and resized or re-encoded copies.
-        "duplicates": len(ingested.get("duplicates", [])), "near_duplicates": len(ingested.get("near_duplicates", [])),
-    })
+        plots = out[paths.DATA_PLOTS]
+        counts.to_csv(plots / "class_counts.csv", index=False)
+        plot_class_counts(counts, plots / "class_counts.png")
+        preview(np.load(folder / "images.npy", mmap_mode="r"), labels, index, classes, plan.noise_std,
+                plots / "augment_preview.png")
+        write_json(out[paths.DATA_METRICS], {
+            "classes": len(classes),
+            "images": {column: int(counts[column].sum()) for column in (*paths.SPLITS, "train_augmented")},
+            # Found by ingest (data/raw/ingest.json lists them): same pixels, and resized or re-encoded copies.
+            "duplicates": len(ingested.get("duplicates", [])),
+            "near_duplicates": len(ingested.get("near_duplicates", [])),
+        })
     extras = [f"× {plan.clones} clones"] if plan.clones > 1 else []
     extras += [f"rotation ±{plan.rotation:g}°"] if plan.rotation else []
     extras += [f"noise σ {plan.noise_std:g}"] if plan.noise_std else []

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from stages.lib import paths
-from stages.lib.datasets import ArraySet, atomic_dir, load_array_set, write_json
+from stages.lib.datasets import ArraySet, load_array_set, staged_outputs, write_json
 from stages.lib.errors import run_stage
 from stages.lib.health import Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes
 from stages.lib.inside import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
@@ -96,7 +96,10 @@ def main() -> None:
     normalize = checkpoint.preprocessing.normalizer(device)
     history = pd.DataFrame(checkpoint.record["history"])
     scores, per_class, truths, predictions = {}, {}, {}, {}
-    with atomic_dir(paths.EVAL_PLOTS) as out:
+    # Every output switches at once after all are written: a failure leaves the last run's, all of them.
+    with staged_outputs(files=(paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.SUMMARY_METRICS),
+                        dirs=(paths.EVAL_PLOTS,)) as staged:
+        out = staged[paths.EVAL_PLOTS]
         for split in EVAL_SPLITS:
             data = load_array_set(paths.PREPARED_DIR / split)
             batches = Batches(data.images, data.labels, device)  # resident when it fits, else streamed
@@ -123,15 +126,15 @@ def main() -> None:
             print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
                   f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images)")
         plot_learning_curves(history, out / "learning_curves.png", saved_epoch=checkpoint.epoch)
-    findings = health_checks(scores, truths["val"], predictions["val"], classes, history,
-                             checkpoint.record["step_losses"], params)
-    scores["avoidable_bias"] = params.target_accuracy - scores["train"]["accuracy"]
-    scores["variance"] = scores["train"]["accuracy"] - scores["val"]["accuracy"]
-    scores["health"] = {f.check: (f.count if f.check == "loss_spikes" else f.seen) for f in findings}
-    summary = comparison_metrics(scores)
-    write_json(paths.EVAL_METRICS, scores)
-    write_json(paths.PER_CLASS_METRICS, per_class)
-    write_json(paths.SUMMARY_METRICS, summary)
+        findings = health_checks(scores, truths["val"], predictions["val"], classes, history,
+                                 checkpoint.record["step_losses"], params)
+        scores["avoidable_bias"] = params.target_accuracy - scores["train"]["accuracy"]
+        scores["variance"] = scores["train"]["accuracy"] - scores["val"]["accuracy"]
+        scores["health"] = {f.check: (f.count if f.check == "loss_spikes" else f.seen) for f in findings}
+        summary = comparison_metrics(scores)
+        write_json(staged[paths.EVAL_METRICS], scores)
+        write_json(staged[paths.PER_CLASS_METRICS], per_class)
+        write_json(staged[paths.SUMMARY_METRICS], summary)
     print(f"evaluate: avoidable bias {scores['avoidable_bias']:.2%}, variance {scores['variance']:.2%}")
     for finding in findings:
         if finding.seen:

@@ -9,14 +9,18 @@ names, [lists]). For example
 
     python -m stages.sweep 8 'train.lr=loguniform(1e-4,1e-1)' 'train.batch_size=choice(32,64,128)'
 
-Every combination is drawn and checked against params.yaml's rules before the first is queued,
-so a typo or a value out of range queues nothing. The same --seed draws the same combinations.
-Each is queued with `dvc exp run --queue -n NAME-K -S KEY=VALUE ...`: DVC reruns for each only the
-stages its params touch, and `dvc exp show` and stages.report compare them when the queue is done.
+Every combination is drawn and checked with the rules the stages apply (the whole params file,
+cross-field rules, model names) before the first is queued, so a typo or a value out of range
+queues nothing; a key given twice is refused. The same --seed draws the same combinations. Each is
+queued with `dvc exp run --queue -n NAME-K -S KEY=VALUE ...`, K counting on from the highest NAME-K
+any experiment (queued, running, failed or done) already has, so no result is lost to a reused
+name. DVC reruns for each only the stages its params touch, and `dvc exp show` and stages.report
+compare them when the queue is done.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import random
 import re
@@ -28,7 +32,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from stages.lib.errors import PipelineError, run_stage
-from stages.lib.params import PARAMS_FILE, SECTIONS, parse_section, read_yaml
+from stages.lib.params import PARAMS_FILE, SECTIONS, read_yaml, validate
 
 _FORM = re.compile(r"^\s*(loguniform|uniform|randint|choice)\s*\((.*)\)\s*$", re.S)
 
@@ -102,12 +106,39 @@ def draw_combinations(distributions: list[Distribution], count: int, seed: int) 
 
 
 def check_combination(raw_params: dict, combination: dict[str, Any]) -> None:
-    """Each value as params.yaml's rules for its key take it; raises naming the key otherwise."""
+    """The params file with `combination` applied, checked as every stage checks it (cross-field
+    rules and the model's name included); raises naming the key otherwise."""
+    tree = copy.deepcopy(raw_params)
     for key, value in combination.items():
         section, name = key.split(".")
-        if section not in SECTIONS or name not in (raw_params.get(section) or {}):
+        if section not in SECTIONS or name not in (tree.get(section) or {}):
             raise PipelineError(f"unknown key '{key}' in the sweep: not a key of {PARAMS_FILE}")
-        parse_section(section, {**raw_params[section], name: value})
+        tree[section][name] = value
+    try:
+        checked = validate(tree)
+        from stages.lib.models import check_name  # torch: only once the cheap checks passed
+        check_name(checked["model"].name)
+    except PipelineError as exc:
+        drawn = " ".join(as_override(k, v) for k, v in combination.items())
+        raise PipelineError(f"{exc} (drawn: {drawn}; nothing was queued)") from None
+
+
+def taken_names() -> set[str]:
+    """Every experiment name in this repo: done (on any commit), queued, running or failed."""
+    from dvc.repo import Repo
+    with Repo() as repo:
+        names = {name for experiments in repo.experiments.ls(all_commits=True).values() for name, _ in experiments}
+        queue = repo.experiments.celery_queue
+        names |= {entry.name for entry in (*queue.iter_queued(), *queue.iter_active())}
+        names |= {result.entry.name for result in queue.iter_done()}
+    return {name for name in names if name}
+
+
+def free_names(prefix: str, count: int, taken: set[str]) -> list[str]:
+    """PREFIX-K for K counting on from the highest number in `taken` (so sweep-1..3, then sweep-4..)."""
+    numbers = [int(m.group(1)) for name in taken if (m := re.fullmatch(re.escape(prefix) + r"-(\d+)", name))]
+    first = max(numbers, default=0) + 1
+    return [f"{prefix}-{k}" for k in range(first, first + count)]
 
 
 def as_override(key: str, value: Any) -> str:
@@ -133,13 +164,18 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.count <= 1000:
         raise PipelineError(f"the count of combinations must be 1 to 1000. Got {args.count}")
     distributions = [parse_distribution(spec) for spec in args.distributions]
+    repeated = sorted({d.key for d in distributions if [e.key for e in distributions].count(d.key) > 1})
+    if repeated:
+        raise PipelineError(f"the sweep gives {', '.join(repeated)} more than once: give each key one distribution")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", args.name):
+        raise PipelineError(f"--name must be letters, digits, '_', '-' or '.'. Got {args.name!r}")
     raw = read_yaml(PARAMS_FILE)
     combinations = draw_combinations(distributions, args.count, args.seed)
     for combination in combinations:
         check_combination(raw, combination)
-    for number, combination in enumerate(combinations, 1):
+    names = free_names(args.name, len(combinations), taken_names())
+    for name, combination in zip(names, combinations):
         overrides = [arg for key, value in combination.items() for arg in ("-S", as_override(key, value))]
-        name = f"{args.name}-{number}"
         result = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *overrides],
                                 capture_output=True, text=True)
         if result.returncode != 0:

@@ -22,9 +22,9 @@ import torch
 
 from stages.lib import paths
 from stages.lib.checkpoint import Checkpoint
-from stages.lib.datasets import ArraySet, atomic_dir, load_array_set, read_json, write_json
+from stages.lib.datasets import ArraySet, load_array_set, read_json, staged_outputs, write_json
 from stages.lib.distributed import World, check_same_inputs, fingerprint, from_environment, join, launch, leave
-from stages.lib.errors import PipelineError, run_stage
+from stages.lib.errors import PipelineError, launcher_alive, run_stage
 from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
 from stages.lib.models import InputShape, build_model, count_parameters
 from stages.lib.params import Params, as_plain, load_params, section_keys
@@ -108,27 +108,31 @@ def train_process(params: Params, world: World) -> None:
     record = {"history": history.drop(columns="seconds").to_dict(orient="list"), "step_losses": steps["loss"].tolist(),
               "best_epoch": result.best_epoch}
     seconds = float(history["seconds"].sum())
-    Checkpoint(state, params.model, classes, preprocessing, saved_epoch, params.train.device,
-               params.train.amp, record).save(paths.MODEL_FILE)
+    if not launcher_alive():  # an orphan of a killed run: these outputs belong to no run
+        raise PipelineError("the launcher of this data-parallel run is gone: outputs not written")
     saved = result.history[saved_epoch - 1]
-    write_json(paths.TRAIN_METRICS, {
-        "epochs": len(result.history),
-        "saved_epoch": saved_epoch,
-        "best_epoch": result.best_epoch,  # by train.monitor; its val scores are in plots/train/history.csv
-        "stopped_early": result.stopped_early,
-        "parameters": trainable,
-        "params_per_sample": trainable / len(train_set.labels),
-        # At the saved epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
-        "train_loss": saved.train_loss, "train_accuracy": saved.train_accuracy,
-        # Wall time (each epoch's: plots/train/history.csv) and the training steps' throughput.
-        "seconds": seconds,
-        "images_per_second": result.images_per_second,
-        "processes": world.size,
-    })
-    write_json(paths.TIME_METRICS, {"seconds": round(seconds, 1)})  # declared: a column of dvc exp show
-    with atomic_dir(paths.TRAIN_PLOTS) as out:
-        history.to_csv(out / paths.HISTORY_FILE.name, index=False)
-        steps.to_csv(out / "steps.csv", index=False)
+    # Every output switches at once after all are written: a failure leaves the last run's, all of them.
+    with staged_outputs(files=(paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS),
+                        dirs=(paths.TRAIN_PLOTS,)) as out:
+        Checkpoint(state, params.model, classes, preprocessing, saved_epoch, params.train.device,
+                   params.train.amp, record).save(out[paths.MODEL_FILE])
+        write_json(out[paths.TRAIN_METRICS], {
+            "epochs": len(result.history),
+            "saved_epoch": saved_epoch,
+            "best_epoch": result.best_epoch,  # by train.monitor; its val scores are in plots/train/history.csv
+            "stopped_early": result.stopped_early,
+            "parameters": trainable,
+            "params_per_sample": trainable / len(train_set.labels),
+            # At the saved epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
+            "train_loss": saved.train_loss, "train_accuracy": saved.train_accuracy,
+            # Wall time (each epoch's: plots/train/history.csv) and the training steps' throughput.
+            "seconds": seconds,
+            "images_per_second": result.images_per_second,
+            "processes": world.size,
+        })
+        write_json(out[paths.TIME_METRICS], {"seconds": round(seconds, 1)})  # declared: a column of dvc exp show
+        history.to_csv(out[paths.TRAIN_PLOTS] / paths.HISTORY_FILE.name, index=False)
+        steps.to_csv(out[paths.TRAIN_PLOTS] / "steps.csv", index=False)
     which = f"the best by {params.train.monitor}" if params.train.checkpoint == "best" else "the last"
     print(f"train: saved epoch {saved_epoch} ({which}; best {params.train.monitor}: epoch {result.best_epoch}) "
           f"to {paths.MODEL_FILE}")

@@ -102,11 +102,16 @@ def test_plan_needs_the_original_first() -> None:
 
 
 def test_a_blur_wider_than_the_images_is_refused() -> None:
-    from stages.augment import check_kernels
-    check_kernels((3, 31), 32, 40)
-    with pytest.raises(PipelineError, match=r"kernels no wider than the 32×40 prepared images \(32 px\). "
-                                            r"Got \[3, 33\] instead"):
-        check_kernels((3, 33), 32, 40)
+    from stages.lib.params import validate
+    from tests.helpers import ROOT, read_params
+    raw = read_params(ROOT / "params.yaml")
+    raw["prepare"]["image_size"] = [32, 40]
+    raw["augment"]["blur_kernels"] = [3, 31]
+    validate(raw)
+    raw["augment"]["blur_kernels"] = [3, 33]
+    with pytest.raises(PipelineError, match=r"kernels no wider than the 32×40 prepared images "
+                                            r"\(prepare.image_size: 32 px\). Got \[3, 33\] instead"):
+        validate(raw)
 
 
 def test_the_preview_shows_every_class_and_names_every_transform(monkeypatch, tmp_path) -> None:

@@ -237,8 +237,11 @@ def test_near_duplicates_pairs_each_copy_with_its_first_original() -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--start", "1", "--end", "0.1"], "lr_find needs 0 < --start < --end and --steps >= 20. Got --start 1, --end 0.1"),
+    (["--start", "1", "--end", "0.1"], "lr_find needs 0 < --start < --end (finite) and 20 <= --steps <= 10000. "
+                                       "Got --start 1, --end 0.1"),
     (["--steps", "5"], "--steps 5"),
+    (["--steps", "1000000000"], "--steps 1000000000"),
+    (["--end", "inf"], "--end inf"),
 ])
 def test_lr_find_refuses_a_range_it_cannot_test(args, message) -> None:
     from stages.lr_find import main

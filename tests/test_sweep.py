@@ -57,3 +57,29 @@ def test_overrides_read_back_as_the_drawn_values() -> None:
     assert as_override("model.hidden", [128, 64]) == "model.hidden=[128,64]"
     assert as_override("model.batch_norm", True) == "model.batch_norm=true"
     assert math.isclose(float(as_override("train.lr", 1e-5).split("=")[1]), 1e-5)
+
+
+@pytest.mark.parametrize("combination, message", [
+    ({"model.name": "resnet9000"}, "The 'model.name' parameter must be one of .* Got 'resnet9000'"),
+    ({"augment.blur_kernels": [99]}, r"kernels no wider than the 32×32 prepared images"),
+    ({"train.finetune_epochs": 3}, "The 'train.finetune_epochs' parameter needs model.freeze: features"),
+])
+def test_a_drawn_combination_the_stages_would_reject_queues_nothing(combination, message) -> None:
+    with pytest.raises(PipelineError, match=message) as error:
+        check_combination(RAW, combination)
+    assert "nothing was queued" in str(error.value)
+    check_combination(RAW, {"model.name": "mlp", "augment.blur_kernels": [31]})  # the same keys, allowed values
+
+
+def test_a_key_given_twice_is_refused(tmp_path, monkeypatch) -> None:
+    from stages.sweep import main
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="the sweep gives train.lr more than once"):
+        main(["2", "train.lr=uniform(0.01,0.1)", "train.lr=choice(0.5)"])
+
+
+def test_sweep_names_count_on_past_every_name_in_use() -> None:
+    from stages.sweep import free_names
+    assert free_names("sweep", 2, set()) == ["sweep-1", "sweep-2"]
+    assert free_names("sweep", 2, {"sweep-1", "sweep-3", "lr-sweep-9", "sweep-x"}) == ["sweep-4", "sweep-5"]
+    assert free_names("a.b", 1, {"axb-4", "a.b-2"}) == ["a.b-3"]

@@ -32,6 +32,12 @@ from .errors import PipelineError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
+# Data stages must write the same bytes on every CPU, or a fresh clone's `dvc status` never matches
+# the committed dvc.lock. OpenCV picks code by CPU at run time: Intel IPP's AVX-512 bicubic resize
+# and the AVX2 warpAffine round differently from its portable code (6 of the digits' pixels,
+# measured). Portable code only, for every stage and tool that imports this module.
+cv2.setUseOptimized(False)
+
 
 # ------------------------------------------------------------------------------ atomic writes
 def _umask() -> int:
@@ -43,55 +49,98 @@ def _umask() -> int:
 def remove_stale_temporaries(target: Path) -> None:
     """Delete `.<name>.*.tmp` siblings of `target` that a killed run (kill -9, power loss) left."""
     for stale in Path(target).parent.glob(f".{Path(target).name}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+        _remove(stale)
+
+
+# errno -> why a write failed and what to do, in words a user can act on
+_FREE, _WRITABLE = "free some space and rerun", "make it writable and rerun"
+_WRITE_ERRORS = {errno.ENOSPC: ("disk full", _FREE), errno.EDQUOT: ("disk quota exceeded", _FREE),
+                 errno.EACCES: ("permission denied", _WRITABLE), errno.EPERM: ("permission denied", _WRITABLE),
+                 errno.EROFS: ("read-only file system", _WRITABLE)}
 
 
 @contextlib.contextmanager
-def _disk_full_is_one_line(target: Path) -> Iterator[None]:
+def _write_errors_are_one_line(target: Path, others: int = 0) -> Iterator[None]:
+    """A full disk, a read-only folder or a missing permission while writing `target` (and `others`
+    outputs besides): one PipelineError."""
     try:
         yield
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno not in _WRITE_ERRORS:
             raise
-        raise PipelineError(f"disk full while writing {target}: free some space and rerun "
-                            f"(the earlier {target}, if any, is unchanged)") from None
+        what = shown(target) + (f" and {others} other output(s)" if others else "")
+        where = f" ({shown(exc.filename)})" if exc.filename and exc.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
+        problem, remedy = _WRITE_ERRORS[exc.errno]
+        earlier = f"the earlier {shown(target)}, if any, is unchanged" if not others else "no output was changed"
+        raise PipelineError(f"{problem} while writing {what}{where}: {remedy} ({earlier})") from None
+
+
+def _temporary_sibling(target: Path, is_dir: bool) -> Path:
+    """An empty temporary folder or file `.<name>.<random>.tmp` beside `target`, with the umask's mode."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+    return tmp
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) -> Iterator[dict[Path, Path]]:
+    """All of a stage's outputs switch together, or none does.
+
+    Yields {target: temporary sibling} (an empty folder for each of `dirs`, a path for each of
+    `files`): write there. On success every target is replaced by its temporary, one rename each,
+    after everything was written; on any error (a full disk, Ctrl-C, a bug) every target keeps its
+    old content and the temporaries are removed. Every temporary is made before the body runs, so a
+    read-only folder fails before any work is done."""
+    targets = [(Path(t), False) for t in files] + [(Path(t), True) for t in dirs]
+    staged: dict[Path, Path] = {}
+    try:
+        for target, is_dir in targets:
+            with _write_errors_are_one_line(target):
+                staged[target] = _temporary_sibling(target, is_dir)
+        with _write_errors_are_one_line(targets[0][0], len(targets) - 1):
+            yield staged
+            # Written: switch each target (old folders are renamed aside first, then removed).
+            for target, tmp in staged.items():
+                if target.is_dir() and not target.is_symlink():
+                    aside = target.with_name(f".{target.name}.{os.getpid()}.old.tmp")
+                    os.replace(target, aside)
+                    os.replace(tmp, target)
+                    shutil.rmtree(aside)
+                else:
+                    os.replace(tmp, target)
+    finally:
+        for tmp in staged.values():
+            if tmp.exists():
+                _remove(tmp)
 
 
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; on success it replaces `target`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
-        with _disk_full_is_one_line(target):
-            yield tmp
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with staged_outputs(dirs=(Path(target),)) as staged:
+        yield staged[Path(target)]
 
 
 @contextlib.contextmanager
 def atomic_file(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is renamed to `target`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
-        with _disk_full_is_one_line(target):
-            yield tmp
-            os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with staged_outputs(files=(Path(target),)) as staged:
+        yield staged[Path(target)]
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import PipelineError
+from .errors import LAUNCHER_VARIABLE, PipelineError, Stopped
+
+RENDEZVOUS_TIMEOUT = 300  # seconds the launcher waits for the other nodes before giving up
 
 @dataclass(frozen=True)
 class World:
@@ -126,8 +128,12 @@ def launch(processes: int, nodes: int, rendezvous: str, module: str) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     # Share the cores instead of every process starting one thread per core (torchrun would say 1).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    os.environ[LAUNCHER_VARIABLE] = str(os.getpid())  # workers die with this process (errors.die_with_launcher)
     if nodes > 1:  # run id "none": torchrun's default --rdzv-id, which the other nodes' command leaves out
-        backend, endpoint, configs, run_id = "static", rendezvous, {"rank": 0}, "none"
+        timeout = int(os.environ.get("STAGES_RENDEZVOUS_TIMEOUT", RENDEZVOUS_TIMEOUT))
+        backend, endpoint, configs, run_id = "static", rendezvous, {"rank": 0, "timeout": timeout}, "none"
+        print(f"train: waiting up to {timeout} s at {rendezvous} for the other {nodes - 1} node(s) to start "
+              f"torchrun (README: \"Several machines\")", flush=True)
     else:
         backend, endpoint, configs, run_id = "c10d", "localhost:0", {}, uuid.uuid4().hex
     config = LaunchConfig(min_nodes=nodes, max_nodes=nodes, nproc_per_node=processes, run_id=run_id,
@@ -138,15 +144,31 @@ def launch(processes: int, nodes: int, rendezvous: str, module: str) -> None:
     except ChildFailedError as exc:
         raise PipelineError(_first_message(exc)) from None
     except SignalException as exc:
-        raise KeyboardInterrupt(str(exc)) from None
+        raise Stopped(int(exc.sigval)) from None
+    except Exception as exc:  # the static rendezvous gave up waiting, or its port is taken
+        text = " ".join(str(exc).split())
+        if nodes > 1 and any(word in text.lower() for word in ("timeout", "timed out", "rendezvous", "address")):
+            raise PipelineError(f"the other {nodes - 1} node(s) did not join at {rendezvous} "
+                                f"(train.rendezvous): start torchrun there as the README says, check that "
+                                f"the port is free and reachable, and rerun ({text[:120]})") from None
+        raise
 
 
 def _first_message(exc) -> str:
-    """The lowest rank's own message, else the first failure torchrun saw (a signal, a crash)."""
+    """The cause of a failed run, once: the lowest rank's own message (a user error), else a process
+    killed by a signal or crashed, and only then the others' echoes of it (lost contact)."""
+    def kind(failure) -> str:
+        data = failure.error_file_data if isinstance(failure.error_file_data, dict) else {}
+        return data.get("kind", "") if isinstance(failure.message, str) else ""
     failures = sorted(exc.failures.items())
-    for rank, failure in failures:
-        if isinstance(failure.message, str) and failure.error_file_data.get("message") == failure.message:
-            return failure.message
-    rank, failure = exc.get_first_failure()
-    how = f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0 else f"failed (exit code {failure.exitcode})"
-    return f"training process rank {rank} {how}: see its output above"
+    for wanted in ("pipeline", ""):
+        for rank, failure in failures:
+            if kind(failure) != wanted:
+                continue
+            if wanted == "pipeline":
+                return failure.message
+            how = (f"was killed by signal {-failure.exitcode} ({failure.signal_name()})" if failure.exitcode < 0
+                   else f"failed (exit code {failure.exitcode})")
+            return f"training process rank {rank} {how}: see its output above"
+    rank, failure = failures[0]
+    return f"training process rank {rank}: {failure.message}"

@@ -1,48 +1,177 @@
-"""The one error type a user can cause, and the runner that turns it into a one-line message.
+"""The one error type a user can cause, and the runner that turns every way a stage ends into one line.
 
-Every stage module ends with `run_stage(main)`: a `PipelineError` (bad param, unreadable image,
-missing folder, full disk, NaN loss) prints `error: <message>` on stderr and exits 1 without a
-traceback; Ctrl-C prints one line and exits 130 (the shell's code for SIGINT); anything else is a
-bug and keeps its traceback. In a worker started by torchrun (train.processes > 1) the message goes to
-torchrun's error file instead, and the launcher prints it once (stages/lib/distributed.py).
+Every stage and tool module ends with `run_stage(main)`:
+- a `PipelineError` (bad param, unreadable image, missing folder, full disk, NaN loss) prints
+  `error: <message>` on stderr and exits 1 without a traceback;
+- an input another stage makes that is missing (a fresh clone, a stage run by hand out of order)
+  is one line naming the file and the `dvc repro <stage>` that makes it, exit 1;
+- Ctrl-C, SIGTERM and SIGHUP print one line naming the signal and exit 128 + its number; the
+  outputs being written (temporary siblings) are removed on the way out;
+- a second run of the same stage in the same folder is refused with one line while the first
+  runs (each stage holds a lock on its own module file: it vanishes with the process, kill -9 too);
+- anything else is a bug and keeps its traceback.
+In a worker started by torchrun (train.processes > 1) the message goes to torchrun's error file
+instead, and the launcher prints it once (stages/lib/distributed.py). Workers die with their
+launcher (Linux's parent-death signal), so none outlives the run it belongs to.
 """
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
+import signal
 import sys
 import time
+from pathlib import Path
 from typing import Callable, NoReturn
+
+from . import paths
+
+LAUNCHER_VARIABLE = "STAGES_LAUNCHER_PID"  # set by the data-parallel launcher for its workers
 
 
 class PipelineError(ValueError):
     """A problem with the user's input or params; its message names the file or key."""
 
 
-def run_stage(main: Callable[[], None]) -> NoReturn:
-    """Run a stage's main(); exit 0 on success, 1 with a one-line message on PipelineError."""
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same
+    clean-up runs (temporary outputs removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def signal_name(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """('Ctrl-C', 2) or ('SIGTERM', 15): how the user stopped the run."""
+    if isinstance(exc, Stopped):
+        return signal.Signals(exc.signum).name, exc.signum
+    return "Ctrl-C", signal.SIGINT
+
+
+def is_worker() -> bool:
+    """Started by torchrun as one of the data-parallel processes of a launcher."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ
+
+
+def missing_input(exc: FileNotFoundError) -> PipelineError | None:
+    """A missing file that a pipeline stage makes: the one line saying which stage makes it."""
+    name = Path(os.fsdecode(exc.filename)) if exc.filename else None
+    if name is None:
+        return None
+    if name.is_absolute():
+        try:
+            name = name.relative_to(Path.cwd())
+        except ValueError:
+            return None
+    for output, stage in paths.MADE_BY.items():
+        if name == output or output in name.parents:
+            return PipelineError(f"{name} not found: it is made by the {stage} stage; run `dvc repro {stage}` "
+                                 f"(or `make repro`) first")
+    return None
+
+
+def _raise_stopped(signum: int, _frame) -> None:
+    raise Stopped(signum)
+
+
+def _hold_stage_lock(main: Callable) -> object | None:
+    """Lock the module that defines `main` (flock: released when the process ends, however it ends).
+    A second run of the stage in this folder is refused instead of deleting the first one's temporaries."""
+    module = sys.modules.get(main.__module__)
+    source = getattr(module, "__file__", None)
+    if not source or is_worker():
+        return None
+    handle = open(source, "rb")  # close-on-exec: child processes do not inherit the lock
     try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        name = main.__module__ if main.__module__ != "__main__" else Path(source).stem
+        raise PipelineError(f"another `python -m {name}` is running in this folder ({Path.cwd()}): wait for it to "
+                            f"finish, or stop it, and run again") from None
+    return handle
+
+
+def die_with_launcher() -> None:
+    """A torchrun worker: be killed when the launcher dies (kill -9 included), and never start
+    after it died. Linux only (prctl); elsewhere a no-op."""
+    launcher = os.environ.get(LAUNCHER_VARIABLE)
+    if not launcher or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    # The signal comes when the parent (torchrun's agent, in the launcher process) exits.
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != int(launcher):  # the launcher died before the line above
+        os._exit(137)
+
+
+def launcher_alive() -> bool:
+    """False in a worker whose launcher is gone: its outputs would not belong to any run."""
+    launcher = os.environ.get(LAUNCHER_VARIABLE)
+    return not launcher or os.getppid() == int(launcher)
+
+
+def run_stage(main: Callable[[], None]) -> NoReturn:
+    """Run a stage's main(); exit 0 on success, 1 with a one-line message on PipelineError, 128 + n
+    with one line on a signal."""
+    if is_worker():
+        die_with_launcher()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stopped)
+    lock = None
+    try:
+        lock = _hold_stage_lock(main)
         main()
     except PipelineError as exc:
-        message = " ".join(str(exc).split())  # always one line
-        if _leave_for_launcher(message):
-            sys.exit(1)
-        print(f"error: {message}", file=sys.stderr)
+        _fail(str(exc))
+    except FileNotFoundError as exc:
+        error = missing_input(exc)
+        if error is None:
+            raise
+        _fail(str(error))
+    except Exception as exc:
+        if not (is_worker() and _lost_contact(exc)):
+            raise  # a bug: its traceback
+        # Another process died first (a kill, a crash): its launcher names that one, not this echo.
+        _leave_for_launcher(f"lost contact with the other training processes ({' '.join(str(exc).split())[:120]})",
+                            kind="lost")
         sys.exit(1)
-    except KeyboardInterrupt:
-        if "TORCHELASTIC_ERROR_FILE" in os.environ and "RANK" in os.environ:
-            sys.exit(130)  # a torchrun worker: its launcher says it once for all
+    except KeyboardInterrupt as exc:
+        name, signum = signal_name(exc)
+        if is_worker():
+            sys.exit(128 + signum)  # its launcher says it once for all
         # Outputs are written to temporary siblings: the ones in progress were removed on the way out.
-        print("error: interrupted (Ctrl-C); outputs being written were discarded", file=sys.stderr)
-        sys.exit(130)
+        print(f"error: interrupted ({name}); outputs being written were discarded", file=sys.stderr)
+        sys.exit(128 + signum)
+    finally:
+        if lock is not None:
+            lock.close()
     sys.exit(0)
 
 
-def _leave_for_launcher(message: str) -> bool:
-    """In a torchrun worker: write `message` where torchrun's agent reads a worker's failure; else False."""
+def _fail(message: str) -> NoReturn:
+    message = " ".join(message.split())  # always one line
+    if not _leave_for_launcher(message):
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _lost_contact(exc: Exception) -> bool:
+    """An error of torch.distributed's collectives: the other side of a connection went away."""
+    text = str(exc)
+    return type(exc).__module__.startswith("torch.distributed") or any(
+        word in text for word in ("Gloo", "gloo", "NCCL", "Connection closed by peer", "Connection reset by peer"))
+
+
+def _leave_for_launcher(message: str, kind: str = "pipeline") -> bool:
+    """In a torchrun worker: write `message` where torchrun's agent reads a worker's failure; else False.
+    `kind`: pipeline (the user's error) or lost (an echo of another process's failure)."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path or "RANK" not in os.environ:
         return False
     with open(path, "w") as f:
-        json.dump({"message": message, "timestamp": int(time.time())}, f)
+        json.dump({"message": message, "timestamp": int(time.time()), "kind": kind}, f)
     return True

@@ -283,6 +283,17 @@ def head_name(model: nn.Module) -> str:
     return getattr(model, "head_module_name", None) or _named(model, nn.Linear, last=True)[0]
 
 
+def check_name(name: str) -> None:
+    """Raise naming model.name unless it is one of ours or a torchvision classifier."""
+    if name in MODELS or name in torchvision_names():
+        return
+    import difflib
+    guess = difflib.get_close_matches(name, [*MODELS, *torchvision_names()], n=1)
+    hint = f" Did you mean {guess[0]!r}?" if guess else ""
+    raise PipelineError(f"The 'model.name' parameter must be one of {', '.join(sorted(MODELS))} or a torchvision "
+                        f"classifier (resnet18, resnet50, mobilenet_v2, ...). Got {name!r} instead.{hint}")
+
+
 def build_model(params: ModelParams, shape: InputShape, with_weights: bool = True) -> nn.Module:
     """The model `params` describe for inputs of `shape`. `with_weights=False` skips pretrained
     weights (a checkpoint's state dict is about to replace them)."""
@@ -301,11 +312,7 @@ def build_model(params: ModelParams, shape: InputShape, with_weights: bool = Tru
                 raise PipelineError(f"{params.name} does not accept {shape.height}×{shape.width} px inputs")
             model = nn.Sequential(nn.Upsample(size=(size, size), mode="bilinear", align_corners=False), model)
     else:
-        import difflib
-        guess = difflib.get_close_matches(params.name, [*MODELS, *torchvision_names()], n=1)
-        hint = f" Did you mean {guess[0]!r}?" if guess else ""
-        raise PipelineError(f"The 'model.name' parameter must be one of {', '.join(sorted(MODELS))} or a torchvision "
-                            f"classifier (resnet18, resnet50, mobilenet_v2, ...). Got {params.name!r} instead.{hint}")
+        check_name(params.name)
     if params.head:
         name, last = _named(model, nn.Linear, last=True)
         _replace(model, name, dense_stack([last.in_features, *params.head, last.out_features], params.dropout,

@@ -473,22 +473,34 @@ def load_params(*sections: str, path: Path = PARAMS_FILE) -> Params:
             raise ValueError(f"no params section or key {name!r}")  # a programming error, not a user one
         if key:
             keys.setdefault(section, set()).add(key)
-    raw = read_yaml(path)
+    checked = validate(read_yaml(path), path)
+    parsed = {name: (checked[name] if name in sections else _Partial(name, checked[name], keys[name])
+                     if name in keys else _Undeclared(name)) for name in SECTIONS}
+    return Params(**parsed)
+
+
+def validate(raw: Any, path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Every rule of the params file, cross-field ones included: section name -> its dataclass.
+    The stages (load_params) and the sweep (each drawn combination) check with this one function."""
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections, got {raw!r}")
     refuse_run_cache_blind_keys(raw)
     for key in raw:
         if key not in SECTIONS:
             raise _unknown_key(str(key), list(SECTIONS))
-    parsed, checked = {}, {}
+    checked = {}
     for name in SECTIONS:
         if name not in raw:
             raise PipelineError(f"missing section '{name}' in {path}")
         checked[name] = parse_section(name, raw[name])
-        parsed[name] = (checked[name] if name in sections else _Partial(name, checked[name], keys[name])
-                        if name in keys else _Undeclared(name))
     train, model = checked["train"], checked["model"]
     if train.finetune_epochs and model.freeze != "features":
         raise PipelineError(f"The 'train.finetune_epochs' parameter needs model.freeze: features (the head is trained "
                             f"first, then every layer). Got {train.finetune_epochs} with model.freeze: {model.freeze}")
-    return Params(**parsed)
+    height, width = checked["prepare"].image_size
+    too_wide = [k for k in checked["augment"].blur_kernels if k > min(height, width)]
+    if too_wide:  # a box blur wider than the image averages it into one grey level (and costs k² per pixel)
+        raise PipelineError(f"The 'augment.blur_kernels' parameter must list kernels no wider than the "
+                            f"{height}×{width} prepared images (prepare.image_size: {min(height, width)} px). "
+                            f"Got {list(checked['augment'].blur_kernels)} instead.")
+    return checked

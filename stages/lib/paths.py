@@ -26,3 +26,7 @@ CLASSES_FILE = SPLIT_DIR / "classes.json"
 STATS_FILE = PREPARED_DIR / "stats.json"
 HISTORY_FILE = TRAIN_PLOTS / "history.csv"
 SPLITS = ("train", "val", "test")
+
+# Which stage makes each input of another: a missing one is `dvc repro <stage>` away.
+MADE_BY = {RAW_DIR: "ingest", SPLIT_DIR: "split", PREPARED_DIR: "prepare", AUGMENTED_DIR: "augment",
+           MODEL_FILE: "train"}
