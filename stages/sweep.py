@@ -24,6 +24,7 @@ import copy
 import math
 import random
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from stages.lib.errors import PipelineError, run_stage
+from stages.lib.errors import PipelineError, Stopped, run_stage
 from stages.lib.params import PARAMS_FILE, SECTIONS, read_yaml, validate
 
 _FORM = re.compile(r"^\s*(loguniform|uniform|randint|choice)\s*\((.*)\)\s*$", re.S)
@@ -150,6 +151,13 @@ def as_override(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
+def left_queued(queued: list[str]) -> str:
+    """What a sweep that stopped early leaves behind, and the command that takes it back."""
+    if not queued:
+        return ""
+    return f"; {', '.join(queued)} stay queued: `dvc queue remove {' '.join(queued)}` removes them"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stages.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("count", type=int, help="combinations to queue")
@@ -174,13 +182,21 @@ def main(argv: list[str] | None = None) -> None:
     for combination in combinations:
         check_combination(raw, combination)
     names = free_names(args.name, len(combinations), taken_names())
-    for name, combination in zip(names, combinations):
-        overrides = [arg for key, value in combination.items() for arg in ("-S", as_override(key, value))]
-        result = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *overrides],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise PipelineError(f"dvc exp run --queue failed for {name}: {' '.join(result.stderr.split())[:300]}")
-        print(f"sweep: queued {name}: {' '.join(overrides[1::2])}")
+    queued: list[str] = []
+    try:
+        for name, combination in zip(names, combinations):
+            overrides = [arg for key, value in combination.items() for arg in ("-S", as_override(key, value))]
+            result = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *overrides],
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                raise PipelineError(f"dvc exp run --queue failed for {name}: {' '.join(result.stderr.split())[:300]}"
+                                    f"{left_queued(queued)}")
+            queued.append(name)
+            print(f"sweep: queued {name}: {' '.join(overrides[1::2])}", flush=True)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        raise Stopped(signum, f"{len(queued)} of {len(combinations)} experiments were queued{left_queued(queued)}"
+                              if queued else "nothing was queued") from None
     print(f"sweep: {len(combinations)} experiments queued; run them with `dvc queue start -j 2`, then "
           f"`python -m stages.report` (or `dvc exp show --only-changed`)")
 

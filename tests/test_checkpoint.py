@@ -67,12 +67,28 @@ def test_an_older_format_is_refused_with_the_remedy(tmp_path) -> None:
     (lambda path: path.write_text("hello"), "not a readable checkpoint"),
     (lambda path: torch.save([1, 2, 3], path), "checkpoint format None"),
     (lambda path: torch.save({"format": FORMAT, "state_dict": {}}, path), "checkpoint lacks 'model'"),
+    (lambda path: resave(path, format=str(FORMAT)), f"checkpoint format '{FORMAT}', but this code reads format {FORMAT}:"),
+    (lambda path: resave(path, record=None), "checkpoint field 'record' is NoneType, not dict"),
+    (lambda path: resave(path, state_dict={"w": torch.tensor([1.0, float("nan")])}),
+     "checkpoint weight 'w' holds NaN or infinite values .*lower train.lr"),
+    (lambda path: path.write_bytes(__import__("pickle").dumps(Exception("x"))), "not a readable checkpoint"),
 ])
-def test_a_damaged_file_is_one_error_naming_it(saved, damage, message) -> None:
+def test_a_damaged_file_is_one_error_naming_it(saved, damage, message, recwarn) -> None:
     _, _, path = saved
     damage(path)
     with pytest.raises(PipelineError, match=f"^{path}: {message}"):
         Checkpoint.load(path)
+    assert not recwarn.list  # the one line only: no torch warning before it
+
+
+def resave(path, **changes) -> None:
+    content = torch.load(path, weights_only=True)
+    torch.save({**content, **changes}, path)
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path) -> None:
+    with pytest.raises(PipelineError, match=f"^{tmp_path} is a folder, not a checkpoint file"):
+        Checkpoint.load(tmp_path)
 
 
 def test_weights_of_another_architecture_are_one_error(saved, tmp_path) -> None:

@@ -1,6 +1,7 @@
 """models/model.pt, defined once: what train saves and evaluate and predict load.
 
-A checkpoint holds the best epoch's weights and everything needed to use them: the model params
+A checkpoint holds the saved epoch's weights (train.checkpoint: the last, by default, or the best
+by train.monitor) and everything needed to use them: the model params
 (to rebuild the architecture, without the pretrained file), the class names, the preprocessing
 contract (stages/lib/preprocess.py), the device and AMP choice training ran with, so evaluation
 runs the same arithmetic, and the training record evaluate judges the run by (its only input from
@@ -11,6 +12,7 @@ file or a foreign one stops with one line saying so.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +35,7 @@ class Checkpoint:
     model: ModelParams
     classes: list[str]
     preprocessing: Preprocessing
-    epoch: int          # the saved epoch: the best by train.monitor
+    epoch: int          # the saved epoch (train.checkpoint: last or best)
     device: str         # train.device: auto, cpu or cuda
     amp: bool           # train.amp
     # history: {column: per-epoch values} as plots/train/history.csv but the wall times;
@@ -57,17 +59,35 @@ class Checkpoint:
     def load(cls, path: Path) -> Checkpoint:
         """Read a checkpoint onto the CPU; every way it can be wrong is one PipelineError naming `path`."""
         path = Path(path)
+        if path.is_dir():
+            raise PipelineError(f"{path} is a folder, not a checkpoint file (give the models/model.pt inside a run)")
         if not path.is_file():
             raise PipelineError(f"{path} not found: run `dvc repro` (or `make repro`) first")
         try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them: our line says it
+                warnings.simplefilter("ignore")
+                content = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, a pickle of other objects, not a torch file at all
             raise PipelineError(f"{path}: not a readable checkpoint ({' '.join(str(exc).split())[:160]}): "
                                 f"retrain with `dvc repro`") from None
         version = content.get("format", 1) if isinstance(content, dict) else None
-        if version != FORMAT:
-            raise PipelineError(f"{path}: checkpoint format {version}, but this code reads format {FORMAT}: "
+        if version != FORMAT or type(version) is not int:
+            raise PipelineError(f"{path}: checkpoint format {version!r}, but this code reads format {FORMAT!r}: "
                                 f"retrain with `dvc repro` (or `dvc repro -f -s train` for a file DVC does not track)")
+        expected = {"state_dict": dict, "model": dict, "classes": list, "preprocessing": dict, "epoch": int,
+                    "train": dict, "record": dict}
+        for key, kind in expected.items():
+            if key not in content:
+                raise PipelineError(f"{path}: checkpoint lacks '{key}': retrain with `dvc repro`")
+            if not isinstance(content[key], kind):
+                raise PipelineError(f"{path}: checkpoint field '{key}' is {type(content[key]).__name__}, not "
+                                    f"{kind.__name__}: retrain with `dvc repro`")
+        for name, tensor in content["state_dict"].items():
+            if not isinstance(tensor, torch.Tensor):
+                raise PipelineError(f"{path}: checkpoint weight '{name}' is not a tensor: retrain with `dvc repro`")
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise PipelineError(f"{path}: checkpoint weight '{name}' holds NaN or infinite values (the run "
+                                    f"diverged): retrain with a lower train.lr")
         try:
             return cls(content["state_dict"], parse_section("model", content["model"]), list(content["classes"]),
                        Preprocessing.from_dict(content["preprocessing"], str(path)), int(content["epoch"]),

@@ -35,18 +35,21 @@ class PipelineError(ValueError):
     """A problem with the user's input or params; its message names the file or key."""
 
 
+DISCARDED = "outputs being written were discarded"
+
+
 class Stopped(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same
-    clean-up runs (temporary outputs removed)."""
+    clean-up runs (temporary outputs removed); `note` says what was left (a tool's own words)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, note: str = DISCARDED) -> None:
         super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        self.signum, self.note = signum, note
 
 
 def signal_name(exc: KeyboardInterrupt) -> tuple[str, int]:
     """('Ctrl-C', 2) or ('SIGTERM', 15): how the user stopped the run."""
-    if isinstance(exc, Stopped):
+    if isinstance(exc, Stopped) and exc.signum != signal.SIGINT:
         return signal.Signals(exc.signum).name, exc.signum
     return "Ctrl-C", signal.SIGINT
 
@@ -144,7 +147,7 @@ def run_stage(main: Callable[[], None]) -> NoReturn:
         if is_worker():
             sys.exit(128 + signum)  # its launcher says it once for all
         # Outputs are written to temporary siblings: the ones in progress were removed on the way out.
-        print(f"error: interrupted ({name}); outputs being written were discarded", file=sys.stderr)
+        print(f"error: interrupted ({name}); {getattr(exc, 'note', DISCARDED)}", file=sys.stderr)
         sys.exit(128 + signum)
     finally:
         if lock is not None:
