@@ -38,20 +38,21 @@ def format_image(image: np.ndarray, params: PrepareParams) -> np.ndarray:
 
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, list[float]]:
     """Per-channel mean, std, min and max of uint8 N×H×W×C in [0, 1], in chunks (the array may
-    be memory-mapped and larger than memory)."""
+    be memory-mapped and larger than memory). The sums are exact integers, so stats.json has the
+    same bytes on every CPU (a float sum's rounding depends on how the vector code adds it up)."""
     channels = images.shape[3]
-    total, total_sq = np.zeros(channels), np.zeros(channels)
+    total, total_sq = [0] * channels, [0] * channels  # Python ints: exact, never overflow
     low, high = np.full(channels, 255), np.zeros(channels, dtype=int)
     for start in range(0, len(images), chunk):
         block = np.asarray(images[start:start + chunk])
         low = np.minimum(low, block.min(axis=(0, 1, 2)))
         high = np.maximum(high, block.max(axis=(0, 1, 2)))
-        block = block.astype(np.float64) / 255.0
-        total += block.sum(axis=(0, 1, 2))
-        total_sq += (block ** 2).sum(axis=(0, 1, 2))
+        wide = block.reshape(-1, channels).astype(np.int64)  # < 2^16 per square: exact in int64 sums of a chunk
+        total = [t + int(s) for t, s in zip(total, wide.sum(axis=0))]
+        total_sq = [t + int(s) for t, s in zip(total_sq, (wide * wide).sum(axis=0))]
     count = images.shape[0] * images.shape[1] * images.shape[2]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    mean = np.array([t / (count * 255) for t in total])
+    std = np.sqrt(np.maximum(np.array([t / (count * 255 ** 2) for t in total_sq]) - mean ** 2, 0.0))
     return {"mean": mean.tolist(), "std": std.tolist(), "min": (low / 255).tolist(), "max": (high / 255).tolist()}
 
 
