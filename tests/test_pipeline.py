@@ -313,8 +313,36 @@ def test_sweep_queues_seeded_random_experiments(project) -> None:
         for number, combination in enumerate(expected, 1):
             params = experiment_data(project, f"rs-{number}")["data"]["params"]["params.yaml"]["data"]
             assert {"train.lr": params["train"]["lr"], "model.dropout": params["model"]["dropout"]} == combination
+        # Another seed: its names count on, and no queued name is reused (each would lose a result).
+        again = run([sys.executable, "-m", "stages.sweep", "2", *specs, "--seed", "2", "--name", "rs"], project)
+        assert re.findall(r"queued (rs-\d+)", again.stdout) == ["rs-4", "rs-5"]
+        names = re.findall(r"\b(rs-\d+)\b", dvc("queue", "status", cwd=project).stdout)
+        assert sorted(names) == ["rs-1", "rs-2", "rs-3", "rs-4", "rs-5"]
+        # A finished experiment's name is taken too (lr-small ran in this repo).
+        done = run([sys.executable, "-m", "stages.sweep", "1", *specs, "--name", "lr-small"], project)
+        assert "queued lr-small-1:" in done.stdout
     finally:
         dvc("queue", "remove", "--queued", cwd=project)
+
+
+def test_a_failed_experiment_leaves_a_workspace_one_command_restores(project) -> None:
+    committed = {path: (project / path).read_bytes() for path in
+                 ("metrics/train.json", "metrics/time.json", "plots/train/history.csv", "models/model.pt")}
+    failed = dvc("exp", "run", "-S", "train.lr=-0.1", cwd=project, check=False)
+    assert failed.returncode != 0 and "error: The 'train.lr' parameter must be a float > 0" in failed.stderr
+    # DVC deleted train's outputs before running it; the README's command brings back the last commit's.
+    run(["bash", "-c", RESTORE_COMMAND], project)
+    assert {path: (project / path).read_bytes() for path in committed} == committed
+    assert read_params(project / "params.yaml")["train"]["lr"] > 0
+    assert "changed" not in dvc("status", cwd=project).stdout
+
+
+RESTORE_COMMAND = "git checkout HEAD -- params.yaml metrics plots && dvc checkout --force"  # README: "Bad input"
+
+
+def test_the_readme_gives_the_restore_command() -> None:
+    from tests.helpers import ROOT
+    assert RESTORE_COMMAND in (ROOT / "README.md").read_text()
 
 
 def test_bad_param_fails_dvc_repro_with_one_clear_line(project) -> None:

@@ -7,8 +7,9 @@ Every stage and tool module ends with `run_stage(main)`:
   is one line naming the file and the `dvc repro <stage>` that makes it, exit 1;
 - Ctrl-C, SIGTERM and SIGHUP print one line naming the signal and exit 128 + its number; the
   outputs being written (temporary siblings) are removed on the way out;
-- a second run of the same stage in the same folder is refused with one line while the first
-  runs (each stage holds a lock on its own module file: it vanishes with the process, kill -9 too);
+- a second run of the same stage or writing tool in the same folder is refused with one line while
+  the first runs (each holds a lock on its own module file: it vanishes with the process, kill -9
+  too), so that it cannot delete the first one's temporaries;
 - anything else is a bug and keeps its traceback.
 In a worker started by torchrun (train.processes > 1) the message goes to torchrun's error file
 instead, and the launcher prints it once (stages/lib/distributed.py). Workers die with their
@@ -92,7 +93,8 @@ def _hold_stage_lock(main: Callable) -> object | None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        name = main.__module__ if main.__module__ != "__main__" else Path(source).stem
+        spec = getattr(module, "__spec__", None)  # `python -m stages.augment`: __main__, spec stages.augment
+        name = spec.name if spec is not None else main.__module__
         raise PipelineError(f"another `python -m {name}` is running in this folder ({Path.cwd()}): wait for it to "
                             f"finish, or stop it, and run again") from None
     return handle
@@ -117,16 +119,17 @@ def launcher_alive() -> bool:
     return not launcher or os.getppid() == int(launcher)
 
 
-def run_stage(main: Callable[[], None]) -> NoReturn:
+def run_stage(main: Callable[[], None], exclusive: bool = True) -> NoReturn:
     """Run a stage's main(); exit 0 on success, 1 with a one-line message on PipelineError, 128 + n
-    with one line on a signal."""
+    with one line on a signal. `exclusive`: one run at a time in this folder (every stage and tool
+    that writes; predict and report, which only read, run side by side)."""
     if is_worker():
         die_with_launcher()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stopped)
     lock = None
     try:
-        lock = _hold_stage_lock(main)
+        lock = _hold_stage_lock(main) if exclusive else None
         main()
     except PipelineError as exc:
         _fail(str(exc))

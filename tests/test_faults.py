@@ -1,0 +1,259 @@
+"""Faults and concurrency (issue 17): every number belongs to the run that produced it.
+
+- data-parallel workers die with their launcher (kill -9 included) and never write over a later run;
+- a stage's outputs switch together or not at all; a write failure is one line;
+- a missing input names the stage that makes it; SIGTERM and SIGHUP end a stage like Ctrl-C;
+- a second run of a stage in the same folder is refused while the first runs;
+- a killed worker, or a missing node, is one line.
+Processes run as DVC runs them (`python -m stages.<name>` in a copy of the project); the pure
+pieces are tested in-process.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stages.lib import paths
+from stages.lib.datasets import staged_outputs
+from stages.lib.errors import PipelineError, missing_input, run_stage
+from tests.helpers import copy_project, env, run_stage as run_stage_process
+
+SMALL = {"data": {"digits_size": 8}, "prepare": {"image_size": 8}, "augment": {"blur_kernels": []},
+         "train": {"device": "cpu", "batch_size": 32}}
+
+
+# ------------------------------------------------------------------------------ in process
+def test_outputs_switch_together_or_not_at_all(tmp_path) -> None:
+    model, metrics, plots = tmp_path / "models/model.pt", tmp_path / "metrics/train.json", tmp_path / "plots/train"
+    for path, text in ((model, "old model"), (metrics, "old metrics")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    plots.mkdir(parents=True)
+    (plots / "history.csv").write_text("old history")
+    with pytest.raises(PipelineError, match=r"^disk full while writing .*model.pt and 2 other output\(s\): free some "
+                                            r"space and rerun \(no output was changed\)$"):
+        with staged_outputs(files=(model, metrics), dirs=(plots,)) as out:
+            out[model].write_text("new model")
+            out[metrics].write_text("new metrics")
+            raise OSError(errno.ENOSPC, "No space left on device")  # while writing plots/train
+    assert (model.read_text(), metrics.read_text(), (plots / "history.csv").read_text()) == (
+        "old model", "old metrics", "old history")
+    assert not list(tmp_path.rglob(".*.tmp"))
+    with staged_outputs(files=(model, metrics), dirs=(plots,)) as out:
+        out[model].write_text("new model")
+        out[metrics].write_text("new metrics")
+        (out[plots] / "history.csv").write_text("new history")
+        assert model.read_text() == "old model"  # nothing switches before everything is written
+    assert (model.read_text(), metrics.read_text(), (plots / "history.csv").read_text()) == (
+        "new model", "new metrics", "new history")
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_read_only_folder_fails_before_any_output_is_replaced(tmp_path, monkeypatch) -> None:
+    """Root ignores file modes, so the read-only metrics/ folder is what mkstemp answers there."""
+    import tempfile
+    model, metrics = tmp_path / "models/model.pt", tmp_path / "metrics/train.json"
+    model.parent.mkdir()
+    model.write_text("old model")
+    real_mkstemp = tempfile.mkstemp
+
+    def refuse_metrics(*args, dir=None, **kwargs):
+        if Path(dir).name == "metrics":
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse_metrics)
+    body_ran = []
+    with pytest.raises(PipelineError, match=r"^permission denied while writing .*metrics/train.json \(.*metrics\): "
+                                            r"make it writable and rerun"):
+        with staged_outputs(files=(model, metrics)) as out:
+            body_ran.append(True)
+            out[model].write_text("new model")
+    assert not body_ran and model.read_text() == "old model" and not list(tmp_path.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("missing, stage", [
+    ("data/split/classes.json", "split"), ("data/augmented/train/images.npy", "augment"),
+    ("models/model.pt", "train"), ("data/raw/ingest.json", "ingest"), ("data/prepared", "prepare"),
+])
+def test_a_missing_input_names_the_stage_that_makes_it(tmp_path, monkeypatch, missing, stage) -> None:
+    monkeypatch.chdir(tmp_path)
+    error = missing_input(FileNotFoundError(errno.ENOENT, "No such file or directory", missing))
+    assert str(error) == (f"{missing} not found: it is made by the {stage} stage; run `dvc repro {stage}` "
+                          f"(or `make repro`) first")
+    absolute = missing_input(FileNotFoundError(errno.ENOENT, "gone", str(tmp_path / missing)))
+    assert str(absolute) == str(error)
+    assert missing_input(FileNotFoundError(errno.ENOENT, "gone", "elsewhere/file.txt")) is None
+
+
+@pytest.mark.parametrize("tool, argv", [("lr_find", []), ("train", []), ("augment", []), ("prepare", []),
+                                        ("split", [])])
+def test_a_stage_run_by_hand_in_a_fresh_clone_says_what_to_run(tmp_path, monkeypatch, capsys, tool, argv) -> None:
+    import importlib
+    project = copy_project(tmp_path / "p")
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", [tool, *argv])
+    module = importlib.import_module(f"stages.{tool}")
+    with pytest.raises(SystemExit) as exited:
+        run_stage(module.main)
+    err = capsys.readouterr().err
+    assert exited.value.code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: data/") and "not found: it is made by the" in err and "run `dvc repro" in err
+
+
+@pytest.fixture
+def restore_signal_handlers():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
+def test_sigterm_and_sighup_end_a_stage_like_ctrl_c(tmp_path, monkeypatch, capsys, restore_signal_handlers,
+                                                    signum, name) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def stage() -> None:
+        with staged_outputs(dirs=(paths.AUGMENTED_DIR,)) as out:
+            (out[paths.AUGMENTED_DIR] / "images.npy").write_bytes(b"\0" * 1000)
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the signal arrives here
+    stage.__module__ = "tests.test_faults"
+    with pytest.raises(SystemExit) as exited:
+        run_stage(stage)
+    assert exited.value.code == 128 + signum
+    assert capsys.readouterr().err == f"error: interrupted ({name}); outputs being written were discarded\n"
+    assert not list(tmp_path.rglob(".*.tmp")) and not (tmp_path / paths.AUGMENTED_DIR).exists()
+
+
+def test_a_second_run_of_a_stage_in_the_same_folder_is_refused(tmp_path) -> None:
+    project = copy_project(tmp_path / "p", SMALL)
+    with open(project / "stages/augment.py", "rb") as held:  # what a running `python -m stages.augment` holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_stage_process("augment", project, check=False)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: another `python -m stages.augment` is running in this folder ({project}): wait for it to finish, "
+        f"or stop it, and run again\n")
+    other = copy_project(tmp_path / "other", SMALL)  # another folder (a queued experiment's copy) is not held
+    assert "not found: it is made by the split stage" in run_stage_process("augment", other, check=False).stderr
+
+
+# ------------------------------------------------------------------------- data-parallel
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A small project with its data stages run: train is next."""
+    project = copy_project(tmp_path_factory.mktemp("faults") / "p", SMALL)
+    for stage in ("ingest", "split", "prepare", "augment"):
+        run_stage_process(stage, project)
+    return project
+
+
+def workers_of(launcher: int) -> list[int]:
+    """The pids of the training processes the launcher `launcher` started (alive or zombie)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"STAGES_LAUNCHER_PID={launcher}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def start_long_data_parallel_run(project: Path) -> tuple[subprocess.Popen, list[int]]:
+    """`python -m stages.train` with 2 processes and many epochs, once both workers are training."""
+    from tests.helpers import set_params
+    set_params(project, train={"processes": 2, "epochs": 300})
+    launcher = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while launcher.poll() is None and time.monotonic() < deadline:
+        line = launcher.stdout.readline()
+        if line.startswith("epoch") or "epoch 1" in line or "epoch   1" in line:
+            break
+    workers = workers_of(launcher.pid)
+    assert len(workers) == 2 and launcher.poll() is None, launcher.stderr.read() if launcher.poll() else workers
+    return launcher, workers
+
+
+def wait_gone(pids: list[int], seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_launcher_die_and_never_overwrite_a_later_run(prepared) -> None:
+    from tests.helpers import set_params
+    launcher, workers = start_long_data_parallel_run(prepared)
+    launcher.kill()  # kill -9: no clean-up of its own
+    launcher.wait()
+    assert wait_gone(workers), "a training process outlived its launcher"
+    set_params(prepared, train={"processes": 1, "epochs": 2})
+    run_stage_process("train", prepared)  # the later run
+    outputs = [prepared / p for p in (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS, paths.HISTORY_FILE)]
+    written = [p.read_bytes() for p in outputs]
+    time.sleep(3)
+    assert [p.read_bytes() for p in outputs] == written
+    assert json.loads((prepared / paths.TRAIN_METRICS).read_text())["epochs"] == 2
+    assert not workers_of(launcher.pid)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["kill a worker", "SIGTERM"])  # SIGHUP: the same path (in-process test above)
+def test_a_stopped_data_parallel_run_is_one_line(prepared, how) -> None:
+    launcher, workers = start_long_data_parallel_run(prepared)
+    if how == "kill a worker":
+        os.kill(max(workers), signal.SIGKILL)
+    else:
+        launcher.send_signal(getattr(signal, how))
+    _, err = launcher.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    if how == "kill a worker":
+        assert launcher.returncode == 1
+        assert lines[0].startswith("error: training process rank ") and "was killed by signal 9 (SIGKILL)" in lines[0]
+    else:
+        assert launcher.returncode == 128 + getattr(signal, how)
+        assert lines[0] == f"error: interrupted ({how}); outputs being written were discarded"
+    assert wait_gone(workers)
+    assert not list(prepared.rglob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_node_that_never_joins_is_one_line_after_the_rendezvous_timeout(prepared) -> None:
+    from tests.helpers import set_params
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    set_params(prepared, train={"processes": 1, "nodes": 2, "rendezvous": f"127.0.0.1:{port}", "epochs": 2})
+    try:
+        result = subprocess.run([sys.executable, "-m", "stages.train"], cwd=prepared, capture_output=True, text=True,
+                                env={**env(), "STAGES_RENDEZVOUS_TIMEOUT": "3"}, timeout=120)
+    finally:
+        set_params(prepared, train={"nodes": 1, "rendezvous": ""})
+    assert f"waiting up to 3 s at 127.0.0.1:{port} for the other 1 node(s)" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: the other 1 node(s) did not join at 127.0.0.1:{port} (train.rendezvous)")
