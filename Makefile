@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.train
 	$(BIN)/python -m benchmarks.parity
 	$(BIN)/python -m benchmarks.scale
+	$(BIN)/python -m benchmarks.cpu_kernels
 
 clean:
 	rm -rf $(VENV)
