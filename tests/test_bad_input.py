@@ -247,3 +247,25 @@ def test_lr_find_refuses_a_range_it_cannot_test(args, message) -> None:
     from stages.lr_find import main
     with pytest.raises(PipelineError, match=re.escape(message)):
         main(args)
+
+
+def range_test(losses: list[float]):
+    from stages.lr_find import RangeTest
+    lrs = [1e-3 * 1.5 ** i for i in range(len(losses))]
+    return RangeTest(lrs, losses, losses)  # already smooth
+
+
+@pytest.mark.parametrize("losses, message", [
+    ([2.3 * 3 ** i for i in range(12)], r"the loss never decreased: it rose from 2.3 at --start 100 .*: lower --start"),
+    ([2.3] * 30, r"the loss never decreased \(from 2.3 to at best 2.3 up to --end 1000\).*raise --end"),
+    ([2.3, 4.0, 9.0], r"the loss diverged within 3 steps from --start 100: lower --start"),
+])
+def test_lr_find_suggests_nothing_when_the_loss_never_falls(losses, message) -> None:
+    with pytest.raises(PipelineError, match=message):
+        range_test(losses).check(100, 1000)
+
+
+def test_lr_find_accepts_a_range_where_the_loss_falls_then_diverges() -> None:
+    test = range_test([2.3 - 0.1 * i for i in range(20)] + [5.0, 20.0])
+    test.check(1e-6, 10)
+    assert test.suggestion == pytest.approx(test.lrs[19] / 3)

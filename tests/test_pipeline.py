@@ -283,7 +283,11 @@ def experiment_data(root: Path, name: str) -> dict:
 
 
 def test_lr_find_suggests_a_learning_rate_that_trains_digits_to_98_percent(project) -> None:
+    diverging = run([sys.executable, "-m", "stages.lr_find", "--start", "100", "--end", "1000"], project, check=False)
+    assert diverging.returncode == 1 and "suggested" not in diverging.stdout
+    assert diverging.stderr.startswith("error: the loss never decreased") and "lower --start" in diverging.stderr
     result = run([sys.executable, "-m", "stages.lr_find"], project)
+    assert "lr_find: step 20/200: lr " in result.stdout  # progress while it runs
     suggestion = float(re.search(r"suggested train.lr ([0-9.e+-]+)", result.stdout).group(1))
     assert f"dvc exp run -S train.lr={suggestion:.3g}" in result.stdout
     table = pd.read_csv(project / "plots/lr_find/lr_find.csv")

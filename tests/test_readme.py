@@ -30,3 +30,18 @@ def test_readme_command_parses(module: str, args: str) -> None:
         stage.build_parser().parse_args(argv)
     except SystemExit as exc:
         pytest.fail(f"`python -m stages.{module}{args}` from README.md does not parse (exit {exc.code})")
+
+
+@pytest.mark.parametrize("fault, fix", [
+    ("a FIFO (named pipe) inside `data.source`", "find <folder> -type p"),
+    ("a symlink loop inside `data.source`", "find -L <folder> -type l"),
+    ("a file name that is not valid UTF-8 inside `data.source`", "LC_ALL=C find <folder>"),
+    ("`data.source: ''`", "set `data.source` to `data/digits` or a folder"),
+    ("a stage killed (`kill -9`)", "find data models metrics plots -name '.*.tmp'"),
+])
+def test_the_bad_input_table_gives_faults_dvc_meets_first_their_fix(fault, fix) -> None:
+    """What DVC itself trips on before ingest runs (it hashes data.source), and where a killed run's
+    temporaries stay: the project cannot catch these, so the README must say what to do."""
+    table = (ROOT / "README.md").read_text().split("## Bad input", 1)[1]
+    (row,) = [line for line in table.splitlines() if line.startswith(f"| {fault} |")]
+    assert fix in row
