@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import finish_array_set, load_array_set, read_image, read_json, staged_outputs, write_json
+from stages.lib.datasets import (finish_array_set, load_array_set, read_image, read_json, retire_summary,
+                                 staged_outputs, write_json)
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.images import AugmentedBlock, AugmentPlan, augment_block, augmentation_variants
 from stages.lib.metrics import plot_class_counts, plot_image_grid
@@ -106,6 +107,7 @@ def class_counts(classes: list[str], augmented_labels: np.ndarray) -> pd.DataFra
 
 def main() -> None:
     params = load_params(*PARAMS).augment
+    retire_summary()  # the scores of the last run no longer describe this data
     classes = read_json(paths.CLASSES_FILE)
     source = load_array_set(paths.PREPARED_DIR / "train")
     plan = plan_from(params)

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from stages.lib import paths
-from stages.lib.datasets import (atomic_dir, list_class_folder, near_duplicates, pixel_hash, read_image, shown,
-                                 thumbnail, write_json, write_png)
+from stages.lib.datasets import (atomic_dir, list_class_folder, near_duplicates, pixel_hash, read_image,
+                                 retire_summary, shown, thumbnail, write_json, write_png)
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.params import DataParams, load_params
 
@@ -130,6 +130,7 @@ class Ingest:
 
 def main() -> None:
     params = load_params(*PARAMS).data
+    retire_summary()  # the scores of the last run no longer describe this data
     ingest = Ingest(params)
     report = ingest.report
     with atomic_dir(paths.RAW_DIR) as out:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import allocate_images, atomic_dir, finish_array_set, read_file_list, read_image, read_json
+from stages.lib.datasets import (allocate_images, atomic_dir, finish_array_set, read_file_list, read_image, read_json,
+                                 retire_summary)
 from stages.lib.errors import run_stage
 from stages.lib.params import PrepareParams, load_params
 from stages.lib.preprocess import Preprocessing, format_image
@@ -46,6 +47,7 @@ def prepare_split(split: str, out: Path, classes: list[str], params: PreparePara
 
 def main() -> None:
     params = load_params(*PARAMS).prepare
+    retire_summary()  # the scores of the last run no longer describe this data
     classes = read_json(paths.CLASSES_FILE)
     with atomic_dir(paths.PREPARED_DIR) as out:
         for split in paths.SPLITS:

@@ -2,8 +2,10 @@
 
     python -m stages.report [-o report.md] [--sort-by val_acc] [--seeds]
 
-Reads `dvc exp show --json`: one row per commit and experiment, the params that differ between
-them, and the key metrics, sorted best first. With --seeds, runs that differ only in their seeds
+Reads `dvc exp show --json`: one row per commit and experiment, its state (done, running, queued,
+failed), the params that differ between them, and the key metrics, sorted best first. A running
+experiment shows only its own live numbers (epochs done, seconds: its scores come when evaluate
+has run); a queued or failed one shows none, since its workspace may still hold its baseline's. With --seeds, runs that differ only in their seeds
 (train.seed, split.seed, augment.seed) are one row: the mean ± sample standard deviation of each
 metric over them, and how many distinct runs there were (the same params twice are one run). A sweep over seeds and a grid:
 
@@ -26,7 +28,8 @@ import numpy as np
 from stages.lib.errors import PipelineError, run_stage
 
 SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
-METRICS = ("val_acc", "test_acc", "f1", "loss", "seconds")  # the declared metrics: summary.json, time.json
+SUMMARY_FILE = "metrics/summary.json"  # evaluate's scores (stages/lib/paths.py: SUMMARY_METRICS)
+METRICS = ("val_acc", "test_acc", "f1", "loss", "epoch", "seconds")  # the declared metrics: summary.json, time.json
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Experiment:
     name: str
     params: dict[str, Any]
     metrics: dict[str, float]
+    state: str = "done"  # done, running, queued or failed (DVC's executor state; success is done)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -46,15 +50,26 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _experiment(name: str, data: dict) -> Experiment:
+def _experiment(name: str, data: dict, state: str = "done", baseline: Experiment | None = None) -> Experiment:
     params = {}
     for file in (data.get("params") or {}).values():
         params.update(flatten(file.get("data") or {}))
     metrics = {}
-    for file in (data.get("metrics") or {}).values():
-        metrics.update({k: v for k, v in flatten(file.get("data") or {}).items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    return Experiment(name, params, metrics)
+    for path, file in (data.get("metrics") or {}).items():
+        # A queued or failed workspace may hold its baseline's files; a running one's scores come when
+        # it is done (until its train stage starts, summary.json is the baseline's): its progress only.
+        if state == "done" or (state == "running" and path != SUMMARY_FILE):
+            metrics.update({k: v for k, v in flatten(file.get("data") or {}).items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if state == "running" and baseline is not None and metrics and all(
+            baseline.metrics.get(k) == v for k, v in metrics.items()):
+        metrics = {}  # DVC is still setting its workspace up from the baseline commit: these are the baseline's
+    return Experiment(name, params, metrics, state)
+
+
+def _state(experiment: dict) -> str:
+    state = (experiment.get("executor") or {}).get("state") or "success"
+    return "done" if state == "success" else state
 
 
 def experiments_from_json(rows: list[dict]) -> list[Experiment]:
@@ -68,11 +83,13 @@ def experiments_from_json(rows: list[dict]) -> list[Experiment]:
         if row["rev"] == "workspace":
             workspace = _experiment("workspace", row["data"])
             continue
-        found.append(_experiment(row.get("name") or row["rev"][:7], row["data"]))
+        base = _experiment(row.get("name") or row["rev"][:7], row["data"])
+        found.append(base)
         for experiment in row.get("experiments") or []:
             for rev in experiment.get("revs") or []:
                 if rev.get("data"):
-                    found.append(_experiment(rev.get("name") or experiment.get("name") or rev["rev"][:7], rev["data"]))
+                    found.append(_experiment(rev.get("name") or experiment.get("name") or rev["rev"][:7], rev["data"],
+                                             _state(experiment), base))
     if workspace is not None and all((e.params, e.metrics) != (workspace.params, workspace.metrics) for e in found):
         found.insert(0, workspace)
     return found
@@ -100,10 +117,11 @@ def markdown_table(experiments: list[Experiment], sort_by: str, metrics: tuple[s
     params = differing_params(experiments)
     metrics = tuple(m for m in metrics if any(m in e.metrics for e in experiments))
     ordered = sorted(experiments, key=lambda e: _sort_key(e.metrics.get(sort_by)), reverse=True)
-    header = ["experiment", *params, *metrics]
+    header = ["experiment", "state", *params, *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in ordered:
-        cells = [e.name, *(_param(e.params.get(p)) for p in params), *(_metric(e.metrics.get(m)) for m in metrics)]
+        cells = [e.name, e.state, *(_param(e.params.get(p)) for p in params),
+                 *(_metric(e.metrics.get(m)) for m in metrics)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -172,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     experiments = experiments_from_json(dvc_experiments())
     if not experiments:
         raise PipelineError("no experiments with results: run `dvc repro` or `dvc exp run` first")
-    table = (seeds_table(aggregate_seeds(experiments), args.sort_by) if args.seeds
+    done = [e for e in experiments if e.state == "done"]  # seed means of finished runs only
+    table = (seeds_table(aggregate_seeds(done), args.sort_by) if args.seeds
              else markdown_table(experiments, args.sort_by))
     print(table, end="")
     if args.output:

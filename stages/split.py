@@ -18,7 +18,7 @@ import pandas as pd
 
 from stages.lib import paths
 from stages.lib.datasets import (atomic_dir, downsample, list_class_folder, merge_and_drop, read_json,
-                                 stratified_split, write_file_list, write_json)
+                                 retire_summary, stratified_split, write_file_list, write_json)
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.params import SplitParams, load_params
 
@@ -73,6 +73,7 @@ def check_given_split(rows: pd.DataFrame, split: str, train: pd.DataFrame, class
 
 def main() -> None:
     params = load_params(*PARAMS).split
+    retire_summary()  # the scores of the last run no longer describe this data
     report = read_json(paths.INGEST_REPORT)
     files = list_raw(report["splits"])
     files["label"] = merge_and_drop(files["label"].tolist(), dict(params.merge), params.drop)

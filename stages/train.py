@@ -6,7 +6,9 @@ With model.freeze: features and train.finetune_epochs, the head is trained first
 (two-phase fine-tuning, one history). Uses a GPU no other experiment holds when there is one (train.device: auto; stages/lib/gpus.py) and
 the CPU otherwise. With train.processes (or train.nodes) > 1 it restarts itself as torchrun's
 data-parallel processes (stages/lib/distributed.py); rank 0 writes the outputs. Prints one line per
-epoch. Keeps the last epoch's weights, or with train.checkpoint: best the best epoch's by
+epoch and, as each epoch ends, rewrites plots/train/history.csv and metrics/time.json (epochs done,
+seconds), so that `dvc exp show` and `dvc plots diff` follow a running experiment; until evaluate
+scores this run, metrics/summary.json is removed (it held the last run's scores). Keeps the last epoch's weights, or with train.checkpoint: best the best epoch's by
 train.monitor on the val split (early stopping with train.patience). Writes models/model.pt
 (stages/lib/checkpoint.py: those weights plus everything evaluate and predict need),
 metrics/train.json and plots/train/: history.csv (per epoch: lr, train and val cross-entropy, the
@@ -17,20 +19,27 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from stages.lib.datasets import retire_summary
+
+if __name__ == "__main__" and "RANK" not in os.environ:  # the stage itself, not one of its torchrun workers
+    # First thing, before the seconds of importing torch below, in which `dvc exp show` would give a
+    # running experiment its baseline's scores: this run's model makes metrics/summary.json stale.
+    retire_summary()
+
 import pandas as pd
 import torch
 
 from stages.lib import paths
 from stages.lib.checkpoint import Checkpoint
-from stages.lib.datasets import ArraySet, load_array_set, read_json, staged_outputs, write_json
+from stages.lib.datasets import ArraySet, live_outputs, load_array_set, read_json, staged_outputs, write_json
 from stages.lib.distributed import World, check_same_inputs, fingerprint, from_environment, join, launch, leave
 from stages.lib.errors import PipelineError, launcher_alive, run_stage
 from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
 from stages.lib.models import InputShape, build_model, count_parameters
 from stages.lib.params import Params, as_plain, load_params, section_keys
 from stages.lib.preprocess import Preprocessing
-from stages.lib.training import (STEP_COLUMNS, Batches, claim_device, class_weights, fine_tune, online_augment,
-                                 select_device, shard_rows)
+from stages.lib.training import (STEP_COLUMNS, Batches, EpochRecord, FitResult, claim_device, class_weights, fine_tune,
+                                 online_augment, select_device, shard_rows)
 
 PARAMS = ("model", "train", *section_keys("augment", online=True))
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
@@ -95,14 +104,40 @@ def train_process(params: Params, world: World) -> None:
     where = f"{world.size} processes on {device.type}" if world.distributed else str(device)
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
         f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
-    result = fine_tune(model, train, val, preprocessing.normalizer(device), params.train,
-                       class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                       online_augment(params.augment, params.train.seed))
-    if not world.leader:
-        return
+    with live_outputs() as rewrite:
+        records: list[EpochRecord] = []
 
+        def publish(record: EpochRecord) -> None:
+            """Each epoch, the history so far and the epochs done: live rows and curves of a running
+            experiment in `dvc exp show` and `dvc plots diff`."""
+            records.append(record)
+            with rewrite(paths.HISTORY_FILE) as tmp:
+                history_table(records).to_csv(tmp, index=False)
+            with rewrite(paths.TIME_METRICS) as tmp:
+                write_json(tmp, progress(records))
+
+        result = fine_tune(model, train, val, preprocessing.normalizer(device), params.train,
+                           class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
+                           online_augment(params.augment, params.train.seed), on_epoch=publish if world.leader else None)
+        if world.leader:
+            write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels), world)
+
+
+def history_table(records: list[EpochRecord]) -> pd.DataFrame:
+    """plots/train/history.csv: one row per epoch."""
+    return pd.DataFrame([dataclasses.asdict(r) for r in records])
+
+
+def progress(records: list[EpochRecord]) -> dict:
+    """metrics/time.json, a column pair of `dvc exp show`: epochs done and training wall time so far."""
+    return {"epoch": records[-1].epoch if records else 0, "seconds": round(sum(r.seconds for r in records), 1)}
+
+
+def write_outputs(params: Params, result: FitResult, classes: list[str], preprocessing: Preprocessing, trainable: int,
+                  train_images: int, world: World) -> None:
+    """models/model.pt, metrics/train.json and time.json, plots/train: all switched at once."""
     state, saved_epoch = result.saved(params.train.checkpoint)
-    history = pd.DataFrame([dataclasses.asdict(r) for r in result.history])
+    history = history_table(result.history)
     steps = pd.DataFrame(result.steps, columns=list(STEP_COLUMNS))
     # What evaluate judges the run by; no wall times, so that the same run writes the same bytes.
     record = {"history": history.drop(columns="seconds").to_dict(orient="list"), "step_losses": steps["loss"].tolist(),
@@ -122,7 +157,7 @@ def train_process(params: Params, world: World) -> None:
             "best_epoch": result.best_epoch,  # by train.monitor; its val scores are in plots/train/history.csv
             "stopped_early": result.stopped_early,
             "parameters": trainable,
-            "params_per_sample": trainable / len(train_set.labels),
+            "params_per_sample": trainable / train_images,
             # At the saved epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
             "train_loss": saved.train_loss, "train_accuracy": saved.train_accuracy,
             # Wall time (each epoch's: plots/train/history.csv) and the training steps' throughput.
@@ -130,7 +165,7 @@ def train_process(params: Params, world: World) -> None:
             "images_per_second": result.images_per_second,
             "processes": world.size,
         })
-        write_json(out[paths.TIME_METRICS], {"seconds": round(seconds, 1)})  # declared: a column of dvc exp show
+        write_json(out[paths.TIME_METRICS], progress(result.history))  # declared: columns of dvc exp show
         history.to_csv(out[paths.TRAIN_PLOTS] / paths.HISTORY_FILE.name, index=False)
         steps.to_csv(out[paths.TRAIN_PLOTS] / "steps.csv", index=False)
     which = f"the best by {params.train.monitor}" if params.train.checkpoint == "best" else "the last"

@@ -257,3 +257,38 @@ def test_a_node_that_never_joins_is_one_line_after_the_rendezvous_timeout(prepar
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: the other 1 node(s) did not join at 127.0.0.1:{port} (train.rendezvous)")
+
+
+# ------------------------------------------------------------------------------ live progress
+def test_live_outputs_show_progress_and_a_failed_run_puts_the_last_runs_back(tmp_path) -> None:
+    from stages.lib.datasets import live_outputs
+    history, progress = tmp_path / "plots/train/history.csv", tmp_path / "metrics/time.json"
+    history.parent.mkdir(parents=True)
+    history.write_text("last run's history")
+    with pytest.raises(RuntimeError):
+        with live_outputs() as rewrite:
+            for epoch in (1, 2):
+                with rewrite(history) as tmp:
+                    tmp.write_text(f"epochs 1..{epoch}")
+                with rewrite(progress) as tmp:
+                    tmp.write_text(f'{{"epoch": {epoch}}}')
+                assert history.read_text() == f"epochs 1..{epoch}"  # readers see each epoch, whole
+            raise RuntimeError("the run fails in epoch 3")
+    assert history.read_text() == "last run's history" and not progress.exists()
+    assert not list(tmp_path.rglob(".*.tmp"))
+    with live_outputs() as rewrite:
+        with rewrite(history) as tmp:
+            tmp.write_text("epochs 1..1")
+    assert history.read_text() == "epochs 1..1" and not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_stage_that_runs_retires_the_last_scores(tmp_path, monkeypatch) -> None:
+    """The scores of the last run no longer describe the data or model once a stage before evaluate runs."""
+    from stages import ingest, split
+    project = copy_project(tmp_path / "p", SMALL)
+    (project / "metrics").mkdir()
+    monkeypatch.chdir(project)
+    for stage in (ingest, split):
+        (project / paths.SUMMARY_METRICS).write_text('{"test_acc": 0.99}')
+        stage.main()
+        assert not (project / paths.SUMMARY_METRICS).exists()

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from stages.lib.datasets import load_array_set
-from tests.helpers import (STAGES, copy_project, dump_params, dvc, git, init_repo, read_params, restore_baseline,
-                           run, set_params, stages_run)
+from tests.helpers import (STAGES, copy_project, dump_params, dvc, env, git, init_repo, read_params,
+                           restore_baseline, run, set_params, stages_run)
 
 pytestmark = pytest.mark.integration
 
@@ -247,7 +247,8 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
 def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
     # lr 0.1 and seed 0 are the committed run's: the report must count that run once, not twice.
     dvc("exp", "run", "--queue", "-S", "train.seed=range(0,2)", "-S", "train.lr=0.1,0.03", cwd=project)
-    dvc("queue", "start", "-j", "2", cwd=project)
+    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=project, env=env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # its workers keep running: no pipes
     deadline = time.monotonic() + 300
     while re.search(r"Queued|Running", dvc("queue", "status", cwd=project).stdout):
         assert time.monotonic() < deadline, "the queued experiments did not finish in 5 minutes"
@@ -273,6 +274,59 @@ def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:
                       if params_of(r)["train"]["lr"] == lr]
         expected = f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"
         assert any(f"| {lr} |" in row and expected in row for row in rows), (lr, expected, table)
+
+
+def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> None:
+    """While it trains: its own live epochs in `dvc exp show`, epoch lines in `dvc queue logs`, and never
+    the baseline's test accuracy in its row or in stages.report; PYTHONUNBUFFERED unset, as for a user.
+
+    In its first seconds DVC sets up the experiment's workspace from its baseline commit, and shows that
+    commit's files as the row (README: "While a queue runs"); from its first epoch on, the row is its own."""
+    # One thread for training, one core left for polling: two busy processes on two threads each crawl.
+    quiet = {**{k: v for k, v in env().items() if k != "PYTHONUNBUFFERED"}, "OMP_NUM_THREADS": "1"}
+
+    def call(*args: str) -> str:
+        return subprocess.run([sys.executable, *args], cwd=project, env=quiet, capture_output=True, text=True,
+                              check=True).stdout
+    baseline = json.loads((project / "metrics/summary.json").read_text())["test_acc"]
+    call("-m", "dvc", "exp", "run", "--queue", "-n", "live", "-S", "train.epochs=30", "-S", "train.batch_size=16",
+         "-S", "model.hidden=[512,512]", "-S", "train.lr=0.01")  # about half a second an epoch
+    # The worker it starts keeps running: no pipes to wait on.
+    subprocess.run([sys.executable, "-m", "dvc", "queue", "start"], cwd=project, env=quiet, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    epochs_seen, logged, reported, polls = set(), False, False, []
+    deadline = time.monotonic() + 240
+    while True:
+        assert time.monotonic() < deadline, f"the queued experiment did not finish in 4 minutes: {polls}"
+        rows = list(csv.DictReader(call("-m", "dvc", "exp", "show", "--csv").splitlines()))
+        (row,) = [r for r in rows if r["Experiment"] == "live"] or [{"State": "Queued"}]
+        polls.append((row["State"], row.get("epoch"), row.get("seconds"), row.get("test_acc")))
+        if row["State"] == "Success":
+            break
+        if row["State"] != "Running":
+            time.sleep(0.5)
+            continue
+        if row["test_acc"] not in ("", "!"):
+            if row["epoch"] == "30":
+                continue  # trained: its own scores, evaluate has run
+            # The baseline's files, as DVC copied them: only before training starts (DVC's set-up, then
+            # the second it takes the train stage to start and remove them), never once it trains.
+            assert row["test_acc"] == str(baseline) and not epochs_seen, polls
+            continue
+        if row["epoch"] not in ("", "!") and int(row["epoch"]) < 30:
+            epochs_seen.add(int(row["epoch"]))
+            if not logged:
+                lines = re.findall(r"^epoch +\d+/30", call("-m", "dvc", "queue", "logs", "live"), re.M)
+                logged = 0 < len(lines) < 30
+            if not reported:
+                table = call("-m", "stages.report")
+                (line,) = [line for line in table.splitlines() if line.startswith("| live |")]
+                assert line.startswith("| live | running |") and f"{baseline:.4f}" not in line, table
+                reported = True
+    assert len(epochs_seen) >= 2, repr(polls)  # it moved while it trained
+    assert logged and reported
+    finished = experiment_data(project, "live")["data"]["metrics"]
+    assert finished["metrics/time.json"]["data"]["epoch"] == 30 and "metrics/summary.json" in finished
 
 
 def experiment_data(root: Path, name: str) -> dict:

@@ -42,9 +42,9 @@ def test_rows_params_and_metrics_come_from_dvc_json() -> None:
 def test_table_sorted_by_val_accuracy_with_the_differing_params() -> None:
     table = markdown_table(experiments_from_json(SHOW), "val_acc")
     lines = table.splitlines()
-    assert lines[0] == "| experiment | train.lr | train.seed | val_acc | test_acc |"
+    assert lines[0] == "| experiment | state | train.lr | train.seed | val_acc | test_acc |"
     assert [line.split(" | ")[0].strip("| ") for line in lines[2:]] == ["c", "a", "b", "main", "d"]
-    assert "| c | 0.01 | 2 | 0.9700 | 0.9600 |" in lines
+    assert "| c | done | 0.01 | 2 | 0.9700 | 0.9600 |" in lines
 
 
 def test_seed_aggregation_gives_the_right_mean_and_std() -> None:
@@ -67,4 +67,34 @@ def test_rows_without_a_metric_sort_last() -> None:
     rows = [Experiment("no-metrics", {"train.lr": 1}, {}), Experiment("scored", {"train.lr": 2}, {"val_acc": 0.5})]
     table = markdown_table(rows, "val_acc")
     assert [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]] == ["scored", "no-metrics"]
-    assert "| no-metrics | 1 | - |" in table
+    assert "| no-metrics | done | 1 | - |" in table
+
+
+def with_state(revision: dict, state: str, live: dict | None = None) -> dict:
+    """An experiment of `dvc exp show --json` whose executor is in `state`; its workspace still holds the
+    baseline's summary.json (queued, failed), or its own live metrics/time.json (running)."""
+    if live is not None:  # beside the baseline's summary.json, still there until its train stage starts
+        revision["data"]["metrics"]["metrics/time.json"] = {"data": live}
+    return {"name": revision["name"], "revs": [revision], "executor": {"state": state, "name": revision["name"]}}
+
+
+def test_queued_running_and_failed_experiments_never_wear_other_runs_numbers(monkeypatch, capsys) -> None:
+    show = [{**rev("main", 0.1, 0, 0.90, 0.89), "experiments": [
+        with_state(rev("q", 0.01, 0, 0.90, 0.89), "queued"),
+        with_state(rev("r", 0.02, 0, 0.90, 0.89), "running", live={"epoch": 7, "seconds": 3.5}),
+        with_state(rev("f", 0.03, 0, 0.90, 0.89), "failed"),
+        with_state(rev("s", 0.04, 0, 0.97, 0.96), "success"),
+    ]}]
+    experiments = {e.name: e for e in experiments_from_json(show)}
+    assert {name: e.state for name, e in experiments.items()} == {
+        "main": "done", "q": "queued", "r": "running", "f": "failed", "s": "done"}
+    assert experiments["q"].metrics == {} and experiments["f"].metrics == {}
+    assert experiments["r"].metrics == {"epoch": 7, "seconds": 3.5}
+    table = markdown_table(list(experiments.values()), "val_acc")
+    assert "| r | running | 0.02 | - | - | 7 | 3.5000 |" in table, table
+    assert "| q | queued | 0.01 | - | - | - | - |" in table and "0.89" not in table.split("| main |")[0]
+    from stages import report
+    monkeypatch.setattr(report, "dvc_experiments", lambda: show)
+    report.main(["--seeds"])
+    seeds = capsys.readouterr().out
+    assert "| 1 | 0.04 |" in seeds and "| 1 | 0.1 |" in seeds and len(seeds.splitlines()) == 4, seeds

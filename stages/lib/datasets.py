@@ -22,13 +22,14 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from .errors import PipelineError
+from .paths import SUMMARY_METRICS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -141,6 +142,49 @@ def atomic_file(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is renamed to `target`."""
     with staged_outputs(files=(Path(target),)) as staged:
         yield staged[Path(target)]
+
+
+@contextlib.contextmanager
+def live_outputs() -> Iterator[Callable[[Path], contextlib.AbstractContextManager[Path]]]:
+    """Outputs a stage rewrites while it runs: progress that `dvc exp show` and `dvc plots diff`
+    read from a running experiment's workspace. Yields `rewrite(target)`, a context giving a
+    temporary path that replaces `target` atomically on exit (a reader never sees half a file).
+
+    If the stage then fails, each target is put back as it was before the stage started (or
+    removed), so a failed run leaves no progress of its own beside the last run's outputs. The
+    earlier file waits as `.<name>~before.<pid>.tmp` meanwhile."""
+    saved: dict[Path, Path | None] = {}
+
+    @contextlib.contextmanager
+    def rewrite(target: Path) -> Iterator[Path]:
+        target = Path(target)
+        if target not in saved:
+            aside = target.with_name(f".{target.name}~before.{os.getpid()}.tmp")
+            with _write_errors_are_one_line(target):
+                if target.exists():
+                    os.replace(target, aside)
+            saved[target] = aside if aside.exists() else None
+        with atomic_file(target) as tmp:
+            yield tmp
+
+    try:
+        yield rewrite
+    except BaseException:
+        for target, aside in saved.items():
+            _remove(target)
+            if aside is not None:
+                os.replace(aside, target)
+        raise
+    for aside in saved.values():
+        if aside is not None:
+            _remove(aside)
+
+
+def retire_summary() -> None:
+    """This run changes what evaluate scored: remove metrics/summary.json until evaluate writes this
+    run's, so that no table (`dvc exp show`, stages.report) shows a running experiment its baseline's
+    scores. DVC runs evaluate next whenever it finds the file missing."""
+    _remove(SUMMARY_METRICS)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -338,7 +338,7 @@ def _better(value: float, best: float | None, monitor: str, margin: float = 0.0)
 def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normalizer, params: TrainParams,
         weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
         phase: str = "train", first_epoch: int = 1, total_epochs: int | None = None,
-        augment: OnlineAugment | None = None) -> FitResult:
+        augment: OnlineAugment | None = None, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
     Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly.
@@ -354,6 +354,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
 
     A phase of a longer run (fine_tune) numbers its epochs from `first_epoch` of `total_epochs`.
     `augment` (augment.online) transforms every training batch on the device; val never.
+    `on_epoch` sees each epoch's record as soon as it is done (train publishes live progress).
     """
     device = train.device
     amp = params.amp and device.type == "cuda"
@@ -455,6 +456,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
         log(f"epoch {epoch:>3}/{total_epochs or last_epoch}  lr {epoch_lr:.4g}  train loss {train_loss:.4f} acc "
             f"{record.train_accuracy:.2%}  val loss {val_loss:.4f} acc {val_accuracy:.2%}"
             f"{'  *' if best_epoch == epoch else ''}  ({record.seconds:.1f}s)")
+        if on_epoch is not None:
+            on_epoch(record)
         if scheduler is not None and not per_step:
             scheduler.step()
         if params.patience and waited >= params.patience:
@@ -486,23 +489,24 @@ def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.T
 
 def fine_tune(model: nn.Module, train: Batches, val: Batches | None, normalize: Normalizer, params: TrainParams,
               weights: torch.Tensor | None = None, log: Callable[[str], None] = print,
-              world: World = World(), augment: OnlineAugment | None = None) -> FitResult:
+              world: World = World(), augment: OnlineAugment | None = None,
+              on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
     """fit, then with params.finetune_epochs > 0 a second phase: every layer unfrozen (model.freeze:
     features trained the head alone) and trained on for finetune_epochs at finetune_lr, its schedule
     starting afresh. One history: epochs and steps numbered on, each epoch marked with its phase;
     the best epoch is the best of both phases."""
     if not params.finetune_epochs:
-        return fit(model, train, val, normalize, params, weights, log, world, augment=augment)
+        return fit(model, train, val, normalize, params, weights, log, world, augment=augment, on_epoch=on_epoch)
     total = params.epochs + params.finetune_epochs
     head = fit(model, train, val, normalize, params, weights, log, world, phase="head", total_epochs=total,
-               augment=augment)
+               augment=augment, on_epoch=on_epoch)
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
     second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs)
     tuned = fit(model, train, val, normalize, second, weights, log, world, phase="finetune",
                 first_epoch=len(head.history) + 1, total_epochs=len(head.history) + params.finetune_epochs,
-                augment=augment)
+                augment=augment, on_epoch=on_epoch)
     monitored = [r.val_loss if params.monitor == "val_loss" else r.val_accuracy for r in head.history + tuned.history]
     best_head = monitored[head.best_epoch - 1]
     best_tuned = monitored[tuned.best_epoch - 1]
