@@ -29,7 +29,8 @@ import torch
 from stages.lib import paths
 from stages.lib.datasets import ArraySet, load_array_set, staged_outputs, write_json
 from stages.lib.errors import run_stage
-from stages.lib.health import Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes
+from stages.lib.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
+                               collapse_remedy)
 from stages.lib.inside import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
 from stages.lib.metrics import (classification_report, comparison_metrics, per_class_json, plot_confusion,
                                 plot_image_grid, plot_learning_curves, plot_weight_histograms, predictions_table,
@@ -76,14 +77,15 @@ def draw_inside(model: torch.nn.Module, val: ArraySet, classes: list[str], norma
 
 def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, classes: list[str],
                   history: pd.DataFrame, step_losses: list[float], params: EvaluateParams) -> list[Finding]:
-    collapse = check_collapse(val_true, val_pred, classes)
+    spikes = check_spikes(step_losses, params.spike_factor, len(classes))
+    remedy = collapse_remedy(history["train_loss"].tolist(), history["lr"].tolist(), len(classes), spikes.seen)
+    collapse = check_collapse(val_true, val_pred, classes, remedy=remedy)
     curves = Curves(*(history[f.name].tolist() for f in dataclasses.fields(Curves)))
     fit = check_fit(curves, scores["train"]["accuracy"], scores["val"]["accuracy"], params.overfit_gap,
-                    params.underfit_accuracy)
+                    params.underfit_accuracy, num_classes=len(classes))
     if collapse.seen:  # a collapsed model neither over- nor underfits in any useful sense: say one thing
         fit = [dataclasses.replace(f, seen=False) for f in fit]
-    return [collapse, check_divergence(history["train_loss"].tolist()),
-            check_spikes(step_losses, params.spike_factor, len(classes)), *fit]
+    return [collapse, check_divergence(history["train_loss"].tolist()), spikes, *fit]
 
 
 def main() -> None:

@@ -181,3 +181,31 @@ def test_verdicts_never_contradict(train_accuracy, val_loss) -> None:
     for gap in (0.0, 0.5):
         verdicts = seen(check_fit(curves(train_accuracy, val_loss), 0.9, 0.9 - gap, max_gap=0.05, low=0.7))
         assert len(verdicts) <= 1, verdicts
+
+
+@pytest.mark.parametrize("losses, spiked, expected, not_expected", [
+    ([2.303, 2.302, 2.302], False, "stayed flat near chance level (2.303 to 2.302; ln 10 classes = 2.3): the model "
+                                   "barely learnt: raise train.lr (now 5e-05)", "lower train.lr"),
+    ([2.3, 5.1, 9.7], False, "the train loss rose (2.3 to 9.7): lower train.lr (now 5e-05", "raise train.lr"),
+    ([2.3, 0.4, 0.35], True, "the train loss spiked (2.3 to 0.35): lower train.lr", "raise train.lr"),
+    ([2.3, math.nan], False, "lower train.lr", "raise train.lr"),
+    ([2.3, 1.2, 0.9], False, "check the labels and prepare.normalize, try train.class_weights", "raise train.lr"),
+])
+def test_collapse_advice_follows_the_loss(losses, spiked, expected, not_expected) -> None:
+    """A learning rate far too low keeps the loss flat at chance and needs the opposite advice to one that
+    diverged or spiked; the message of the collapse carries it."""
+    from stages.lib.health import collapse_remedy
+    remedy = collapse_remedy(losses, [5e-05] * len(losses), 10, spiked)
+    assert expected in remedy and not_expected not in remedy
+    finding = check_collapse(np.arange(20) % 2, np.zeros(20, dtype=int), ["a", "b"], remedy=remedy)
+    assert finding.seen and finding.message.endswith(remedy)
+
+
+def test_underfitting_with_a_flat_loss_at_chance_says_raise_the_learning_rate() -> None:
+    flat = Curves([1, 2, 3], [5e-05] * 3, [2.2956, 2.2883, 2.2799], [0.05, 0.054, 0.058], [2.30, 2.29, 2.28],
+                  [0.017, 0.022, 0.028])
+    under = {f.check: f for f in check_fit(flat, 0.06, 0.03, 0.05, 0.7, num_classes=10)}["underfitting"]
+    assert under.seen and "stayed flat near chance level" in under.message and "raise train.lr (now 5e-05)" in under.message
+    learning = dataclasses.replace(flat, train_loss=[2.2, 1.6, 1.2])  # falling, still low accuracy: the old advice
+    under = {f.check: f for f in check_fit(learning, 0.06, 0.03, 0.05, 0.7, num_classes=10)}["underfitting"]
+    assert under.seen and "raise train.lr" not in under.message and "train longer (train.epochs)" in under.message

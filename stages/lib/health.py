@@ -32,14 +32,41 @@ class Finding:
     count: int = 0  # loss spikes: how many
 
 
-def check_collapse(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], split: str = "val") -> Finding:
+GENERIC_COLLAPSE_REMEDY = ("lower train.lr (train.sam_rho with sam), check the labels and prepare.normalize, try "
+                           "train.class_weights: balanced or split.balance")
+
+
+def collapse_remedy(train_losses: list[float], lrs: list[float], num_classes: int, spiked: bool) -> str:
+    """What to do about a collapse, from how the loss went: it rose or spiked (too high a learning rate,
+    lower it), it stayed flat near chance level ln(classes) (too low: raise it), or neither."""
+    first, last = train_losses[0], train_losses[-1]
+    if not all(math.isfinite(loss) for loss in train_losses) or last > first or spiked:
+        how = "spiked" if spiked and math.isfinite(last) and last <= first else "rose"
+        return (f"the train loss {how} ({first:.4g} to {last:.4g}): lower train.lr (now {lrs[0]:g}; train.sam_rho "
+                f"with sam), add train.grad_clip_norm")
+    flat = flat_at_chance(train_losses, lrs, num_classes)
+    return flat + "; if it stays flat, check the labels and prepare.normalize" if flat else GENERIC_COLLAPSE_REMEDY
+
+
+def flat_at_chance(train_losses: list[float], lrs: list[float], num_classes: int) -> str:
+    """When the train loss ended near chance level ln(classes) and barely below where it began (a
+    learning rate far too low), an account of it with the remedy; else ""."""
+    chance = math.log(max(num_classes, 2))
+    first, last = train_losses[0], train_losses[-1]
+    if not (math.isfinite(last) and last > 0.9 * chance and 0.9 * first < last <= first):
+        return ""
+    return (f"the train loss stayed flat near chance level ({first:.4g} to {last:.4g}; ln {num_classes} classes = "
+            f"{chance:.3g}): the model barely learnt: raise train.lr (now {lrs[0]:g}) or train longer")
+
+
+def check_collapse(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], split: str = "val",
+                   remedy: str = GENERIC_COLLAPSE_REMEDY) -> Finding:
     """Predictions on a single class, or nearly all on a class far rarer than that (the hand-gesture log's
-    sharpness-aware run), or an accuracy no better than always answering the majority class."""
+    sharpness-aware run), or an accuracy no better than always answering the majority class. `remedy`:
+    collapse_remedy's reading of the training curves."""
     predicted, counts = np.unique(y_pred, return_counts=True)
     majority_share = np.bincount(y_true).max() / len(y_true)
     accuracy = float(np.mean(y_true == y_pred))
-    remedy = ("lower train.lr (train.sam_rho with sam), check the labels and prepare.normalize, try "
-              "train.class_weights: balanced or split.balance")
     if len(predicted) == 1:
         return Finding("collapse", True, f"predictions collapsed: every {split} image predicted as "
                                          f"'{class_names[predicted[0]]}' (accuracy {accuracy:.2%}): {remedy}")
@@ -119,7 +146,7 @@ def faded_learning_rate(curves: Curves) -> str:
 
 
 def check_fit(curves: Curves, train_accuracy: float, val_accuracy: float, max_gap: float, low: float,
-              rise: float = 0.1) -> list[Finding]:
+              rise: float = 0.1, num_classes: int = 0) -> list[Finding]:
     """Overfitting, underfitting and a run still improving at its end, judged on the whole history,
     never two that contradict each other: underfitting (the best train and val accuracy of any epoch
     both below `low`) rules out overfitting, which rules out "still improving".
@@ -137,6 +164,7 @@ def check_fit(curves: Curves, train_accuracy: float, val_accuracy: float, max_ga
     over = not under and (rose or gap > max_gap)
     still = not under and not over and best == last and len(curves.epoch) > 1
     faded = faded_learning_rate(curves)
+    flat = flat_at_chance(curves.train_loss, curves.lr, num_classes) if num_classes else ""
     remedy = ("more regularisation (train.weight_decay, model.dropout, augment), early stopping (train.patience), "
               "a smaller model or more data")
     seen = []
@@ -153,7 +181,7 @@ def check_fit(curves: Curves, train_accuracy: float, val_accuracy: float, max_ga
         Finding("underfitting", under,
                 f"underfitting: the best train accuracy of any epoch was {best_train:.2%} and the best val accuracy "
                 f"{best_val:.2%}, both below evaluate.underfit_accuracy {low:.2%}: "
-                + (f"{faded}; then tune train.lr, a bigger model or less regularisation" if faded else
+                + (flat if flat else f"{faded}; then tune train.lr, a bigger model or less regularisation" if faded else
                    "train longer (train.epochs), tune train.lr, use a bigger model or less regularisation")),
         Finding("still_improving", still,
                 f"still improving at the end: the val loss was lowest at the last epoch ({curves.epoch[last]}): "
