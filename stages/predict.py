@@ -46,7 +46,7 @@ def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, BMP)")
+    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, BMP, WebP, TIFF)")
     parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="checkpoint (default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of one line per image")

@@ -241,7 +241,7 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
     (project / "broken.png").write_bytes(b"not a png")
     failed = run([sys.executable, "-m", "stages.predict", files[0], "broken.png"], project, check=False)
     assert failed.returncode == 1 and failed.stdout == ""
-    assert failed.stderr.strip() == "error: broken.png: not a readable image (corrupt or not PNG/JPEG/BMP)"
+    assert failed.stderr.strip() == "error: broken.png: not a readable image (corrupt or not PNG/JPEG/BMP/WebP/TIFF)"
 
 
 def test_queued_grid_over_seeds_and_the_seed_report(project) -> None:

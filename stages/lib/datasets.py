@@ -31,7 +31,8 @@ import pandas as pd
 from .errors import PipelineError
 from .paths import SUMMARY_METRICS
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # what OpenCV decodes here
+FORMATS = "PNG/JPEG/BMP/WebP/TIFF"
 
 # Data stages must write the same bytes on every CPU, or a fresh clone's `dvc status` never matches
 # the committed dvc.lock. OpenCV picks code by CPU at run time: Intel IPP's AVX-512 bicubic resize
@@ -216,7 +217,7 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Encoded PNG/JPEG/BMP bytes -> uint8 H×W×C, C = 1 (grey) or 3 (RGB), turned upright as the
+    """Encoded PNG/JPEG/BMP/WebP/TIFF bytes -> uint8 H×W×C, C = 1 (grey) or 3 (RGB), turned upright as the
     JPEG's EXIF orientation says. 16-bit images keep their top 8 bits; an alpha channel is dropped.
     A truncated, corrupt or over-large image raises PipelineError starting with `name`."""
     if not data:
@@ -232,9 +233,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
             raise PipelineError(f"{name}: more than 2^30 pixels, OpenCV's limit: shrink it first") from None
-        raise PipelineError(f"{name}: not a readable image (corrupt or not PNG/JPEG/BMP)") from None
+        raise PipelineError(f"{name}: not a readable image (corrupt or not {FORMATS})") from None
     if image is None:
-        raise PipelineError(f"{name}: not a readable image (corrupt or not PNG/JPEG/BMP)")
+        raise PipelineError(f"{name}: not a readable image (corrupt or not {FORMATS})")
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
@@ -320,7 +321,7 @@ def _walk(folder: Path, images: list[Path], skipped: list[Path]) -> None:
 def list_class_folder(root: Path) -> FolderListing:
     """List `root/<class>/<image>`; classes are the subfolder names, sorted.
 
-    Skipped, and counted: hidden entries, files that are not PNG/JPEG/BMP, loose files beside the
+    Skipped, and counted: hidden entries, files that are not PNG/JPEG/BMP/WebP/TIFF, loose files beside the
     class folders, symlinks (a link back into the source would list images twice under another
     label; one pointing outside is not part of the folder) and what is not a regular file (FIFOs,
     sockets). Raises PipelineError when the folder is missing, has fewer than two classes, or a
@@ -341,7 +342,7 @@ def list_class_folder(root: Path) -> FolderListing:
         images: list[Path] = []
         _walk(class_dir, images, skipped)
         if not images:
-            raise PipelineError(f"class folder {shown(class_dir)} holds no PNG, JPEG or BMP image")
+            raise PipelineError(f"class folder {shown(class_dir)} holds no image ({FORMATS})")
         files.extend((path, shown(class_dir.name)) for path in sorted(images))
     if len(class_dirs) < 2:
         raise PipelineError(f"data folder {shown(root)} must hold at least two class subfolders, "
