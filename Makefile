@@ -14,7 +14,8 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@echo "Installing requirements.txt into $(VENV): a few minutes the first time (pip shows each package)"
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
 	touch $@
 
 repro: $(STAMP)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,14 @@ def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
     """[{"image", "predictions": [{"class", "probability"}, ...]}] in the order of `files`."""
     checkpoint = Checkpoint.load(model_file)
     device, amp = checkpoint.runtime(cpu_fallback=True)  # a GPU-trained model still runs on a CPU-only machine
-    model = checkpoint.build_model(device)
     for file in files:
         if not file.is_file():
             raise PipelineError(f"{shown(file)}: no such image file")
     images = np.stack([checkpoint.preprocessing.prepare_image(read_image(file)) for file in files])
+    # Progress on stderr once every image has been read (an error stays one line); stdout is the answer.
+    print(f"predict: {len(files)} image(s) read; classifying with {model_file} ({checkpoint.model.name}, "
+          f"{len(checkpoint.classes)} classes) on {device}", file=sys.stderr, flush=True)
+    model = checkpoint.build_model(device)
     normalize = checkpoint.preprocessing.normalizer(device)
     logits = predict_logits(model, images_to_tensor(images, device), normalize, amp=amp)
     probabilities = torch.softmax(logits, 1).cpu()

@@ -1,6 +1,7 @@
 """A markdown table of experiments, the way the experiment logs tabled their runs.
 
     python -m stages.report [-o report.md] [--sort-by val_acc] [--seeds]
+    python -m stages.report --per-class [--split test]     # this workspace's per-class scores
 
 Reads `dvc exp show --json`: one row per commit and experiment, its state (done, running, queued,
 failed), the params that differ between them, and the key metrics, sorted best first. A running
@@ -29,6 +30,7 @@ from stages.lib.errors import PipelineError, run_stage
 
 SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
 SUMMARY_FILE = "metrics/summary.json"  # evaluate's scores (stages/lib/paths.py: SUMMARY_METRICS)
+PER_CLASS_FILE = Path("metrics/per_class.json")  # evaluate's per split and class (PER_CLASS_METRICS)
 METRICS = ("val_acc", "test_acc", "f1", "loss", "epoch", "seconds")  # the declared metrics: summary.json, time.json
 
 
@@ -170,6 +172,21 @@ def seeds_table(groups: list[SeedGroup], sort_by: str, metrics: tuple[str, ...] 
     return "\n".join(lines) + "\n"
 
 
+PER_CLASS_COLUMNS = ("accuracy", "precision", "recall", "f1", "support")
+
+
+def per_class_table(per_class: dict, split: str) -> str:
+    """metrics/per_class.json's scores of one split as a markdown table, a row per class, worst F1 first."""
+    if split not in per_class:
+        raise PipelineError(f"{PER_CLASS_FILE} has no split '{split}'; splits: {', '.join(per_class)}")
+    rows = sorted(per_class[split].items(), key=lambda item: (item[1].get("f1", 0.0), item[0]))
+    columns = [c for c in PER_CLASS_COLUMNS if any(c in scores for _, scores in rows)]
+    lines = ["| class | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for name, scores in rows:
+        lines.append(f"| {name} | " + " | ".join(_metric(scores.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def dvc_experiments() -> list[dict]:
     result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if result.returncode != 0:
@@ -182,11 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, help="also write the table to this markdown file")
     parser.add_argument("--sort-by", default="val_acc", help="metric of metrics/summary.json to sort by, best first (default: %(default)s)")
     parser.add_argument("--seeds", action="store_true", help="one row per params, mean ± std over the seeds")
+    parser.add_argument("--per-class", action="store_true",
+                        help=f"instead: {PER_CLASS_FILE} of this workspace as a table, worst F1 first")
+    parser.add_argument("--split", default="test", help="with --per-class: train, val or test (default: %(default)s)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.per_class:
+        if not PER_CLASS_FILE.is_file():
+            raise PipelineError(f"{PER_CLASS_FILE} not found: it is made by the evaluate stage; run `dvc repro` first")
+        table = per_class_table(json.loads(PER_CLASS_FILE.read_text()), args.split)
+        print(table, end="")
+        if args.output:
+            args.output.write_text(table)
+        return
     experiments = experiments_from_json(dvc_experiments())
     if not experiments:
         raise PipelineError("no experiments with results: run `dvc repro` or `dvc exp run` first")

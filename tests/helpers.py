@@ -68,6 +68,7 @@ def init_repo(root: Path) -> subprocess.CompletedProcess:
     dvc("init", "-q", cwd=root)
     for name in ("config", "plots.html"):  # as a clone has them: the offline plots page
         shutil.copy(ROOT / ".dvc" / name, root / ".dvc" / name)
+    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
     git("add", "-A", cwd=root)
     git("commit", "-qm", "project", cwd=root)
     result = dvc("repro", cwd=root)

@@ -16,7 +16,7 @@ def test_conv_filters_are_drawn_as_they_are() -> None:
     with torch.no_grad():
         model[0].weight[1, 0] = vertical
     what, images = first_layer_images(model, (1, 8, 8))
-    assert what == "first layer (0): 4 filters of 1×3×3" and len(images) == 4 and images[1].shape == (3, 3, 1)
+    assert what == "first layer (conv 0): 4 filters of 1×3×3" and len(images) == 4 and images[1].shape == (3, 3, 1)
     np.testing.assert_array_equal(images[1][:, :, 0], [[0, 255, 0]] * 3)  # the bright middle column
 
 
@@ -27,7 +27,7 @@ def test_an_mlps_first_layer_is_drawn_over_the_pixels_it_reads() -> None:
     with torch.no_grad():
         model[1].weight[2] = pattern.flatten()
     what, images = first_layer_images(model, (3, 4, 5))
-    assert what.startswith("first layer (1): the weights of 6 units over the 3×4×5 pixels") and images[2].shape == (4, 5, 3)
+    assert what.startswith("first layer (dense 1): the weights of 6 units over the 3×4×5 pixels") and images[2].shape == (4, 5, 3)
     assert images[2][1, 2, 0] == 255 and images[2].sum() == 255
 
 
@@ -51,8 +51,22 @@ def test_feature_maps_are_the_first_conv_layers_output() -> None:
 def test_every_weight_layer_gets_a_histogram(tmp_path) -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 8), nn.Linear(8, 2))
     layers = weight_layers(model)
-    assert [name for name, _ in layers] == ["0", "3", "4"] and layers[1][1].shape == (8, 144)
-    plot_weight_histograms([(n, w.numpy()) for n, w in layers], tmp_path / "weights.png")
+    assert [name for name, _ in layers] == ["conv 0", "dense 3", "dense 4"] and layers[1][1].shape == (8, 144)
+    import matplotlib.pyplot as plt
+    saved = []
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):  # the figure as drawn: its titles and axis labels
+        saved.append([(ax.get_title(), ax.get_ylabel(), ax.get_xlabel()) for ax in fig.axes if ax.axison])
+        return real_savefig(fig, *args, **kwargs)
+    plt.Figure.savefig = keep
+    try:
+        plot_weight_histograms([(n, w.numpy()) for n, w in layers], tmp_path / "weights.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    (axes,) = saved
+    assert [title.split("\n")[0] for title, _, _ in axes] == ["conv 0: 4×1×3×3", "dense 3: 8×144", "dense 4: 2×8"]
+    assert {(y, x) for _, y, x in axes} == {("weights", "weight value")}
     assert (tmp_path / "weights.png").read_bytes()[:4] == b"\x89PNG"
 
 

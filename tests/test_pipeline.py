@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from stages.lib.datasets import load_array_set
-from tests.helpers import (STAGES, copy_project, dump_params, dvc, env, git, init_repo, read_params,
+from tests.helpers import (ROOT, STAGES, copy_project, dump_params, dvc, env, git, init_repo, read_params,
                            restore_baseline, run, set_params, stages_run)
 
 pytestmark = pytest.mark.integration
@@ -118,16 +119,27 @@ def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> Non
         assert f"Stage '{skipped}' didn't change, skipping" in lr_experiment.stdout
 
 
+EXP_SHOW_DROP = "--drop '^(data|models|stages)/|Created'"  # the hash and date columns
+
+
 def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(project, lr_experiment) -> None:
     # Runs before the module's other experiments (tests run in file order): a baseline and two
     # experiments that each changed one param.
-    exp_run(project, "-n", "dropout-half", "-S", "model.dropout=0.5")
-    shown = dvc("exp", "show", "--only-changed", cwd=project).stdout
+    # The workspace keeps the last experiment's results: it differs from main, with another model.pt.
+    try:
+        dvc("exp", "run", "-n", "dropout-half", "-S", "model.dropout=0.5", cwd=project)
+        assert "--only-changed " + EXP_SHOW_DROP in (ROOT / "README.md").read_text()  # the README's first command
+        plain = dvc("exp", "show", "--only-changed", cwd=project).stdout
+        assert "models/model.pt" in plain  # the hash column the README's command drops
+        shown = dvc("exp", "show", "--only-changed", *shlex.split(EXP_SHOW_DROP), cwd=project).stdout
+    finally:
+        restore_baseline(project)
     lines = [line.rstrip() for line in shown.splitlines()]
     assert max(map(len, lines)) <= 160, shown
     header = next(line for line in lines if "Experiment" in line).split()
     assert {"train.lr", "model.dropout", "test_acc", "val_acc"} <= set(header), header
-    assert sum("lr-small" in line or "dropout-half" in line for line in lines) == 2
+    assert not [column for column in header if column.startswith(("data/", "models/", "stages/"))], header
+    assert sum("lr-small" in line or "dropout-half" in line for line in lines) == 3  # the workspace is one too
 
 
 def test_augment_change_reruns_augment_train_evaluate_only(project) -> None:
@@ -190,6 +202,9 @@ def test_plots_diff_renders_both_revisions(project, lr_experiment) -> None:
         found = {(c, e["field"]) for c, e in (spec.get("encoding") or {}).items() if c in "xy" and "field" in e}
         return found.union(*map(axis_fields, spec.values()))
     assert {("x", "predicted"), ("y", "actual")} <= axis_fields(plots["Confusion matrix (test)"][0]["content"])
+    for name in ("Loss", "Accuracy", "Learning rate"):  # whole epochs on the x axis, no 1.2, 1.4 ticks
+        assert '"x": {"field": "epoch", "type": "quantitative", "title": "epoch", "axis": {"tickMinStep": 1, ' \
+               '"format": "d"}}' in json.dumps(plots[name][0]["content"]), name
 
 
 def test_metrics_diff_against_the_last_commit(project, lr_experiment) -> None:
@@ -232,6 +247,7 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
     predicted = pd.read_csv(project / "plots/eval/val_predictions.csv", dtype=str)["predicted"]
     files = val["path"].tolist()[:5]
     result = run([sys.executable, "-m", "stages.predict", *files, "--json", "--top-k", "2"], project)
+    assert result.stderr.startswith("predict: 5 image(s) read; classifying with models/model.pt (mlp, 10 classes)")
     answers = json.loads(result.stdout)
     assert [a["image"] for a in answers] == files
     assert [a["predictions"][0]["class"] for a in answers] == predicted.tolist()[:5]
@@ -329,6 +345,22 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
     assert finished["metrics/time.json"]["data"]["epoch"] == 30 and "metrics/summary.json" in finished
 
 
+def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) -> None:
+    """README "The model registry": register a version, assign it a stage, get it by that stage."""
+    gto = Path(sys.executable).parent / "gto"
+    run([str(gto), "register", "classifier", "--version", "v1.0.0"], project)
+    run([str(gto), "assign", "classifier", "--version", "v1.0.0", "--stage", "prod"], project)
+    show = run([str(gto), "show", "classifier", "--json"], project).stdout
+    assert "v1.0.0" in show and "prod" in show
+    dvc("artifacts", "get", str(project), "classifier", "--stage", "prod", "-o", str(tmp_path / "prod.pt"), cwd=tmp_path)
+    assert (tmp_path / "prod.pt").read_bytes() == (project / "models/model.pt").read_bytes()
+    threes = [str(p) for p in sorted((project / "data/raw/3").iterdir())[:5]]
+    result = run([sys.executable, "-m", "stages.predict", "--json", "--model", str(tmp_path / "prod.pt"), *threes],
+                 project)
+    top = [image["predictions"][0]["class"] for image in json.loads(result.stdout)]
+    assert top.count("3") >= 4, top  # the fetched model classifies
+
+
 def experiment_data(root: Path, name: str) -> dict:
     """An experiment's params and metrics from `dvc exp show --json`."""
     shown = json.loads(dvc("exp", "show", "--json", cwd=root).stdout)
@@ -399,7 +431,6 @@ RESTORE_COMMAND = "git checkout HEAD -- params.yaml metrics plots && dvc checkou
 
 
 def test_the_readme_gives_the_restore_command() -> None:
-    from tests.helpers import ROOT
     assert RESTORE_COMMAND in (ROOT / "README.md").read_text()
 
 
@@ -509,13 +540,15 @@ def test_two_nodes_on_localhost_train_one_model(project, ddp_experiment, tmp_pat
 
 
 def test_experiments_shared_through_git_and_dvc_remotes(project, ddp_experiment, tmp_path) -> None:
-    """Machine A pushes an experiment; machine B, a fresh clone, pulls it and sees, compares and restores it."""
+    """Machine A pushes an experiment; machine B, a fresh clone, pulls it and sees, compares and restores it.
+    The remotes start empty and get only what the README's recipe pushes."""
     remote, store = tmp_path / "remote.git", tmp_path / "dvc-store"
     git("init", "-q", "--bare", str(remote), cwd=tmp_path)
     git("remote", "add", "origin", str(remote), cwd=project)
     dvc("remote", "add", "--local", "-d", "store", str(store), cwd=project)
-    git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=project)
-    dvc("push", "-q", cwd=project)
+    recipe = (ROOT / "README.md").read_text().split("# machine A\n", 1)[1].split("# machine B", 1)[0]
+    assert "git push origin main" in recipe and "dvc exp push origin lr-001" in recipe
+    git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=project)  # git push origin main (its branch here: HEAD)
     dvc("exp", "push", "origin", "ddp", cwd=project)
 
     machine_b = tmp_path / "b"

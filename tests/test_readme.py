@@ -45,3 +45,11 @@ def test_the_bad_input_table_gives_faults_dvc_meets_first_their_fix(fault, fix) 
     table = (ROOT / "README.md").read_text().split("## Bad input", 1)[1]
     (row,) = [line for line in table.splitlines() if line.startswith(f"| {fault} |")]
     assert fix in row
+
+
+def test_make_repro_shows_the_install_as_it_goes() -> None:
+    """The first `make repro` installs for minutes: pip's own lines show it moving (no --quiet)."""
+    makefile = (ROOT / "Makefile").read_text()
+    (install,) = [line for line in makefile.splitlines() if "pip install" in line]
+    assert "-r requirements.txt" in install and not re.search(r"\s(--quiet|-q+)\b", install), install
+    assert "a few minutes the first time" in makefile

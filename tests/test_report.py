@@ -98,3 +98,20 @@ def test_queued_running_and_failed_experiments_never_wear_other_runs_numbers(mon
     report.main(["--seeds"])
     seeds = capsys.readouterr().out
     assert "| 1 | 0.04 |" in seeds and "| 1 | 0.1 |" in seeds and len(seeds.splitlines()) == 4, seeds
+
+
+def test_per_class_scores_read_as_a_table_worst_first(tmp_path, monkeypatch, capsys) -> None:
+    import json
+    from stages import report
+    per_class = {"test": {"cat": {"accuracy": 0.9, "precision": 0.8, "recall": 0.9, "f1": 0.847, "support": 10},
+                          "dog": {"accuracy": 0.5, "precision": 0.6, "recall": 0.5, "f1": 0.545, "support": 8}},
+                 "val": {"cat": {"f1": 1.0, "support": 2}}}
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/per_class.json").write_text(json.dumps(per_class))
+    monkeypatch.chdir(tmp_path)
+    report.main(["--per-class"])
+    assert capsys.readouterr().out.splitlines() == [
+        "| class | accuracy | precision | recall | f1 | support |", "|---|---|---|---|---|---|",
+        "| dog | 0.5000 | 0.6000 | 0.5000 | 0.5450 | 8 |", "| cat | 0.9000 | 0.8000 | 0.9000 | 0.8470 | 10 |"]
+    with pytest.raises(report.PipelineError, match="has no split 'train'; splits: test, val"):
+        report.main(["--per-class", "--split", "train"])

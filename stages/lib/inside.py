@@ -20,9 +20,10 @@ MAX_CHANNELS = 6    # feature maps drawn per image
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """(name, weight) of every conv and dense layer, in the order the modules are registered."""
-    return [(name, module.weight.detach().float().cpu()) for name, module in model.named_modules()
-            if isinstance(module, (nn.Conv2d, nn.Linear))]
+    """(kind and name, weight) of every conv and dense layer, in the order the modules are registered:
+    ("conv 0", 6×1×5×5: out × in channels × kernel), ("dense 3", 120×400: out × in features)."""
+    return [(f"{'conv' if isinstance(module, nn.Conv2d) else 'dense'} {name}", module.weight.detach().float().cpu())
+            for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:

@@ -223,7 +223,8 @@ def summary_block(scores: dict, record: dict, health: list[str], top_k: int) -> 
         f"{record['best_epoch']})",
         f"macro F1       {test['f1_macro']:.4f}",
         f"health         {verdict}",
-        "compare runs   dvc exp show --only-changed    detail: dvc metrics show metrics/eval.json",
+        "compare runs   dvc exp show --only-changed --drop '^(data|models|stages)/|Created'",
+        "detail         dvc metrics show metrics/eval.json    per class: python -m stages.report --per-class",
         rule,
     ])
 
@@ -246,11 +247,12 @@ def plot_weight_histograms(layers: list[tuple[str, "object"]], path: Path, bins:
         values = np.asarray(weight).ravel()
         ax.axis("on")
         ax.hist(values, bins=bins, color="tab:blue")
-        ax.set_title(f"{name} {'×'.join(map(str, np.asarray(weight).shape))}\nstd {values.std():.3g}", fontsize=8)
-        ax.set_xlabel("weight", fontsize=8)
+        ax.set_title(f"{name}: {'×'.join(map(str, np.asarray(weight).shape))}\nstd {values.std():.3g}", fontsize=8)
+        ax.set_xlabel("weight value", fontsize=8)
+        ax.set_ylabel("weights", fontsize=8)
         ax.tick_params(labelsize=7)
     shown = f"{len(layers)} of its {total} layers" if total > len(layers) else "each layer"
-    fig.suptitle(f"weights of {shown} (saved model)", fontsize=10)
+    fig.suptitle(f"weights of {shown} (saved model; conv: out×in×k×k, dense: out×in)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
