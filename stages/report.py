@@ -187,8 +187,16 @@ def per_class_table(per_class: dict, split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+EXP_SHOW_TIMEOUT = 300  # seconds: DVC 3.67 can hang for good when an experiment's folder goes while it reads it
+
+
 def dvc_experiments() -> list[dict]:
-    result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    try:
+        result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True,
+                                timeout=EXP_SHOW_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise PipelineError(f"dvc exp show did not answer in {EXP_SHOW_TIMEOUT} s (it can hang when a queued "
+                            f"experiment finishes while it reads it): run again") from None
     if result.returncode != 0:
         raise PipelineError(f"dvc exp show failed: {' '.join(result.stderr.split())[:300]}")
     return json.loads(result.stdout)

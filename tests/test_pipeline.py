@@ -139,7 +139,9 @@ def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(proj
     header = next(line for line in lines if "Experiment" in line).split()
     assert {"train.lr", "model.dropout", "test_acc", "val_acc"} <= set(header), header
     assert not [column for column in header if column.startswith(("data/", "models/", "stages/"))], header
-    assert sum("lr-small" in line or "dropout-half" in line for line in lines) == 3  # the workspace is one too
+    assert sum("lr-small" in line or "dropout-half" in line for line in lines) == 2
+    (workspace,) = [line.split() for line in lines if line.split()[:1] == ["workspace"]]
+    assert workspace[header.index("model.dropout")] == "0.5"  # the workspace differs from main
 
 
 def test_augment_change_reruns_augment_train_evaluate_only(project) -> None:
@@ -302,8 +304,16 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
     quiet = {**{k: v for k, v in env().items() if k != "PYTHONUNBUFFERED"}, "OMP_NUM_THREADS": "1"}
 
     def call(*args: str) -> str:
-        return subprocess.run([sys.executable, *args], cwd=project, env=quiet, capture_output=True, text=True,
-                              check=True).stdout
+        for attempt in range(3):
+            try:
+                return subprocess.run([sys.executable, *args], cwd=project, env=quiet, capture_output=True, text=True,
+                                      check=True, timeout=60).stdout
+            except subprocess.TimeoutExpired:
+                # DVC 3.67 can hang for good when an experiment's folder is removed while `dvc exp show`
+                # reads it (it finished in between): ask again.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
     baseline = json.loads((project / "metrics/summary.json").read_text())["test_acc"]
     call("-m", "dvc", "exp", "run", "--queue", "-n", "live", "-S", "train.epochs=30", "-S", "train.batch_size=16",
          "-S", "model.hidden=[512,512]", "-S", "train.lr=0.01")  # about half a second an epoch
