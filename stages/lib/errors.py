@@ -126,7 +126,8 @@ def run_stage(main: Callable[[], None], exclusive: bool = True) -> NoReturn:
     if is_worker():
         die_with_launcher()
     # Each line as it happens, also through a pipe (`dvc queue logs -f`), whatever PYTHONUNBUFFERED is.
-    sys.stdout.reconfigure(line_buffering=True)
+    if hasattr(sys.stdout, "reconfigure"):  # a real text stream (a test's capture may not be one)
+        sys.stdout.reconfigure(line_buffering=True)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stopped)
     lock = None
