@@ -11,7 +11,7 @@ augmented as the pipeline does (blur 3 and a horizontal flip).
 
 Reported, as mean ± sample std of test accuracy over the seeds:
     plain loop             the textbook loop: DataLoader, train, keep the last epoch's weights
-    pipeline, last epoch   stages.lib.training.fit, the weights after the last epoch
+    pipeline, last epoch   stages.lib.loop.fit, the weights after the last epoch
                            (train.checkpoint: last, the default)
     pipeline, val_loss     train.checkpoint: best with train.monitor: val_loss
     pipeline, val_accuracy train.checkpoint: best with train.monitor: val_accuracy
@@ -29,11 +29,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.plain import plain_epoch
-from stages.lib.images import AugmentPlan, augment_block, augmentation_variants
+from stages.lib.augmentations import augment_block, augmentation_variants, AugmentPlan
+from stages.lib.data import Batches
+from stages.lib.inference import predict_logits
+from stages.lib.loop import fit
 from stages.lib.models import InputShape, build_model
+from stages.lib.optim import make_scheduler
 from stages.lib.params import load_params
 from stages.lib.preprocess import Preprocessing
-from stages.lib.training import Batches, fit, make_scheduler, predict_logits
 
 SIZE = 32
 

@@ -105,7 +105,8 @@ import numpy as np, torch
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params
 from stages.lib.preprocess import Normalizer
-from stages.lib.training import Batches, fit
+from stages.lib.data import Batches
+from stages.lib.loop import fit
 
 path, resident = sys.argv[1], sys.argv[2] == "resident"
 peak = {"anon": 0}

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import (finish_array_set, load_array_set, read_image, read_json, retire_summary,
-                                 staged_outputs, write_json)
+from stages.lib.augmentations import augment_block, augmentation_variants, AugmentedBlock, AugmentPlan
+from stages.lib.decode import read_image
 from stages.lib.errors import PipelineError, run_stage
-from stages.lib.images import AugmentedBlock, AugmentPlan, augment_block, augmentation_variants
-from stages.lib.metrics import plot_class_counts, plot_image_grid
+from stages.lib.figures import DPI, pyplot, plot_image_grid
+from stages.lib.io import finish_array_set, load_array_set, read_json, retire_summary, staged_outputs, write_json
 from stages.lib.params import AugmentParams, load_params, section_keys
 
 PARAMS = section_keys("augment", online=False)  # augment.online*: train's, applied batch by batch
@@ -103,6 +103,26 @@ def class_counts(classes: list[str], augmented_labels: np.ndarray) -> pd.DataFra
         counts[split] = np.bincount(np.load(paths.PREPARED_DIR / split / "labels.npy"), minlength=len(classes))
     counts["train_augmented"] = np.bincount(augmented_labels, minlength=len(classes))
     return counts
+
+
+def plot_class_counts(counts: pd.DataFrame, path: Path) -> None:
+    """Grouped horizontal bars: images per class in each column of `counts` but `class`."""
+    plt = pyplot()
+    columns = [c for c in counts.columns if c != "class"]
+    n = len(counts)
+    fig, ax = plt.subplots(figsize=(8, min(2 + 0.3 * n * max(1, len(columns) / 2), 40)))
+    height = 0.8 / len(columns)
+    for k, column in enumerate(columns):
+        ax.barh(np.arange(n) + k * height, counts[column], height=height, label=column)
+    ax.set_yticks(np.arange(n) + 0.4 - height / 2, counts["class"])
+    ax.invert_yaxis()
+    ax.set_xlabel("images")
+    ax.set_title("images per class")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
 
 
 def main() -> None:

@@ -27,17 +27,20 @@ import pandas as pd
 import torch
 
 from stages.lib import paths
-from stages.lib.datasets import ArraySet, load_array_set, staged_outputs, write_json
+from stages.lib.charts import plot_confusion, plot_learning_curves, plot_weight_histograms
+from stages.lib.checkpoint import Checkpoint
+from stages.lib.data import Batches, images_to_tensor
+from stages.lib.device import claim_device
 from stages.lib.errors import run_stage
+from stages.lib.figures import plot_image_grid
 from stages.lib.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
                                collapse_remedy)
+from stages.lib.inference import loss_and_accuracy, predict_logits
 from stages.lib.inside import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
-from stages.lib.metrics import (classification_report, comparison_metrics, per_class_json, plot_confusion,
-                                plot_image_grid, plot_learning_curves, plot_weight_histograms, predictions_table,
-                                summary_block, top_k_scores)
-from stages.lib.checkpoint import Checkpoint
+from stages.lib.io import ArraySet, load_array_set, staged_outputs, write_json
 from stages.lib.params import EvaluateParams, load_params
-from stages.lib.training import Batches, claim_device, images_to_tensor, loss_and_accuracy, predict_logits
+from stages.lib.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
+                               summary_block, top_k_scores)
 
 PARAMS = ("evaluate",)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint

@@ -28,9 +28,10 @@ import cv2
 import numpy as np
 
 from stages.lib import paths
-from stages.lib.datasets import (atomic_dir, list_class_folder, near_duplicates, pixel_hash, read_image,
-                                 retire_summary, shown, thumbnail, write_json, write_png)
+from stages.lib.decode import near_duplicates, pixel_hash, read_image, thumbnail, write_png
 from stages.lib.errors import PipelineError, run_stage
+from stages.lib.io import atomic_dir, retire_summary, shown, write_json
+from stages.lib.listing import list_class_folder
 from stages.lib.params import DataParams, load_params
 
 PARAMS = ("data",)

@@ -22,24 +22,27 @@ import torch
 from torch import nn
 
 from stages.lib import paths
-from stages.lib.datasets import atomic_dir
+from stages.lib.data import Batches
+from stages.lib.device import claim_device, select_device
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.gpus import release_all
+from stages.lib.inference import memory_layout
+from stages.lib.io import atomic_dir
+from stages.lib.loop import epoch_batches, load_training_inputs, train_mode, train_step
 from stages.lib.models import InputShape, build_model
-from stages.lib.params import TrainParams, load_params
+from stages.lib.online import OnlineAugment, online_augment
+from stages.lib.optim import class_weights, make_optimizer
+from stages.lib.params import TrainParams, load_params, section_keys
 from stages.lib.preprocess import Normalizer
-from stages.lib.training import (Batches, claim_device, clip_gradients, epoch_batches, make_optimizer, select_device,
-                                 train_mode)
-from stages.train import load_inputs
 
-PARAMS = ("model", "train")
+PARAMS = ("model", "train", *section_keys("augment", online=True))  # what training reads, online augmentation too
 OUT = paths.LR_FIND_PLOTS
 MIN_STEPS, MAX_STEPS = 20, 10_000  # a range test is a few hundred steps; 10,000 is already many epochs
 
 
 def plot_range_test(table: pd.DataFrame, suggestion: float, path) -> None:
-    from stages.lib.metrics import _pyplot
-    plt = _pyplot()
+    from stages.lib.figures import pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(table["lr"], table["loss"], color="tab:blue", alpha=0.3, label="loss per step")
     ax.plot(table["lr"], table["smoothed_loss"], color="tab:blue", label="smoothed")
@@ -84,15 +87,23 @@ class RangeTest:
 
 
 def lr_range_test(model: nn.Module, train: Batches, normalize: Normalizer, params: TrainParams, start: float = 1e-6,
-                  end: float = 10.0, steps: int = 200, smoothing: float = 0.9, log=lambda _: None) -> RangeTest:
+                  end: float = 10.0, steps: int = 200, smoothing: float = 0.9, log=lambda _: None,
+                  weights: torch.Tensor | None = None, augment: OnlineAugment | None = None) -> RangeTest:
     """Train `model` for up to `steps` batches with the learning rate growing exponentially from
-    `start` to `end` (Smith 2017), with the optimizer, batch size and loss params name. Stops once
-    the smoothed loss passes 4× its lowest (or is not finite): past there it only diverges."""
+    `start` to `end` (Smith 2017). Each step is training's own (stages/lib/loop.py: train_step): the
+    optimizer (SAM too), L1, label smoothing, class `weights`, gradient clipping, AMP on CUDA, and
+    the online `augment` of every batch. Stops once the smoothed loss passes 4× its lowest (or is
+    not finite): past there it only diverges. The loss recorded is the plain cross-entropy."""
     device = train.device
+    amp = params.amp and device.type == "cuda"
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, dataclasses.replace(params, lr=start))
-    criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                                    label_smoothing=params.label_smoothing)
     trainable = [p for p in model.parameters() if p.requires_grad]
     order = torch.Generator().manual_seed(params.seed)
+    draws = augment.generator(device, 0) if augment else None
     growth = (end / start) ** (1 / max(steps - 1, 1))
     lrs, losses, smoothed, average = [], [], [], 0.0
     batches: list[torch.Tensor] = []
@@ -105,12 +116,9 @@ def lr_range_test(model: nn.Module, train: Batches, normalize: Normalizer, param
         lr = start * growth ** step
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = criterion(model(normalize(images)), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(trainable, params)
-        optimizer.step()
-        value = loss.item()  # a sync per step: a few hundred steps, and the stop rule needs it
+        inputs = memory_layout(augment(normalize(images), draws) if augment else normalize(images), amp)
+        logits, _ = train_step(model, inputs, y, criterion, optimizer, trainable, params, amp)
+        value = nn.functional.cross_entropy(logits.detach(), y).item()  # a sync per step: the stop rule needs it
         average = smoothing * average + (1 - smoothing) * value
         lrs.append(lr)
         losses.append(value)
@@ -140,14 +148,16 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(*PARAMS)
     device = claim_device(select_device(params.train.device))
     try:
-        classes, preprocessing, train_set, _ = load_inputs()
+        classes, preprocessing, train_set, _ = load_training_inputs()
         _, height, width, channels = train_set.images.shape
         torch.manual_seed(params.train.seed)
         model = build_model(params.model, InputShape(channels, height, width, len(classes))).to(device)
         print(f"lr_find: up to {args.steps} steps of {params.model.name} on {device}, lr {args.start:g} to {args.end:g}",
               flush=True)
         test = lr_range_test(model, Batches(train_set.images, train_set.labels, device), preprocessing.normalizer(device),
-                             params.train, args.start, args.end, args.steps, log=lambda line: print(line, flush=True))
+                             params.train, args.start, args.end, args.steps, log=lambda line: print(line, flush=True),
+                             weights=class_weights(params.train.class_weights, train_set.labels, len(classes)),
+                             augment=online_augment(params.augment, params.train.seed))
     finally:
         release_all()
     test.check(args.start, args.end)

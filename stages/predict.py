@@ -20,9 +20,12 @@ import torch
 
 from stages.lib import paths
 from stages.lib.checkpoint import Checkpoint
-from stages.lib.datasets import read_image, shown
+from stages.lib.data import images_to_tensor
+from stages.lib.decode import read_image
 from stages.lib.errors import PipelineError, run_stage
-from stages.lib.training import images_to_tensor, predict_logits
+from stages.lib.inference import predict_logits
+from stages.lib.io import shown
+from stages.lib.transforms import format_image
 
 
 def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
@@ -32,7 +35,7 @@ def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
     for file in files:
         if not file.is_file():
             raise PipelineError(f"{shown(file)}: no such image file")
-    images = np.stack([checkpoint.preprocessing.prepare_image(read_image(file)) for file in files])
+    images = np.stack([format_image(read_image(file), checkpoint.preprocessing.image) for file in files])
     # Progress on stderr once every image has been read (an error stays one line); stdout is the answer.
     print(f"predict: {len(files)} image(s) read; classifying with {model_file} ({checkpoint.model.name}, "
           f"{len(checkpoint.classes)} classes) on {device}", file=sys.stderr, flush=True)

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import (allocate_images, atomic_dir, finish_array_set, read_file_list, read_image, read_json,
-                                 retire_summary)
+from stages.lib.decode import read_image
 from stages.lib.errors import run_stage
+from stages.lib.io import allocate_images, atomic_dir, finish_array_set, read_file_list, read_json, retire_summary
 from stages.lib.params import PrepareParams, load_params
-from stages.lib.preprocess import Preprocessing, format_image
+from stages.lib.preprocess import Preprocessing
+from stages.lib.transforms import format_image
 
 PARAMS = ("prepare",)
 DEPS = (paths.SPLIT_DIR, paths.RAW_DIR)

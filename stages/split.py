@@ -17,14 +17,73 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.datasets import (atomic_dir, downsample, list_class_folder, merge_and_drop, read_json,
-                                 retire_summary, stratified_split, write_file_list, write_json)
 from stages.lib.errors import PipelineError, run_stage
+from stages.lib.io import atomic_dir, read_json, retire_summary, write_file_list, write_json
+from stages.lib.listing import list_class_folder
 from stages.lib.params import SplitParams, load_params
 
 PARAMS = ("split",)
 DEPS = (paths.RAW_DIR,)
 OUTS = (paths.SPLIT_DIR,)
+
+
+# ------------------------------------------------------------------------------------- split
+def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
+                     class_names: list[str], min_per_split: int = 1) -> dict[str, np.ndarray]:
+    """Split row indices class by class: each class is shuffled with `seed` and cut by `fractions`
+    (e.g. {"train": .7, "val": .15, "test": .15}, the first split taking the rounding rest).
+
+    Every split gets at least `min_per_split` images of every class; a class too small for that
+    raises, naming it. Returns split -> sorted row indices; the splits are disjoint and cover every row.
+    """
+    rng = np.random.default_rng(seed)
+    names = list(fractions)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        counts = {name: max(min_per_split, round(len(rows) * fractions[name])) for name in names[1:]}
+        counts[names[0]] = len(rows) - sum(counts.values())
+        if counts[names[0]] < min_per_split:
+            raise PipelineError(
+                f"class '{class_names[label]}' has {len(rows)} image(s); the split needs at least "
+                f"{min_per_split * len(names)}: {min_per_split} (split.min_per_split) for each of "
+                f"{', '.join(names)}. Add images, or merge or drop the class (split.merge, split.drop)")
+        start = 0
+        for name in names:
+            parts[name].append(rows[start:start + counts[name]])
+            start += counts[name]
+    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+def merge_and_drop(labels: list[str], merge: dict[str, str], drop: tuple[str, ...]) -> list[str | None]:
+    """Rename classes by `merge` ({old: new}), then drop the classes in `drop` (names after the
+    merge): returns the new label of each row, None for a dropped row. Unknown names raise."""
+    present = sorted(set(labels))
+    unknown = sorted(set(merge) - set(present))
+    if unknown:
+        raise PipelineError(f"The 'split.merge' parameter names unknown class(es) {', '.join(unknown)}; "
+                            f"classes: {', '.join(present)}")
+    renamed = [merge.get(label, label) for label in labels]
+    after_merge = sorted(set(renamed))
+    unknown = sorted(set(drop) - set(after_merge))
+    if unknown:
+        raise PipelineError(f"The 'split.drop' parameter names unknown class(es) {', '.join(unknown)}; "
+                            f"classes after split.merge: {', '.join(after_merge)}")
+    kept = [None if label in drop else label for label in renamed]
+    if len({label for label in kept if label is not None}) < 2:
+        raise PipelineError("fewer than two classes are left after split.merge and split.drop")
+    return kept
+
+
+def downsample(labels: np.ndarray, max_per_class: int, balance: bool, rng: np.random.Generator) -> np.ndarray:
+    """Row indices kept when each class is cut, at random, to `max_per_class` (0: no cap) and,
+    with `balance`, to the smallest class's count. Sorted; every class keeps at least one row."""
+    classes, counts = np.unique(labels, return_counts=True)
+    target = counts.min() if balance else counts.max()
+    if max_per_class:
+        target = min(target, max_per_class)
+    kept = [rng.permutation(np.flatnonzero(labels == c))[:target] for c in classes]
+    return np.sort(np.concatenate(kept))
 
 
 def list_raw(given_splits: list[str]) -> pd.DataFrame:

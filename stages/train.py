@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from stages.lib.datasets import retire_summary
+from stages.lib.io import retire_summary
 
 if __name__ == "__main__" and "RANK" not in os.environ:  # the stage itself, not one of its torchrun workers
     # First thing, before the seconds of importing torch below, in which `dvc exp show` would give a
@@ -31,15 +31,18 @@ import torch
 
 from stages.lib import paths
 from stages.lib.checkpoint import Checkpoint
-from stages.lib.datasets import ArraySet, live_outputs, load_array_set, read_json, staged_outputs, write_json
+from stages.lib.data import Batches
+from stages.lib.device import claim_device, select_device
 from stages.lib.distributed import World, check_same_inputs, fingerprint, from_environment, join, launch, leave
 from stages.lib.errors import PipelineError, launcher_alive, run_stage
 from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
+from stages.lib.io import live_outputs, staged_outputs, write_json
+from stages.lib.loop import STEP_COLUMNS, EpochRecord, FitResult, fine_tune, load_training_inputs, shard_rows
 from stages.lib.models import InputShape, build_model, count_parameters
+from stages.lib.online import online_augment
+from stages.lib.optim import class_weights
 from stages.lib.params import Params, as_plain, load_params, section_keys
 from stages.lib.preprocess import Preprocessing
-from stages.lib.training import (STEP_COLUMNS, Batches, EpochRecord, FitResult, claim_device, class_weights, fine_tune,
-                                 online_augment, select_device, shard_rows)
 
 PARAMS = ("model", "train", *section_keys("augment", online=True))
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
@@ -50,7 +53,7 @@ def main() -> None:
     params = load_params(*PARAMS)
     world = from_environment()
     if world is None and params.train.processes * params.train.nodes > 1:
-        load_inputs()  # a missing or mismatched input is one message from here, not one per process
+        load_training_inputs()  # a missing or mismatched input is one message from here, not one per process
         device = select_device(params.train.device)
         if device.type == "cuda":  # one GPU per process, claimed together here and held until all are done
             gpus = claim_gpus(torch.cuda.device_count(), params.train.processes)
@@ -66,25 +69,12 @@ def main() -> None:
         leave()
 
 
-def load_inputs() -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
-    """The classes, the preprocessing contract and the train and val arrays (memory-mapped), checked to agree."""
-    classes = read_json(paths.CLASSES_FILE)
-    preprocessing = Preprocessing.read(paths.STATS_FILE)
-    train_set = load_array_set(paths.AUGMENTED_DIR / "train")
-    val_set = load_array_set(paths.PREPARED_DIR / "val")
-    _, height, width, channels = train_set.images.shape
-    if (channels, height, width) != preprocessing.input_shape:
-        raise PipelineError(f"{paths.AUGMENTED_DIR} holds {channels}×{height}×{width} images but {paths.STATS_FILE} "
-                            f"says {'×'.join(map(str, preprocessing.input_shape))}: rerun `dvc repro`")
-    return classes, preprocessing, train_set, val_set
-
-
 def train_process(params: Params, world: World) -> None:
     """Train as one process, or as one of torchrun's data-parallel processes (rank 0 writes the outputs)."""
     log = print if world.leader else (lambda _: None)
     device = claim_device(select_device(params.train.device), log, world.local_rank)
     join(world, device)
-    classes, preprocessing, train_set, val_set = load_inputs()
+    classes, preprocessing, train_set, val_set = load_training_inputs()
     topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
     check_same_inputs(world, fingerprint(
         as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology},

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from stages import ingest
-from stages.lib.datasets import (allocate_images, atomic_dir, atomic_file, list_class_folder, near_duplicates,
-                                 read_image, thumbnail)
+from stages.lib.decode import near_duplicates, read_image, thumbnail
 from stages.lib.errors import PipelineError, run_stage
+from stages.lib.io import allocate_images, atomic_dir, atomic_file
+from stages.lib.listing import list_class_folder
 from tests.helpers import copy_project, make_image_folder
 
 

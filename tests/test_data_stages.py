@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.lib.datasets import load_array_set, read_image
+from stages.lib.decode import read_image
+from stages.lib.io import load_array_set
 from stages.lib.params import parse_section
-from stages.lib.preprocess import format_image
+from stages.lib.transforms import format_image
 from tests.helpers import copy_project, make_image_folder, read_params, run_stage
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.lib.datasets import (atomic_dir, atomic_file, downsample, list_class_folder, merge_and_drop, read_image,
-                                 stratified_split)
+from stages.lib.decode import read_image
 from stages.lib.errors import PipelineError
+from stages.lib.io import atomic_dir, atomic_file
+from stages.lib.listing import list_class_folder
+from stages.split import downsample, merge_and_drop, stratified_split
 from tests.helpers import make_image_folder
 
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}

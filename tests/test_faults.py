@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from stages.lib import paths
-from stages.lib.datasets import staged_outputs
 from stages.lib.errors import PipelineError, missing_input, run_stage
+from stages.lib.io import staged_outputs
 from tests.helpers import copy_project, env, run_stage as run_stage_process
 
 SMALL = {"data": {"digits_size": 8}, "prepare": {"image_size": 8}, "augment": {"blur_kernels": []},
@@ -261,7 +261,7 @@ def test_a_node_that_never_joins_is_one_line_after_the_rendezvous_timeout(prepar
 
 # ------------------------------------------------------------------------------ live progress
 def test_live_outputs_show_progress_and_a_failed_run_puts_the_last_runs_back(tmp_path) -> None:
-    from stages.lib.datasets import live_outputs
+    from stages.lib.io import live_outputs
     history, progress = tmp_path / "plots/train/history.csv", tmp_path / "metrics/time.json"
     history.parent.mkdir(parents=True)
     history.write_text("last run's history")

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from stages.lib.health import Curves, check_collapse, faded_learning_rate, check_divergence, check_fit, check_spikes, find_spikes
+from stages.lib.inference import predict_logits
 from stages.lib.preprocess import Normalizer
-from stages.lib.training import predict_logits
 
 CLASSES = ["rock", "paper", "scissors"]
 
@@ -61,7 +61,8 @@ def test_sharpness_aware_minimisation_that_collapses_is_caught(rho, collapses) -
     """The hand-gesture log's failure: SAM with too large a radius ends predicting one class."""
     from stages.lib.models import InputShape, build_model
     from stages.lib.params import load_params
-    from stages.lib.training import Batches, fit
+    from stages.lib.data import Batches
+    from stages.lib.loop import fit
     params = load_params("model", "train")
     train = dataclasses.replace(params.train, optimizer="sam", sam_rho=rho, lr=0.05, epochs=8, batch_size=16,
                                 scheduler="none", patience=0, device="cpu")
@@ -146,7 +147,7 @@ def test_the_default_schedule_keeps_learning_through_the_default_epochs() -> Non
     the first; and with three times the epochs the schedule stretches, so the health checks never
     call the learning rate the limit (the "train longer" remedy works)."""
     from stages.lib.params import load_params
-    from stages.lib.training import make_scheduler
+    from stages.lib.optim import make_scheduler
     train = load_params("train").train
     for epochs in (train.epochs, 3 * train.epochs):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=train.lr)

@@ -1,12 +1,12 @@
 """Pure image functions: resize never pads, blur is a box filter, flips are exact."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
-from stages.lib.images import (Variant, add_noise, augment_into, augmentation_variants, box_blur, hflip, resize,
-                               resize_stretch, rotate, to_grayscale, to_rgb, vflip)
+from stages.lib.augmentations import (add_noise, augment_into, augmentation_variants, box_blur, hflip, rotate, Variant,
+                                      vflip)
+from stages.lib.transforms import resize, resize_stretch, to_grayscale, to_rgb
 
 
 def reference_box_blur(image: np.ndarray, k: int) -> np.ndarray:

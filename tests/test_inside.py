@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stages.lib.charts import plot_weight_histograms
 from stages.lib.inside import feature_maps, first_layer_images, to_uint8, weight_layers
-from stages.lib.metrics import plot_weight_histograms
 from stages.lib.preprocess import Normalizer
 
 
@@ -71,9 +71,9 @@ def test_every_weight_layer_gets_a_histogram(tmp_path) -> None:
 
 
 def test_a_deep_network_shows_twelve_layers_from_first_to_last(tmp_path, monkeypatch) -> None:
-    import stages.lib.metrics as metrics
+    import stages.lib.charts as metrics
     drawn = []
-    real = metrics._pyplot
+    real = metrics.pyplot
 
     def spy():
         plt = real()
@@ -86,7 +86,7 @@ def test_a_deep_network_shows_twelve_layers_from_first_to_last(tmp_path, monkeyp
             return fig, axes
         monkeypatch.setattr(plt, "subplots", subplots)
         return plt
-    monkeypatch.setattr(metrics, "_pyplot", spy)
+    monkeypatch.setattr(metrics, "pyplot", spy)
     layers = [(str(i), np.full((i + 1,), float(i))) for i in range(40)]
     plot_weight_histograms(layers, tmp_path / "deep.png")
     assert len(drawn) == 12 and drawn[0] == 1 and drawn[-1] == 40  # the first layer and the last

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stages.lib.datasets import load_array_set
+from stages.lib.io import load_array_set
 from tests.helpers import (ROOT, STAGES, copy_project, dump_params, dvc, env, git, init_repo, read_params,
                            restore_baseline, run, set_params, stages_run)
 
@@ -142,6 +142,20 @@ def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(proj
     assert sum("lr-small" in line or "dropout-half" in line for line in lines) == 2
     workspace = [line.split() for line in lines if line.split()[:1] == ["workspace"]]
     assert workspace and workspace[0][header.index("model.dropout")] == "0.5", shown  # it differs from main
+
+
+def test_a_code_edit_marks_only_the_stages_that_run_it(project) -> None:
+    """tests/test_rerun_policy.py's table, asked of the real `dvc status` for a few files."""
+    for file, expected in (("stages/lib/scores.py", {"evaluate"}), ("stages/split.py", {"split"}),
+                           ("stages/lib/augmentations.py", {"augment"}), ("stages/lr_find.py", set())):
+        path = project / file
+        original = path.read_text()
+        try:
+            path.write_text(original + "\n# an edit\n")
+            assert set(json.loads(dvc("status", "--json", cwd=project).stdout)) == expected, file
+        finally:
+            path.write_text(original)
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
 
 
 def test_augment_change_reruns_augment_train_evaluate_only(project) -> None:

@@ -11,6 +11,7 @@ import torch
 from stages.lib.errors import PipelineError
 from stages.lib.params import load_params
 from stages.lib.preprocess import Normalizer, Preprocessing, channel_stats
+from stages.lib.transforms import format_image
 from tests.helpers import ROOT
 
 PREPARE = load_params("prepare", path=ROOT / "params.yaml").prepare
@@ -58,7 +59,7 @@ def test_round_trip_through_a_file_keeps_every_field(tmp_path) -> None:
     original.write(tmp_path / "stats.json", {"mean": [0.1, 0.2, 0.3]})
     assert Preprocessing.read(tmp_path / "stats.json") == original
     assert original.input_shape == (3, 20, 28)
-    assert original.prepare_image(np.full((10, 10, 1), 9, np.uint8)).shape == (20, 28, 3)
+    assert format_image(np.full((10, 10, 1), 9, np.uint8), original.image).shape == (20, 28, 3)
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -87,7 +88,6 @@ def _sign(ink: int, paper: int, margin: int = 0, margin_grey: int = 0) -> np.nda
 
 
 def test_invert_makes_dark_ink_on_paper_and_light_ink_on_a_screen_one_kind() -> None:
-    from stages.lib.preprocess import format_image
     base = dataclasses.replace(PREPARE, image_size=(16, 16), resize="stretch")
     on_paper, on_screen = _sign(ink=20, paper=235), _sign(ink=235, paper=20)
     dark = dataclasses.replace(base, invert="dark")
@@ -99,8 +99,7 @@ def test_invert_makes_dark_ink_on_paper_and_light_ink_on_a_screen_one_kind() -> 
 
 
 def test_trim_crops_a_uniform_margin_so_the_sign_fills_the_frame() -> None:
-    from stages.lib.images import trim_border
-    from stages.lib.preprocess import format_image
+    from stages.lib.transforms import trim_border
     sign = _sign(ink=20, paper=235)
     rng = np.random.default_rng(0)
     scanned = _sign(ink=20, paper=235, margin=30, margin_grey=120)

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .datasets import atomic_file
+from .device import select_device
 from .errors import PipelineError
+from .io import atomic_file
 from .models import InputShape, build_model
 from .params import ModelParams, as_plain, parse_section
 from .preprocess import Preprocessing
-from .training import select_device
 
 FORMAT = 3  # 1: the first wave's layout (no format stamp, prepare params under "preprocess"); 2: no record
 

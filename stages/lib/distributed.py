@@ -3,7 +3,7 @@
 `python -m stages.train` with train.processes × train.nodes > 1 starts torchrun's agent in-process
 (the engine behind the `torchrun` command), which starts that many copies of `python -m stages.train`
 on this machine; each copy sees RANK/WORLD_SIZE/LOCAL_RANK in its environment and trains its shard
-(stages/lib/training.py). On several machines, this one is node 0 (static rendezvous at
+(stages/lib/loop.py). On several machines, this one is node 0 (static rendezvous at
 train.rendezvous) and the others run the `torchrun` command the README shows.
 
 A worker's one-line error goes to torchrun's error file instead of the terminal, and the launcher

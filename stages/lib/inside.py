@@ -1,6 +1,6 @@
 """Inside the trained network: what evaluate draws of it (the MLP log tracked layer weights, the
 CIFAR log wanted feature maps). Pure functions of a model and arrays; the PNGs go through
-stages/lib/metrics.py's plotting.
+stages/lib/figures.py and charts.py's plotting.
 
     weight_layers       the conv and dense weights, in forward order
     first_layer_images  the first conv layer's filters, or the first dense layer's weights when it

@@ -2,8 +2,9 @@
 
 prepare measures it on the train split and writes it to data/prepared/stats.json; train copies it
 into the checkpoint; evaluate and predict read it back from there. So predict applies exactly what
-training applied: colour, size, resize mode, interpolation and padding (the prepare params), then
-the train split's per-channel normalisation x' = (x / 255 - mean) / std:
+training applied: colour, size, resize mode, interpolation and padding (the prepare params, applied
+by stages/lib/transforms.py's format_image), then the train split's per-channel normalisation
+x' = (x / 255 - mean) / std:
     standard  mean and std of the train pixels
     minmax    min and max - min of the train pixels (they map onto 0..1)
 """
@@ -11,29 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .datasets import read_json, write_json
 from .errors import PipelineError
-from .images import match_background, resize, to_grayscale, to_rgb, trim_border
+from .io import read_json, write_json
 from .params import PrepareParams, as_plain, parse_section
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: prepare, which never makes one, starts 2 s sooner
     import torch
-
-
-def format_image(image: np.ndarray, params: PrepareParams) -> np.ndarray:
-    """One decoded uint8 H×W×C image -> the model's input layout: grey or RGB, the uniform border
-    trimmed (prepare.trim), the background's polarity matched (prepare.invert), params.image_size."""
-    image = to_grayscale(image) if params.grayscale else to_rgb(image)
-    if params.trim:
-        image = trim_border(image)
-    if params.invert != "none":
-        image = match_background(image, params.invert)
-    return resize(image, params.image_size, params.resize, params.interpolation, params.pad_mode, params.pad_value)
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, list[float]]:
@@ -91,9 +79,6 @@ class Preprocessing:
     def input_shape(self) -> tuple[int, int, int]:
         """channels, height, width of the model's input."""
         return (1 if self.image.grayscale else 3, *self.image.image_size)
-
-    def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        return format_image(image, self.image)
 
     def normalizer(self, device: torch.device | str = "cpu") -> Normalizer:
         return Normalizer(self.mean, self.std, device)

@@ -1,15 +1,16 @@
-"""The training loop and inference, as plain PyTorch (no framework between reader and loop).
+"""The training loop, as plain PyTorch (no framework between reader and loop): fit, two-phase
+fine-tuning, and the one training step that lr_find's range test takes too. Used by train and lr_find.
 
 Data: when it fits, the whole split sits on the device as one uint8 N×C×H×W tensor and a batch
 is an index slice (airbench style: no DataLoader, no workers); otherwise batches are gathered from
-the memory-mapped array and copied over. Either way a batch is converted to float and normalised
-on the device. On CUDA: bf16 autocast and channels_last (train.amp), optional torch.compile.
+the memory-mapped array and copied over (stages/lib/data.py). Either way a batch is converted to
+float and normalised on the device. On CUDA: bf16 autocast and channels_last (train.amp), optional
+torch.compile.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,132 +20,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import paths
+from .data import Batches
 from .distributed import World, from_leader, min_all, sum_all
 from .errors import PipelineError
-from .gpus import CLAIMED_VARIABLE, claim_gpu
+from .inference import loss_and_accuracy, memory_layout, predict_logits
+from .io import ArraySet, load_array_set, read_json
+from .online import OnlineAugment
+from .optim import clip_gradients, make_optimizer, make_scheduler, sam_ascend, sam_descend
 from .params import TrainParams
-from .preprocess import Normalizer
+from .preprocess import Normalizer, Preprocessing
 
 
-def select_device(choice: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; 'cuda' or 'cuda:K' without a GPU is an error naming train.device.
-    Which GPU a bare 'cuda' gets is claim_device's choice."""
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise PipelineError(f"The 'train.device' parameter is '{choice}' but no CUDA GPU is available: use auto or cpu")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda" if choice == "auto" else choice)
-
-
-def claim_device(device: torch.device, log: Callable[[str], None] = print, local_rank: int = 0) -> torch.device:
-    """The CPU as is; a CUDA device as a GPU this process holds alone (stages/lib/gpus.py): its pinned
-    index, or the lowest free one, waiting while every GPU is busy with another experiment. A
-    data-parallel worker takes the GPU its launcher claimed for its local rank."""
-    if device.type != "cuda":
-        return device
-    claimed = os.environ.get(CLAIMED_VARIABLE)
-    if claimed:
-        index = int(claimed.split(",")[local_rank])
-    else:
-        index = claim_gpu(torch.cuda.device_count(), device.index, log=log)
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
-
-
-def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 N×H×W×C array (possibly memory-mapped) -> uint8 N×C×H×W tensor on `device`."""
-    # np.array copies a read-only memory map into writable memory, which torch requires.
-    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous().to(device)
-
-
-def fits_in_memory(nbytes: int, device: torch.device) -> bool:
-    """Whether an array of `nbytes` can be resident on `device` with room to spare (half the free memory)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-    else:
-        import psutil
-        free = psutil.virtual_memory().available
-    return nbytes < free // 2
-
-
-class Batches:
-    """Images and labels of one split, served by index: resident on the device when they fit,
-    else gathered from the (memory-mapped) array batch by batch. `rows` (sorted) keeps only those
-    rows: a data-parallel process holds its shard alone."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, resident: bool | None = None,
-                 rows: np.ndarray | None = None):
-        self.device = device
-        self.rows = rows
-        labels = np.asarray(labels, dtype=np.int64)
-        self.host_labels = torch.from_numpy(labels if rows is None else labels[rows])
-        self.labels = self.host_labels.to(device)
-        nbytes = images.nbytes if rows is None else images[:1].nbytes * len(rows)
-        self.resident = fits_in_memory(nbytes, device) if resident is None else resident
-        if self.resident:
-            self.images = images_to_tensor(images if rows is None else images[rows], device)
-        else:
-            self.images = images
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def get(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 N×C×H×W images and labels of rows `index`, on the device. Streamed, `index` should
-        be on the CPU (fit keeps the order there), so that gathering a batch never waits for the GPU."""
-        if self.resident:
-            return self.images[index], self.labels[index]
-        rows = np.sort(index.cpu().numpy())  # sorted: sequential reads from the memory map
-        stored = rows if self.rows is None else self.rows[rows]
-        batch = torch.from_numpy(np.ascontiguousarray(self.images[stored])).permute(0, 3, 1, 2)
-        labels = self.host_labels[torch.from_numpy(rows)]
-        if self.device.type == "cuda":
-            batch, labels = batch.pin_memory(), labels.pin_memory()
-        return batch.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-
-
-@dataclass(frozen=True)
-class OnlineAugment:
-    """augment.online: per batch, on the training device, every image gets a random resized crop
-    (area from crop_scale to 1, aspect 3:4 to 4:3) scaled back to full size, a random shift of up
-    to `translate` of its side and, with hflip, a mirror half of the time: one affine resampling
-    (bilinear, the border's values beyond the edge). Seeded: a CPU run repeats exactly."""
-    crop_scale: float
-    translate: float
-    hflip: bool
-    seed: int
-
-    def generator(self, device: torch.device, rank: int = 0) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(self.seed + 7919 * rank)
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Float N×C×H×W (normalised) -> the same, transformed."""
-        n, device = images.shape[0], images.device
-        uniform = torch.rand((n, 5), generator=generator, device=device)
-        area = self.crop_scale + (1 - self.crop_scale) * uniform[:, 0]
-        # Aspect 3:4 to 4:3, as far as the crop still fits: a full-area crop is square, the image itself.
-        ratio = torch.exp((2 * uniform[:, 1] - 1) * torch.clamp(-torch.log(area), max=math.log(4 / 3)))
-        width, height = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
-        # The crop's centre anywhere it fits, plus the shift (in grid units: the side is 2).
-        shift_x = (1 - width) * (2 * uniform[:, 2] - 1) + 2 * self.translate * (2 * uniform[:, 3] - 1)
-        shift_y = (1 - height) * (2 * uniform[:, 4] - 1) + 2 * self.translate * (
-            2 * torch.rand(n, generator=generator, device=device) - 1)
-        flip = torch.ones(n, device=device)
-        if self.hflip:
-            flip = torch.where(torch.rand(n, generator=generator, device=device) < 0.5, -1.0, 1.0)
-        theta = torch.zeros((n, 2, 3), device=device)
-        theta[:, 0, 0], theta[:, 0, 2] = width * flip, shift_x
-        theta[:, 1, 1], theta[:, 1, 2] = height, shift_y
-        grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
-        return nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def online_augment(augment, seed: int) -> OnlineAugment | None:
-    """The augment.online* params (the whole section or train's view of it) as an OnlineAugment drawing
-    from `seed` (train.seed: the run's), or None when off."""
-    if not augment.online:
-        return None
-    return OnlineAugment(augment.online_crop_scale, augment.online_translate, augment.online_hflip, seed)
+def load_training_inputs() -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
+    """The classes, the preprocessing contract and the train and val arrays (memory-mapped), checked to agree."""
+    classes = read_json(paths.CLASSES_FILE)
+    preprocessing = Preprocessing.read(paths.STATS_FILE)
+    train_set = load_array_set(paths.AUGMENTED_DIR / "train")
+    val_set = load_array_set(paths.PREPARED_DIR / "val")
+    _, height, width, channels = train_set.images.shape
+    if (channels, height, width) != preprocessing.input_shape:
+        raise PipelineError(f"{paths.AUGMENTED_DIR} holds {channels}×{height}×{width} images but {paths.STATS_FILE} "
+                            f"says {'×'.join(map(str, preprocessing.input_shape))}: rerun `dvc repro`")
+    return classes, preprocessing, train_set, val_set
 
 
 def shard_rows(n: int, world: World, seed: int) -> np.ndarray | None:
@@ -154,48 +52,6 @@ def shard_rows(n: int, world: World, seed: int) -> np.ndarray | None:
         return None
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     return np.sort(order[world.rank::world.size])
-
-
-def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise PipelineError("no trainable parameters: model.freeze leaves nothing to train")
-    if params.optimizer in ("sgd", "sam"):  # sam: SGD stepping with the gradient of the perturbed weights
-        if params.nesterov and params.momentum == 0:
-            raise PipelineError("The 'train.nesterov' parameter needs train.momentum > 0. Got momentum 0 instead.")
-        return torch.optim.SGD(trainable, lr=params.lr, momentum=params.momentum, nesterov=params.nesterov,
-                               weight_decay=params.weight_decay)
-    if params.optimizer == "adamw":
-        return torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    return torch.optim.Adam(trainable, lr=params.lr, weight_decay=params.weight_decay)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams,
-                   steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, bool]:
-    """The schedule and whether it steps per batch (onecycle) rather than per epoch."""
-    lr = torch.optim.lr_scheduler
-    if params.scheduler == "step":
-        return lr.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma), False
-    if params.scheduler == "exponential":
-        return lr.ExponentialLR(optimizer, gamma=params.gamma), False
-    if params.scheduler == "cosine":
-        return lr.CosineAnnealingLR(optimizer, T_max=params.epochs), False
-    if params.scheduler == "onecycle":
-        return lr.OneCycleLR(optimizer, max_lr=params.lr, epochs=params.epochs, steps_per_epoch=steps_per_epoch), True
-    return None, False
-
-
-def class_weights(choice, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:
-    """Loss weight per class: None, 'balanced' (n / (classes × count), as scikit-learn) or the given list."""
-    if choice == "none":
-        return None
-    if choice == "balanced":
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
-    if len(choice) != num_classes:
-        raise PipelineError(f"The 'train.class_weights' parameter must have one weight per class ({num_classes}). "
-                            f"Got {len(choice)} instead.")
-    return torch.tensor(choice, dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -242,63 +98,6 @@ def _snapshot(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, data: Batches | torch.Tensor, normalize: Normalizer,
-                   batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """Logits (N×classes, float32) in eval mode, for Batches or a uint8 N×C×H×W tensor."""
-    model.eval()
-    n = len(data)
-    device = data.device
-    chunks = []
-    for start in range(0, n, batch_size):
-        on_device = not isinstance(data, Batches) or data.resident  # streamed batches are gathered on the host
-        index = torch.arange(start, min(start + batch_size, n), device=device if on_device else "cpu")
-        x = data.get(index)[0] if isinstance(data, Batches) else data[index]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            chunks.append(model(_layout(normalize(x), amp)).float())
-    return torch.cat(chunks) if chunks else torch.empty(0)
-
-
-def _layout(x: torch.Tensor, amp: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if amp and x.is_cuda and x.dim() == 4 else x
-
-
-def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    accuracy = (logits.argmax(1) == labels).float().mean().item()
-    return loss, accuracy
-
-
-@torch.no_grad()
-def sam_ascend(parameters: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
-    """Sharpness-aware minimisation's first half (Foret et al. 2021): move the weights by rho along
-    their gradient, normalised, to the (approximately) worst point within radius rho; returns the
-    moves, which sam_descend undoes once the gradient there has been taken."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else None
-    moves = []
-    for p in parameters:
-        move = torch.zeros_like(p) if p.grad is None else p.grad * (rho / (norm + 1e-12))
-        p.add_(move)
-        moves.append(move)
-    return moves
-
-
-@torch.no_grad()
-def sam_descend(parameters: list[torch.Tensor], moves: list[torch.Tensor]) -> None:
-    """Back to the weights before sam_ascend; their gradients are now those of the perturbed point."""
-    for p, move in zip(parameters, moves):
-        p.sub_(move)
-
-
-def clip_gradients(parameters: list[torch.Tensor], params: TrainParams) -> None:
-    """Clip each gradient element to ±grad_clip_value, then the total norm to grad_clip_norm (0: off)."""
-    if params.grad_clip_value > 0:
-        nn.utils.clip_grad_value_(parameters, params.grad_clip_value)
-    if params.grad_clip_norm > 0:
-        nn.utils.clip_grad_norm_(parameters, params.grad_clip_norm)
-
-
 def epoch_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """The index batches of one epoch. A last batch of a single image joins the one before it:
     batch norm cannot normalise one image, and dropping it would leave that image out."""
@@ -333,6 +132,30 @@ def _better(value: float, best: float | None, monitor: str, margin: float = 0.0)
     if best is None:
         return True
     return value < best - margin if monitor == "val_loss" else value > best + margin
+
+
+def train_step(model: nn.Module, inputs: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
+               optimizer: torch.optim.Optimizer, trainable: list[torch.Tensor], params: TrainParams,
+               amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch already normalised and laid out: the loss (label smoothing and
+    class weights are the criterion's), plus train.l1, backward, SAM's second pass with train.optimizer:
+    sam, gradient clipping, the optimiser's step. Returns the logits and the objective (on the device)."""
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(inputs).float()
+        loss = criterion(out, y)
+        return out, (loss + params.l1 * sum(p.abs().sum() for p in trainable)) if params.l1 > 0 else loss
+    logits, objective = forward()
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    if params.optimizer == "sam":  # the step takes the gradient at the worst nearby weights
+        moves = sam_ascend(trainable, params.sam_rho)
+        optimizer.zero_grad(set_to_none=True)
+        forward()[1].backward()
+        sam_descend(trainable, moves)
+    clip_gradients(trainable, params)
+    optimizer.step()
+    return logits, objective
 
 
 def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normalizer, params: TrainParams,
@@ -404,23 +227,8 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
                    else epoch_batches(shuffled, params.batch_size))
         for batch in batches:
             images, y = train.get(batch)
-            inputs = _layout(augment(normalize(images), draws) if augment else normalize(images), amp)
-
-            def forward() -> tuple[torch.Tensor, torch.Tensor]:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = step_model(inputs).float()
-                loss = criterion(out, y)
-                return out, (loss + params.l1 * sum(p.abs().sum() for p in trainable)) if params.l1 > 0 else loss
-            logits, objective = forward()
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if params.optimizer == "sam":  # the step takes the gradient at the worst nearby weights
-                moves = sam_ascend(trainable, params.sam_rho)
-                optimizer.zero_grad(set_to_none=True)
-                forward()[1].backward()
-                sam_descend(trainable, moves)
-            clip_gradients(trainable, params)
-            optimizer.step()
+            inputs = memory_layout(augment(normalize(images), draws) if augment else normalize(images), amp)
+            logits, objective = train_step(step_model, inputs, y, criterion, optimizer, trainable, params, amp)
             # Kept on the device: no host sync per step.
             step_losses.append(nn.functional.cross_entropy(logits.detach(), y))
             step_objectives.append(objective.detach())

@@ -1,0 +1,240 @@
+"""Writing outputs, and the files that flow between stages: JSON, file lists, array sets.
+
+Every writer builds its output in a temporary sibling (`.<name>.*.tmp`) and renames it into place:
+all of a stage's outputs switch together once every one is written (staged_outputs), so a failed
+stage leaves the earlier outputs or none, never half of one. Temporaries a killed stage left are
+removed when the output is next written. Outputs respect the umask; a full disk, a read-only folder
+or a missing permission is one PipelineError naming the output. live_outputs rewrites progress
+files while a stage runs (what `dvc exp show` reads from a running experiment).
+
+Array set: a folder with one `.npy` per field, so DVC hashes a few big files and readers can
+memory-map them:
+    images.npy  uint8 N×H×W×C
+    labels.npy  int64 N        (index into classes.json)
+    index.csv   N rows: source (the raw image file), split, augmentation
+Used by every stage.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from .errors import PipelineError
+from .paths import SUMMARY_METRICS
+
+
+# ------------------------------------------------------------------------------------ images
+def shown(path: Path | str) -> str:
+    """A path as text that prints and encodes: bytes of a name that are not UTF-8 become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+# ------------------------------------------------------------------------------ atomic writes
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete `.<name>.*.tmp` siblings of `target` that a killed run (kill -9, power loss) left."""
+    for stale in Path(target).parent.glob(f".{Path(target).name}.*.tmp"):
+        _remove(stale)
+
+
+# errno -> why a write failed and what to do, in words a user can act on
+_FREE, _WRITABLE = "free some space and rerun", "make it writable and rerun"
+
+
+_WRITE_ERRORS = {errno.ENOSPC: ("disk full", _FREE), errno.EDQUOT: ("disk quota exceeded", _FREE),
+                 errno.EACCES: ("permission denied", _WRITABLE), errno.EPERM: ("permission denied", _WRITABLE),
+                 errno.EROFS: ("read-only file system", _WRITABLE)}
+
+
+@contextlib.contextmanager
+def _write_errors_are_one_line(target: Path, others: int = 0) -> Iterator[None]:
+    """A full disk, a read-only folder or a missing permission while writing `target` (and `others`
+    outputs besides): one PipelineError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        what = shown(target) + (f" and {others} other output(s)" if others else "")
+        where = f" ({shown(exc.filename)})" if exc.filename and exc.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
+        problem, remedy = _WRITE_ERRORS[exc.errno]
+        earlier = f"the earlier {shown(target)}, if any, is unchanged" if not others else "no output was changed"
+        raise PipelineError(f"{problem} while writing {what}{where}: {remedy} ({earlier})") from None
+
+
+def _temporary_sibling(target: Path, is_dir: bool) -> Path:
+    """An empty temporary folder or file `.<name>.<random>.tmp` beside `target`, with the umask's mode."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+    return tmp
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) -> Iterator[dict[Path, Path]]:
+    """All of a stage's outputs switch together, or none does.
+
+    Yields {target: temporary sibling} (an empty folder for each of `dirs`, a path for each of
+    `files`): write there. On success every target is replaced by its temporary, one rename each,
+    after everything was written; on any error (a full disk, Ctrl-C, a bug) every target keeps its
+    old content and the temporaries are removed. Every temporary is made before the body runs, so a
+    read-only folder fails before any work is done."""
+    targets = [(Path(t), False) for t in files] + [(Path(t), True) for t in dirs]
+    staged: dict[Path, Path] = {}
+    try:
+        for target, is_dir in targets:
+            with _write_errors_are_one_line(target):
+                staged[target] = _temporary_sibling(target, is_dir)
+        with _write_errors_are_one_line(targets[0][0], len(targets) - 1):
+            yield staged
+            # Written: switch each target (old folders are renamed aside first, then removed).
+            for target, tmp in staged.items():
+                if target.is_dir() and not target.is_symlink():
+                    aside = target.with_name(f".{target.name}.{os.getpid()}.old.tmp")
+                    os.replace(target, aside)
+                    os.replace(tmp, target)
+                    shutil.rmtree(aside)
+                else:
+                    os.replace(tmp, target)
+    finally:
+        for tmp in staged.values():
+            if tmp.exists():
+                _remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `target`; on success it replaces `target`."""
+    with staged_outputs(dirs=(Path(target),)) as staged:
+        yield staged[Path(target)]
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it is renamed to `target`."""
+    with staged_outputs(files=(Path(target),)) as staged:
+        yield staged[Path(target)]
+
+
+@contextlib.contextmanager
+def live_outputs() -> Iterator[Callable[[Path], contextlib.AbstractContextManager[Path]]]:
+    """Outputs a stage rewrites while it runs: progress that `dvc exp show` and `dvc plots diff`
+    read from a running experiment's workspace. Yields `rewrite(target)`, a context giving a
+    temporary path that replaces `target` atomically on exit (a reader never sees half a file).
+
+    If the stage then fails, each target is put back as it was before the stage started (or
+    removed), so a failed run leaves no progress of its own beside the last run's outputs. The
+    earlier file waits as `.<name>~before.<pid>.tmp` meanwhile."""
+    saved: dict[Path, Path | None] = {}
+
+    @contextlib.contextmanager
+    def rewrite(target: Path) -> Iterator[Path]:
+        target = Path(target)
+        if target not in saved:
+            aside = target.with_name(f".{target.name}~before.{os.getpid()}.tmp")
+            with _write_errors_are_one_line(target):
+                if target.exists():
+                    os.replace(target, aside)
+            saved[target] = aside if aside.exists() else None
+        with atomic_file(target) as tmp:
+            yield tmp
+
+    try:
+        yield rewrite
+    except BaseException:
+        for target, aside in saved.items():
+            _remove(target)
+            if aside is not None:
+                os.replace(aside, target)
+        raise
+    for aside in saved.values():
+        if aside is not None:
+            _remove(aside)
+
+
+def retire_summary() -> None:
+    """This run changes what evaluate scored: remove metrics/summary.json until evaluate writes this
+    run's, so that no table (`dvc exp show`, stages.report) shows a running experiment its baseline's
+    scores. DVC runs evaluate next whenever it finds the file missing."""
+    _remove(SUMMARY_METRICS)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_file_list(path: Path, files: list[str], labels: list[str]) -> None:
+    with atomic_file(path) as tmp:
+        pd.DataFrame({"path": files, "label": labels}).to_csv(tmp, index=False)
+
+
+def read_file_list(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+# -------------------------------------------------------------------------------- array sets
+@dataclass(frozen=True)
+class ArraySet:
+    images: np.ndarray       # uint8 N×H×W×C (memory-mapped when loaded)
+    labels: np.ndarray       # int64 N
+    index: pd.DataFrame      # source, split, augmentation
+
+
+def allocate_images(folder: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A writable uint8 array backed by `folder/images.npy`: filled in place, never held twice in memory.
+
+    The file's blocks are reserved up front: a memory map that runs out of disk would kill the
+    process with SIGBUS; here a full disk is an OSError (ENOSPC) before anything is written."""
+    path = Path(folder) / "images.npy"
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return images
+
+
+def finish_array_set(folder: Path, labels: np.ndarray, index: pd.DataFrame) -> None:
+    """Complete an array set whose images.npy is written (`allocate_images`, `write_augmented_images`)."""
+    np.save(Path(folder) / "labels.npy", labels.astype(np.int64))
+    index.to_csv(Path(folder) / "index.csv", index=False)
+
+
+def load_array_set(folder: Path, mmap: bool = True) -> ArraySet:
+    folder = Path(folder)
+    images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None)
+    labels = np.load(folder / "labels.npy")
+    index = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
+    return ArraySet(images, labels, index)

@@ -1,0 +1,83 @@
+"""Optimisers, learning-rate schedules, class weights, sharpness-aware minimisation and gradient
+clipping, as train.* params name them. Used by train and lr_find.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import PipelineError
+from .params import TrainParams
+
+
+def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise PipelineError("no trainable parameters: model.freeze leaves nothing to train")
+    if params.optimizer in ("sgd", "sam"):  # sam: SGD stepping with the gradient of the perturbed weights
+        if params.nesterov and params.momentum == 0:
+            raise PipelineError("The 'train.nesterov' parameter needs train.momentum > 0. Got momentum 0 instead.")
+        return torch.optim.SGD(trainable, lr=params.lr, momentum=params.momentum, nesterov=params.nesterov,
+                               weight_decay=params.weight_decay)
+    if params.optimizer == "adamw":
+        return torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    return torch.optim.Adam(trainable, lr=params.lr, weight_decay=params.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams,
+                   steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, bool]:
+    """The schedule and whether it steps per batch (onecycle) rather than per epoch."""
+    lr = torch.optim.lr_scheduler
+    if params.scheduler == "step":
+        return lr.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma), False
+    if params.scheduler == "exponential":
+        return lr.ExponentialLR(optimizer, gamma=params.gamma), False
+    if params.scheduler == "cosine":
+        return lr.CosineAnnealingLR(optimizer, T_max=params.epochs), False
+    if params.scheduler == "onecycle":
+        return lr.OneCycleLR(optimizer, max_lr=params.lr, epochs=params.epochs, steps_per_epoch=steps_per_epoch), True
+    return None, False
+
+
+def class_weights(choice, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:
+    """Loss weight per class: None, 'balanced' (n / (classes × count), as scikit-learn) or the given list."""
+    if choice == "none":
+        return None
+    if choice == "balanced":
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    if len(choice) != num_classes:
+        raise PipelineError(f"The 'train.class_weights' parameter must have one weight per class ({num_classes}). "
+                            f"Got {len(choice)} instead.")
+    return torch.tensor(choice, dtype=torch.float32)
+
+
+@torch.no_grad()
+def sam_ascend(parameters: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
+    """Sharpness-aware minimisation's first half (Foret et al. 2021): move the weights by rho along
+    their gradient, normalised, to the (approximately) worst point within radius rho; returns the
+    moves, which sam_descend undoes once the gradient there has been taken."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else None
+    moves = []
+    for p in parameters:
+        move = torch.zeros_like(p) if p.grad is None else p.grad * (rho / (norm + 1e-12))
+        p.add_(move)
+        moves.append(move)
+    return moves
+
+
+@torch.no_grad()
+def sam_descend(parameters: list[torch.Tensor], moves: list[torch.Tensor]) -> None:
+    """Back to the weights before sam_ascend; their gradients are now those of the perturbed point."""
+    for p, move in zip(parameters, moves):
+        p.sub_(move)
+
+
+def clip_gradients(parameters: list[torch.Tensor], params: TrainParams) -> None:
+    """Clip each gradient element to ±grad_clip_value, then the total norm to grad_clip_norm (0: off)."""
+    if params.grad_clip_value > 0:
+        nn.utils.clip_grad_value_(parameters, params.grad_clip_value)
+    if params.grad_clip_norm > 0:
+        nn.utils.clip_grad_norm_(parameters, params.grad_clip_norm)
