@@ -138,3 +138,12 @@ def make_image_folder(root: Path, classes: dict[str, int], size: tuple[int, int]
             image = np.clip(rng.normal(base, 20, size=(*size, channels)), 0, 255).astype(np.uint8)
             cv2.imwrite(str(root / name / f"img_{i:03d}{suffix}"), image)
     return root
+
+
+def assert_picture(path: Path, min_side: int = 100) -> np.ndarray:
+    """`path` is a PNG that decodes to a real drawing: at least `min_side` px each way, not one flat colour."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"{path} does not decode"
+    assert min(image.shape[:2]) >= min_side, (path, image.shape)
+    assert image.std() > 5, f"{path} is a flat picture"
+    return image

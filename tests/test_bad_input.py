@@ -55,6 +55,25 @@ def test_a_truncated_jpeg_is_corrupt_naming_the_file(tmp_path) -> None:
         read_image(tmp_path / "cut.jpg")
 
 
+def test_a_truncated_jpeg_with_an_exif_thumbnail_is_still_truncated(tmp_path) -> None:
+    """A phone photo's EXIF block carries a small JPEG thumbnail with its own end-of-image marker,
+    before the photo's own scan: only a marker after the last scan means the photo is whole."""
+    thumbnail = jpeg_bytes(photo(16, 20, seed=1))
+    exif = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<IH", 8, 0) + struct.pack("<I", 0) + thumbnail
+    data = jpeg_bytes(photo(300, 400))
+    with_thumbnail = data[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + data[2:]
+    assert read_image_bytes(with_thumbnail, tmp_path / "whole.jpg").shape == (300, 400, 3)
+    cut = with_thumbnail[: len(with_thumbnail) - len(data) // 3]  # the thumbnail whole, the photo cut short
+    assert cut.find(b"\xff\xd9") > 0  # the thumbnail's end-of-image marker is still there
+    with pytest.raises(PipelineError, match=r"cut\.jpg: truncated JPEG \(no end-of-image marker"):
+        read_image_bytes(cut, tmp_path / "cut.jpg")
+
+
+def read_image_bytes(data: bytes, path: Path) -> np.ndarray:
+    path.write_bytes(data)
+    return read_image(path)
+
+
 def test_an_image_over_opencvs_pixel_limit_is_one_error(tmp_path) -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

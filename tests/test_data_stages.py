@@ -14,7 +14,7 @@ from stages.lib.decode import read_image
 from stages.lib.io import load_array_set
 from stages.lib.params import parse_section
 from stages.lib.transforms import format_image
-from tests.helpers import copy_project, make_image_folder, read_params, run_stage
+from tests.helpers import assert_picture, copy_project, make_image_folder, read_params, run_stage
 
 pytestmark = pytest.mark.slow
 DATA_STAGES = ("ingest", "split", "prepare", "augment")
@@ -84,9 +84,14 @@ def test_a_given_split_is_honoured(tmp_path, mode, given) -> None:
     for split in ("val", "test"):
         prefix = f"data/raw/{split}/" if split in given else "data/raw/train/"  # missing ones carved from train
         assert lists[split]["path"].str.startswith(prefix).all(), split
-    if "val" not in given:  # carved stratified: every class, in proportion
+    if "val" not in given:  # carved stratified: every class, in proportion (split.val of the pool it came from)
+        fractions = {"train": 0.7, "val": 0.1, "test": 0.2}  # params.yaml's split fractions
+        carved = [s for s in ("val", "test") if s not in given]
+        share = fractions["val"] / (fractions["train"] + sum(fractions[s] for s in carved))
         counts = lists["val"]["label"].value_counts()
-        assert set(counts.index) == set(CLASSES)
+        for name in CLASSES:
+            pool = sum(int((lists[s]["label"] == name).sum()) for s in ("train", *carved))
+            assert counts[name] == max(1, round(pool * share)), (name, pool)
 
 
 def test_merge_drop_and_balance_give_the_promised_counts(tmp_path) -> None:
@@ -120,7 +125,7 @@ def test_data_plots_and_counts(tmp_path) -> None:
     cat = counts.set_index("class").loc["cat"]
     assert owl["train_augmented"] == 2 * owl["train"] and cat["train_augmented"] == cat["train"]
     for png in ("augment_preview.png", "class_counts.png"):
-        assert (project / "plots/data" / png).read_bytes()[:4] == b"\x89PNG"
+        assert_picture(project / "plots/data" / png)
 
 
 def test_skip_corrupt_lists_the_file_and_goes_on(tmp_path) -> None:

@@ -292,3 +292,30 @@ def test_a_stage_that_runs_retires_the_last_scores(tmp_path, monkeypatch) -> Non
         (project / paths.SUMMARY_METRICS).write_text('{"test_acc": 0.99}')
         stage.main()
         assert not (project / paths.SUMMARY_METRICS).exists()
+
+
+class FakeFailure:
+    """What torchrun's agent reports of a failed worker (torch's ProcessFailure, the fields we read)."""
+
+    def __init__(self, exitcode: int, kind: str = "", message: str = "") -> None:
+        self.exitcode = exitcode
+        self.error_file_data = {"message": message, "kind": kind} if kind else {}
+        self.message = message
+
+    def signal_name(self) -> str:
+        return signal.Signals(-self.exitcode).name
+
+
+@pytest.mark.parametrize("failures, expected", [
+    # rank 1 killed; the agent then stopped rank 0 with SIGTERM (exit 143): the kill is the cause
+    ({0: FakeFailure(143), 1: FakeFailure(-9)}, "training process rank 1 was killed by signal 9 (SIGKILL)"),
+    ({0: FakeFailure(1, "lost", "lost contact with the other training processes (x)"), 1: FakeFailure(-9)},
+     "training process rank 1 was killed by signal 9 (SIGKILL)"),
+    ({0: FakeFailure(1, "pipeline", "training loss became nan in epoch 2"), 1: FakeFailure(-9)},
+     "training loss became nan in epoch 2"),
+    ({0: FakeFailure(143), 1: FakeFailure(1)}, "training process rank 1 failed (exit code 1)"),  # a crash: traceback
+])
+def test_a_failed_data_parallel_run_names_its_cause_not_the_echoes(failures, expected) -> None:
+    from types import SimpleNamespace
+    from stages.lib.distributed import _first_message
+    assert _first_message(SimpleNamespace(failures=failures)).startswith(expected)

@@ -37,6 +37,14 @@ def test_accuracy_equal_to_the_majority_share_is_a_collapse() -> None:
     assert not check_collapse(y_true, np.array([0, 0, 0, 0, 1, 1, 2, 1]), CLASSES).seen
 
 
+def test_the_majority_share_is_the_truths_not_the_predictions() -> None:
+    """Accuracy equal to the true majority class's share (60% rock) is what always answering rock gets;
+    the predictions' own largest share (50% here, and 50% = accuracy in the second case) is no yardstick."""
+    y_true = np.array([0] * 6 + [1] * 2 + [2] * 2)
+    assert check_collapse(y_true, np.array([1, 0, 0, 0, 0, 2, 1, 1, 0, 1]), CLASSES).seen  # 60% right
+    assert not check_collapse(y_true, np.array([2, 1, 0, 0, 2, 1, 1, 1, 2, 1]), CLASSES).seen  # 50% right
+
+
 def test_nearly_all_predictions_on_a_rarer_class_is_a_collapse() -> None:
     y_true = np.array([0] * 10 + [1] * 5 + [2] * 5)
     nearly = np.array([0] * 19 + [2])  # 95% predicted as rock, which is half of the images

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import uuid
 from dataclasses import dataclass
@@ -155,20 +156,26 @@ def launch(processes: int, nodes: int, rendezvous: str, module: str) -> None:
 
 
 def _first_message(exc) -> str:
-    """The cause of a failed run, once: the lowest rank's own message (a user error), else a process
-    killed by a signal or crashed, and only then the others' echoes of it (lost contact)."""
+    """The cause of a failed run, once: the lowest rank's own message (a user error); else a process
+    killed by a signal, or one that crashed; and only then the others' echoes of it (processes the
+    agent stopped with SIGTERM once one had failed, or that lost contact with it)."""
     def kind(failure) -> str:
         data = failure.error_file_data if isinstance(failure.error_file_data, dict) else {}
         return data.get("kind", "") if isinstance(failure.message, str) else ""
-    failures = sorted(exc.failures.items())
-    for wanted in ("pipeline", ""):
-        for rank, failure in failures:
-            if kind(failure) != wanted:
-                continue
-            if wanted == "pipeline":
-                return failure.message
-            how = (f"was killed by signal {-failure.exitcode} ({failure.signal_name()})" if failure.exitcode < 0
-                   else f"failed (exit code {failure.exitcode})")
-            return f"training process rank {rank} {how}: see its output above"
-    rank, failure = failures[0]
-    return f"training process rank {rank}: {failure.message}"
+    echoes = {128 + signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGHUP}
+
+    def rank_of_cause(failure) -> int:
+        if kind(failure) == "pipeline":
+            return 0
+        if failure.exitcode < 0:
+            return 1  # killed by a signal
+        return 3 if kind(failure) == "lost" or failure.exitcode in echoes else 2
+    rank, failure = min(exc.failures.items(), key=lambda item: (rank_of_cause(item[1]), item[0]))
+    if kind(failure) == "pipeline":
+        return failure.message
+    if failure.exitcode < 0:
+        return f"training process rank {rank} was killed by signal {-failure.exitcode} ({failure.signal_name()}): " \
+               f"see its output above"
+    if kind(failure) == "lost":
+        return f"training process rank {rank}: {failure.message}"
+    return f"training process rank {rank} failed (exit code {failure.exitcode}): see its output above"
