@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.plain import plain_epoch
 from stages.lib.augmentations import augment_block, augmentation_variants, AugmentPlan
-from stages.lib.data import Batches
+from stages.lib.data import DeviceDataset
 from stages.lib.inference import predict_logits
 from stages.lib.loop import fit
 from stages.lib.models import InputShape, build_model
@@ -65,7 +65,7 @@ def augmented(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return block.images.copy(), labels[block.source]
 
 
-def accuracy(model: nn.Module, data: Batches, preprocessing: Preprocessing) -> float:
+def accuracy(model: nn.Module, data: DeviceDataset, preprocessing: Preprocessing) -> float:
     logits = predict_logits(model, data, preprocessing.normalizer())
     return float((logits.argmax(1) == data.labels).float().mean())
 
@@ -96,12 +96,12 @@ def one_seed(seed: int, args, params) -> dict[str, float]:
     shape = InputShape(3, SIZE, SIZE, 2)
     train = dataclasses.replace(params.train, epochs=args.epochs, seed=seed, device="cpu", patience=0)
     cpu = torch.device("cpu")
-    val, test = Batches(val_images, val_labels, cpu), Batches(test_images, test_labels, cpu)
+    val, test = DeviceDataset(val_images, val_labels, cpu), DeviceDataset(test_images, test_labels, cpu)
     scores = {}
     for monitor in ("val_loss", "val_accuracy"):
         torch.manual_seed(seed)
         model = build_model(params.model, shape)
-        result = fit(model, Batches(images, labels, cpu), val, preprocessing.normalizer(),
+        result = fit(model, DeviceDataset(images, labels, cpu), val, preprocessing.normalizer(),
                      dataclasses.replace(train, monitor=monitor), log=lambda _: None)
         for checkpoint, name in (("last", "pipeline, last epoch"), ("best", f"pipeline, {monitor}")):
             state, epoch = result.saved(checkpoint)

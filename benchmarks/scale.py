@@ -105,7 +105,7 @@ import numpy as np, torch
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params
 from stages.lib.preprocess import Normalizer
-from stages.lib.data import Batches
+from stages.lib.data import DeviceDataset
 from stages.lib.loop import fit
 
 path, resident = sys.argv[1], sys.argv[2] == "resident"
@@ -123,8 +123,8 @@ model = build_model(dataclasses.replace(load_params("model").model, name="mlp", 
                     InputShape(1, images.shape[1], images.shape[2], 10))
 train = dataclasses.replace(load_params("train").train, epochs=1, batch_size=256, scheduler="none", device="cpu")
 started = time.perf_counter()
-data = Batches(images, labels, torch.device("cpu"), resident=resident)
-val = Batches(images[:1000], labels[:1000], torch.device("cpu"))
+data = DeviceDataset(images, labels, torch.device("cpu"), resident=resident)
+val = DeviceDataset(images[:1000], labels[:1000], torch.device("cpu"))
 result = fit(model, data, val, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
 total = time.perf_counter() - started
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.plain import plain_epoch
-from stages.lib.data import Batches
+from stages.lib.data import DeviceDataset
 from stages.lib.loop import fit
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params
@@ -49,7 +49,7 @@ def ours(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_images: n
          val_labels: np.ndarray, batch_size: int, epochs: int, lr: float, device: torch.device) -> None:
     params = dataclasses.replace(load_params("train").train, epochs=epochs, batch_size=batch_size, lr=lr,
                                  scheduler="none", patience=0, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
-    fit(model, Batches(images, labels, device), Batches(val_images, val_labels, device), Normalizer(MEAN, STD, device),
+    fit(model, DeviceDataset(images, labels, device), DeviceDataset(val_images, val_labels, device), Normalizer(MEAN, STD, device),
         params, log=lambda _: None)
 
 

@@ -12,7 +12,7 @@ plots/eval/: {val,test}_predictions.csv (actual, predicted: DVC's confusion temp
 per_class_{train,val,test}.csv, confusion_{val,test}.png (normalised heatmaps with class names),
 learning_curves.png (the saved epoch and a fine-tuning phase marked), worst_val.png (the most
 confidently wrong val images, with their true and predicted labels and confidence), and inside the
-network: weights.png, first_layer.png and feature_maps.png (stages/lib/inside.py).
+network: weights.png, first_layer.png and feature_maps.png (stages/lib/network_views.py).
 metrics/summary.json: the handful of numbers `dvc exp show` compares runs by.
 
 Health checks print one line each: collapsed predictions, a diverging loss, loss spikes,
@@ -29,15 +29,15 @@ import torch
 from stages.lib import paths
 from stages.lib.charts import plot_confusion, plot_learning_curves, plot_weight_histograms
 from stages.lib.checkpoint import Checkpoint
-from stages.lib.data import Batches, images_to_tensor
+from stages.lib.data import DeviceDataset, images_to_tensor
 from stages.lib.device import claim_device
 from stages.lib.errors import run_stage
 from stages.lib.figures import plot_image_grid
 from stages.lib.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
                                collapse_remedy)
 from stages.lib.inference import loss_and_accuracy, predict_logits
-from stages.lib.inside import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
 from stages.lib.io import ArraySet, load_array_set, staged_outputs, write_json
+from stages.lib.network_views import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
 from stages.lib.params import EvaluateParams, load_params
 from stages.lib.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
                                summary_block, top_k_scores)
@@ -107,7 +107,7 @@ def main() -> None:
         out = staged[paths.EVAL_PLOTS]
         for split in EVAL_SPLITS:
             data = load_array_set(paths.PREPARED_DIR / split)
-            batches = Batches(data.images, data.labels, device)  # resident when it fits, else streamed
+            batches = DeviceDataset(data.images, data.labels, device)  # resident when it fits, else streamed
             logits = predict_logits(model, batches, normalize, amp=amp)
             loss, _ = loss_and_accuracy(logits, batches.labels)
             probabilities = torch.softmax(logits, 1).cpu().numpy()

@@ -30,7 +30,7 @@ import numpy as np
 from stages.lib import paths
 from stages.lib.decode import near_duplicates, pixel_hash, read_image, thumbnail, write_png
 from stages.lib.errors import PipelineError, run_stage
-from stages.lib.io import atomic_dir, retire_summary, shown, write_json
+from stages.lib.io import atomic_dir, printable, retire_summary, write_json
 from stages.lib.listing import list_class_folder
 from stages.lib.params import DataParams, load_params
 
@@ -61,7 +61,7 @@ def write_digits(out: Path, size: int) -> int:
 def source_splits(source: Path) -> list[str]:
     """The splits of a pre-split folder (train first), or [] for a folder of class subfolders."""
     if not source.is_dir():
-        raise PipelineError(f"data folder {shown(source)} not found (data.source in params.yaml)")
+        raise PipelineError(f"data folder {printable(source)} not found (data.source in params.yaml)")
     subfolders = {p.name for p in source.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")}
     if "train" in subfolders and subfolders <= set(paths.SPLITS):
         return [split for split in paths.SPLITS if split in subfolders]
@@ -85,25 +85,25 @@ class Ingest:
         if not split:  # class folders sit beside the report
             reserved = [label for _, label in listing.files if label == paths.INGEST_REPORT.name]
             if reserved:
-                raise PipelineError(f"class folder {shown(folder / reserved[0])}: the name {reserved[0]} is "
+                raise PipelineError(f"class folder {printable(folder / reserved[0])}: the name {reserved[0]} is "
                                     f"taken by ingest's report; rename the folder")
-        self.report["skipped"] += [shown(p) for p in listing.skipped]
+        self.report["skipped"] += [printable(p) for p in listing.skipped]
         for path, label in listing.files:
             try:
                 image = read_image(path)  # fail now, naming the file, rather than halfway through prepare
             except PipelineError as exc:
                 if not self.params.skip_corrupt:
                     raise PipelineError(f"{exc} (set data.skip_corrupt: true to skip such files)") from None
-                self.report["corrupt"].append(shown(path))
+                self.report["corrupt"].append(printable(path))
                 continue
             first = self.first_time(image, path, split)
             if not first and self.params.duplicates == "drop":
                 continue
             if first:  # a repeat is a duplicate already, not also a near one
                 self.thumbs.setdefault(label, []).append(thumbnail(image))
-                self.files.setdefault(label, []).append(shown(path))
+                self.files.setdefault(label, []).append(printable(path))
             within_class = path.relative_to(folder).parts[1:]
-            target = out / label / shown(Path(*within_class))  # a name that is valid UTF-8
+            target = out / label / printable(Path(*within_class))  # a name that is valid UTF-8
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
             self.report["images"] += 1
@@ -118,14 +118,14 @@ class Ingest:
         """Whether these pixels are new; a repeat is listed, and one across given splits raises (drop)."""
         key = pixel_hash(image)
         if key not in self.first_seen:
-            self.first_seen[key] = (split, shown(path))
+            self.first_seen[key] = (split, printable(path))
             return True
         first_split, first = self.first_seen[key]
         if first_split != split and self.params.duplicates == "drop":
-            raise PipelineError(f"{shown(path)} ({split}) has the same pixels as {first} ({first_split}): the given "
+            raise PipelineError(f"{printable(path)} ({split}) has the same pixels as {first} ({first_split}): the given "
                                 f"splits share an image, which leaks it into evaluation; remove one, or set "
                                 f"data.duplicates: keep")
-        self.report["duplicates"].append([shown(path), first])
+        self.report["duplicates"].append([printable(path), first])
         return False
 
 
@@ -145,7 +145,7 @@ def main() -> None:
             ingest.find_near_duplicates()
         write_json(out / paths.INGEST_REPORT.name, report)
     layout = f"pre-split into {', '.join(report['splits'])}" if report["splits"] else "class folders"
-    print(f"ingest: {report['images']} images from {shown(params.source)} ({layout}) -> {paths.RAW_DIR}")
+    print(f"ingest: {report['images']} images from {printable(params.source)} ({layout}) -> {paths.RAW_DIR}")
     if report["skipped"]:
         print(f"ingest: skipped {len(report['skipped'])} hidden, non-image, symlinked or special file(s), "
               f"e.g. {report['skipped'][0]}")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from stages.lib import paths
-from stages.lib.data import Batches
+from stages.lib.data import DeviceDataset
 from stages.lib.device import claim_device, select_device
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.gpus import release_all
@@ -86,7 +86,7 @@ class RangeTest:
                             f"the range is too low to learn in; raise --end (or --steps)")
 
 
-def lr_range_test(model: nn.Module, train: Batches, normalize: Normalizer, params: TrainParams, start: float = 1e-6,
+def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer, params: TrainParams, start: float = 1e-6,
                   end: float = 10.0, steps: int = 200, smoothing: float = 0.9, log=lambda _: None,
                   weights: torch.Tensor | None = None, augment: OnlineAugment | None = None) -> RangeTest:
     """Train `model` for up to `steps` batches with the learning rate growing exponentially from
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(params.model, InputShape(channels, height, width, len(classes))).to(device)
         print(f"lr_find: up to {args.steps} steps of {params.model.name} on {device}, lr {args.start:g} to {args.end:g}",
               flush=True)
-        test = lr_range_test(model, Batches(train_set.images, train_set.labels, device), preprocessing.normalizer(device),
+        test = lr_range_test(model, DeviceDataset(train_set.images, train_set.labels, device), preprocessing.normalizer(device),
                              params.train, args.start, args.end, args.steps, log=lambda line: print(line, flush=True),
                              weights=class_weights(params.train.class_weights, train_set.labels, len(classes)),
                              augment=online_augment(params.augment, params.train.seed))

@@ -24,7 +24,7 @@ from stages.lib.data import images_to_tensor
 from stages.lib.decode import read_image
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.inference import predict_logits
-from stages.lib.io import shown
+from stages.lib.io import printable
 from stages.lib.transforms import format_image
 
 
@@ -34,7 +34,7 @@ def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
     device, amp = checkpoint.runtime(cpu_fallback=True)  # a GPU-trained model still runs on a CPU-only machine
     for file in files:
         if not file.is_file():
-            raise PipelineError(f"{shown(file)}: no such image file")
+            raise PipelineError(f"{printable(file)}: no such image file")
     images = np.stack([format_image(read_image(file), checkpoint.preprocessing.image) for file in files])
     # Progress on stderr once every image has been read (an error stays one line); stdout is the answer.
     print(f"predict: {len(files)} image(s) read; classifying with {model_file} ({checkpoint.model.name}, "
@@ -46,7 +46,7 @@ def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
     k = min(top_k, probabilities.shape[1])
     top = probabilities.topk(k, dim=1)
     classes = checkpoint.classes
-    return [{"image": shown(file),
+    return [{"image": printable(file),
              "predictions": [{"class": classes[c], "probability": float(p)} for p, c in zip(values, indices)]}
             for file, values, indices in zip(files, top.values.tolist(), top.indices.tolist())]
 

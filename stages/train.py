@@ -31,13 +31,13 @@ import torch
 
 from stages.lib import paths
 from stages.lib.checkpoint import Checkpoint
-from stages.lib.data import Batches
+from stages.lib.data import DeviceDataset
 from stages.lib.device import claim_device, select_device
 from stages.lib.distributed import World, check_same_inputs, fingerprint, from_environment, join, launch, leave
 from stages.lib.errors import PipelineError, launcher_alive, run_stage
 from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
 from stages.lib.io import live_outputs, staged_outputs, write_json
-from stages.lib.loop import STEP_COLUMNS, EpochRecord, FitResult, fine_tune, load_training_inputs, shard_rows
+from stages.lib.loop import STEP_COLUMNS, EpochRecord, FitResult, fit_phases, load_training_inputs, shard_rows
 from stages.lib.models import InputShape, build_model, count_parameters
 from stages.lib.online import online_augment
 from stages.lib.optim import class_weights
@@ -87,9 +87,9 @@ def train_process(params: Params, world: World) -> None:
     model = build_model(params.model, shape).to(device)
     if world.rank:
         torch.manual_seed(params.train.seed + world.rank)  # dropout masks of their own
-    train = Batches(train_set.images, train_set.labels, device,
+    train = DeviceDataset(train_set.images, train_set.labels, device,
                     rows=shard_rows(len(train_set.labels), world, params.train.seed))
-    val = Batches(val_set.images, val_set.labels, device) if world.leader else None
+    val = DeviceDataset(val_set.images, val_set.labels, device) if world.leader else None
     trainable = count_parameters(model)
     where = f"{world.size} processes on {device.type}" if world.distributed else str(device)
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
@@ -106,7 +106,7 @@ def train_process(params: Params, world: World) -> None:
             with rewrite(paths.TIME_METRICS) as tmp:
                 write_json(tmp, progress(records))
 
-        result = fine_tune(model, train, val, preprocessing.normalizer(device), params.train,
+        result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
                            class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
                            online_augment(params.augment, params.train.seed), on_epoch=publish if world.leader else None)
         if world.leader:

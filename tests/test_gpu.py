@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib import loop as training  # fit and FitResult; Batches from data
-from stages.lib.data import Batches
+from stages.lib import loop as training  # fit and FitResult; DeviceDataset from data
+from stages.lib.data import DeviceDataset
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params
 from stages.lib.preprocess import Normalizer
@@ -32,8 +32,8 @@ def images_and_labels(n: int = 512, size: int = 16) -> tuple[np.ndarray, np.ndar
 def train_once(images: np.ndarray, labels: np.ndarray, resident: bool = True, **train_changes) -> training.FitResult:
     model = build_model(dataclasses.replace(PARAMS.model, name="lenet5"), InputShape(1, 16, 16, 3)).to(CUDA)
     train = dataclasses.replace(PARAMS.train, epochs=2, batch_size=32, scheduler="none", amp=True, **train_changes)
-    data = Batches(images, labels, CUDA, resident)
-    return training.fit(model, data, Batches(images, labels, CUDA), Normalizer((0.3,), (0.3,), CUDA), train,
+    data = DeviceDataset(images, labels, CUDA, resident)
+    return training.fit(model, data, DeviceDataset(images, labels, CUDA), Normalizer((0.3,), (0.3,), CUDA), train,
                         log=lambda _: None)
 
 
@@ -43,7 +43,7 @@ def test_bf16_autocast_and_channels_last_are_used() -> None:
     seen = []
     model.register_forward_hook(lambda m, i, o: seen.append((o.dtype, i[0].is_contiguous(memory_format=torch.channels_last))))
     train = dataclasses.replace(PARAMS.train, epochs=1, batch_size=64, scheduler="none", amp=True)
-    data = Batches(images, labels, CUDA)
+    data = DeviceDataset(images, labels, CUDA)
     training.fit(model, data, data, Normalizer((0.3,), (0.3,), CUDA), train, log=lambda _: None)
     assert seen and all(dtype == torch.bfloat16 and channels_last for dtype, channels_last in seen)
 
@@ -57,7 +57,7 @@ def test_compiled_model_trains() -> None:
 def test_data_larger_than_the_resident_budget_is_streamed(monkeypatch) -> None:
     images, labels = images_and_labels()
     monkeypatch.setattr(training, "fits_in_memory", lambda nbytes, device: False)  # as if the GPU were full
-    data = Batches(images, labels, CUDA)
+    data = DeviceDataset(images, labels, CUDA)
     assert not data.resident
     result = train_once(images, labels, resident=None)
     assert result.history[-1].train_loss < result.history[0].train_loss

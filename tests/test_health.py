@@ -69,7 +69,7 @@ def test_sharpness_aware_minimisation_that_collapses_is_caught(rho, collapses) -
     """The hand-gesture log's failure: SAM with too large a radius ends predicting one class."""
     from stages.lib.models import InputShape, build_model
     from stages.lib.params import load_params
-    from stages.lib.data import Batches
+    from stages.lib.data import DeviceDataset
     from stages.lib.loop import fit
     params = load_params("model", "train")
     train = dataclasses.replace(params.train, optimizer="sam", sam_rho=rho, lr=0.05, epochs=8, batch_size=16,
@@ -80,9 +80,9 @@ def test_sharpness_aware_minimisation_that_collapses_is_caught(rho, collapses) -
                         InputShape(1, 12, 12, 3))
     cpu = torch.device("cpu")
     normalize = Normalizer((0.3,), (0.3,))
-    fit(model, Batches(images, labels, cpu), Batches(images[:30], labels[:30], cpu), normalize, train,
+    fit(model, DeviceDataset(images, labels, cpu), DeviceDataset(images[:30], labels[:30], cpu), normalize, train,
         log=lambda _: None)
-    predicted = predict_logits(model, Batches(images, labels, cpu), normalize).argmax(1).numpy()
+    predicted = predict_logits(model, DeviceDataset(images, labels, cpu), normalize).argmax(1).numpy()
     assert check_collapse(labels, predicted, CLASSES).seen == collapses, np.bincount(predicted, minlength=3)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from stages.lib.data import Batches
+from stages.lib.data import DeviceDataset
 from stages.lib.device import select_device
 from stages.lib.errors import PipelineError
 from stages.lib.inference import loss_and_accuracy, predict_logits
@@ -42,7 +42,7 @@ def train_once(seed: int = 0, resident: bool = True, weights=None, **train_chang
     torch.manual_seed(seed)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0),
                         InputShape(1, 12, 12, 3))
-    result = fit(model, Batches(images, labels, CPU, resident), Batches(images[:15], labels[:15], CPU, resident),
+    result = fit(model, DeviceDataset(images, labels, CPU, resident), DeviceDataset(images[:15], labels[:15], CPU, resident),
                  Normalizer((0.3,), (0.3,)), train, weights, log=lambda _: None)
     return model, result
 
@@ -128,12 +128,12 @@ def noisy_run(**train_changes):
                                                  "scheduler": "none", "patience": 0, **train_changes})
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(64,), dropout=0.0), InputShape(1, 12, 12, 3))
-    val = Batches(val_images, val_labels, CPU)
-    result = fit(model, Batches(images, noisy_labels, CPU), val, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
+    val = DeviceDataset(val_images, val_labels, CPU)
+    result = fit(model, DeviceDataset(images, noisy_labels, CPU), val, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
     return model, result, val
 
 
-def val_loss_of(state: dict, val: Batches) -> float:
+def val_loss_of(state: dict, val: DeviceDataset) -> float:
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(64,), dropout=0.0), InputShape(1, 12, 12, 3))
     model.load_state_dict(state)
     return loss_and_accuracy(predict_logits(model, val, Normalizer((0.3,), (0.3,))), val.labels)[0]
@@ -189,7 +189,7 @@ def test_train_loss_is_plain_cross_entropy_like_val_loss() -> None:
                                 l1=0.01, label_smoothing=0.3)  # one step on the whole set: exact means
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0), InputShape(1, 12, 12, 3))
-    data = Batches(images, labels, CPU)
+    data = DeviceDataset(images, labels, CPU)
     result = fit(model, data, data, Normalizer((0.3,), (0.3,)), train, torch.tensor([5.0, 1.0, 1.0]), log=lambda _: None)
     (epoch,) = result.history
     assert epoch.train_loss == pytest.approx(epoch.val_loss, rel=1e-5)
@@ -256,7 +256,7 @@ def test_frozen_batch_norm_keeps_its_running_statistics() -> None:
                                                 batch_norm=True, freeze=freeze), InputShape(1, 12, 12, 3))
         norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
         before = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
-        data = Batches(images, labels, CPU)
+        data = DeviceDataset(images, labels, CPU)
         fit(model, data, data, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
         after = [(m.running_mean, m.running_var, m.num_batches_tracked) for m in norms]
         unchanged = [all(torch.equal(a, b) for a, b in zip(x, y)) for x, y in zip(before, after)]
@@ -272,7 +272,7 @@ def test_training_runs_on_cuda_with_amp(resident) -> None:
     device = torch.device("cuda")
     model = build_model(dataclasses.replace(PARAMS.model, name="lenet5"), InputShape(1, 16, 16, 3)).to(device)
     train = dataclasses.replace(PARAMS.train, epochs=4, batch_size=16, scheduler="none", amp=True)
-    result = fit(model, Batches(images, labels, device, resident), Batches(images, labels, device, resident),
+    result = fit(model, DeviceDataset(images, labels, device, resident), DeviceDataset(images, labels, device, resident),
                  Normalizer((0.3,), (0.3,), device), train, log=lambda _: None)
     assert result.history[-1].train_loss < result.history[0].train_loss
 
@@ -286,7 +286,7 @@ def test_a_one_image_last_batch_joins_the_one_before() -> None:
     train = dataclasses.replace(PARAMS.train, epochs=2, batch_size=16, lr=0.05, scheduler="onecycle", patience=0)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), batch_norm=True),
                         InputShape(1, 12, 12, 3))
-    data = Batches(images, labels, CPU)
+    data = DeviceDataset(images, labels, CPU)
     result = fit(model, data, data, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
     assert len(result.steps) == 4 and all(math.isfinite(r.train_loss) for r in result.history)
 
@@ -297,9 +297,9 @@ def test_batch_size_one_with_batch_norm_is_refused_in_one_line() -> None:
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(8,), batch_norm=True),
                         InputShape(1, 12, 12, 3))
     with pytest.raises(PipelineError, match=r"'train.batch_size' parameter must be >= 2 for a model with batch norm"):
-        fit(model, Batches(images, labels, CPU), Batches(images, labels, CPU), Normalizer((0.3,), (0.3,)), train)
+        fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images, labels, CPU), Normalizer((0.3,), (0.3,)), train)
     plain = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(8,)), InputShape(1, 12, 12, 3))
-    fit(plain, Batches(images, labels, CPU), Batches(images, labels, CPU), Normalizer((0.3,), (0.3,)), train,
+    fit(plain, DeviceDataset(images, labels, CPU), DeviceDataset(images, labels, CPU), Normalizer((0.3,), (0.3,)), train,
         log=lambda _: None)  # without batch norm a batch of one is fine
 
 
@@ -320,7 +320,7 @@ def test_data_parallel_shards_split_the_train_set_at_random() -> None:
 def test_a_shard_serves_its_own_rows(resident) -> None:
     images, labels = tiny_images(30)
     rows = np.array([2, 5, 11, 29])
-    shard = Batches(images, labels, CPU, resident, rows=rows)
+    shard = DeviceDataset(images, labels, CPU, resident, rows=rows)
     assert len(shard) == 4
     got_images, got_labels = shard.get(torch.tensor([3, 0]))
     order = np.argsort([3, 0]) if not resident else [0, 1]  # streamed batches come back in stored order
@@ -360,7 +360,7 @@ def test_sam_steps_with_the_gradient_at_the_perturbed_weights() -> None:
     norm = torch.sqrt(sum((g ** 2).sum() for g in g0))
     g1 = gradient([w + 0.5 * g / norm for w, g in zip(start, g0)])
     expected = [w - 0.1 * g for w, g in zip(start, g1)]
-    fit(model, Batches(images, labels, CPU), Batches(images, labels, CPU), normalize, train, log=lambda _: None)
+    fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images, labels, CPU), normalize, train, log=lambda _: None)
     for got, want in zip(model.parameters(), expected):
         torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
     plain_sgd = [w - 0.1 * g for w, g in zip(start, g0)]
@@ -368,7 +368,7 @@ def test_sam_steps_with_the_gradient_at_the_perturbed_weights() -> None:
 
 
 def test_two_phase_fine_tuning_trains_the_head_then_everything() -> None:
-    from stages.lib.loop import fine_tune
+    from stages.lib.loop import fit_phases
     images, labels = tiny_images()
     train = dataclasses.replace(PARAMS.train, epochs=2, finetune_epochs=3, finetune_lr=0.01, lr=0.05, batch_size=16,
                                 scheduler="none", patience=0, checkpoint="last")
@@ -385,9 +385,9 @@ def test_two_phase_fine_tuning_trains_the_head_then_everything() -> None:
     torch.manual_seed(0)
     head_only = fit(build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0,
                                                     freeze="features"), InputShape(1, 12, 12, 3)),
-                    Batches(images, labels, CPU), Batches(images[:15], labels[:15], CPU), Normalizer((0.3,), (0.3,)),
+                    DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU), Normalizer((0.3,), (0.3,)),
                     dataclasses.replace(train, finetune_epochs=0), log=lambda _: None)
-    result = fine_tune(model, Batches(images, labels, CPU), Batches(images[:15], labels[:15], CPU),
+    result = fit_phases(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
                        Normalizer((0.3,), (0.3,)), train, log=log)
     # One history: epochs 1-5, the phase of each, the second phase at its own learning rate.
     assert [r.epoch for r in result.history] == [1, 2, 3, 4, 5]
@@ -441,9 +441,9 @@ def test_online_augmentation_raises_test_accuracy_on_a_small_photo_set() -> None
                                         patience=0, seed=seed)
             torch.manual_seed(seed)
             model = build_model(model_params, InputShape(1, 24, 24, 2))
-            fit(model, Batches(train_x, train_y, CPU), Batches(train_x[:4], train_y[:4], CPU), normalize, train,
+            fit(model, DeviceDataset(train_x, train_y, CPU), DeviceDataset(train_x[:4], train_y[:4], CPU), normalize, train,
                 log=lambda _: None, augment=online)
-            scores.append((predict_logits(model, Batches(test_x, test_y, CPU), normalize).argmax(1).numpy()
+            scores.append((predict_logits(model, DeviceDataset(test_x, test_y, CPU), normalize).argmax(1).numpy()
                            == test_y).mean())
         accuracy[online is not None] = float(np.mean(scores))
     assert accuracy[True] >= accuracy[False] + 0.05, accuracy

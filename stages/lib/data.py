@@ -24,7 +24,7 @@ def fits_in_memory(nbytes: int, device: torch.device) -> bool:
     return nbytes < free // 2
 
 
-class Batches:
+class DeviceDataset:
     """Images and labels of one split, served by index: resident on the device when they fit,
     else gathered from the (memory-mapped) array batch by batch. `rows` (sorted) keeps only those
     rows: a data-parallel process holds its shard alone."""

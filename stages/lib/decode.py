@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import PipelineError
-from .io import shown
+from .io import printable
 
 
 
@@ -79,8 +79,8 @@ def read_image(path: Path) -> np.ndarray:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise PipelineError(f"{shown(path)}: cannot be read ({exc.strerror})") from None
-    return decode_image(data, shown(path))
+        raise PipelineError(f"{printable(path)}: cannot be read ({exc.strerror})") from None
+    return decode_image(data, printable(path))
 
 
 def pixel_hash(image: np.ndarray) -> str:
@@ -118,5 +118,5 @@ def write_png(path: Path, image: np.ndarray) -> None:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
-        raise PipelineError(f"{shown(path)}: could not encode image")
+        raise PipelineError(f"{printable(path)}: could not encode image")
     Path(path).write_bytes(encoded.tobytes())

@@ -7,22 +7,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import Batches
+from .data import DeviceDataset
 from .preprocess import Normalizer
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: Batches | torch.Tensor, normalize: Normalizer,
+def predict_logits(model: nn.Module, data: DeviceDataset | torch.Tensor, normalize: Normalizer,
                    batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """Logits (N×classes, float32) in eval mode, for Batches or a uint8 N×C×H×W tensor."""
+    """Logits (N×classes, float32) in eval mode, for DeviceDataset or a uint8 N×C×H×W tensor."""
     model.eval()
     n = len(data)
     device = data.device
     chunks = []
     for start in range(0, n, batch_size):
-        on_device = not isinstance(data, Batches) or data.resident  # streamed batches are gathered on the host
+        on_device = not isinstance(data, DeviceDataset) or data.resident  # streamed batches are gathered on the host
         index = torch.arange(start, min(start + batch_size, n), device=device if on_device else "cpu")
-        x = data.get(index)[0] if isinstance(data, Batches) else data[index]
+        x = data.get(index)[0] if isinstance(data, DeviceDataset) else data[index]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             chunks.append(model(memory_layout(normalize(x), amp)).float())
     return torch.cat(chunks) if chunks else torch.empty(0)

@@ -34,7 +34,7 @@ from .paths import SUMMARY_METRICS
 
 
 # ------------------------------------------------------------------------------------ images
-def shown(path: Path | str) -> str:
+def printable(path: Path | str) -> str:
     """A path as text that prints and encodes: bytes of a name that are not UTF-8 become \\xNN."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
@@ -70,10 +70,10 @@ def _write_errors_are_one_line(target: Path, others: int = 0) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in _WRITE_ERRORS:
             raise
-        what = shown(target) + (f" and {others} other output(s)" if others else "")
-        where = f" ({shown(exc.filename)})" if exc.filename and exc.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
+        what = printable(target) + (f" and {others} other output(s)" if others else "")
+        where = f" ({printable(exc.filename)})" if exc.filename and exc.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
         problem, remedy = _WRITE_ERRORS[exc.errno]
-        earlier = f"the earlier {shown(target)}, if any, is unchanged" if not others else "no output was changed"
+        earlier = f"the earlier {printable(target)}, if any, is unchanged" if not others else "no output was changed"
         raise PipelineError(f"{problem} while writing {what}{where}: {remedy} ({earlier})") from None
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PipelineError
-from .io import shown
+from .io import printable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # decode.FORMATS: what OpenCV decodes
 FORMATS = "PNG/JPEG/BMP/WebP/TIFF"
@@ -50,7 +50,7 @@ def list_class_folder(root: Path) -> FolderListing:
     """
     root = Path(root)
     if not root.is_dir():
-        raise PipelineError(f"data folder {shown(root)} not found (data.source in params.yaml)")
+        raise PipelineError(f"data folder {printable(root)} not found (data.source in params.yaml)")
     files: list[tuple[Path, str]] = []
     skipped: list[Path] = []
     class_dirs = []
@@ -63,9 +63,9 @@ def list_class_folder(root: Path) -> FolderListing:
         images: list[Path] = []
         _walk(class_dir, images, skipped)
         if not images:
-            raise PipelineError(f"class folder {shown(class_dir)} holds no image ({FORMATS})")
-        files.extend((path, shown(class_dir.name)) for path in sorted(images))
+            raise PipelineError(f"class folder {printable(class_dir)} holds no image ({FORMATS})")
+        files.extend((path, printable(class_dir.name)) for path in sorted(images))
     if len(class_dirs) < 2:
-        raise PipelineError(f"data folder {shown(root)} must hold at least two class subfolders, "
+        raise PipelineError(f"data folder {printable(root)} must hold at least two class subfolders, "
                             f"found {len(class_dirs)}")
     return FolderListing(files, skipped)

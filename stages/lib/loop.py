@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import paths
-from .data import Batches
+from .data import DeviceDataset
 from .distributed import World, from_leader, min_all, sum_all
 from .errors import PipelineError
 from .inference import loss_and_accuracy, memory_layout, predict_logits
@@ -30,6 +30,11 @@ from .online import OnlineAugment
 from .optim import clip_gradients, make_optimizer, make_scheduler, sam_ascend, sam_descend
 from .params import TrainParams
 from .preprocess import Normalizer, Preprocessing
+
+
+# Seeds of the batch order: rank r of a data-parallel run draws from seed + r × this (a prime far above any
+# train.seed a sweep uses), so no two processes' orders coincide; a second phase adds its first epoch.
+RANK_SEED_STRIDE = 1_000_003
 
 
 def load_training_inputs() -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
@@ -158,7 +163,7 @@ def train_step(model: nn.Module, inputs: torch.Tensor, y: torch.Tensor, criterio
     return logits, objective
 
 
-def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normalizer, params: TrainParams,
+def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer, params: TrainParams,
         weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
         phase: str = "train", first_epoch: int = 1, total_epochs: int | None = None,
         augment: OnlineAugment | None = None, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
@@ -175,7 +180,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
     `val` (None elsewhere) and shares the result, so every process stops at the same epoch; its
     weights are the ones returned (the others return empty states).
 
-    A phase of a longer run (fine_tune) numbers its epochs from `first_epoch` of `total_epochs`.
+    A phase of a longer run (fit_phases) numbers its epochs from `first_epoch` of `total_epochs`.
     `augment` (augment.online) transforms every training batch on the device; val never.
     `on_epoch` sees each epoch's record as soon as it is done (train publishes live progress).
     """
@@ -206,7 +211,7 @@ def fit(model: nn.Module, train: Batches, val: Batches | None, normalize: Normal
                                     label_smoothing=params.label_smoothing)
     trainable = [p for p in model.parameters() if p.requires_grad]
     # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
-    order = torch.Generator().manual_seed(params.seed + 1_000_003 * world.rank + (first_epoch - 1))
+    order = torch.Generator().manual_seed(params.seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
     draws = augment.generator(device, world.rank + 7 * first_epoch) if augment else None
     history: list[EpochRecord] = []
     steps: list[tuple[int, int, float, float, float]] = []
@@ -295,14 +300,14 @@ def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.T
             [int(t) for t in totals], int(packed[-1]))
 
 
-def fine_tune(model: nn.Module, train: Batches, val: Batches | None, normalize: Normalizer, params: TrainParams,
-              weights: torch.Tensor | None = None, log: Callable[[str], None] = print,
-              world: World = World(), augment: OnlineAugment | None = None,
-              on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
-    """fit, then with params.finetune_epochs > 0 a second phase: every layer unfrozen (model.freeze:
-    features trained the head alone) and trained on for finetune_epochs at finetune_lr, its schedule
-    starting afresh. One history: epochs and steps numbered on, each epoch marked with its phase;
-    the best epoch is the best of both phases."""
+def fit_phases(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer,
+               params: TrainParams, weights: torch.Tensor | None = None, log: Callable[[str], None] = print,
+               world: World = World(), augment: OnlineAugment | None = None,
+               on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+    """A whole training run, the entry point of train: fit, then with params.finetune_epochs > 0 a
+    second phase: every layer unfrozen (model.freeze: features trained the head alone) and trained on
+    for finetune_epochs at finetune_lr, its schedule starting afresh. One history: epochs and steps
+    numbered on, each epoch marked with its phase; the best epoch is the best of both phases."""
     if not params.finetune_epochs:
         return fit(model, train, val, normalize, params, weights, log, world, augment=augment, on_epoch=on_epoch)
     total = params.epochs + params.finetune_epochs

@@ -11,6 +11,10 @@ import torch
 from torch import nn
 
 
+# Each caller's draws from seed + this × its number (a data-parallel rank; a phase): apart by a prime.
+DRAW_SEED_STRIDE = 7919
+
+
 @dataclass(frozen=True)
 class OnlineAugment:
     """augment.online: per batch, on the training device, every image gets a random resized crop
@@ -23,7 +27,7 @@ class OnlineAugment:
     seed: int
 
     def generator(self, device: torch.device, rank: int = 0) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(self.seed + 7919 * rank)
+        return torch.Generator(device=device).manual_seed(self.seed + DRAW_SEED_STRIDE * rank)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Float N×C×H×W (normalised) -> the same, transformed."""

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from stages.lib.charts import plot_weight_histograms
-from stages.lib.inside import feature_maps, first_layer_images, to_uint8, weight_layers
+from stages.lib.network_views import feature_maps, first_layer_images, to_uint8, weight_layers
 from stages.lib.preprocess import Normalizer
 from tests.helpers import assert_picture
 
