@@ -314,6 +314,8 @@ class FakeFailure:
     ({0: FakeFailure(1, "pipeline", "training loss became nan in epoch 2"), 1: FakeFailure(-9)},
      "training loss became nan in epoch 2"),
     ({0: FakeFailure(143), 1: FakeFailure(1)}, "training process rank 1 failed (exit code 1)"),  # a crash: traceback
+    ({0: FakeFailure(-15), 1: FakeFailure(-9)}, "training process rank 1 was killed by signal 9 (SIGKILL)"),
+    ({0: FakeFailure(-15)}, "training process rank 0 was killed by signal 15 (SIGTERM)"),  # the only one: named
 ])
 def test_a_failed_data_parallel_run_names_its_cause_not_the_echoes(failures, expected) -> None:
     from types import SimpleNamespace

@@ -162,14 +162,15 @@ def _first_message(exc) -> str:
     def kind(failure) -> str:
         data = failure.error_file_data if isinstance(failure.error_file_data, dict) else {}
         return data.get("kind", "") if isinstance(failure.message, str) else ""
-    echoes = {128 + signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGHUP}
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # how the agent stops the others once one failed
+    echoes = {128 + s for s in stops} | {-s for s in stops}
 
     def rank_of_cause(failure) -> int:
         if kind(failure) == "pipeline":
             return 0
-        if failure.exitcode < 0:
-            return 1  # killed by a signal
-        return 3 if kind(failure) == "lost" or failure.exitcode in echoes else 2
+        if kind(failure) == "lost" or failure.exitcode in echoes:
+            return 3
+        return 1 if failure.exitcode < 0 else 2  # killed by a signal (SIGKILL, SIGSEGV...), or crashed
     rank, failure = min(exc.failures.items(), key=lambda item: (rank_of_cause(item[1]), item[0]))
     if kind(failure) == "pipeline":
         return failure.message
