@@ -26,7 +26,7 @@ from stages.lib import paths
 from stages.lib.augmentations import augment_block, augmentation_variants, AugmentedBlock, AugmentPlan
 from stages.lib.decode import read_image
 from stages.lib.errors import PipelineError, run_stage
-from stages.lib.figures import DPI, pyplot, plot_image_grid
+from stages.lib.figures import DPI, first_of_each_class, plot_image_grid, pyplot
 from stages.lib.io import finish_array_set, load_array_set, read_json, retire_summary, staged_outputs, write_json
 from stages.lib.params import AugmentParams, load_params, section_keys
 
@@ -84,7 +84,7 @@ def preview(images: np.ndarray, labels: np.ndarray, index: pd.DataFrame, classes
     """The first train image of every class (up to `max_sources`, one row each): the file as ingested,
     then as prepared (grey, trimmed, inverted, resized: the prepare params) and its copies, each
     titled with the transforms it went through."""
-    firsts = [np.flatnonzero(labels == c)[0] for c in range(len(classes)) if (labels == c).any()][:max_sources]
+    firsts = first_of_each_class(labels, len(classes), most=max_sources)
     grid, titles = [], []
     for row in firsts:
         source = index["source"].iloc[row]

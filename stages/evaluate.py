@@ -32,7 +32,7 @@ from stages.lib.checkpoint import Checkpoint
 from stages.lib.data import DeviceDataset, images_to_tensor
 from stages.lib.device import claim_device
 from stages.lib.errors import run_stage
-from stages.lib.figures import plot_image_grid
+from stages.lib.figures import first_of_each_class, plot_image_grid, rows_of
 from stages.lib.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
                                collapse_remedy)
 from stages.lib.inference import loss_and_accuracy, predict_logits
@@ -56,19 +56,18 @@ def worst_mistakes(data: ArraySet, probabilities: np.ndarray, classes: list[str]
     images = [data.images[i] for i in wrong]
     titles = [f"true {classes[data.labels[i]]}\npred {classes[predicted[i]]} {probabilities[i, predicted[i]]:.0%}"
               for i in wrong]
-    return [images[i:i + 8] for i in range(0, len(images), 8)], [titles[i:i + 8] for i in range(0, len(titles), 8)]
+    return rows_of(images), rows_of(titles)
 
 
-def draw_inside(model: torch.nn.Module, val: ArraySet, classes: list[str], normalize, device: torch.device,
+def draw_network_views(model: torch.nn.Module, val: ArraySet, classes: list[str], normalize, device: torch.device,
                 out) -> None:
     """weights.png (a histogram per layer), first_layer.png (the first layer's filters or unit weights)
     and feature_maps.png (the first conv layer's output for one val image of each of 3 classes)."""
     plot_weight_histograms([(name, w.numpy()) for name, w in weight_layers(model)], out / "weights.png")
     what, images = first_layer_images(model, val.images.shape[3:] + val.images.shape[1:3])
-    plot_image_grid([images[i:i + 8] for i in range(0, len(images), 8)],
-                    [[f"{k + 1}" for k in range(i, min(i + 8, len(images)))] for i in range(0, len(images), 8)],
-                    out / "first_layer.png", empty="no conv or pixel-reading dense layer", title=what or "first layer")
-    picks = [int(np.flatnonzero(val.labels == c)[0]) for c in range(len(classes)) if (val.labels == c).any()][:3]
+    plot_image_grid(rows_of(images), rows_of([f"{k + 1}" for k in range(len(images))]), out / "first_layer.png",
+                    empty="no conv or pixel-reading dense layer", title=what or "first layer")
+    picks = first_of_each_class(val.labels, len(classes), most=3)
     name, maps = feature_maps(model, images_to_tensor(val.images[picks], device), normalize)
     rows, titles = [], []
     for r, i in enumerate(picks if name else []):  # an MLP has no maps to draw
@@ -122,7 +121,7 @@ def main() -> None:
                 plot_confusion(y_true, y_pred, classes, f"{split}: accuracy {summary['accuracy']:.2%}",
                                out / f"confusion_{split}.png")
             if split == "val":
-                draw_inside(model, data, classes, normalize, device, out)
+                draw_network_views(model, data, classes, normalize, device, out)
                 rows, titles = worst_mistakes(data, probabilities, classes, params.gallery_size)
                 plot_image_grid(rows, titles, out / "worst_val.png", empty="no misclassified val image",
                                 title="val images predicted wrong with the highest confidence")

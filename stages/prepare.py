@@ -20,7 +20,8 @@ import pandas as pd
 from stages.lib import paths
 from stages.lib.decode import read_image
 from stages.lib.errors import run_stage
-from stages.lib.io import allocate_images, atomic_dir, finish_array_set, read_file_list, read_json, retire_summary
+from stages.lib.io import (allocate_images, atomic_dir, class_ids, finish_array_set, read_file_list, read_json,
+                           retire_summary)
 from stages.lib.params import PrepareParams, load_params
 from stages.lib.preprocess import Preprocessing
 from stages.lib.transforms import format_image
@@ -32,7 +33,7 @@ OUTS = (paths.PREPARED_DIR,)
 
 def prepare_split(split: str, out: Path, classes: list[str], params: PrepareParams) -> np.ndarray:
     files = read_file_list(paths.SPLIT_DIR / f"{split}.csv")
-    class_id = {name: i for i, name in enumerate(classes)}
+    class_id = class_ids(classes)
     channels = 1 if params.grayscale else 3
     folder = out / split
     folder.mkdir()

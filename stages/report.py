@@ -111,6 +111,12 @@ def _metric(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table: the header, the rule, a line per row."""
+    lines = ["| " + " | ".join(cells) + " |" for cells in (header, *rows)]
+    return "\n".join([lines[0], "|" + "---|" * len(header), *lines[1:]]) + "\n"
+
+
 def _sort_key(value: Any) -> float:
     return value if isinstance(value, (int, float)) and not math.isnan(value) else -math.inf
 
@@ -119,13 +125,9 @@ def markdown_table(experiments: list[Experiment], sort_by: str, metrics: tuple[s
     params = differing_params(experiments)
     metrics = tuple(m for m in metrics if any(m in e.metrics for e in experiments))
     ordered = sorted(experiments, key=lambda e: _sort_key(e.metrics.get(sort_by)), reverse=True)
-    header = ["experiment", "state", *params, *metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for e in ordered:
-        cells = [e.name, e.state, *(_param(e.params.get(p)) for p in params),
-                 *(_metric(e.metrics.get(m)) for m in metrics)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown(["experiment", "state", *params, *metrics],
+                    [[e.name, e.state, *(_param(e.params.get(p)) for p in params),
+                      *(_metric(e.metrics.get(m)) for m in metrics)] for e in ordered])
 
 
 @dataclass(frozen=True)
@@ -163,13 +165,10 @@ def seeds_table(groups: list[SeedGroup], sort_by: str, metrics: tuple[str, ...] 
     as_experiments = [Experiment(", ".join(g.runs), g.params, g.mean) for g in groups]
     params = differing_params(as_experiments)
     metrics = tuple(m for m in metrics if any(m in g.mean for g in groups))
-    header = ["runs", *params, *(f"{m} (mean ± std)" for m in metrics)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for g in sorted(groups, key=lambda g: _sort_key(g.mean.get(sort_by)), reverse=True):
-        cells = [str(len(g.runs)), *(_param(g.params.get(p)) for p in params),
-                 *(f"{g.mean[m]:.4f} ± {g.std[m]:.4f}" if m in g.mean else "-" for m in metrics)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown(["runs", *params, *(f"{m} (mean ± std)" for m in metrics)],
+                    [[str(len(g.runs)), *(_param(g.params.get(p)) for p in params),
+                      *(f"{g.mean[m]:.4f} ± {g.std[m]:.4f}" if m in g.mean else "-" for m in metrics)]
+                     for g in sorted(groups, key=lambda g: _sort_key(g.mean.get(sort_by)), reverse=True)])
 
 
 PER_CLASS_COLUMNS = ("accuracy", "precision", "recall", "f1", "support")
@@ -181,10 +180,7 @@ def per_class_table(per_class: dict, split: str) -> str:
         raise PipelineError(f"{PER_CLASS_FILE} has no split '{split}'; splits: {', '.join(per_class)}")
     rows = sorted(per_class[split].items(), key=lambda item: (item[1].get("f1", 0.0), item[0]))
     columns = [c for c in PER_CLASS_COLUMNS if any(c in scores for _, scores in rows)]
-    lines = ["| class | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
-    for name, scores in rows:
-        lines.append(f"| {name} | " + " | ".join(_metric(scores.get(c)) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown(["class", *columns], [[name, *(_metric(scores.get(c)) for c in columns)] for name, scores in rows])
 
 
 EXP_SHOW_TIMEOUT = 300  # seconds: DVC 3.67 can hang for good when an experiment's folder goes while it reads it

@@ -18,7 +18,7 @@ import pandas as pd
 
 from stages.lib import paths
 from stages.lib.errors import PipelineError, run_stage
-from stages.lib.io import atomic_dir, read_json, retire_summary, write_file_list, write_json
+from stages.lib.io import atomic_dir, class_ids, read_json, retire_summary, write_file_list, write_json
 from stages.lib.listing import list_class_folder
 from stages.lib.params import SplitParams, load_params
 
@@ -96,7 +96,7 @@ def list_raw(given_splits: list[str]) -> pd.DataFrame:
 
 def assign_splits(files: pd.DataFrame, classes: list[str], params: SplitParams) -> dict[str, pd.DataFrame]:
     """split name -> its rows of `files` (path, label)."""
-    class_id = {name: i for i, name in enumerate(classes)}
+    class_id = class_ids(classes)
     rng = np.random.default_rng(params.seed)
     fractions = {"train": params.train, "val": params.val, "test": params.test}
     given = [split for split in paths.SPLITS if (files["given"] == split).any()]

@@ -25,7 +25,7 @@ import pytest
 from stages.lib import paths
 from stages.lib.errors import PipelineError, missing_input, run_stage
 from stages.lib.io import staged_outputs
-from tests.helpers import copy_project, env, run_stage as run_stage_process
+from tests.helpers import ROOT, copy_project, env, run_stage as run_stage_process
 
 SMALL = {"data": {"digits_size": 8}, "prepare": {"image_size": 8}, "augment": {"blur_kernels": []},
          "train": {"device": "cpu", "batch_size": 32}}
@@ -321,3 +321,13 @@ def test_a_failed_data_parallel_run_names_its_cause_not_the_echoes(failures, exp
     from types import SimpleNamespace
     from stages.lib.distributed import _first_message
     assert _first_message(SimpleNamespace(failures=failures)).startswith(expected)
+
+
+def test_a_signal_while_the_process_exits_is_no_traceback(tmp_path) -> None:
+    """torchrun's agent stops the other workers with SIGTERM once one died; one that is already on its
+    way out (in an error handler, or torch's exit callbacks) must end quietly, not print a traceback."""
+    late_sigterm = ("import atexit, os, signal\nfrom stages.lib.errors import run_stage\n"
+                    "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+                    "def main():\n    pass\nrun_stage(main, exclusive=False)\n")
+    result = subprocess.run([sys.executable, "-c", late_sigterm], cwd=ROOT, env=env(), capture_output=True, text=True)
+    assert result.returncode == 128 + signal.SIGTERM and result.stderr == "", result.stderr

@@ -135,13 +135,16 @@ def run_stage(main: Callable[[], None], exclusive: bool = True) -> NoReturn:
         lock = _hold_stage_lock(main) if exclusive else None
         main()
     except PipelineError as exc:
+        _quiet_signals()
         _fail(str(exc))
     except FileNotFoundError as exc:
+        _quiet_signals()
         error = missing_input(exc)
         if error is None:
             raise
         _fail(str(error))
     except Exception as exc:
+        _quiet_signals()
         if not (is_worker() and _lost_contact(exc)):
             raise  # a bug: its traceback
         # Another process died first (a kill, a crash): its launcher names that one, not this echo.
@@ -149,6 +152,7 @@ def run_stage(main: Callable[[], None], exclusive: bool = True) -> NoReturn:
                             kind="lost")
         sys.exit(1)
     except KeyboardInterrupt as exc:
+        _quiet_signals()
         name, signum = signal_name(exc)
         if is_worker():
             sys.exit(128 + signum)  # its launcher says it once for all
@@ -158,7 +162,19 @@ def run_stage(main: Callable[[], None], exclusive: bool = True) -> NoReturn:
     finally:
         if lock is not None:
             lock.close()
+        _quiet_signals()
     sys.exit(0)
+
+
+def _quiet_signals() -> None:
+    """From here the process only exits: a late SIGTERM (torchrun's agent stopping a worker whose peer
+    died) must not raise in an error handler or inside interpreter shutdown, printing a traceback."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_quietly)
+
+
+def _exit_quietly(signum: int, _frame) -> None:
+    os._exit(128 + signum)
 
 
 def _fail(message: str) -> NoReturn:

@@ -19,12 +19,18 @@ DPI = 100
 
 
 CELL_PX = 128        # each image of a grid is drawn this many pixels on its longer side
-
-
 CAPTION_PX = 30      # two lines of captions under the cell's top
-
-
 TITLE_PX = 30
+
+
+def rows_of(items: list, width: int = 8) -> list[list]:
+    """`items` cut into a grid's rows of `width`."""
+    return [items[i:i + width] for i in range(0, len(items), width)]
+
+
+def first_of_each_class(labels: np.ndarray, num_classes: int, most: int) -> list[int]:
+    """The row of each class's first image, in class order (a class with none is left out), at most `most`."""
+    return [int(np.flatnonzero(labels == c)[0]) for c in range(num_classes) if (labels == c).any()][:most]
 
 
 def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path: Path, empty: str = "no images",

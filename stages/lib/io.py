@@ -197,6 +197,11 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def class_ids(classes: list[str]) -> dict[str, int]:
+    """Class name -> its id: its index in data/split/classes.json."""
+    return {name: i for i, name in enumerate(classes)}
+
+
 def write_file_list(path: Path, files: list[str], labels: list[str]) -> None:
     with atomic_file(path) as tmp:
         pd.DataFrame({"path": files, "label": labels}).to_csv(tmp, index=False)
