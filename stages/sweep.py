@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import random
 import re
 import signal
@@ -126,8 +127,13 @@ def check_combination(raw_params: dict, combination: dict[str, Any]) -> None:
 
 def taken_names() -> set[str]:
     """Every experiment name in this repo: done (on any commit), queued, running or failed."""
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
-    with Repo() as repo:
+    try:
+        repo = Repo()
+    except NotDvcRepoError:
+        raise PipelineError(f"{os.getcwd()} is not a DVC repository: run the sweep from the project root") from None
+    with repo:
         names = {name for experiments in repo.experiments.ls(all_commits=True).values() for name, _ in experiments}
         queue = repo.experiments.celery_queue
         names |= {entry.name for entry in (*queue.iter_queued(), *queue.iter_active())}

@@ -83,3 +83,11 @@ def test_sweep_names_count_on_past_every_name_in_use() -> None:
     assert free_names("sweep", 2, set()) == ["sweep-1", "sweep-2"]
     assert free_names("sweep", 2, {"sweep-1", "sweep-3", "lr-sweep-9", "sweep-x"}) == ["sweep-4", "sweep-5"]
     assert free_names("a.b", 1, {"axb-4", "a.b-2"}) == ["a.b-3"]
+
+
+def test_a_sweep_outside_a_dvc_repository_is_one_error(tmp_path, monkeypatch) -> None:
+    from stages.sweep import main
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match=f"^{tmp_path} is not a DVC repository: run the sweep from the project root"):
+        main(["1", "train.lr=uniform(0.01,0.1)"])
