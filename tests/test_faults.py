@@ -331,3 +331,27 @@ def test_a_signal_while_the_process_exits_is_no_traceback(tmp_path) -> None:
                     "def main():\n    pass\nrun_stage(main, exclusive=False)\n")
     result = subprocess.run([sys.executable, "-c", late_sigterm], cwd=ROOT, env=env(), capture_output=True, text=True)
     assert result.returncode == 128 + signal.SIGTERM and result.stderr == "", result.stderr
+
+
+def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path, monkeypatch, capsys,
+                                                          restore_signal_handlers) -> None:
+    """The first SIGTERM starts the clean-up; one more (a launcher forwarding it, say) arriving while
+    the temporaries are being removed must not stop that halfway."""
+    from stages.lib import io
+    monkeypatch.chdir(tmp_path)
+    real_remove = io._remove
+
+    def remove_signalled(path):
+        os.kill(os.getpid(), signal.SIGTERM)  # the second one, in the middle of the clean-up
+        real_remove(path)
+    monkeypatch.setattr(io, "_remove", remove_signalled)
+
+    def stage() -> None:
+        with staged_outputs(dirs=(paths.AUGMENTED_DIR,)) as out:
+            (out[paths.AUGMENTED_DIR] / "images.npy").write_bytes(b"\0" * 1000)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    stage.__module__ = "tests.test_faults"
+    with pytest.raises(SystemExit) as exited:
+        run_stage(stage)
+    assert exited.value.code == 143 and not list(tmp_path.rglob(".*.tmp"))

@@ -78,6 +78,10 @@ def missing_input(exc: FileNotFoundError) -> PipelineError | None:
 
 
 def _raise_stopped(signum: int, _frame) -> None:
+    # Once: a second SIGTERM (torchrun's agent and the user both send one) must not interrupt the
+    # clean-up the first one started (temporary outputs being removed).
+    for other in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(other, signal.SIG_IGN)
     raise Stopped(signum)
 
 
