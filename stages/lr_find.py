@@ -26,9 +26,9 @@ from stages.lib.data import DeviceDataset
 from stages.lib.device import claim_device, select_device
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.gpus import release_all
-from stages.lib.inference import memory_layout
 from stages.lib.io import atomic_dir
-from stages.lib.loop import epoch_batches, load_training_inputs, train_mode, train_step
+from stages.lib.loop import (epoch_batches, for_training, load_training_inputs, model_inputs, train_mode,
+                             train_step, training_criterion)
 from stages.lib.models import InputShape, build_model
 from stages.lib.online import OnlineAugment, online_augment
 from stages.lib.optim import class_weights, make_optimizer
@@ -86,8 +86,8 @@ class RangeTest:
                             f"the range is too low to learn in; raise --end (or --steps)")
 
 
-def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer, params: TrainParams, start: float = 1e-6,
-                  end: float = 10.0, steps: int = 200, smoothing: float = 0.9, log=lambda _: None,
+def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer, params: TrainParams,
+                  start: float = 1e-6, end: float = 10.0, steps: int = 200, smoothing: float = 0.9, log=lambda _: None,
                   weights: torch.Tensor | None = None, augment: OnlineAugment | None = None) -> RangeTest:
     """Train `model` for up to `steps` batches with the learning rate growing exponentially from
     `start` to `end` (Smith 2017). Each step is training's own (stages/lib/loop.py: train_step): the
@@ -95,12 +95,9 @@ def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer,
     the online `augment` of every batch. Stops once the smoothed loss passes 4× its lowest (or is
     not finite): past there it only diverges. The loss recorded is the plain cross-entropy."""
     device = train.device
-    amp = params.amp and device.type == "cuda"
-    if amp:
-        model = model.to(memory_format=torch.channels_last)
+    model, amp = for_training(model, params, device)  # training's own setup: what it measures is what trains
     optimizer = make_optimizer(model, dataclasses.replace(params, lr=start))
-    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
-                                    label_smoothing=params.label_smoothing)
+    criterion = training_criterion(params, weights, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     order = torch.Generator().manual_seed(params.seed)
     draws = augment.generator(device, 0) if augment else None
@@ -116,8 +113,8 @@ def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer,
         lr = start * growth ** step
         for group in optimizer.param_groups:
             group["lr"] = lr
-        inputs = memory_layout(augment(normalize(images), draws) if augment else normalize(images), amp)
-        logits, _ = train_step(model, inputs, y, criterion, optimizer, trainable, params, amp)
+        logits, _ = train_step(model, model_inputs(images, normalize, amp, augment, draws), y, criterion, optimizer,
+                               trainable, params, amp)
         value = nn.functional.cross_entropy(logits.detach(), y).item()  # a sync per step: the stop rule needs it
         average = smoothing * average + (1 - smoothing) * value
         lrs.append(lr)
@@ -152,9 +149,10 @@ def main(argv: list[str] | None = None) -> None:
         _, height, width, channels = train_set.images.shape
         torch.manual_seed(params.train.seed)
         model = build_model(params.model, InputShape(channels, height, width, len(classes))).to(device)
-        print(f"lr_find: up to {args.steps} steps of {params.model.name} on {device}, lr {args.start:g} to {args.end:g}",
-              flush=True)
-        test = lr_range_test(model, DeviceDataset(train_set.images, train_set.labels, device), preprocessing.normalizer(device),
+        print(f"lr_find: up to {args.steps} steps of {params.model.name} on {device}, "
+              f"lr {args.start:g} to {args.end:g}", flush=True)
+        train = DeviceDataset(train_set.images, train_set.labels, device)
+        test = lr_range_test(model, train, preprocessing.normalizer(device),
                              params.train, args.start, args.end, args.steps, log=lambda line: print(line, flush=True),
                              weights=class_weights(params.train.class_weights, train_set.labels, len(classes)),
                              augment=online_augment(params.augment, params.train.seed))

@@ -139,6 +139,24 @@ def _better(value: float, best: float | None, monitor: str, margin: float = 0.0)
     return value < best - margin if monitor == "val_loss" else value > best + margin
 
 
+def for_training(model: nn.Module, params: TrainParams, device: torch.device) -> tuple[nn.Module, bool]:
+    """The model in the memory layout training uses, and whether steps autocast (train.amp, on CUDA)."""
+    amp = params.amp and device.type == "cuda"
+    return (model.to(memory_format=torch.channels_last) if amp else model), amp
+
+
+def training_criterion(params: TrainParams, weights: torch.Tensor | None, device: torch.device) -> nn.Module:
+    """The loss training minimises: cross-entropy with the class weights and train.label_smoothing."""
+    return nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                               label_smoothing=params.label_smoothing)
+
+
+def model_inputs(images: torch.Tensor, normalize: Normalizer, amp: bool, augment: OnlineAugment | None = None,
+                 draws: torch.Generator | None = None) -> torch.Tensor:
+    """A uint8 batch as a training step takes it: normalised, augmented (augment.online), laid out for AMP."""
+    return memory_layout(augment(normalize(images), draws) if augment else normalize(images), amp)
+
+
 def train_step(model: nn.Module, inputs: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
                optimizer: torch.optim.Optimizer, trainable: list[torch.Tensor], params: TrainParams,
                amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,9 +203,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     `on_epoch` sees each epoch's record as soon as it is done (train publishes live progress).
     """
     device = train.device
-    amp = params.amp and device.type == "cuda"
-    if amp:
-        model = model.to(memory_format=torch.channels_last)
+    model, amp = for_training(model, params, device)
     trained = model
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -207,8 +223,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
         _check_batch_norm_batches(model, min(n, params.batch_size), params.batch_size)
     optimizer = make_optimizer(model, params)
     scheduler, per_step = make_scheduler(optimizer, params, steps_per_epoch)
-    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
-                                    label_smoothing=params.label_smoothing)
+    criterion = training_criterion(params, weights, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
     order = torch.Generator().manual_seed(params.seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
@@ -232,7 +247,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
                    else epoch_batches(shuffled, params.batch_size))
         for batch in batches:
             images, y = train.get(batch)
-            inputs = memory_layout(augment(normalize(images), draws) if augment else normalize(images), amp)
+            inputs = model_inputs(images, normalize, amp, augment, draws)
             logits, objective = train_step(step_model, inputs, y, criterion, optimizer, trainable, params, amp)
             # Kept on the device: no host sync per step.
             step_losses.append(nn.functional.cross_entropy(logits.detach(), y))
