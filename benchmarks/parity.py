@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.plain import plain_epoch
-from stages.lib.augmentations import augment_block, augmentation_variants, AugmentPlan
+from stages.lib.augmentations import AugmentPlan, augment_block, augmentation_variants
 from stages.lib.data import DeviceDataset
 from stages.lib.inference import predict_logits
 from stages.lib.loop import fit

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from stages.lib import paths
-from stages.lib.augmentations import augment_block, augmentation_variants, AugmentedBlock, AugmentPlan
+from stages.lib.augmentations import AugmentPlan, AugmentedBlock, augment_block, augmentation_variants
 from stages.lib.decode import read_image
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.figures import DPI, first_of_each_class, plot_image_grid, pyplot

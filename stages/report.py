@@ -6,7 +6,8 @@
 Reads `dvc exp show --json`: one row per commit and experiment, its state (done, running, queued,
 failed), the params that differ between them, and the key metrics, sorted best first. A running
 experiment shows only its own live numbers (epochs done, seconds: its scores come when evaluate
-has run); a queued or failed one shows none, since its workspace may still hold its baseline's. With --seeds, runs that differ only in their seeds
+has run); a queued or failed one shows none, since its workspace may still hold its baseline's.
+With --seeds, runs that differ only in their seeds
 (train.seed, split.seed, augment.seed) are one row: the mean ± sample standard deviation of each
 metric over them, and how many distinct runs there were (the same params twice are one run). A sweep over seeds and a grid:
 
@@ -26,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from stages.lib import paths
 from stages.lib.errors import PipelineError, run_stage
 
 SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
-SUMMARY_FILE = "metrics/summary.json"  # evaluate's scores (stages/lib/paths.py: SUMMARY_METRICS)
-PER_CLASS_FILE = Path("metrics/per_class.json")  # evaluate's per split and class (PER_CLASS_METRICS)
+SUMMARY_FILE = paths.SUMMARY_METRICS.as_posix()  # evaluate's scores, as `dvc exp show` names the file
+PER_CLASS_FILE = paths.PER_CLASS_METRICS
 METRICS = ("val_acc", "test_acc", "f1", "loss", "epoch", "seconds")  # the declared metrics: summary.json, time.json
 
 

@@ -27,7 +27,6 @@ DEPS = (paths.RAW_DIR,)
 OUTS = (paths.SPLIT_DIR,)
 
 
-# ------------------------------------------------------------------------------------- split
 def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
                      class_names: list[str], min_per_split: int = 1) -> dict[str, np.ndarray]:
     """Split row indices class by class: each class is shuffled with `seed` and cut by `fractions`

@@ -28,6 +28,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.count <= 1000:
         raise PipelineError(f"the count of combinations must be 1 to 1000. Got {args.count}")
     distributions = [parse_distribution(spec) for spec in args.distributions]
-    repeated = sorted({d.key for d in distributions if [e.key for e in distributions].count(d.key) > 1})
+    repeated = sorted(key for key, n in Counter(d.key for d in distributions).items() if n > 1)
     if repeated:
         raise PipelineError(f"the sweep gives {', '.join(repeated)} more than once: give each key one distribution")
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", args.name):

@@ -3,25 +3,27 @@
     python -m stages.train
 
 With model.freeze: features and train.finetune_epochs, the head is trained first, then every layer
-(two-phase fine-tuning, one history). Uses a GPU no other experiment holds when there is one (train.device: auto; stages/lib/gpus.py) and
-the CPU otherwise. With train.processes (or train.nodes) > 1 it restarts itself as torchrun's
-data-parallel processes (stages/lib/distributed.py); rank 0 writes the outputs. Prints one line per
-epoch and, as each epoch ends, rewrites plots/train/history.csv and metrics/time.json (epochs done,
-seconds), so that `dvc exp show` and `dvc plots diff` follow a running experiment; until evaluate
-scores this run, metrics/summary.json is removed (it held the last run's scores). Keeps the last epoch's weights, or with train.checkpoint: best the best epoch's by
-train.monitor on the val split (early stopping with train.patience). Writes models/model.pt
-(stages/lib/checkpoint.py: those weights plus everything evaluate and predict need),
-metrics/train.json and plots/train/: history.csv (per epoch: lr, train and val cross-entropy, the
-train objective, accuracies) and steps.csv (per batch).
+(two-phase fine-tuning, one history). Uses a GPU no other experiment holds when there is one
+(train.device: auto; stages/lib/gpus.py) and the CPU otherwise. With train.processes (or
+train.nodes) > 1 it restarts itself as torchrun's data-parallel processes (stages/lib/distributed.py);
+rank 0 writes the outputs. Prints one line per epoch and, as each epoch ends, rewrites
+plots/train/history.csv and metrics/time.json (epochs done, seconds), so that `dvc exp show` and
+`dvc plots diff` follow a running experiment; until evaluate scores this run, metrics/summary.json
+is removed (it held the last run's scores). Keeps the last epoch's weights, or with
+train.checkpoint: best the best epoch's by train.monitor on the val split (early stopping with
+train.patience). Writes models/model.pt (stages/lib/checkpoint.py: those weights plus everything
+evaluate and predict need), metrics/train.json and plots/train/: history.csv (per epoch: lr, train
+and val cross-entropy, the train objective, accuracies) and steps.csv (per batch).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 
+from stages.lib.errors import is_worker
 from stages.lib.io import retire_summary
 
-if __name__ == "__main__" and "RANK" not in os.environ:  # the stage itself, not one of its torchrun workers
+if __name__ == "__main__" and not is_worker():  # the stage itself, not one of its torchrun workers
     # First thing, before the seconds of importing torch below, in which `dvc exp show` would give a
     # running experiment its baseline's scores: this run's model makes metrics/summary.json stale.
     retire_summary()
@@ -37,7 +39,7 @@ from stages.lib.distributed import World, check_same_inputs, fingerprint, from_e
 from stages.lib.errors import PipelineError, launcher_alive, run_stage
 from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
 from stages.lib.io import live_outputs, staged_outputs, write_json
-from stages.lib.loop import STEP_COLUMNS, EpochRecord, FitResult, fit_phases, load_training_inputs, shard_rows
+from stages.lib.loop import EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs, shard_rows
 from stages.lib.models import InputShape, build_model, count_parameters
 from stages.lib.online import online_augment
 from stages.lib.optim import class_weights
@@ -107,8 +109,9 @@ def train_process(params: Params, world: World) -> None:
                 write_json(tmp, progress(records))
 
         result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
-                           class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                           online_augment(params.augment, params.train.seed), on_epoch=publish if world.leader else None)
+                            class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
+                            online_augment(params.augment, params.train.seed),
+                            on_epoch=publish if world.leader else None)
         if world.leader:
             write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels), world)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stages.augment import augmented_mask, plan_from, write_augmented
-from stages.lib.augmentations import augment_block, augmentation_variants, AugmentPlan, Variant
+from stages.lib.augmentations import AugmentPlan, Variant, augment_block, augmentation_variants
 from stages.lib.errors import PipelineError
 from stages.lib.params import load_params
 from tests.helpers import ROOT

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from stages.lib.checkpoint import FORMAT, Checkpoint
+from stages.lib.checkpoint import Checkpoint, FORMAT
 from stages.lib.errors import PipelineError
 from stages.lib.models import InputShape, build_model
 from stages.lib.params import load_params

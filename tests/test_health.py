@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from stages.lib.health import Curves, check_collapse, faded_learning_rate, check_divergence, check_fit, check_spikes, find_spikes
+from stages.lib.health import Curves, check_collapse, check_divergence, check_fit, check_spikes, faded_learning_rate, find_spikes
 from stages.lib.inference import predict_logits
 from stages.lib.preprocess import Normalizer
 

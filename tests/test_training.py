@@ -14,7 +14,7 @@ from stages.lib.data import DeviceDataset
 from stages.lib.device import select_device
 from stages.lib.errors import PipelineError
 from stages.lib.inference import loss_and_accuracy, predict_logits
-from stages.lib.loop import fit, STEP_COLUMNS
+from stages.lib.loop import STEP_COLUMNS, fit
 from stages.lib.models import InputShape, build_model
 from stages.lib.optim import class_weights, clip_gradients, make_optimizer, make_scheduler
 from stages.lib.params import load_params

@@ -33,7 +33,6 @@ from .errors import PipelineError
 from .paths import SUMMARY_METRICS
 
 
-# ------------------------------------------------------------------------------------ images
 def printable(path: Path | str) -> str:
     """A path as text that prints and encodes: bytes of a name that are not UTF-8 become \\xNN."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -54,8 +53,6 @@ def remove_stale_temporaries(target: Path) -> None:
 
 # errno -> why a write failed and what to do, in words a user can act on
 _FREE, _WRITABLE = "free some space and rerun", "make it writable and rerun"
-
-
 _WRITE_ERRORS = {errno.ENOSPC: ("disk full", _FREE), errno.EDQUOT: ("disk quota exceeded", _FREE),
                  errno.EACCES: ("permission denied", _WRITABLE), errno.EPERM: ("permission denied", _WRITABLE),
                  errno.EROFS: ("read-only file system", _WRITABLE)}
@@ -71,7 +68,8 @@ def _write_errors_are_one_line(target: Path, others: int = 0) -> Iterator[None]:
         if exc.errno not in _WRITE_ERRORS:
             raise
         what = printable(target) + (f" and {others} other output(s)" if others else "")
-        where = f" ({printable(exc.filename)})" if exc.filename and exc.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
+        named = exc.filename and exc.errno not in (errno.ENOSPC, errno.EDQUOT)  # which folder refused, when it is one
+        where = f" ({printable(exc.filename)})" if named else ""
         problem, remedy = _WRITE_ERRORS[exc.errno]
         earlier = f"the earlier {printable(target)}, if any, is unchanged" if not others else "no output was changed"
         raise PipelineError(f"{problem} while writing {what}{where}: {remedy} ({earlier})") from None
