@@ -59,18 +59,17 @@ def test_outputs_switch_together_or_not_at_all(tmp_path) -> None:
 
 
 def test_a_read_only_folder_fails_before_any_output_is_replaced(tmp_path, monkeypatch) -> None:
-    """Root ignores file modes, so the read-only metrics/ folder is what mkstemp answers there."""
-    import tempfile
+    """Root ignores file modes, so the read-only metrics/ folder is what creating a file answers there."""
     model, metrics = tmp_path / "models/model.pt", tmp_path / "metrics/train.json"
     model.parent.mkdir()
     model.write_text("old model")
-    real_mkstemp = tempfile.mkstemp
+    real_open = os.open
 
-    def refuse_metrics(*args, dir=None, **kwargs):
-        if Path(dir).name == "metrics":
-            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
-        return real_mkstemp(*args, dir=dir, **kwargs)
-    monkeypatch.setattr(tempfile, "mkstemp", refuse_metrics)
+    def refuse_metrics(path, *args, **kwargs):
+        if Path(path).parent.name == "metrics":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, "open", refuse_metrics)
     body_ran = []
     with pytest.raises(PipelineError, match=r"^permission denied while writing .*metrics/train.json \(.*metrics\): "
                                             r"make it writable and rerun"):

@@ -21,7 +21,7 @@ import errno
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -39,12 +39,6 @@ def printable(path: Path | str) -> str:
 
 
 # ------------------------------------------------------------------------------ atomic writes
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def remove_stale_temporaries(target: Path) -> None:
     """Delete `.<name>.*.tmp` siblings of `target` that a killed run (kill -9, power loss) left."""
     for stale in Path(target).parent.glob(f".{Path(target).name}.*.tmp"):
@@ -68,26 +62,28 @@ def _write_errors_are_one_line(target: Path, others: int = 0) -> Iterator[None]:
         if exc.errno not in _WRITE_ERRORS:
             raise
         what = printable(target) + (f" and {others} other output(s)" if others else "")
-        named = exc.filename and exc.errno not in (errno.ENOSPC, errno.EDQUOT)  # which folder refused, when it is one
-        where = f" ({printable(exc.filename)})" if named else ""
+        refused = Path(os.fsdecode(exc.filename)) if exc.filename else None
+        if refused is not None and refused.name.startswith(".") and refused.name.endswith(".tmp"):
+            refused = refused.parent  # our temporary sibling: the folder that refused it is the news
+        where = f" ({printable(refused)})" if refused and exc.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
         problem, remedy = _WRITE_ERRORS[exc.errno]
         earlier = f"the earlier {printable(target)}, if any, is unchanged" if not others else "no output was changed"
         raise PipelineError(f"{problem} while writing {what}{where}: {remedy} ({earlier})") from None
 
 
-def _temporary_sibling(target: Path, is_dir: bool) -> Path:
-    """An empty temporary folder or file `.<name>.<random>.tmp` beside `target`, with the umask's mode."""
+def _temporary_name(target: Path) -> Path:
+    """A fresh `.<name>.<random>.tmp` beside `target` (not made yet); the folder made, stale ones removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _create(tmp: Path, is_dir: bool) -> None:
+    """An empty folder or file with the umask's mode (as any file the user makes)."""
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
+        os.mkdir(tmp, 0o777)
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
-    return tmp
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
 def _remove(path: Path) -> None:
@@ -111,7 +107,9 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
     try:
         for target, is_dir in targets:
             with _write_errors_are_one_line(target):
-                staged[target] = _temporary_sibling(target, is_dir)
+                # Named before it is made: a signal in between leaves nothing the clean-up below misses.
+                staged[target] = _temporary_name(target)
+                _create(staged[target], is_dir)
         with _write_errors_are_one_line(targets[0][0], len(targets) - 1):
             yield staged
             # Written: switch each target (old folders are renamed aside first, then removed).
@@ -158,11 +156,11 @@ def live_outputs() -> Iterator[Callable[[Path], contextlib.AbstractContextManage
     def rewrite(target: Path) -> Iterator[Path]:
         target = Path(target)
         if target not in saved:
-            aside = target.with_name(f".{target.name}~before.{os.getpid()}.tmp")
-            with _write_errors_are_one_line(target):
-                if target.exists():
-                    os.replace(target, aside)
-            saved[target] = aside if aside.exists() else None
+            # Recorded before the move: a signal in between leaves nothing the roll-back below misses.
+            saved[target] = target.with_name(f".{target.name}~before.{os.getpid()}.tmp") if target.exists() else None
+            if saved[target] is not None:
+                with _write_errors_are_one_line(target):
+                    os.replace(target, saved[target])
         with atomic_file(target) as tmp:
             yield tmp
 
@@ -170,9 +168,11 @@ def live_outputs() -> Iterator[Callable[[Path], contextlib.AbstractContextManage
         yield rewrite
     except BaseException:
         for target, aside in saved.items():
-            _remove(target)
-            if aside is not None:
+            if aside is None:
+                _remove(target)  # there was none before this run
+            elif aside.exists():
                 os.replace(aside, target)
+            # else: stopped before the move, `target` is still the earlier file
         raise
     for aside in saved.values():
         if aside is not None:
