@@ -19,18 +19,30 @@ PARAMS = load_params("model", "prepare", path=ROOT / "params.yaml")
 PREPROCESSING = Preprocessing(dataclasses.replace(PARAMS.prepare, image_size=(32, 32)), (0.5,), (0.2,))
 
 
-@pytest.fixture
-def saved(tmp_path, monkeypatch) -> tuple[torch.nn.Module, Checkpoint, object]:
-    """A resnet18 with pretrained weights, a head and BlurPool, saved; the weights file then removed."""
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[torch.nn.Module, Checkpoint, bytes]:
+    """A resnet18 with pretrained weights, a head and BlurPool, and its checkpoint's bytes: built once
+    (a torchvision build is most of this file's time), saved where the weights file then is not."""
     import torchvision
+    folder = tmp_path_factory.mktemp("checkpoint")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        (folder / "models/pretrained").mkdir(parents=True)
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), folder / "models/pretrained/w.pth")
+        params = dataclasses.replace(PARAMS.model, name="resnet18", pretrained="w.pth", blurpool=True, head=(32,))
+        model = build_model(params, InputShape(1, 32, 32, 3)).eval()
+        checkpoint = Checkpoint(model.state_dict(), params, ["a", "b", "c"], PREPROCESSING, 4, "cpu", False)
+        checkpoint.save(folder / "model.pt")
+    return model, checkpoint, (folder / "model.pt").read_bytes()
+
+
+@pytest.fixture
+def saved(built, tmp_path, monkeypatch) -> tuple[torch.nn.Module, Checkpoint, object]:
+    """That checkpoint as a file of this test's own, in a folder without the weights file (evaluate and
+    predict run where it may not be)."""
+    model, checkpoint, content = built
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "models/pretrained").mkdir(parents=True)
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "models/pretrained/w.pth")
-    params = dataclasses.replace(PARAMS.model, name="resnet18", pretrained="w.pth", blurpool=True, head=(32,))
-    model = build_model(params, InputShape(1, 32, 32, 3)).eval()
-    checkpoint = Checkpoint(model.state_dict(), params, ["a", "b", "c"], PREPROCESSING, 4, "cpu", False)
-    checkpoint.save(tmp_path / "model.pt")
-    (tmp_path / "models/pretrained/w.pth").unlink()  # evaluate and predict run where the file may not be
+    (tmp_path / "model.pt").write_bytes(content)
     return model, checkpoint, tmp_path / "model.pt"
 
 
