@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.parity
 	$(BIN)/python -m benchmarks.scale
 	$(BIN)/python -m benchmarks.cpu_kernels
+	$(BIN)/python -m benchmarks.lr_find
 
 clean:
 	rm -rf $(VENV)

@@ -12,17 +12,8 @@ and model bytes are compared with the plain run's.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+from benchmarks.scratch import scratch_project, train_and_evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("stages", "params.yaml", "data/split", "data/prepared", "data/augmented", "models/pretrained")
 # Each variant: (name, environment, Python run before the stage)
 VARIANTS = [
     ("default (oneDNN on, 2 threads)", {}, ""),
@@ -31,24 +22,9 @@ VARIANTS = [
 ]
 
 
-def run_variant(work: Path, environment: dict[str, str], prelude: str) -> dict:
-    env = {**os.environ, **environment, "PYTHONPATH": str(work)}
-    for stage in ("train", "evaluate"):
-        code = f"{prelude}from stages.lib.errors import run_stage; from stages import {stage}; run_stage({stage}.main)"
-        subprocess.run([sys.executable, "-c", code], cwd=work, env=env, check=True, capture_output=True)
-    summary = json.loads((work / "metrics/summary.json").read_text())
-    model = hashlib.sha256((work / "models/model.pt").read_bytes()).hexdigest()[:12]
-    return {"test_acc": summary["test_acc"], "loss": summary["loss"], "model": model}
-
-
 def main() -> None:
-    if not (ROOT / "data/augmented").is_dir():
-        sys.exit("run `dvc repro` first: this benchmark trains on data/augmented")
-    with tempfile.TemporaryDirectory() as scratch:
-        work = Path(scratch)
-        for name in COPIED:
-            (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
-        results = {name: run_variant(work, environment, prelude) for name, environment, prelude in VARIANTS}
+    with scratch_project() as work:
+        results = {name: train_and_evaluate(work, environment, prelude) for name, environment, prelude in VARIANTS}
     base = results[VARIANTS[0][0]]
     print(f"{'variant':32} {'test acc':>9} {'test loss':>10}  model bytes")
     for name, r in results.items():

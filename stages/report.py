@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from stages.lib import paths
+from stages.lib.dvc_command import run_dvc
 from stages.lib.errors import PipelineError, run_stage
 
 SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
@@ -189,15 +188,8 @@ EXP_SHOW_TIMEOUT = 300  # seconds: DVC 3.67 can hang for good when an experiment
 
 
 def dvc_experiments() -> list[dict]:
-    try:
-        result = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True,
-                                timeout=EXP_SHOW_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise PipelineError(f"dvc exp show did not answer in {EXP_SHOW_TIMEOUT} s (it can hang when a queued "
-                            f"experiment finishes while it reads it): run again") from None
-    if result.returncode != 0:
-        raise PipelineError(f"dvc exp show failed: {' '.join(result.stderr.split())[:300]}")
-    return json.loads(result.stdout)
+    return json.loads(run_dvc("exp", "show", "--json", timeout=EXP_SHOW_TIMEOUT,
+                              why_slow=" (it can hang when a queued experiment finishes while it reads it)"))
 
 
 def build_parser() -> argparse.ArgumentParser:

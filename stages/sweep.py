@@ -26,14 +26,13 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
 
+from stages.lib.dvc_command import run_dvc
 from stages.lib.errors import PipelineError, Stopped, run_stage
 from stages.lib.params import PARAMS_FILE, SECTIONS, read_yaml, validate
 
@@ -193,11 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name, combination in zip(names, combinations):
             overrides = [arg for key, value in combination.items() for arg in ("-S", as_override(key, value))]
-            result = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *overrides],
-                                    capture_output=True, text=True)
-            if result.returncode != 0:
-                raise PipelineError(f"dvc exp run --queue failed for {name}: {' '.join(result.stderr.split())[:300]}"
-                                    f"{left_queued(queued)}")
+            run_dvc("exp", "run", "--queue", "-n", name, *overrides, context=left_queued(queued))
             queued.append(name)
             print(f"sweep: queued {name}: {' '.join(overrides[1::2])}", flush=True)
     except KeyboardInterrupt as exc:

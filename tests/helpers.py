@@ -44,8 +44,25 @@ def run_stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
     return run([sys.executable, "-m", f"stages.{name}"], cwd, check)
 
 
+def run_stage_in_process(name: str, cwd: Path) -> None:
+    """A stage's main() in this process, in `cwd`: its outputs without a new interpreter's imports (the
+    subprocess path, with its lock and signals, is what test_pipeline and test_faults run)."""
+    import importlib
+
+    import pytest
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        importlib.import_module(f"stages.{name}").main()
+
+
 def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def changed_stages(root: Path) -> set[str]:
+    """The stages `dvc status` says changed (what `dvc repro` would start with)."""
+    import json
+    return set(json.loads(dvc("status", "--json", cwd=root).stdout))
 
 
 STAGES = ["ingest", "split", "prepare", "augment", "train", "evaluate"]

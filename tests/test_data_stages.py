@@ -1,5 +1,5 @@
-"""The data stages on every input mode, run as DVC runs them: the split is honoured, nothing
-leaks from val or test into training, and val/test arrays are exactly prepare's output."""
+"""The data stages on every input mode (each stage's main(), in this process): the split is honoured,
+nothing leaks from val or test into training, and val/test arrays are exactly prepare's output."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from stages.lib.decode import read_image
 from stages.lib.io import load_array_set
 from stages.lib.params import parse_section
 from stages.lib.transforms import format_image
-from tests.helpers import assert_picture, copy_project, make_image_folder, read_params, run_stage
+from tests.helpers import assert_picture, copy_project, make_image_folder, read_params, run_stage_in_process
 
 pytestmark = pytest.mark.slow
 DATA_STAGES = ("ingest", "split", "prepare", "augment")
@@ -44,7 +44,7 @@ def run_data_stages(tmp_path: Path, make_source, overrides: dict | None = None) 
         overrides["data"] = {"source": str(make_source(tmp_path))}
     project = copy_project(tmp_path / "project", overrides)
     for stage in DATA_STAGES:
-        run_stage(stage, project)
+        run_stage_in_process(stage, project)
     return project
 
 
@@ -128,11 +128,11 @@ def test_data_plots_and_counts(tmp_path) -> None:
         assert_picture(project / "plots/data" / png)
 
 
-def test_skip_corrupt_lists_the_file_and_goes_on(tmp_path) -> None:
+def test_skip_corrupt_lists_the_file_and_goes_on(tmp_path, capsys) -> None:
     source = flat(tmp_path)
     (source / "dog" / "img_000.png").write_bytes(b"broken")
     project = copy_project(tmp_path / "project", {"data": {"source": str(source), "skip_corrupt": True}})
-    result = run_stage("ingest", project)
-    assert f"skipped corrupt image {source / 'dog' / 'img_000.png'}" in result.stdout
+    run_stage_in_process("ingest", project)
+    assert f"skipped corrupt image {source / 'dog' / 'img_000.png'}" in capsys.readouterr().out
     report = json.loads((project / "data/raw/ingest.json").read_text())
     assert report["corrupt"] == [str(source / "dog" / "img_000.png")] and report["images"] == 36

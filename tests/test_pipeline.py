@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from stages.lib.io import load_array_set
-from tests.helpers import (ROOT, STAGES, assert_picture, copy_project, dump_params, dvc, env, git, init_repo,
-                           read_params, restore_baseline, run, set_params, stages_run)
+from tests.helpers import (ROOT, STAGES, assert_picture, changed_stages, copy_project, dump_params, dvc, env, git,
+                           init_repo, read_params, restore_baseline, run, set_params, stages_run)
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,8 @@ def exp_run(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def lr_experiment(project) -> subprocess.CompletedProcess:
-    return exp_run(project, "-n", "lr-small", "-S", "train.lr=0.01")
+    """The module's experiment: a smaller learning rate, and dropout (two changed params for `--only-changed`)."""
+    return exp_run(project, "-n", "lr-small", "-S", "train.lr=0.01", "-S", "model.dropout=0.5")
 
 
 def test_repro_writes_every_output(project) -> None:
@@ -130,11 +131,9 @@ EXP_SHOW_DROP = "--drop '^(data|models|stages)/|Created'"  # the hash and date c
 
 
 def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(project, lr_experiment) -> None:
-    # Runs before the module's other experiments (tests run in file order): a baseline and two
-    # experiments that each changed one param.
-    # The workspace keeps the last experiment's results: it differs from main, with another model.pt.
+    # With the experiment applied, the workspace differs from main (another model.pt): its row has values too.
     try:
-        dvc("exp", "run", "-n", "dropout-half", "-S", "model.dropout=0.5", cwd=project)
+        dvc("exp", "apply", "lr-small", cwd=project)
         assert "--only-changed " + EXP_SHOW_DROP in (ROOT / "README.md").read_text()  # the README's first command
         plain = dvc("exp", "show", "--only-changed", cwd=project).stdout
         assert "models/model.pt" in plain  # the hash column the README's command drops
@@ -145,8 +144,9 @@ def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(proj
     assert max(map(len, lines)) <= 160, shown
     header = next(line for line in lines if "Experiment" in line).split()
     assert {"train.lr", "model.dropout", "test_acc", "val_acc"} <= set(header), header
+    assert "train.epochs" not in header  # an unchanged param is left out
     assert not [column for column in header if column.startswith(("data/", "models/", "stages/"))], header
-    assert sum("lr-small" in line or "dropout-half" in line for line in lines) == 2
+    assert any("lr-small" in line for line in lines), shown
     workspace = [line.split() for line in lines if line.split()[:1] == ["workspace"]]
     assert workspace and workspace[0][header.index("model.dropout")] == "0.5", shown  # it differs from main
 
@@ -159,23 +159,32 @@ def test_a_code_edit_marks_only_the_stages_that_run_it(project) -> None:
         original = path.read_text()
         try:
             path.write_text(original + "\n# an edit\n")
-            assert set(json.loads(dvc("status", "--json", cwd=project).stdout)) == expected, file
+            assert changed_stages(project) == expected, file
         finally:
             path.write_text(original)
-    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+    assert changed_stages(project) == set()
 
 
-def test_augment_change_reruns_augment_train_evaluate_only(project) -> None:
-    result = exp_run(project, "-n", "more-blur", "-S", "augment.blur_kernels=[3,5]")
-    assert stages_run(result) == ["augment", "train", "evaluate"]
-    assert "augment: 1259 train images -> 3777 rows (original, blur3, blur5)" in result.stdout
+def test_augment_change_reruns_augment_then_train_and_evaluate(project) -> None:
+    """DVC's own graph carries a changed output on to the stages after it; ours is what each stage declares
+    and that augment's output really changes."""
+    try:
+        set_params(project, augment={"blur_kernels": [3, 5]})
+        assert changed_stages(project) == {"augment"}
+        result = dvc("repro", "augment", cwd=project)
+        assert stages_run(result) == ["augment"]
+        assert "augment: 1259 train images -> 3777 rows (original, blur3, blur5)" in result.stdout
+        assert changed_stages(project) == {"train", "evaluate"}  # both read the augmented train split
+    finally:
+        restore_baseline(project)
 
 
 def test_online_augmentation_reruns_train_and_evaluate_not_augment(project) -> None:
-    result = exp_run(project, "-n", "online", "-S", "augment.online=true")
-    assert stages_run(result) == ["train", "evaluate"]
-    params = experiment_data(project, "online")["data"]["params"]["params.yaml"]["data"]
-    assert params["augment"]["online"] is True
+    try:
+        set_params(project, augment={"online": True})
+        assert changed_stages(project) == {"train"}  # then evaluate, as train's model changes
+    finally:
+        restore_baseline(project)
 
 
 def test_exp_show_lists_params_and_accuracies(project, lr_experiment) -> None:
@@ -297,10 +306,10 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
         for attempt in range(3):
             try:
                 return subprocess.run([sys.executable, *args], cwd=project, env=quiet, capture_output=True, text=True,
-                                      check=True, timeout=60).stdout
+                                      check=True, timeout=20).stdout
             except subprocess.TimeoutExpired:
                 # DVC 3.67 can hang for good when an experiment's folder is removed while `dvc exp show`
-                # reads it (it finished in between): ask again.
+                # reads it (it finished in between): ask again. An answer takes a few seconds at most.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -344,43 +353,35 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
     assert logged and reported
     finished = experiment_data(project, "live")["data"]["metrics"]
     assert finished["metrics/time.json"]["data"]["epoch"] == 30 and "metrics/summary.json" in finished
+    stop_queue_workers(project)
 
 
-def test_queued_seeds_and_the_seed_report(project, monkeypatch, capsys) -> None:
-    """Two queued seeds run side by side; the seed report's arithmetic is unit-tested (test_report.py).
-    Seed 0 with lr 0.1 is the committed run's: the report must count that run once, not twice."""
-    dvc("exp", "run", "--queue", "-S", "train.seed=range(0,2)", cwd=project)
-    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=project, env=env(), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # its workers keep running: no pipes
-    def params_of(r: dict) -> dict:
-        return r["data"]["params"]["params.yaml"]["data"]
+def stop_queue_workers(root: Path) -> None:
+    """`dvc queue stop`, and wait until no worker is left: an idle one would run the next test's queue."""
+    dvc("queue", "stop", cwd=root)
+    deadline = time.monotonic() + 60
+    while "Worker status: 0 active, 0 idle" not in dvc("queue", "status", cwd=root).stdout:
+        assert time.monotonic() < deadline, "the queue worker did not stop in a minute"
+        time.sleep(1)
 
-    def but_seed(params: dict) -> dict:
-        return {section: {k: v for k, v in values.items() if (section, k) != ("train", "seed")}
-                for section, values in params.items()}
-    baseline = but_seed(read_params(project / "params.yaml"))
-    # Done when `dvc exp show` itself says so (the report reads its states, which can lag `dvc queue status`).
-    deadline = time.monotonic() + 300
-    while True:
-        assert time.monotonic() < deadline, "the queued experiments did not finish in 5 minutes"
+
+def test_the_seed_recipe_queues_one_experiment_a_seed(project) -> None:
+    """README "Seeds": `-S 'train.seed=range(0,2)'` queues seeds 0 and 1 with the params otherwise as
+    committed. A queued run running is the live test's; the seed report's arithmetic (the committed
+    run, equal to seed 0, counted once) is test_report.py's."""
+    recipe = "dvc exp run --queue -S 'train.seed=range(0,20)'"
+    assert recipe in (ROOT / "README.md").read_text()
+    committed = read_params(project / "params.yaml")
+    try:
+        dvc("exp", "run", "--queue", "-S", "train.seed=range(0,2)", cwd=project)
         shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
-        ours = [(r, (e.get("executor") or {}).get("state")) for row in shown for e in row.get("experiments") or []
-                for r in e["revs"] if r.get("data") and but_seed(params_of(r)) == baseline]  # not other tests' runs
-        if len(ours) == 2 and all(state in (None, "success") for _, state in ours):
-            break
-        time.sleep(2)
-    runs = [r for r, _ in ours]
-    assert sorted(params_of(r)["train"]["seed"] for r in runs) == [0, 1]
-    # The report of that very `dvc exp show` (a second call could catch DVC between two states).
-    from stages import report
-    monkeypatch.setattr(report, "dvc_experiments", lambda: shown)
-    report.main(["--seeds"])
-    table = capsys.readouterr().out
-    rows = [line for line in table.splitlines()[2:] if line.startswith("| 2 |")]  # seeds 0 and 1; seed 0 once
-    assert len(rows) == 1, (table, [state for _, state in ours])
-    (row,) = rows
-    accuracies = [r["data"]["metrics"]["metrics/summary.json"]["data"]["val_acc"] for r in runs]
-    assert f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}" in row, table
+        queued = [r["data"]["params"]["params.yaml"]["data"] for row in shown for e in row.get("experiments") or []
+                  for r in e["revs"] if (e.get("executor") or {}).get("state") == "queued"]
+    finally:
+        dvc("queue", "remove", "--queued", cwd=project)
+    assert sorted(params["train"]["seed"] for params in queued) == [0, 1]
+    for params in queued:
+        assert {**params, "train": {**params["train"], "seed": committed["train"]["seed"]}} == committed
 
 
 def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) -> None:
@@ -406,7 +407,8 @@ def experiment_data(root: Path, name: str) -> dict:
     return found
 
 
-def test_lr_find_suggests_a_learning_rate_that_trains_digits_to_98_percent(project) -> None:
+def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_learnt(project) -> None:
+    """The suggestion's accuracy (98% and more on digits) is measured by `python -m benchmarks.lr_find`."""
     diverging = run([sys.executable, "-m", "stages.lr_find", "--start", "100", "--end", "1000"], project, check=False)
     assert diverging.returncode == 1 and "suggested" not in diverging.stdout
     assert diverging.stderr.startswith("error: the loss never decreased") and "lower --start" in diverging.stderr
@@ -419,10 +421,8 @@ def test_lr_find_suggests_a_learning_rate_that_trains_digits_to_98_percent(proje
     assert table["lr"].iloc[0] == pytest.approx(1e-6) and table["smoothed_loss"].min() < table["smoothed_loss"].iloc[0] / 3
     assert_picture(project / "plots/lr_find/lr_find.png", min_side=300)
     assert "lr_find" not in run(["git", "status", "--porcelain"], project).stdout  # a tool's output, not the repo's
-    exp_run(project, "-n", "lr-found", "-S", f"train.lr={suggestion}")
-    found = experiment_data(project, "lr-found")["data"]
-    assert found["params"]["params.yaml"]["data"]["train"]["lr"] == suggestion
-    assert found["metrics"]["metrics/summary.json"]["data"]["test_acc"] >= 0.98
+    lowest = float(table["lr"].iloc[int(table["smoothed_loss"].idxmin())])
+    assert suggestion == pytest.approx(lowest / 3, rel=1e-2)  # a third of the lowest smoothed loss's rate
 
 
 def test_sweep_queues_seeded_random_experiments(project) -> None:
@@ -434,18 +434,20 @@ def test_sweep_queues_seeded_random_experiments(project) -> None:
     assert bad.stderr.strip().startswith("error: The 'train.epochs' parameter must be an integer >= 1")
     assert "Queued" not in dvc("queue", "status", cwd=project).stdout  # nothing queued before the check
     try:
-        result = run([sys.executable, "-m", "stages.sweep", "3", *specs, "--seed", "1", "--name", "rs"], project)
-        assert result.stdout.count("sweep: queued rs-") == 3
-        assert dvc("queue", "status", cwd=project).stdout.count("Queued") == 3
-        expected = draw_combinations([parse_distribution(s) for s in specs], 3, seed=1)
+        result = run([sys.executable, "-m", "stages.sweep", "2", *specs, "--seed", "1", "--name", "rs"], project)
+        assert result.stdout.count("sweep: queued rs-") == 2
+        assert dvc("queue", "status", cwd=project).stdout.count("Queued") == 2
+        expected = draw_combinations([parse_distribution(s) for s in specs], 2, seed=1)
+        shown = {r.get("name"): r for row in json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+                 for e in row.get("experiments") or [] for r in e["revs"]}
         for number, combination in enumerate(expected, 1):
-            params = experiment_data(project, f"rs-{number}")["data"]["params"]["params.yaml"]["data"]
+            params = shown[f"rs-{number}"]["data"]["params"]["params.yaml"]["data"]
             assert {"train.lr": params["train"]["lr"], "model.dropout": params["model"]["dropout"]} == combination
         # Another seed: its names count on, and no queued name is reused (each would lose a result).
-        again = run([sys.executable, "-m", "stages.sweep", "2", *specs, "--seed", "2", "--name", "rs"], project)
-        assert re.findall(r"queued (rs-\d+)", again.stdout) == ["rs-4", "rs-5"]
+        again = run([sys.executable, "-m", "stages.sweep", "1", *specs, "--seed", "2", "--name", "rs"], project)
+        assert re.findall(r"queued (rs-\d+)", again.stdout) == ["rs-3"]
         names = re.findall(r"\b(rs-\d+)\b", dvc("queue", "status", cwd=project).stdout)
-        assert sorted(names) == ["rs-1", "rs-2", "rs-3", "rs-4", "rs-5"]
+        assert sorted(names) == ["rs-1", "rs-2", "rs-3"]
         # A finished experiment's name is taken too (lr-small ran in this repo).
         done = run([sys.executable, "-m", "stages.sweep", "1", *specs, "--name", "lr-small"], project)
         assert "queued lr-small-1:" in done.stdout

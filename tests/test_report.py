@@ -58,6 +58,17 @@ def test_seed_aggregation_gives_the_right_mean_and_std() -> None:
     assert table.splitlines()[2].startswith("| 3 | 0.01 | 0.9500 ± 0.0200 |")
 
 
+def test_a_seed_run_equal_to_the_committed_one_is_counted_once() -> None:
+    """`train.seed=range(0,2)` queued on a commit trained with seed 0: that experiment and the commit are
+    one run, and the mean is over seeds 0 and 1, not 0, 0 and 1."""
+    show = [{**SHOW[1], "experiments": [{"name": "s0", "revs": [rev("s0", 0.1, 0, 0.90, 0.89)]},
+                                        {"name": "s1", "revs": [rev("s1", 0.1, 1, 0.80, 0.79)]}]}]
+    (group,) = aggregate_seeds(experiments_from_json(show))
+    assert group.runs == ["main", "s1"]
+    assert group.mean["val_acc"] == pytest.approx(0.85)
+    assert group.std["val_acc"] == pytest.approx(np.std([0.90, 0.80], ddof=1))
+
+
 def test_a_workspace_with_new_results_is_a_row() -> None:
     show = [{**rev(None, 0.3, 0, 0.5, 0.5), "rev": "workspace"}, rev("main", 0.1, 0, 0.9, 0.9)]
     assert [e.name for e in experiments_from_json(show)] == ["workspace", "main"]

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from stages.lib.checkpoint import Checkpoint
-from tests.helpers import (STAGES, copy_project, dvc, init_repo, make_image_folder, restore_baseline,
-                           set_params, stages_run)
+from tests.helpers import (STAGES, changed_stages, copy_project, dvc, init_repo, make_image_folder,
+                           read_params, restore_baseline, set_params, stages_run)
 
 pytestmark = pytest.mark.integration
 
@@ -63,14 +63,20 @@ def test_image_size_change_reaches_the_arrays_and_checkpoint_and_back(project) -
 
 
 def test_adding_an_image_reruns_ingest_and_everything_after_it(project, folders) -> None:
+    """ingest sees the folder change and its output changes with it; DVC's graph carries that on."""
     added = folders[0] / "a" / "new.png"
     try:
-        assert dvc("status", cwd=project).stdout.strip().endswith("Data and pipelines are up to date.")
+        assert changed_stages(project) == set()
         cv2.imwrite(str(added), np.full((20, 30, 3), 77, np.uint8))
-        assert "ingest" in dvc("status", cwd=project).stdout
-        result = dvc("repro", cwd=project)
-        assert stages_run(result) == STAGES
+        assert changed_stages(project) == {"ingest"}
+        assert stages_run(dvc("repro", "ingest", cwd=project)) == ["ingest"]
         assert ingested_images(project) == 31
+        # Every stage that reads data/raw sees it changed (DVC's graph carries the rest down the line),
+        # and evaluate's summary is gone: ingest retired the scores of the data they were computed on.
+        readers = {name for name, stage in read_params(project / "dvc.yaml")["stages"].items()
+                   if "data/raw" in stage.get("deps", [])}
+        assert "split" in readers and changed_stages(project) == readers | {"evaluate"}
+        assert not (project / "metrics/summary.json").exists()
     finally:
         added.unlink(missing_ok=True)
         restore_baseline(project)

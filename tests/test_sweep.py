@@ -91,3 +91,17 @@ def test_a_sweep_outside_a_dvc_repository_is_one_error(tmp_path, monkeypatch) ->
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match=f"^{tmp_path} is not a DVC repository: run the sweep from the project root"):
         main(["1", "train.lr=uniform(0.01,0.1)"])
+
+
+@pytest.mark.slow
+def test_a_dvc_command_that_fails_or_hangs_is_one_line(tmp_path, monkeypatch) -> None:
+    """The tools' one way to run dvc (report's `exp show`, sweep's `exp run --queue`)."""
+    from stages.lib.dvc_command import run_dvc
+    monkeypatch.chdir(tmp_path)  # not a DVC repository
+    with pytest.raises(PipelineError) as failed:
+        run_dvc("exp", "show", "--json", context="; rs-1 stays queued")
+    message = str(failed.value)
+    assert message.startswith("dvc exp show --json failed: ERROR: you are not inside of a DVC repository")
+    assert message.endswith("; rs-1 stays queued") and "\n" not in message
+    with pytest.raises(PipelineError, match=r"^dvc exp show did not answer in 0.01 s \(why\): run again$"):
+        run_dvc("exp", "show", timeout=0.01, why_slow=" (why)")

@@ -1,0 +1,57 @@
+"""A scratch copy of the project holding this workspace's data, for benchmarks that train and
+evaluate with other settings without touching the workspace's outputs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("stages", "params.yaml", "data/split", "data/prepared", "data/augmented", "models/pretrained")
+
+
+@contextmanager
+def scratch_project() -> Iterator[Path]:
+    """A temporary folder with the code, params and the data train reads; removed afterwards."""
+    if not (ROOT / "data/augmented").is_dir():
+        sys.exit("run `dvc repro` first: this benchmark trains on data/augmented")
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        for name in COPIED:
+            (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
+        yield work
+
+
+def set_param(work: Path, section: str, key: str, value) -> None:
+    yaml = YAML()
+    params = yaml.load((work / "params.yaml").read_text())
+    params[section][key] = value
+    with (work / "params.yaml").open("w") as f:
+        yaml.dump(params, f)
+
+
+def run_tool(work: Path, code: str, environment: dict[str, str] | None = None) -> str:
+    """Python `code` run in `work` with its stages importable; its stdout."""
+    env = {**os.environ, **(environment or {}), "PYTHONPATH": str(work)}
+    return subprocess.run([sys.executable, "-c", code], cwd=work, env=env, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def train_and_evaluate(work: Path, environment: dict[str, str] | None = None, prelude: str = "") -> dict:
+    """The train and evaluate stages on `work`'s params (`prelude`: Python run before each stage):
+    test accuracy and loss, and the first 12 hex digits of the model file's sha256."""
+    for stage in ("train", "evaluate"):
+        run_tool(work, f"{prelude}from stages.lib.errors import run_stage; from stages import {stage}; "
+                       f"run_stage({stage}.main)", environment)
+    summary = json.loads((work / "metrics/summary.json").read_text())
+    model = hashlib.sha256((work / "models/model.pt").read_bytes()).hexdigest()[:12]
+    return {"test_acc": summary["test_acc"], "loss": summary["loss"], "model": model}
