@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from stages.lib.io import load_array_set
-from tests.helpers import (ROOT, STAGES, assert_picture, changed_stages, copy_project, dump_params, dvc, env, git,
+from tests.helpers import (ROOT, STAGES, assert_picture, changed_stages, copy_project, dvc, env, git,
                            init_repo, read_params, restore_baseline, run, set_params, stages_run)
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,14 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
         assert set(scores[split]) == {"accuracy", "top_k_accuracy", "loss", "precision_macro", "recall_macro",
                                       "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted"}
         assert 0.5 < scores[split]["accuracy"] <= scores[split]["top_k_accuracy"] <= 1.0  # a tiny MLP still learns
-    assert scores["avoidable_bias"] == pytest.approx(1.0 - scores["train"]["accuracy"])
+    # The scores are those of the predictions evaluate wrote, row by row (not restated from their formulas).
+    for split in ("val", "test"):
+        predicted = pd.read_csv(project / f"plots/eval/{split}_predictions.csv", dtype=str)
+        assert len(predicted) == len(pd.read_csv(project / f"data/split/{split}.csv"))
+        assert scores[split]["accuracy"] == pytest.approx((predicted["actual"] == predicted["predicted"]).mean())
+    # Bias and variance as the README defines them, against evaluate.target_accuracy (human-level error).
+    target = read_params(project / "params.yaml")["evaluate"]["target_accuracy"]
+    assert scores["avoidable_bias"] == pytest.approx(target - scores["train"]["accuracy"])
     assert scores["variance"] == pytest.approx(scores["train"]["accuracy"] - scores["val"]["accuracy"])
     assert set(scores["health"]) == {"collapse", "divergence", "loss_spikes", "overfitting", "underfitting",
                                      "still_improving"}
@@ -219,8 +226,8 @@ def test_plots_diff_renders_both_revisions(project, lr_experiment) -> None:
     # Renders offline: vega, vega-lite and vega-embed are in the page, and no script comes from elsewhere.
     assert not re.search(r"<script[^>]*\bsrc\s*=", html), "the plots page loads a script"
     assert re.search(r"<link[^>]*https?:", html) is None
-    for library in ("vega 5.20.2", "vega-lite 5.2.0", "vega-embed 6.18.2"):
-        assert f"<script>/* {library} (npm)" in html
+    for library in ("vega", "vega-lite", "vega-embed"):  # inlined from .dvc/plots.html, whichever version
+        assert re.search(rf"<script>/\* {library} \d+\.\d+\.\d+ \(npm\)", html), library
     assert html.count("vegaEmbed(") >= 9  # every interactive chart is drawn by the inlined vega-embed
     # Axis titles say what they are; the confusion matrices have actual on y, as the PNGs do.
     specs = {name: json.dumps(plots[name][0]["content"]) for name in ("Loss", "Confusion matrix (test)")}
@@ -426,7 +433,7 @@ def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_l
 
 
 def test_sweep_queues_seeded_random_experiments(project) -> None:
-    from stages.sweep import draw_combinations, parse_distribution
+    from stages.sweep import draw_combinations, parse_distribution, taken_names
     specs = ["train.lr=loguniform(0.01,0.3)", "model.dropout=choice(0.0,0.2)"]
     bad = run([sys.executable, "-m", "stages.sweep", "2", *specs, "train.epochs=choice(0)", "--seed", "3"], project,
               check=False)
@@ -448,9 +455,11 @@ def test_sweep_queues_seeded_random_experiments(project) -> None:
         assert re.findall(r"queued (rs-\d+)", again.stdout) == ["rs-3"]
         names = re.findall(r"\b(rs-\d+)\b", dvc("queue", "status", cwd=project).stdout)
         assert sorted(names) == ["rs-1", "rs-2", "rs-3"]
-        # A finished experiment's name is taken too (lr-small ran in this repo).
-        done = run([sys.executable, "-m", "stages.sweep", "1", *specs, "--name", "lr-small"], project)
-        assert "queued lr-small-1:" in done.stdout
+        # A finished experiment's name is taken too (lr-small ran in this repo), as the queued ones are:
+        # what free_names (unit-tested) counts past.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(project)
+            assert {"lr-small", "rs-1", "rs-2", "rs-3"} <= taken_names()
     finally:
         dvc("queue", "remove", "--queued", cwd=project)
 
@@ -472,20 +481,6 @@ RESTORE_COMMAND = "git checkout HEAD -- params.yaml metrics plots && dvc checkou
 
 def test_the_readme_gives_the_restore_command() -> None:
     assert RESTORE_COMMAND in (ROOT / "README.md").read_text()
-
-
-def test_bad_param_fails_dvc_repro_with_one_clear_line(project) -> None:
-    params = project / "params.yaml"
-    original = params.read_text()
-    try:
-        values = read_params(params)
-        values["train"]["lerning_rate"] = values["train"].pop("lr")
-        dump_params(params, values)
-        result = dvc("repro", cwd=project, check=False)
-        assert result.returncode != 0
-        assert "error: unknown key 'train.lerning_rate' in params.yaml; did you mean 'train.lr'?" in result.stderr
-    finally:
-        params.write_text(original)
 
 
 @pytest.fixture(scope="module")
