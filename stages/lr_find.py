@@ -111,8 +111,8 @@ def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer,
             batches = epoch_batches(shuffled.to(device) if train.resident else shuffled, params.batch_size)
         images, y = train.get(batches.pop(0))
         lr = start * growth ** step
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group in optimizer.param_groups:  # train.features_lr_factor: the features' group at its share
+            group["lr"] = lr * group["lr_factor"]
         logits, _ = train_step(model, model_inputs(images, normalize, amp, augment, draws), y, criterion, optimizer,
                                trainable, params, amp)
         value = nn.functional.cross_entropy(logits.detach(), y).item()  # a sync per step: the stop rule needs it

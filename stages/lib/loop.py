@@ -27,7 +27,7 @@ from .errors import PipelineError
 from .inference import loss_and_accuracy, memory_layout, predict_logits
 from .io import ArraySet, load_array_set, read_json
 from .online import OnlineAugment
-from .optim import clip_gradients, make_optimizer, make_scheduler, sam_ascend, sam_descend
+from .optim import clip_gradients, make_optimizer, make_scheduler, sam_ascend, sam_descend, weight_average
 from .params import TrainParams
 from .preprocess import Normalizer, Preprocessing
 
@@ -201,6 +201,8 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     A phase of a longer run (fit_phases) numbers its epochs from `first_epoch` of `total_epochs`.
     `augment` (augment.online) transforms every training batch on the device; val never.
     `on_epoch` sees each epoch's record as soon as it is done (train publishes live progress).
+    With params.ema_decay, the moving average of the weights is what is validated and returned, and
+    what the model holds at the end.
     """
     device = train.device
     model, amp = for_training(model, params, device)
@@ -225,6 +227,8 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     scheduler, per_step = make_scheduler(optimizer, params, steps_per_epoch)
     criterion = training_criterion(params, weights, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    average = weight_average(model, params.ema_decay)  # train.ema_decay: then these weights are validated and kept
+    judged = average.module if average is not None else model
     # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
     order = torch.Generator().manual_seed(params.seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
     draws = augment.generator(device, world.rank + 7 * first_epoch) if augment else None
@@ -234,6 +238,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     stop_reference, waited = None, 0  # early stopping's own best, moved only by more than min_delta
     train_seconds, images_trained = 0.0, 0
     last_epoch = first_epoch + params.epochs - 1
+    stopped = False
     for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
         train_mode(trained)
@@ -249,6 +254,8 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
             images, y = train.get(batch)
             inputs = model_inputs(images, normalize, amp, augment, draws)
             logits, objective = train_step(step_model, inputs, y, criterion, optimizer, trainable, params, amp)
+            if average is not None:
+                average.update_parameters(model)
             # Kept on the device: no host sync per step.
             step_losses.append(nn.functional.cross_entropy(logits.detach(), y))
             step_objectives.append(objective.detach())
@@ -268,7 +275,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
                   for i, (l, o, r) in enumerate(zip(losses, objectives, step_lrs))]
         scores = [math.nan, math.nan]
         if world.leader:
-            scores = list(loss_and_accuracy(predict_logits(model, val, normalize, amp=amp), val.labels))
+            scores = list(loss_and_accuracy(predict_logits(judged, val, normalize, amp=amp), val.labels))
         val_loss, val_accuracy = from_leader(scores, world, device)
         record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total, val_loss, val_accuracy,
                              time.perf_counter() - started, phase)
@@ -276,7 +283,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
         monitored = val_loss if params.monitor == "val_loss" else val_accuracy
         if _better(monitored, best_value, params.monitor):
             best_value, best_epoch = monitored, epoch
-            best_state = _snapshot(model) if world.leader else {}
+            best_state = _snapshot(judged) if world.leader else {}
         if _better(monitored, stop_reference, params.monitor, params.min_delta):
             stop_reference, waited = monitored, 0
         else:
@@ -288,12 +295,14 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
             on_epoch(record)
         if scheduler is not None and not per_step:
             scheduler.step()
-        if params.patience and waited >= params.patience:
+        stopped = bool(params.patience) and waited >= params.patience
+        if stopped:
             log(f"early stopping: no {params.monitor} improvement of more than {params.min_delta:g} in "
                 f"{params.patience} epochs; best epoch {best_epoch}")
-            return FitResult(history, steps, best_epoch, best_state, True, _snapshot(model) if world.leader else {},
-                             train_seconds, images_trained)
-    return FitResult(history, steps, best_epoch, best_state, False, _snapshot(model) if world.leader else {},
+            break
+    if average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
+        model.load_state_dict(judged.state_dict())
+    return FitResult(history, steps, best_epoch, best_state, stopped, _snapshot(model) if world.leader else {},
                      train_seconds, images_trained)
 
 
@@ -321,8 +330,8 @@ def fit_phases(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None
                on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
     """A whole training run, the entry point of train: fit, then with params.finetune_epochs > 0 a
     second phase: every layer unfrozen (model.freeze: features trained the head alone) and trained on
-    for finetune_epochs at finetune_lr, its schedule starting afresh. One history: epochs and steps
-    numbered on, each epoch marked with its phase; the best epoch is the best of both phases."""
+    for finetune_epochs at finetune_lr, its schedule starting afresh (without a warm-up). One history:
+    epochs and steps numbered on, each epoch marked with its phase; the best epoch is the best of both."""
     if not params.finetune_epochs:
         return fit(model, train, val, normalize, params, weights, log, world, augment=augment, on_epoch=on_epoch)
     total = params.epochs + params.finetune_epochs
@@ -331,7 +340,7 @@ def fit_phases(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
-    second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs)
+    second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs, warmup_epochs=0)
     tuned = fit(model, train, val, normalize, second, weights, log, world, phase="finetune",
                 first_epoch=len(head.history) + 1, total_epochs=len(head.history) + params.finetune_epochs,
                 augment=augment, on_epoch=on_epoch)

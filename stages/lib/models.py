@@ -283,6 +283,12 @@ def head_name(model: nn.Module) -> str:
     return getattr(model, "head_module_name", None) or _named(model, nn.Linear, last=True)[0]
 
 
+def head_parameters(model: nn.Module) -> set[str]:
+    """The names of the head's parameters (head_name's); every other parameter is the features'."""
+    head = head_name(model)
+    return {name for name, _ in model.named_parameters() if name == head or name.startswith(head + ".")}
+
+
 def check_name(name: str) -> None:
     """Raise naming model.name unless it is one of ours or a torchvision classifier."""
     if name in MODELS or name in torchvision_names():
@@ -318,9 +324,9 @@ def build_model(params: ModelParams, shape: InputShape, with_weights: bool = Tru
         _replace(model, name, dense_stack([last.in_features, *params.head, last.out_features], params.dropout,
                                           params.activation))
         model.head_module_name = name
-    head = head_name(model)
+    head = head_parameters(model)
     for name, parameter in model.named_parameters():
-        in_head = name == head or name.startswith(head + ".")
+        in_head = name in head
         if (params.freeze == "features" and not in_head) or (params.freeze == "head" and in_head):
             parameter.requires_grad_(False)
     return model

@@ -298,13 +298,22 @@ class TrainParams:
     finetune_epochs: int = _spec(_number(int, ge=0, le=MAX_COUNT),
                                  "model.freeze: features only: epochs of a second phase with every layer unfrozen (0: none)")
     finetune_lr: float = _spec(_number(float, gt=0, le=100), "the second phase's learning rate (its schedule starts afresh)")
+    features_lr_factor: float = _spec(_number(float, gt=0, le=1),
+                                      "the features' learning rate as a fraction of the head's (discriminative rates "
+                                      "for fine-tuning a pretrained model; 1: one rate)")
     batch_size: int = _spec(_number(int, ge=1, le=MAX_WIDTH), "images per optimisation step")
     scheduler: str = _spec(_choice("none", "step", "exponential", "cosine", "onecycle"), "learning-rate schedule")
     step_size: int = _spec(_number(int, ge=1, le=MAX_COUNT), "step: epochs between learning-rate drops")
     gamma: float = _spec(_number(float, gt=0, le=1), "step, exponential: factor of each learning-rate drop")
+    warmup_epochs: int = _spec(_number(int, ge=0, le=MAX_COUNT),
+                               "epochs of linear learning-rate warm-up (from lr/(n+1) up to lr) before the "
+                               "schedule, which then runs over the remaining epochs (0: none; not with onecycle)")
     grad_clip_norm: float = _spec(_number(float, ge=0, le=1e9), "clip the gradients' total norm to this (0: off)")
     grad_clip_value: float = _spec(_number(float, ge=0, le=1e9), "clip each gradient element to +-this (0: off)")
     label_smoothing: float = _spec(_number(float, ge=0, lt=1), "cross-entropy label smoothing")
+    ema_decay: float = _spec(_number(float, ge=0, lt=1),
+                             "exponential moving average of the weights, updated every step; when on (> 0) the "
+                             "averaged weights are the ones validated, saved and evaluated (0: off; 0.99 to 0.999)")
     class_weights: Any = _spec(_class_weights, "loss weight per class: none, balanced (inverse frequency) or a list")
     patience: int = _spec(_number(int, ge=0, le=MAX_COUNT),
                           "early stopping: epochs without improvement before stopping (0: off)")
@@ -497,6 +506,12 @@ def validate(raw: Any, path: Path = PARAMS_FILE) -> dict[str, Any]:
     if train.finetune_epochs and model.freeze != "features":
         raise PipelineError(f"The 'train.finetune_epochs' parameter needs model.freeze: features (the head is trained "
                             f"first, then every layer). Got {train.finetune_epochs} with model.freeze: {model.freeze}")
+    if train.warmup_epochs and train.scheduler == "onecycle":
+        raise PipelineError(f"The 'train.warmup_epochs' parameter does not apply to train.scheduler: onecycle, which "
+                            f"warms up by itself. Got {train.warmup_epochs} instead.")
+    if train.warmup_epochs >= train.epochs:
+        raise PipelineError(f"The 'train.warmup_epochs' parameter must be less than train.epochs ({train.epochs}): "
+                            f"the schedule runs after the warm-up. Got {train.warmup_epochs} instead.")
     height, width = checked["prepare"].image_size
     too_wide = [k for k in checked["augment"].blur_kernels if k > min(height, width)]
     if too_wide:  # a box blur wider than the image averages it into one grey level (and costs k² per pixel)
