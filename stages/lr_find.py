@@ -27,7 +27,7 @@ from stages.lib.device import claim_device, select_device
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.gpus import release_all
 from stages.lib.io import atomic_dir
-from stages.lib.loop import (epoch_batches, for_training, load_training_inputs, model_inputs, train_mode,
+from stages.lib.loop import (batch_inputs, epoch_batches, for_training, load_training_inputs, train_mode,
                              train_step, training_criterion)
 from stages.lib.models import InputShape, build_model
 from stages.lib.online import OnlineAugment, online_augment
@@ -100,7 +100,7 @@ def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer,
     criterion = training_criterion(params, weights, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     order = torch.Generator().manual_seed(params.seed)
-    draws = augment.generator(device, 0) if augment else None
+    draws = augment.draws(device, 0) if augment else None
     growth = (end / start) ** (1 / max(steps - 1, 1))
     lrs, losses, smoothed, average = [], [], [], 0.0
     batches: list[torch.Tensor] = []
@@ -113,8 +113,8 @@ def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer,
         lr = start * growth ** step
         for group in optimizer.param_groups:  # train.features_lr_factor: the features' group at its share
             group["lr"] = lr * group["lr_factor"]
-        logits, _ = train_step(model, model_inputs(images, normalize, amp, augment, draws), y, criterion, optimizer,
-                               trainable, params, amp)
+        inputs, targets = batch_inputs(images, y, normalize, amp, augment, draws)
+        logits, _ = train_step(model, inputs, targets, criterion, optimizer, trainable, params, amp)
         value = nn.functional.cross_entropy(logits.detach(), y).item()  # a sync per step: the stop rule needs it
         average = smoothing * average + (1 - smoothing) * value
         lrs.append(lr)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         test = lr_range_test(model, train, preprocessing.normalizer(device),
                              params.train, args.start, args.end, args.steps, log=lambda line: print(line, flush=True),
                              weights=class_weights(params.train.class_weights, train_set.labels, len(classes)),
-                             augment=online_augment(params.augment, params.train.seed))
+                             augment=online_augment(params.augment, params.train, len(classes)))
     finally:
         release_all()
     test.check(args.start, args.end)

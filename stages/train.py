@@ -80,7 +80,7 @@ def train_process(params: Params, world: World) -> None:
     topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
     check_same_inputs(world, fingerprint(
         as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology},
-        online_augment(params.augment, params.train.seed), classes,
+        online_augment(params.augment, params.train, len(classes)), classes,
         preprocessing.to_dict(), train_set.images.shape, train_set.labels, val_set.images.shape, val_set.labels))
     _, height, width, channels = train_set.images.shape
     shape = InputShape(channels, height, width, len(classes))
@@ -110,7 +110,7 @@ def train_process(params: Params, world: World) -> None:
 
         result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
                             class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                            online_augment(params.augment, params.train.seed),
+                            online_augment(params.augment, params.train, len(classes)),
                             on_epoch=publish if world.leader else None)
         if world.leader:
             write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels), world)

@@ -82,6 +82,25 @@ def test_no_host_synchronisation_per_step(resident) -> None:
     assert syncs(16) == syncs(128)  # 64 steps an epoch vs 8
 
 
+def test_erasing_and_mixing_run_on_the_gpu_without_host_syncs() -> None:
+    """Their draws: per image on the device (erasing), per batch on the host (mixing: plain numbers)."""
+    from stages.lib.online import OnlineAugment
+    augment = OnlineAugment(crop_scale=0.6, translate=0.1, hflip=True, seed=0, erasing=0.5, mixup_alpha=0.4,
+                            cutmix_alpha=1.0, num_classes=10)
+    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, device=CUDA)
+    labels = torch.randint(0, 10, (256,), device=CUDA)
+    draws = augment.draws(CUDA)
+    normalize = Normalizer((0.5,) * 3, (0.2,) * 3, CUDA)
+    augment.batch(images, labels, normalize, draws)  # warm-up
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):  # both kinds of mixing
+            x, targets = augment.batch(images, labels, normalize, draws)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.device.type == "cuda" and targets.shape == (256, 10)
+
+
 def test_online_augmentation_runs_on_the_gpu_without_host_syncs() -> None:
     from stages.lib.online import OnlineAugment
     augment = OnlineAugment(crop_scale=0.6, translate=0.1, hflip=True, seed=0)

@@ -35,7 +35,7 @@ def tiny_images(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def train_once(seed: int = 0, resident: bool = True, weights=None, **train_changes):
+def train_once(seed: int = 0, resident: bool = True, weights=None, augment=None, **train_changes):
     images, labels = tiny_images()
     defaults = {"epochs": 6, "batch_size": 16, "lr": 0.05, "scheduler": "none", "patience": 0}
     train = dataclasses.replace(PARAMS.train, seed=seed, **{**defaults, **train_changes})
@@ -43,7 +43,7 @@ def train_once(seed: int = 0, resident: bool = True, weights=None, **train_chang
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0),
                         InputShape(1, 12, 12, 3))
     result = fit(model, DeviceDataset(images, labels, CPU, resident), DeviceDataset(images[:15], labels[:15], CPU, resident),
-                 Normalizer((0.3,), (0.3,)), train, weights, log=lambda _: None)
+                 Normalizer((0.3,), (0.3,)), train, weights, log=lambda _: None, augment=augment)
     return model, result
 
 

@@ -26,7 +26,7 @@ from .distributed import World, from_leader, min_all, sum_all
 from .errors import PipelineError
 from .inference import loss_and_accuracy, memory_layout, predict_logits
 from .io import ArraySet, load_array_set, read_json
-from .online import OnlineAugment
+from .online import Draws, OnlineAugment
 from .optim import clip_gradients, make_optimizer, make_scheduler, sam_ascend, sam_descend, weight_average
 from .params import TrainParams
 from .preprocess import Normalizer, Preprocessing
@@ -151,22 +151,24 @@ def training_criterion(params: TrainParams, weights: torch.Tensor | None, device
                                label_smoothing=params.label_smoothing)
 
 
-def model_inputs(images: torch.Tensor, normalize: Normalizer, amp: bool, augment: OnlineAugment | None = None,
-                 draws: torch.Generator | None = None) -> torch.Tensor:
-    """A uint8 batch as a training step takes it: normalised, augmented (augment.online), laid out for AMP."""
-    return memory_layout(augment(normalize(images), draws) if augment else normalize(images), amp)
+def batch_inputs(images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer, amp: bool,
+                 augment: OnlineAugment | None = None, draws: Draws | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 batch as a training step takes it: normalised, augmented and mixed (OnlineAugment.batch),
+    laid out for AMP; and its targets (soft ones when mixed)."""
+    inputs, targets = augment.batch(images, labels, normalize, draws) if augment else (normalize(images), labels)
+    return memory_layout(inputs, amp), targets
 
 
-def train_step(model: nn.Module, inputs: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
+def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
                optimizer: torch.optim.Optimizer, trainable: list[torch.Tensor], params: TrainParams,
                amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch already normalised and laid out: the loss (label smoothing and
-    class weights are the criterion's), plus train.l1, backward, SAM's second pass with train.optimizer:
+    class weights are the criterion's; `targets`: labels, or soft targets of mixed images), plus train.l1, backward, SAM's second pass with train.optimizer:
     sam, gradient clipping, the optimiser's step. Returns the logits and the objective (on the device)."""
     def forward() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(inputs).float()
-        loss = criterion(out, y)
+        loss = criterion(out, targets)
         return out, (loss + params.l1 * sum(p.abs().sum() for p in trainable)) if params.l1 > 0 else loss
     logits, objective = forward()
     optimizer.zero_grad(set_to_none=True)
@@ -231,7 +233,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     judged = average.module if average is not None else model
     # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
     order = torch.Generator().manual_seed(params.seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
-    draws = augment.generator(device, world.rank + 7 * first_epoch) if augment else None
+    draws = augment.draws(device, world.rank + 7 * first_epoch) if augment else None
     history: list[EpochRecord] = []
     steps: list[tuple[int, int, float, float, float]] = []
     best_value, best_epoch, best_state = None, 0, {}
@@ -252,8 +254,8 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
                    else epoch_batches(shuffled, params.batch_size))
         for batch in batches:
             images, y = train.get(batch)
-            inputs = model_inputs(images, normalize, amp, augment, draws)
-            logits, objective = train_step(step_model, inputs, y, criterion, optimizer, trainable, params, amp)
+            inputs, targets = batch_inputs(images, y, normalize, amp, augment, draws)
+            logits, objective = train_step(step_model, inputs, targets, criterion, optimizer, trainable, params, amp)
             if average is not None:
                 average.update_parameters(model)
             # Kept on the device: no host sync per step.

@@ -231,6 +231,12 @@ class AugmentParams:
     online_translate: float = _spec(_number(float, ge=0, le=0.5),
                                     "online: the largest shift, as a share of the image's side (0: none)")
     online_hflip: bool = _spec(_boolean, "online: mirror half of the images left-right")
+    online_policy: str = _spec(_choice("none", "trivialaugment", "randaugment"),
+                               "train: torchvision's TrivialAugmentWide or RandAugment, one random op per image "
+                               "of every batch (none: off)")
+    online_erasing: float = _spec(_number(float, ge=0, le=1),
+                                  "train: the share of images of every batch with a random rectangle (2% to 33% of "
+                                  "the area) set to the mean (0: off)")
 
 
 def _pretrained(value: Any) -> str:
@@ -311,6 +317,12 @@ class TrainParams:
     grad_clip_norm: float = _spec(_number(float, ge=0, le=1e9), "clip the gradients' total norm to this (0: off)")
     grad_clip_value: float = _spec(_number(float, ge=0, le=1e9), "clip each gradient element to +-this (0: off)")
     label_smoothing: float = _spec(_number(float, ge=0, lt=1), "cross-entropy label smoothing")
+    mixup_alpha: float = _spec(_number(float, ge=0, le=100),
+                               "mixup: each batch blended with a shuffled copy, weight ~ Beta(α, α), soft targets "
+                               "alike (0: off; 0.2 to 0.4 is usual)")
+    cutmix_alpha: float = _spec(_number(float, ge=0, le=100),
+                                "cutmix: a box of a shuffled copy pasted, its share ~ Beta(α, α), soft targets "
+                                "alike (0: off; 1 is usual; with mixup, each half of the batches)")
     ema_decay: float = _spec(_number(float, ge=0, lt=1),
                              "exponential moving average of the weights, updated every step; when on (> 0) the "
                              "averaged weights are the ones validated, saved and evaluated (0: off; 0.99 to 0.999)")
