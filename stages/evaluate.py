@@ -5,7 +5,8 @@ and check the run's health. Runs on the device and with the AMP choice training 
     python -m stages.evaluate
 
 Writes metrics/eval.json: per split accuracy, top-k accuracy, loss, macro and weighted
-precision/recall/F1; avoidable bias (evaluate.target_accuracy - train accuracy) and variance
+precision/recall/F1 (with evaluate.tta, also val and test accuracy and loss under test-time
+augmentation, in `tta`); avoidable bias (evaluate.target_accuracy - train accuracy) and variance
 (train - val accuracy); and health flags. metrics/per_class.json: per split and class accuracy,
 precision, recall, F1, support (`dvc metrics show metrics/per_class.json`).
 plots/eval/: {val,test}_predictions.csv (actual, predicted: DVC's confusion template),
@@ -129,6 +130,12 @@ def main() -> None:
                      if "top_k_accuracy" in scores[split] else "")
             print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
                   f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images)")
+            if params.tta != "none" and split != "train":  # beside the plain scores, which stay the reference
+                tta_loss, tta_accuracy = loss_and_accuracy(predict_logits(model, batches, normalize, amp=amp,
+                                                                          tta=params.tta), batches.labels)
+                scores.setdefault("tta", {"mode": params.tta})[split] = {"accuracy": tta_accuracy, "loss": tta_loss}
+                print(f"evaluate: {split:<5} accuracy {tta_accuracy:.2%} with test-time augmentation ({params.tta}), "
+                      f"loss {tta_loss:.4f}")
         plot_learning_curves(history, out / "learning_curves.png", saved_epoch=checkpoint.epoch)
         findings = health_checks(scores, truths["val"], predictions["val"], classes, history,
                                  checkpoint.record["step_losses"], params)

@@ -1,6 +1,6 @@
 """Classify new images with the trained model: top-k classes with their probabilities.
 
-    python -m stages.predict IMAGE [IMAGE ...] [--model models/model.pt] [--top-k 3] [--json]
+    python -m stages.predict IMAGE [IMAGE ...] [--model models/model.pt] [--top-k 3] [--json] [--tta flip]
 
 Applies exactly the training-time preprocessing, read from the checkpoint (the one contract of
 stages/lib/preprocess.py): the prepare params (grayscale, size, resize mode, interpolation,
@@ -23,12 +23,12 @@ from stages.lib.checkpoint import Checkpoint
 from stages.lib.data import images_to_tensor
 from stages.lib.decode import read_image
 from stages.lib.errors import PipelineError, run_stage
-from stages.lib.inference import predict_logits
+from stages.lib.inference import TTA_MODES, predict_logits
 from stages.lib.io import printable
 from stages.lib.transforms import format_image
 
 
-def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
+def predict(files: list[Path], model_file: Path, top_k: int, tta: str = "none") -> list[dict]:
     """[{"image", "predictions": [{"class", "probability"}, ...]}] in the order of `files`."""
     checkpoint = Checkpoint.load(model_file)
     device, amp = checkpoint.runtime(cpu_fallback=True)  # a GPU-trained model still runs on a CPU-only machine
@@ -41,7 +41,7 @@ def predict(files: list[Path], model_file: Path, top_k: int) -> list[dict]:
           f"{len(checkpoint.classes)} classes) on {device}", file=sys.stderr, flush=True)
     model = checkpoint.build_model(device)
     normalize = checkpoint.preprocessing.normalizer(device)
-    logits = predict_logits(model, images_to_tensor(images, device), normalize, amp=amp)
+    logits = predict_logits(model, images_to_tensor(images, device), normalize, amp=amp, tta=tta)
     probabilities = torch.softmax(logits, 1).cpu()
     k = min(top_k, probabilities.shape[1])
     top = probabilities.topk(k, dim=1)
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="checkpoint (default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation: average the probabilities over the image and its mirror "
+                             "(flip) or four corner crops (crops), as evaluate.tta scores it (default: %(default)s)")
     return parser
 
 
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.top_k < 1:
         raise PipelineError(f"--top-k must be >= 1, got {args.top_k}")
-    results = predict(args.images, args.model, args.top_k)
+    results = predict(args.images, args.model, args.top_k, args.tta)
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -367,6 +367,9 @@ class EvaluateParams:
     spike_factor: float = _spec(_number(float, gt=1, le=1e6), "health: the loss (averaged over 10 steps) rising above this × "
                                                       "its lowest level is a spike")
     gallery_size: int = _spec(_number(int, ge=0, le=256), "worst misclassified val images shown in worst_val.png")
+    tta: str = _spec(_choice("none", "flip", "crops"),
+                     "test-time augmentation, scored beside the plain scores: flip (and the mirror image), crops "
+                     "(and four corner crops); none: off")
 
 
 SECTIONS: dict[str, type] = {
