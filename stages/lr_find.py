@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     device = claim_device(select_device(params.train.device))
     try:
         classes, preprocessing, train_set, _ = load_training_inputs()
+        preprocessing = preprocessing.for_weights(bool(params.model.pretrained))  # as train normalises
         _, height, width, channels = train_set.images.shape
         torch.manual_seed(params.train.seed)
         model = build_model(params.model, InputShape(channels, height, width, len(classes))).to(device)

@@ -77,6 +77,7 @@ def train_process(params: Params, world: World) -> None:
     device = claim_device(select_device(params.train.device), log, world.local_rank)
     join(world, device)
     classes, preprocessing, train_set, val_set = load_training_inputs()
+    preprocessing = preprocessing.for_weights(bool(params.model.pretrained))  # prepare.normalize: auto
     topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
     check_same_inputs(world, fingerprint(
         as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology},

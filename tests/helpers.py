@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -155,6 +156,34 @@ def make_image_folder(root: Path, classes: dict[str, int], size: tuple[int, int]
             image = np.clip(rng.normal(base, 20, size=(*size, channels)), 0, 255).astype(np.uint8)
             cv2.imwrite(str(root / name / f"img_{i:03d}{suffix}"), image)
     return root
+
+
+@contextmanager
+def served(folder: Path):
+    """A local HTTP server on 127.0.0.1 for `folder`'s files, as a weights host would serve them (with an
+    ETag, the content's md5, which `dvc import-url` records and `dvc update` compares); its base URL."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def end_headers(self) -> None:
+            path = Path(self.translate_path(self.path))
+            if path.is_file():
+                self.send_header("ETag", f'"{hashlib.md5(path.read_bytes()).hexdigest()}"')
+            super().end_headers()
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def assert_picture(path: Path, min_side: int = 100) -> np.ndarray:

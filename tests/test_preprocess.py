@@ -112,3 +112,20 @@ def test_trim_crops_a_uniform_margin_so_the_sign_fills_the_frame() -> None:
     assert difference.max() <= 8
     blank = np.full((10, 10, 1), 7, np.uint8)
     np.testing.assert_array_equal(trim_border(blank), blank)  # nothing but border: kept whole
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_normalisation_follows_the_weights(channels) -> None:
+    """imagenet: ImageNet's constants (their average for grey); auto: the train split's own, until train
+    says the weights are pretrained."""
+    images = np.random.default_rng(0).integers(0, 256, (50, 8, 8, channels), dtype=np.uint8)
+    prepare = dataclasses.replace(PREPARE, grayscale=channels == 1, image_size=(8, 8))
+    imagenet, _ = Preprocessing.measure(dataclasses.replace(prepare, normalize="imagenet"), images)
+    expected = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if channels == 3 else ((0.449,), (0.226,))
+    assert imagenet.mean == pytest.approx(expected[0], abs=1e-6) and imagenet.std == pytest.approx(expected[1], abs=1e-6)
+    standard, _ = Preprocessing.measure(dataclasses.replace(prepare, normalize="standard"), images)
+    auto, _ = Preprocessing.measure(dataclasses.replace(prepare, normalize="auto"), images)
+    assert (auto.mean, auto.std) == (standard.mean, standard.std)
+    assert auto.for_weights(pretrained=False) == auto
+    assert (auto.for_weights(pretrained=True).mean, auto.for_weights(pretrained=True).std) == (imagenet.mean, imagenet.std)
+    assert standard.for_weights(pretrained=True) == standard  # only auto follows the weights

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from stages.lib.checkpoint import Checkpoint
-from tests.helpers import (STAGES, changed_stages, copy_project, dvc, init_repo, make_image_folder,
-                           read_params, restore_baseline, set_params, stages_run)
+from tests.helpers import (ROOT, STAGES, changed_stages, copy_project, dvc, init_repo, make_image_folder,
+                           read_params, restore_baseline, served, set_params, stages_run)
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,9 @@ def folders(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, folders) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("project"), {"data": {"source": str(folders[0])}})
+    # normalize auto: standard here, until the weights are pretrained (the import test)
+    root = copy_project(tmp_path_factory.mktemp("project"), {"data": {"source": str(folders[0])},
+                                                             "prepare": {"normalize": "auto"}})
     assert stages_run(init_repo(root)) == STAGES
     return root
 
@@ -106,26 +108,43 @@ def test_switching_folders_never_restores_outputs_of_an_edited_folder(project, f
         restore_baseline(project)
 
 
-def test_replacing_the_pretrained_weights_file_reruns_train(project) -> None:
+def test_pretrained_weights_imported_by_url_train_and_dvc_update_reruns_train(project, tmp_path) -> None:
+    """README "Pretrained weights": `dvc import-url` records the URL and its ETag, `model.pretrained` names
+    the file (any torchvision classifier is one param away), `prepare.normalize: auto` follows the
+    weights; the host's new file comes with `dvc update`, and train reruns. Served from 127.0.0.1."""
     import torchvision
-    weights = project / "models/pretrained/start.pth"
+    from stages.lib.preprocess import imagenet_stats
+    host, name = tmp_path / "host", "shufflenet-start.pth"
+    host.mkdir()
 
-    def save_weights(seed: int) -> None:
+    def publish(seed: int) -> None:
         torch.manual_seed(seed)
-        torch.save(torchvision.models.shufflenet_v2_x0_5(weights=None).state_dict(), weights)
-
+        torch.save(torchvision.models.shufflenet_v2_x0_5(weights=None).state_dict(), host / name)
+    recipe = (ROOT / "README.md").read_text()
+    assert "dvc import-url https://download.pytorch.org/models/resnet18-f37072fd.pth models/pretrained/" in recipe
+    assert "dvc update models/pretrained/resnet18-f37072fd.pth.dvc" in recipe
+    imported = project / "models/pretrained" / f"{name}.dvc"
     try:
-        save_weights(0)
-        # A torchvision model is one param away (and its weights file a dependency of train).
-        set_params(project, model={"name": "shufflenet_v2_x0_5", "pretrained": "start.pth"}, train={"epochs": 1})
-        result = dvc("repro", "train", cwd=project)
-        assert stages_run(result) == ["train"] and "train: shufflenet_v2_x0_5" in result.stdout
-        assert changed_stages(project) == {"evaluate"}  # the new model: evaluate is next
-        save_weights(1)
+        publish(0)
+        with served(host) as url:
+            dvc("import-url", f"{url}/{name}", f"models/pretrained/{name}", cwd=project)
+            assert f"{url}/{name}" in imported.read_text() and "checksum:" in imported.read_text()  # URL and ETag
+            set_params(project, model={"name": "shufflenet_v2_x0_5", "pretrained": name}, train={"epochs": 1})
+            result = dvc("repro", "train", cwd=project)
+            assert stages_run(result) == ["train"] and "train: shufflenet_v2_x0_5" in result.stdout
+            # auto: ImageNet's constants, since the weights are pretrained (grey images: their average; the
+            # weights' first conv sums its RGB filters)
+            assert Checkpoint.load(project / "models/model.pt").preprocessing.mean == imagenet_stats(1)[0]
+            assert changed_stages(project) == {"evaluate"}
+            publish(1)  # the host's file changes; the workspace's does not until `dvc update`
+            assert changed_stages(project) == {"evaluate"}
+            dvc("update", str(imported.relative_to(project)), cwd=project)
         status = dvc("status", cwd=project).stdout
         assert "train:" in status and "modified:           models/pretrained" in status, status
+        assert (project / "models/pretrained" / name).read_bytes() == (host / name).read_bytes()
     finally:
-        weights.unlink(missing_ok=True)
+        for leftover in (imported, project / "models/pretrained" / name, project / "models/pretrained/.gitignore"):
+            leftover.unlink(missing_ok=True)
         restore_baseline(project)
 
 

@@ -10,6 +10,7 @@ x' = (x / 255 - mean) / std:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,16 @@ class Normalizer:
         return batch.float() * self.scale - self.shift
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # RGB, what torchvision's weights saw
+
+
+def imagenet_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's per-channel mean and std; for grey images (R = G = B) their averages."""
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (round(sum(IMAGENET_MEAN) / 3, 6),), (round(sum(IMAGENET_STD) / 3, 6),)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     image: PrepareParams          # colour, size, resize mode, interpolation, padding, normalisation mode
@@ -66,14 +77,26 @@ class Preprocessing:
 
     @classmethod
     def measure(cls, params: PrepareParams, train_images: np.ndarray) -> tuple[Preprocessing, dict]:
-        """The contract for `params`, normalised by the prepared train images; also their raw stats."""
+        """The contract for `params`, normalised by the prepared train images (or ImageNet's constants);
+        also their raw stats. `auto` is measured as `standard` here; train swaps in ImageNet's
+        constants when it starts from pretrained weights (for_weights)."""
         stats = channel_stats(train_images)
         if params.normalize == "minmax":
             mean, std = stats["min"], [hi - lo for lo, hi in zip(stats["min"], stats["max"])]
+        elif params.normalize == "imagenet":
+            mean, std = imagenet_stats(train_images.shape[-1])
         else:
             mean, std = stats["mean"], stats["std"]
         # A blank channel (std 0) divides by 1e-6, not by zero.
         return cls(params, tuple(mean), tuple(max(s, 1e-6) for s in std)), stats
+
+    def for_weights(self, pretrained: bool) -> Preprocessing:
+        """prepare.normalize: auto follows the weights: ImageNet's constants for pretrained ones (what
+        they were trained on), the train split's own otherwise. Train records the result in the checkpoint."""
+        if self.image.normalize != "auto" or not pretrained:
+            return self
+        mean, std = imagenet_stats(len(self.mean))
+        return dataclasses.replace(self, mean=mean, std=std)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
