@@ -107,7 +107,7 @@ def test_unknown_section(tmp_path) -> None:
     ("prepare", "resize", "letterbox", "The 'prepare.resize' parameter must be one of stretch, crop, pad."),
     ("prepare", "pad_value", 256, "The 'prepare.pad_value' parameter must be an integer >= 0 and <= 255."),
     ("prepare", "interpolation", "lanczos", "The 'prepare.interpolation' parameter must be one of auto, nearest"),
-    ("prepare", "normalize", "zscore", "The 'prepare.normalize' parameter must be one of standard, minmax."),
+    ("prepare", "normalize", "zscore", "The 'prepare.normalize' parameter must be one of standard, minmax, imagenet, auto."),
     ("augment", "rotation", -5, "The 'augment.rotation' parameter must be a float >= 0 and <= 180."),
     ("augment", "noise_std", float("nan"), "The 'augment.noise_std' parameter must be a float >= 0 and <= 255."),
     ("augment", "clones", 0, "The 'augment.clones' parameter must be an integer >= 1 and <= 1000."),
