@@ -51,7 +51,7 @@ def lr_experiment(project) -> subprocess.CompletedProcess:
 
 def test_repro_writes_every_output(project) -> None:
     for path in ["data/raw/0", "data/split/classes.json", "data/prepared/stats.json",
-                 "data/augmented/train/images.npy", "models/model.pt", "metrics/train.json",
+                 "data/augmented/train/images.npy", "models/model.pt", "models/model.pt2", "metrics/train.json",
                  "metrics/eval.json", "metrics/per_class.json", "metrics/summary.json", "metrics/time.json",
                  "plots/train/history.csv", "plots/eval/confusion_test.png", "plots/eval/learning_curves.png",
                  "plots/eval/weights.png", "plots/eval/first_layer.png", "plots/eval/feature_maps.png"]:
@@ -119,7 +119,7 @@ def test_no_val_or_test_image_reaches_training(project) -> None:
 
 
 def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> None:
-    assert stages_run(lr_experiment) == ["train", "evaluate"]
+    assert stages_run(lr_experiment) == ["train", "evaluate", "export"]
     # The run ends with one summary block: test accuracy, macro F1, the health verdict.
     block = re.search(r"^─+\ntest accuracy  (\S+)%.*\nmacro F1       (\S+)\nhealth         (.+)\n", lr_experiment.stdout, re.M)
     assert block, lr_experiment.stdout
@@ -499,7 +499,7 @@ def ddp_experiment(project) -> dict:
 
 
 def test_two_data_parallel_processes_match_one(project, ddp_experiment) -> None:
-    assert stages_run(ddp_experiment["result"]) == ["train", "evaluate"]
+    assert stages_run(ddp_experiment["result"]) == ["train", "evaluate", "export"]
     assert "train: starting 2 processes with torchrun" in ddp_experiment["result"].stdout
     assert ddp_experiment["result"].stdout.count("epoch  10/10") == 1  # rank 0 alone reports
     single = json.loads((project / "metrics/summary.json").read_text())["test_acc"]

@@ -10,6 +10,7 @@ SPLIT_DIR = Path("data/split")              # {train,val,test}.csv (path,label) 
 PREPARED_DIR = Path("data/prepared")        # {train,val,test}/ arrays + stats.json
 AUGMENTED_DIR = Path("data/augmented")      # train/ arrays: prepared train + augmented copies
 MODEL_FILE = Path("models/model.pt")        # checkpoint: weights, classes, input shape, normalisation
+EXPORTED_MODEL = Path("models/model.pt2")   # the export stage's torch.export program, for serving
 SUMMARY_METRICS = Path("metrics/summary.json")  # the handful dvc exp show compares runs by (declared metrics)
 TIME_METRICS = Path("metrics/time.json")    # training wall time (declared metrics)
 TRAIN_METRICS = Path("metrics/train.json")  # the detail: `dvc metrics show metrics/<file>` reads each

@@ -1,0 +1,79 @@
+"""Stage export: the trained model with its normalisation as one self-contained file for serving.
+
+    python -m stages.export          # dvc repro runs it after train
+
+Writes models/model.pt2, a `torch.export` program (no Python class of this project needed to run
+it): it takes uint8 images N×C×H×W, already at the prepared size and colour (prepare's params,
+recorded beside it), normalises them as training did and returns the logits. Beside the program,
+in the same file: classes.json (the class names, in logit order) and preprocessing.json (the
+prepare params and normalisation: what to do to a photo before it goes in). Read it with
+
+    from stages.export import load_exported
+    program, classes, preprocessing = load_exported("models/model.pt2")
+    logits = program(images)        # uint8 N×C×H×W
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stages.lib import paths
+from stages.lib.checkpoint import Checkpoint
+from stages.lib.errors import PipelineError, run_stage
+from stages.lib.io import atomic_file
+
+PARAMS: tuple[str, ...] = ()  # everything it needs is in the checkpoint
+DEPS = (paths.MODEL_FILE,)
+OUTS = (paths.EXPORTED_MODEL,)
+MAX_BATCH = 65_536  # the exported program takes any batch from 1 image to this many
+
+
+class Served(nn.Module):
+    """uint8 N×C×H×W -> logits: the training-time normalisation, then the model (in eval mode)."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, -1, 1, 1)))
+        self.register_buffer("shift", torch.tensor(mean).view(1, -1, 1, 1) / torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.float() * self.scale - self.shift)
+
+
+def export_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
+    """Write `checkpoint`'s model as a torch.export program (CPU, float32) with its classes and preprocessing."""
+    served = Served(checkpoint.build_model(torch.device("cpu")), checkpoint.preprocessing.mean,
+                    checkpoint.preprocessing.std).eval()
+    example = torch.zeros((2, *checkpoint.preprocessing.input_shape), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    try:
+        program = torch.export.export(served, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # torch.export names the construct it cannot trace
+        raise PipelineError(f"{checkpoint.model.name} cannot be exported with torch.export: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
+    extra = {"classes.json": json.dumps(checkpoint.classes),
+             "preprocessing.json": json.dumps(checkpoint.preprocessing.to_dict())}
+    with atomic_file(path) as tmp:
+        torch.export.save(program, tmp, extra_files=extra)
+
+
+def load_exported(path: Path | str) -> tuple[nn.Module, list[str], dict]:
+    """The exported program as a callable module, the class names and the preprocessing dict."""
+    extra = {"classes.json": "", "preprocessing.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    return program.module(), json.loads(extra["classes.json"]), json.loads(extra["preprocessing.json"])
+
+
+def main() -> None:
+    checkpoint = Checkpoint.load(paths.MODEL_FILE)
+    export_checkpoint(checkpoint, paths.EXPORTED_MODEL)
+    print(f"export: {paths.EXPORTED_MODEL} ({checkpoint.model.name}, {len(checkpoint.classes)} classes, uint8 "
+          f"N×{'×'.join(map(str, checkpoint.preprocessing.input_shape))} in, logits out)")
+
+
+if __name__ == "__main__":
+    run_stage(main)
