@@ -14,9 +14,8 @@ from tests.helpers import ROOT, copy_project, dvc, git, run
 pytestmark = pytest.mark.integration
 
 EDITS = [  # (the -S arguments of one experiment, what the params must then say)
-    (["augment.blur_kernels=[3,5]"], {"augment.blur_kernels": (3, 5)}),
-    (["augment.blur_kernels=[]", "model.hidden=[64]"], {"augment.blur_kernels": (), "model.hidden": (64,)}),
-    (["+split.merge.cat=animal", "split.drop=[dog]"], {"split.merge": (("cat", "animal"),), "split.drop": ("dog",)}),
+    (["augment.blur_kernels=[]", "model.hidden=[64]", "+split.merge.cat=animal", "split.drop=[dog]"],
+     {"augment.blur_kernels": (), "model.hidden": (64,), "split.merge": (("cat", "animal"),), "split.drop": ("dog",)}),
     (["split.drop=[]", "model.head=[32,16]", "prepare.image_size=[20,24]"],
      {"split.drop": (), "model.head": (32, 16), "prepare.image_size": (20, 24)}),
     (["model.head=[]", "model.pool_after=[]", "train.class_weights=[1,2]"],

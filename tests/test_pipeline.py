@@ -321,7 +321,7 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
                     raise
         raise AssertionError("unreachable")
     baseline = json.loads((project / "metrics/summary.json").read_text())["test_acc"]
-    call("-m", "dvc", "exp", "run", "--queue", "-n", "live", "-S", "train.epochs=30", "-S", "train.batch_size=16",
+    call("-m", "dvc", "exp", "run", "--queue", "-n", "live", "-S", "train.epochs=20", "-S", "train.batch_size=16",
          "-S", "model.hidden=[512,512]", "-S", "train.lr=0.01")  # about half a second an epoch
     # The worker it starts keeps running: no pipes to wait on.
     subprocess.run([sys.executable, "-m", "dvc", "queue", "start"], cwd=project, env=quiet, check=True,
@@ -339,18 +339,18 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
             time.sleep(0.5)
             continue
         if row["test_acc"] not in ("", "!"):
-            if row["epoch"] == "30":
+            if row["epoch"] == "20":
                 continue  # trained: its own scores, evaluate has run
             # The baseline's files, as DVC copied them: only before training starts (DVC's set-up, then
             # the second it takes the train stage to start and remove them), never once it trains.
             assert row["test_acc"] == str(baseline) and not epochs_seen, polls
             continue
         time.sleep(0.5)  # a core left to training between polls
-        if row["epoch"] not in ("", "!") and int(row["epoch"]) < 30:
+        if row["epoch"] not in ("", "!") and int(row["epoch"]) < 20:
             epochs_seen.add(int(row["epoch"]))
             if not logged:
-                lines = re.findall(r"^epoch +\d+/30", call("-m", "dvc", "queue", "logs", "live"), re.M)
-                logged = 0 < len(lines) < 30
+                lines = re.findall(r"^epoch +\d+/20", call("-m", "dvc", "queue", "logs", "live"), re.M)
+                logged = 0 < len(lines) < 20
             if not reported:
                 table = call("-m", "stages.report")
                 (line,) = [line for line in table.splitlines() if line.startswith("| live |")]
@@ -359,7 +359,7 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
     assert len(epochs_seen) >= 2, repr(polls)  # it moved while it trained
     assert logged and reported
     finished = experiment_data(project, "live")["data"]["metrics"]
-    assert finished["metrics/time.json"]["data"]["epoch"] == 30 and "metrics/summary.json" in finished
+    assert finished["metrics/time.json"]["data"]["epoch"] == 20 and "metrics/summary.json" in finished
     stop_queue_workers(project)
 
 

@@ -1,0 +1,190 @@
+"""Benchmark: the small-photo-set knobs on real photos, from scratch on the CPU, 3 seeds each.
+
+    python -m benchmarks.photos --source PATH/hymenoptera_data      # about 15 minutes on 2 cores
+
+The photos: PyTorch's transfer-learning tutorial set, ants and bees (hymenoptera_data: train/ with
+245 photos, val/ with 153; JPEGs of about 500×350). It is not in this repository: get it from
+https://download.pytorch.org/tutorial/hymenoptera_data.zip (47 MB) or any public copy of that
+folder. Here its val/ is the test set (153 photos, never seen in training) and the pipeline carves
+its own val split out of train/.
+
+Each row trains and evaluates with the pipeline's own stages (`python -m stages.train`, `evaluate`)
+in a scratch copy of the project, on the same prepared 64×64 colour arrays, with `train.seed` 0, 1
+and 2: the recipe below, then each new knob alone on top of it, then the best combination. The
+last row is a plain PyTorch loop (a DataLoader with torchvision's per-image transforms and its
+batch MixUp/CutMix) with the combination's recipe, the same model, optimiser and epochs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ruamel.yaml import YAML
+
+from benchmarks.plain import plain_epoch
+from benchmarks.scratch import ROOT, run_tool, train_and_evaluate
+
+# Today's best from-scratch recipe for a small photo folder: a CNN with batch norm, online crops,
+# shifts and mirrors, the cosine schedule.
+RECIPE = {
+    "data": {"source": None},
+    "prepare": {"grayscale": False, "image_size": 64},
+    "augment": {"blur_kernels": [], "online": True, "online_hflip": True, "online_crop_scale": 0.6},
+    "model": {"name": "cnn", "filters": [32, 64, 128], "pool_after": [1, 2, 3], "batch_norm": True, "dropout": 0.3,
+              "hidden": [128]},
+    "train": {"epochs": 40, "batch_size": 32, "lr": 0.02, "scheduler": "cosine"},
+}
+KNOBS = {  # each alone on top of the recipe
+    "mixup_alpha 0.2": {"train": {"mixup_alpha": 0.2}},
+    "cutmix_alpha 1.0": {"train": {"cutmix_alpha": 1.0}},
+    "online_policy trivialaugment": {"augment": {"online_policy": "trivialaugment"}},
+    "online_erasing 0.25": {"augment": {"online_erasing": 0.25}},
+    "ema_decay 0.99": {"train": {"ema_decay": 0.99}},
+    "warmup_epochs 3": {"train": {"warmup_epochs": 3}},
+    "tta flip": {"evaluate": {"tta": "flip"}},
+}
+SEEDS = (0, 1, 2)
+
+
+def merged(*changes: dict) -> dict:
+    out: dict = {}
+    for change in changes:
+        for section, values in change.items():
+            out.setdefault(section, {}).update(values)
+    return out
+
+
+def write_params(work: Path, changes: dict) -> None:
+    yaml = YAML()
+    params = yaml.load((ROOT / "params.yaml").read_text())
+    for section, values in changes.items():
+        for key, value in values.items():
+            params[section][key] = value
+    with (work / "params.yaml").open("w") as f:
+        yaml.dump(params, f)
+
+
+def run_config(work: Path, changes: dict) -> dict:
+    """Train and evaluate each seed; test accuracy (with TTA when on) and the training seconds."""
+    accuracies, seconds = [], []
+    for seed in SEEDS:
+        write_params(work, merged(changes, {"train": {"seed": seed}}))
+        train_and_evaluate(work)
+        scores = json.loads((work / "metrics/eval.json").read_text())
+        accuracies.append(scores["tta"]["test"]["accuracy"] if "tta" in scores else scores["test"]["accuracy"])
+        seconds.append(json.loads((work / "metrics/train.json").read_text())["seconds"])
+    return {"accuracies": accuracies, "seconds": statistics.mean(seconds)}
+
+
+def plain_loop(work: Path, changes: dict) -> dict:
+    """The textbook loop with torchvision's transforms for the same recipe: per-image crops, flips,
+    TrivialAugment and erasing in a DataLoader, MixUp/CutMix per batch, the last epoch's weights."""
+    from torchvision.transforms import v2
+
+    from stages.lib.io import load_array_set
+    from stages.lib.models import InputShape, build_model
+    from stages.lib.params import load_params
+    from stages.lib.preprocess import Preprocessing
+    params = load_params("model", "train", "augment", path=work / "params.yaml")
+    train_set, test_set = (load_array_set(work / f"data/{d}") for d in ("augmented/train", "prepared/test"))
+    preprocessing = Preprocessing.read(work / "data/prepared/stats.json")
+    mean, std = preprocessing.mean, preprocessing.std
+    augment = params.augment
+    per_image = v2.Compose([
+        v2.RandomResizedCrop(64, scale=(augment.online_crop_scale, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+        *([v2.TrivialAugmentWide()] if augment.online_policy == "trivialaugment" else []),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
+        *([v2.RandomErasing(p=augment.online_erasing)] if augment.online_erasing else [])])
+    mixers = []
+    if params.train.mixup_alpha:
+        mixers.append(v2.MixUp(alpha=params.train.mixup_alpha, num_classes=2))
+    if params.train.cutmix_alpha:
+        mixers.append(v2.CutMix(alpha=params.train.cutmix_alpha, num_classes=2))
+    images = torch.from_numpy(np.ascontiguousarray(train_set.images.transpose(0, 3, 1, 2)))
+    labels = torch.from_numpy(train_set.labels.astype(np.int64))
+
+    class Photos(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(labels)
+
+        def __getitem__(self, i: int):
+            return per_image(images[i]), labels[i]
+    mix = v2.RandomChoice(mixers) if mixers else None
+    collate = (lambda batch: mix(*torch.utils.data.default_collate(batch))) if mix else None
+    test_x = (torch.from_numpy(test_set.images.transpose(0, 3, 1, 2).copy()).float() / 255
+              - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    accuracies, seconds = [], []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        model = build_model(params.model, InputShape(3, 64, 64, 2))
+        loader = torch.utils.data.DataLoader(Photos(), batch_size=params.train.batch_size, shuffle=True,
+                                             collate_fn=collate)
+        optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr, momentum=params.train.momentum,
+                                    weight_decay=params.train.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.train.epochs)
+        started = time.perf_counter()
+        for _ in range(params.train.epochs):
+            plain_epoch(model, loader, optimizer)
+            schedule.step()
+        seconds.append(time.perf_counter() - started)
+        model.eval()
+        with torch.no_grad():
+            accuracies.append(float((model(test_x).argmax(1).numpy() == test_set.labels).mean()))
+    return {"accuracies": accuracies, "seconds": statistics.mean(seconds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="the hymenoptera_data folder (train/, val/)")
+    parser.add_argument("--best", nargs="*", default=None,
+                        help="knobs (names of KNOBS) for the combination row (default: each one that beat the recipe)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        photos = work / "photos"  # train/ as given, val/ as the test set: the pipeline's train/test layout
+        shutil.copytree(args.source / "train", photos / "train")
+        shutil.copytree(args.source / "val", photos / "test")
+        shutil.copytree(ROOT / "stages", work / "stages")
+        recipe = merged(RECIPE, {"data": {"source": str(photos)}})
+        write_params(work, recipe)
+        for stage in ("ingest", "split", "prepare", "augment"):
+            run_tool(work, f"from stages.lib.errors import run_stage; from stages import {stage}; "
+                           f"run_stage({stage}.main)")
+        classes = len(json.loads((work / "data/split/classes.json").read_text()))
+        results = {"recipe": run_config(work, recipe)}
+        print_row("recipe", results["recipe"], None)
+        for name, change in KNOBS.items():
+            results[name] = run_config(work, merged(recipe, change))
+            print_row(name, results[name], results["recipe"])
+        base = statistics.mean(results["recipe"]["accuracies"])
+        best = args.best if args.best is not None else [
+            n for n in KNOBS if statistics.mean(results[n]["accuracies"]) > base]
+        combination = merged(recipe, *(KNOBS[n] for n in best))
+        label = "combination: " + (", ".join(best) or "none")
+        results[label] = run_config(work, combination)
+        print_row(label, results[label], results["recipe"])
+        write_params(work, combination)
+        results["plain loop, combination"] = plain_loop(work, combination)
+        print_row("plain loop, combination", results["plain loop, combination"], results["recipe"])
+    print(f"{classes} classes; test: the 153 photos of val/; {RECIPE['train']['epochs']} epochs; "
+          f"seeds {', '.join(map(str, SEEDS))}")
+
+
+def print_row(name: str, result: dict, base: dict | None) -> None:
+    mean = statistics.mean(result["accuracies"])
+    spread = statistics.stdev(result["accuracies"])
+    delta = "" if base is None else f"  {100 * (mean - statistics.mean(base['accuracies'])):+.1f} points"
+    print(f"{name:38} test accuracy {100 * mean:5.1f}% ± {100 * spread:.1f}  "
+          f"({', '.join(f'{100 * a:.1f}' for a in result['accuracies'])})  train {result['seconds']:.0f} s{delta}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
