@@ -42,8 +42,10 @@ def set_param(work: Path, section: str, key: str, value) -> None:
 def run_tool(work: Path, code: str, environment: dict[str, str] | None = None) -> str:
     """Python `code` run in `work` with its stages importable; its stdout."""
     env = {**os.environ, **(environment or {}), "PYTHONPATH": str(work)}
-    return subprocess.run([sys.executable, "-c", code], cwd=work, env=env, check=True, capture_output=True,
-                          text=True).stdout
+    result = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{code} failed in {work}:\n{result.stderr.strip()}")
+    return result.stdout
 
 
 def train_and_evaluate(work: Path, environment: dict[str, str] | None = None, prelude: str = "") -> dict:

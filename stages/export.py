@@ -14,6 +14,7 @@ prepare params and normalisation: what to do to a photo before it goes in). Read
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def export_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
                             f"{' '.join(str(exc).split())[:300]}") from None
     extra = {"classes.json": json.dumps(checkpoint.classes),
              "preprocessing.json": json.dumps(checkpoint.preprocessing.to_dict())}
+    buffer = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer; the file is written atomically
+    torch.export.save(program, buffer, extra_files=extra)
     with atomic_file(path) as tmp:
-        torch.export.save(program, tmp, extra_files=extra)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_exported(path: Path | str) -> tuple[nn.Module, list[str], dict]:
