@@ -1,8 +1,10 @@
-"""Stage export: the trained model with its normalisation as one self-contained file for serving.
+"""Export the trained model with its normalisation as one self-contained file for serving.
 
-    python -m stages.export          # dvc repro runs it after train
+    python -m stages.export [--model models/model.pt] [--output models/model.pt2]
 
-Writes models/model.pt2, a `torch.export` program (no Python class of this project needed to run
+Not a DVC stage (it would add seconds to every experiment): run it on the checkpoint you serve,
+the workspace's or one fetched from the registry (`dvc artifacts get . classifier --stage prod`).
+Writes a `torch.export` program (no Python class of this project needed to run
 it): it takes uint8 images N×C×H×W, already at the prepared size and colour (prepare's params,
 recorded beside it), normalises them as training did and returns the logits. Beside the program,
 in the same file: classes.json (the class names, in logit order) and preprocessing.json (the
@@ -14,6 +16,7 @@ prepare params and normalisation: what to do to a photo before it goes in). Read
 """
 from __future__ import annotations
 
+import argparse
 import io
 import json
 from pathlib import Path
@@ -26,9 +29,6 @@ from stages.lib.checkpoint import Checkpoint
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.io import atomic_file
 
-PARAMS: tuple[str, ...] = ()  # everything it needs is in the checkpoint
-DEPS = (paths.MODEL_FILE,)
-OUTS = (paths.EXPORTED_MODEL,)
 MAX_BATCH = 65_536  # the exported program takes any batch from 1 image to this many
 
 
@@ -71,10 +71,19 @@ def load_exported(path: Path | str) -> tuple[nn.Module, list[str], dict]:
     return program.module(), json.loads(extra["classes.json"]), json.loads(extra["preprocessing.json"])
 
 
-def main() -> None:
-    checkpoint = Checkpoint.load(paths.MODEL_FILE)
-    export_checkpoint(checkpoint, paths.EXPORTED_MODEL)
-    print(f"export: {paths.EXPORTED_MODEL} ({checkpoint.model.name}, {len(checkpoint.classes)} classes, uint8 "
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stages.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="checkpoint (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=paths.EXPORTED_MODEL,
+                        help="the program file to write, .pt2 (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    checkpoint = Checkpoint.load(args.model)
+    export_checkpoint(checkpoint, args.output)
+    print(f"export: {args.output} ({checkpoint.model.name}, {len(checkpoint.classes)} classes, uint8 "
           f"N×{'×'.join(map(str, checkpoint.preprocessing.input_shape))} in, logits out)")
 
 

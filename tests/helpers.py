@@ -66,7 +66,7 @@ def changed_stages(root: Path) -> set[str]:
     return set(json.loads(dvc("status", "--json", cwd=root).stdout))
 
 
-STAGES = ["ingest", "split", "prepare", "augment", "train", "evaluate", "export"]
+STAGES = ["ingest", "split", "prepare", "augment", "train", "evaluate"]
 
 
 def stages_run(result: subprocess.CompletedProcess) -> list[str]:

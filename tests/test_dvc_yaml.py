@@ -67,8 +67,8 @@ def test_every_param_is_read_by_some_stage() -> None:
     assert covered == every_key and all(entry.split(".")[0] in SECTIONS for entry in declared)
 
 
-def test_pipeline_order_is_ingest_to_evaluate_then_export() -> None:
-    assert list(STAGES) == ["ingest", "split", "prepare", "augment", "train", "evaluate", "export"]
+def test_pipeline_order_is_ingest_to_evaluate() -> None:
+    assert list(STAGES) == ["ingest", "split", "prepare", "augment", "train", "evaluate"]
 
 
 def test_top_level_plots_point_at_stage_outputs() -> None:

@@ -1,4 +1,4 @@
-"""The export stage's refusals; what models/model.pt2 computes is checked on the pipeline's own
+"""python -m stages.export's refusals; what the program computes is checked on the pipeline's model
 (tests/test_pipeline.py: test_the_exported_program_gives_the_checkpoints_logits_on_the_test_split)."""
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def lr_experiment(project) -> subprocess.CompletedProcess:
 
 def test_repro_writes_every_output(project) -> None:
     for path in ["data/raw/0", "data/split/classes.json", "data/prepared/stats.json",
-                 "data/augmented/train/images.npy", "models/model.pt", "models/model.pt2", "metrics/train.json",
+                 "data/augmented/train/images.npy", "models/model.pt", "metrics/train.json",
                  "metrics/eval.json", "metrics/per_class.json", "metrics/summary.json", "metrics/time.json",
                  "plots/train/history.csv", "plots/eval/confusion_test.png", "plots/eval/learning_curves.png",
                  "plots/eval/weights.png", "plots/eval/first_layer.png", "plots/eval/feature_maps.png"]:
@@ -119,7 +119,7 @@ def test_no_val_or_test_image_reaches_training(project) -> None:
 
 
 def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> None:
-    assert stages_run(lr_experiment) == ["train", "evaluate", "export"]
+    assert stages_run(lr_experiment) == ["train", "evaluate"]
     # The run ends with one summary block: test accuracy, macro F1, the health verdict.
     block = re.search(r"^─+\ntest accuracy  (\S+)%.*\nmacro F1       (\S+)\nhealth         (.+)\n", lr_experiment.stdout, re.M)
     assert block, lr_experiment.stdout
@@ -298,15 +298,16 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
     assert failed.stderr.strip() == "error: broken.png: not a readable image (corrupt or not PNG/JPEG/BMP/WebP/TIFF)"
 
 
-def test_the_exported_program_gives_the_checkpoints_logits_on_the_test_split(project) -> None:
-    """models/model.pt2, made by the export stage: the checkpoint's logits for any batch size, without
-    this project's model code; its class names and preprocessing travel inside."""
-    from stages.export import load_exported
+def test_the_exported_program_gives_the_checkpoints_logits_on_the_test_split(project, tmp_path) -> None:
+    """python -m stages.export on the pipeline's model: the checkpoint's logits for any batch size,
+    without this project's model code; its class names and preprocessing travel inside."""
+    from stages.export import export_checkpoint, load_exported
     from stages.lib.checkpoint import Checkpoint
     from stages.lib.data import DeviceDataset
     from stages.lib.inference import predict_logits
     checkpoint = Checkpoint.load(project / "models/model.pt")
-    program, classes, preprocessing = load_exported(project / "models/model.pt2")
+    export_checkpoint(checkpoint, tmp_path / "served.pt2")
+    program, classes, preprocessing = load_exported(tmp_path / "served.pt2")
     test = load_array_set(project / "data/prepared/test")
     data = DeviceDataset(test.images, test.labels, torch.device("cpu"))
     expected = predict_logits(checkpoint.build_model(torch.device("cpu")), data, checkpoint.preprocessing.normalizer())
@@ -425,6 +426,17 @@ def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) 
                  project)
     top = [image["predictions"][0]["class"] for image in json.loads(result.stdout)]
     assert top.count("3") >= 4, top  # the fetched model classifies
+    # Exported for serving, the fetched model classifies those images alike (README "The model registry").
+    from stages import export
+    export.main(["--model", str(tmp_path / "prod.pt"), "--output", str(tmp_path / "prod.pt2")])
+    program, classes, _ = export.load_exported(tmp_path / "prod.pt2")
+    from stages.lib.decode import read_image
+    from stages.lib.transforms import format_image
+    from stages.lib.checkpoint import Checkpoint
+    image_params = Checkpoint.load(tmp_path / "prod.pt").preprocessing.image
+    batch = torch.from_numpy(np.stack([format_image(read_image(Path(t)), image_params) for t in threes])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        assert [classes[i] for i in program(batch.contiguous()).argmax(1).tolist()] == top
 
 
 def experiment_data(root: Path, name: str) -> dict:
@@ -439,8 +451,8 @@ def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_l
     diverging = run([sys.executable, "-m", "stages.lr_find", "--start", "100", "--end", "1000"], project, check=False)
     assert diverging.returncode == 1 and "suggested" not in diverging.stdout
     assert diverging.stderr.startswith("error: the loss never decreased") and "lower --start" in diverging.stderr
-    result = run([sys.executable, "-m", "stages.lr_find", "--steps", "50"], project)
-    assert "lr_find: step 5/50: lr " in result.stdout  # progress while it runs, every tenth of the steps
+    result = run([sys.executable, "-m", "stages.lr_find", "--steps", "100"], project)
+    assert "lr_find: step 10/100: lr " in result.stdout  # progress while it runs, every tenth of the steps
     suggestion = float(re.search(r"suggested train.lr ([0-9.e+-]+)", result.stdout).group(1))
     assert f"dvc exp run -S train.lr={suggestion:.3g}" in result.stdout
     table = pd.read_csv(project / "plots/lr_find/lr_find.csv")
@@ -519,7 +531,7 @@ def ddp_experiment(project) -> dict:
 
 
 def test_two_data_parallel_processes_match_one(project, ddp_experiment) -> None:
-    assert stages_run(ddp_experiment["result"]) == ["train", "evaluate", "export"]
+    assert stages_run(ddp_experiment["result"]) == ["train", "evaluate"]
     assert "train: starting 2 processes with torchrun" in ddp_experiment["result"].stdout
     assert ddp_experiment["result"].stdout.count("epoch  10/10") == 1  # rank 0 alone reports
     single = json.loads((project / "metrics/summary.json").read_text())["test_acc"]

@@ -36,9 +36,9 @@ RUN_BY = {
     "stages.lib.online:online_augment": {"train"},
     "stages.lib.inference:predict_logits": {"train", "evaluate"},  # train: its val scores each epoch
     "stages.lr_find:lr_range_test": set(),
-    "stages.lib.io:staged_outputs": {"ingest", "split", "prepare", "augment", "train", "evaluate", "export"},
-    "stages.export:export_checkpoint": {"export"},
-    "stages.lib.checkpoint:Checkpoint": {"train", "evaluate", "export"},
+    "stages.lib.io:staged_outputs": {"ingest", "split", "prepare", "augment", "train", "evaluate"},
+    "stages.export:export_checkpoint": set(),  # a tool, run on the checkpoint one serves
+    "stages.lib.checkpoint:Checkpoint": {"train", "evaluate"},
 }
 
 STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
