@@ -163,8 +163,9 @@ def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, cr
                optimizer: torch.optim.Optimizer, trainable: list[torch.Tensor], params: TrainParams,
                amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch already normalised and laid out: the loss (label smoothing and
-    class weights are the criterion's; `targets`: labels, or soft targets of mixed images), plus train.l1, backward, SAM's second pass with train.optimizer:
-    sam, gradient clipping, the optimiser's step. Returns the logits and the objective (on the device)."""
+    class weights are the criterion's; `targets`: labels, or soft targets of mixed images), plus
+    train.l1, backward, SAM's second pass with train.optimizer: sam, gradient clipping, the
+    optimiser's step. Returns the logits and the objective (on the device)."""
     def forward() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(inputs).float()
