@@ -154,7 +154,7 @@ def stream_benchmark(args: argparse.Namespace) -> None:
             results[mode] = (speed, total, anon, hwm)
             print(f"  {mode:>8}: {speed:>8,.0f} images/s in the steps, {total:.1f}s with loading; "
                   f"peak anonymous memory {anon:,.0f} MiB, peak resident {hwm:,.0f} MiB")
-        (rs, rt, ra, rh), (ss, st, sa, sh) = results["resident"], results["streamed"]
+        (rs, rt, ra, _), (ss, st, sa, _) = results["resident"], results["streamed"]
         print(f"  ratio (streamed vs resident): {ss / rs:.2f}× step throughput, {st / rt:.2f}× time with loading, "
               f"{sa / ra:.3f}× peak anonymous memory")
 
