@@ -28,27 +28,28 @@ from stages.lib import paths
 from stages.lib.checkpoint import Checkpoint
 from stages.lib.errors import PipelineError, run_stage
 from stages.lib.io import atomic_file
+from stages.lib.preprocess import Normalizer
 
 MAX_BATCH = 65_536  # the exported program takes any batch from 1 image to this many
 
 
 class Served(nn.Module):
-    """uint8 N×C×H×W -> logits: the training-time normalisation, then the model (in eval mode)."""
+    """uint8 N×C×H×W -> logits: the training-time normalisation (the contract's Normalizer: its
+    constants, as buffers of the program, and its arithmetic), then the model (in eval mode)."""
 
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, model: nn.Module, normalize: Normalizer) -> None:
         super().__init__()
         self.model = model.eval()
-        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, -1, 1, 1)))
-        self.register_buffer("shift", torch.tensor(mean).view(1, -1, 1, 1) / torch.tensor(std).view(1, -1, 1, 1))
+        self.register_buffer("scale", normalize.scale)
+        self.register_buffer("shift", normalize.shift)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images.float() * self.scale - self.shift)
+        return self.model(images.float() * self.scale - self.shift)  # Normalizer.__call__
 
 
 def export_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     """Write `checkpoint`'s model as a torch.export program (CPU, float32) with its classes and preprocessing."""
-    served = Served(checkpoint.build_model(torch.device("cpu")), checkpoint.preprocessing.mean,
-                    checkpoint.preprocessing.std).eval()
+    served = Served(checkpoint.build_model(torch.device("cpu")), checkpoint.preprocessing.normalizer()).eval()
     example = torch.zeros((2, *checkpoint.preprocessing.input_shape), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     try:

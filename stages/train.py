@@ -76,12 +76,12 @@ def train_process(params: Params, world: World) -> None:
     log = print if world.leader else (lambda _: None)
     device = claim_device(select_device(params.train.device), log, world.local_rank)
     join(world, device)
-    classes, preprocessing, train_set, val_set = load_training_inputs()
-    preprocessing = preprocessing.for_weights(bool(params.model.pretrained))  # prepare.normalize: auto
+    classes, preprocessing, train_set, val_set = load_training_inputs(bool(params.model.pretrained))
+    augment = online_augment(params.augment, params.train, len(classes))
     topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
     check_same_inputs(world, fingerprint(
         as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology},
-        online_augment(params.augment, params.train, len(classes)), classes,
+        augment, classes,
         preprocessing.to_dict(), train_set.images.shape, train_set.labels, val_set.images.shape, val_set.labels))
     _, height, width, channels = train_set.images.shape
     shape = InputShape(channels, height, width, len(classes))
@@ -111,7 +111,7 @@ def train_process(params: Params, world: World) -> None:
 
         result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
                             class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                            online_augment(params.augment, params.train, len(classes)),
+                            augment,
                             on_epoch=publish if world.leader else None)
         if world.leader:
             write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels), world)

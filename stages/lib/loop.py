@@ -37,10 +37,11 @@ from .preprocess import Normalizer, Preprocessing
 RANK_SEED_STRIDE = 1_000_003
 
 
-def load_training_inputs() -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
-    """The classes, the preprocessing contract and the train and val arrays (memory-mapped), checked to agree."""
+def load_training_inputs(pretrained: bool = False) -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
+    """The classes, the preprocessing contract and the train and val arrays (memory-mapped), checked to
+    agree. `pretrained` (model.pretrained is set): prepare.normalize: auto takes the weights' constants."""
     classes = read_json(paths.CLASSES_FILE)
-    preprocessing = Preprocessing.read(paths.STATS_FILE)
+    preprocessing = Preprocessing.read(paths.STATS_FILE).for_weights(pretrained)
     train_set = load_array_set(paths.AUGMENTED_DIR / "train")
     val_set = load_array_set(paths.PREPARED_DIR / "val")
     _, height, width, channels = train_set.images.shape

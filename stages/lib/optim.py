@@ -52,12 +52,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams,
     if params.scheduler == "onecycle":  # each group peaks at its own rate
         return lr.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
                              epochs=params.epochs, steps_per_epoch=steps_per_epoch), True
+    if params.scheduler == "none" and not warmup:
+        return None, False
     main = {"step": lambda: lr.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma),
             "exponential": lambda: lr.ExponentialLR(optimizer, gamma=params.gamma),
             "cosine": lambda: lr.CosineAnnealingLR(optimizer, T_max=epochs),
             "none": lambda: lr.ConstantLR(optimizer, factor=1.0, total_iters=0)}[params.scheduler]()
     if not warmup:
-        return (None if params.scheduler == "none" else main), False
+        return main, False
     climb = lr.LinearLR(optimizer, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup)
     return lr.SequentialLR(optimizer, [climb, main], milestones=[warmup]), False
 

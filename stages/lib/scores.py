@@ -73,8 +73,8 @@ def comparison_metrics(scores: dict) -> dict:
     """The handful of numbers that compare runs, under names short enough that `dvc exp show
     --only-changed` fits a terminal beside the changed params and the model's hash: test accuracy,
     val accuracy, the test split's macro F1 and loss (and with evaluate.tta, test_acc_tta), rounded
-    to 4 decimals (the training time is metrics/time.json's). The rest (bias, variance, top-k, best epoch, every split's scores) is in
-    metrics/eval.json and metrics/train.json, at full precision."""
+    to 4 decimals (the training time is metrics/time.json's). The rest (bias, variance, top-k, best
+    epoch, every split's scores) is in metrics/eval.json and metrics/train.json, at full precision."""
     test = scores["test"]
     summary = {"test_acc": test["accuracy"], "val_acc": scores["val"]["accuracy"], "f1": test["f1_macro"],
                "loss": test["loss"]}
