@@ -21,15 +21,16 @@ PREPROCESSING = Preprocessing(dataclasses.replace(PARAMS.prepare, image_size=(32
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[torch.nn.Module, Checkpoint, bytes]:
-    """A resnet18 with pretrained weights, a head and BlurPool, and its checkpoint's bytes: built once
-    (a torchvision build is most of this file's time), saved where the weights file then is not."""
+    """A torchvision model with pretrained weights, a head and BlurPool, and its checkpoint's bytes: built
+    once, saved where the weights file then is not. The smallest of the zoo (1.4M weights): every test
+    writes its own copy of the file."""
     import torchvision
     folder = tmp_path_factory.mktemp("checkpoint")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         (folder / "models/pretrained").mkdir(parents=True)
-        torch.save(torchvision.models.resnet18(weights=None).state_dict(), folder / "models/pretrained/w.pth")
-        params = dataclasses.replace(PARAMS.model, name="resnet18", pretrained="w.pth", blurpool=True, head=(32,))
+        torch.save(torchvision.models.shufflenet_v2_x0_5(weights=None).state_dict(), folder / "models/pretrained/w.pth")
+        params = dataclasses.replace(PARAMS.model, name="shufflenet_v2_x0_5", pretrained="w.pth", blurpool=True, head=(32,))
         model = build_model(params, InputShape(1, 32, 32, 3)).eval()
         checkpoint = Checkpoint(model.state_dict(), params, ["a", "b", "c"], PREPROCESSING, 4, "cpu", False)
         checkpoint.save(folder / "model.pt")

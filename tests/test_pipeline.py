@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from stages.lib.errors import PipelineError
 from stages.lib.io import load_array_set
 from tests.helpers import (ROOT, STAGES, assert_picture, changed_stages, copy_project, dvc, env, git,
                            init_repo, read_params, restore_baseline, run, set_params, stages_run)
@@ -448,9 +449,10 @@ def experiment_data(root: Path, name: str) -> dict:
 
 def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_learnt(project) -> None:
     """The suggestion's accuracy (98% and more on digits) is measured by `python -m benchmarks.lr_find`."""
-    diverging = run([sys.executable, "-m", "stages.lr_find", "--start", "100", "--end", "1000"], project, check=False)
-    assert diverging.returncode == 1 and "suggested" not in diverging.stdout
-    assert diverging.stderr.startswith("error: the loss never decreased") and "lower --start" in diverging.stderr
+    from stages import lr_find
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(PipelineError, match="^the loss never decreased.*lower --start"):
+        patch.chdir(project)  # in this process: the command line's path runs below
+        lr_find.main(["--start", "100", "--end", "1000"])
     result = run([sys.executable, "-m", "stages.lr_find"], project)
     assert "lr_find: step 20/200: lr " in result.stdout  # progress while it runs, every tenth of the steps
     suggestion = float(re.search(r"suggested train.lr ([0-9.e+-]+)", result.stdout).group(1))
@@ -464,18 +466,18 @@ def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_l
     assert suggestion == pytest.approx(lowest / 3, rel=1e-2)  # a third of the lowest smoothed loss's rate
 
 
-def test_sweep_queues_seeded_random_experiments(project) -> None:
+def test_sweep_queues_seeded_random_experiments(project, lr_experiment) -> None:
+    from stages import sweep
     from stages.sweep import draw_combinations, parse_distribution, taken_names
     specs = ["train.lr=loguniform(0.01,0.3)", "model.dropout=choice(0.0,0.2)"]
-    bad = run([sys.executable, "-m", "stages.sweep", "2", *specs, "train.epochs=choice(0)", "--seed", "3"], project,
-              check=False)
-    assert bad.returncode == 1 and bad.stdout == ""
-    assert bad.stderr.strip().startswith("error: The 'train.epochs' parameter must be an integer >= 1")
-    assert "Queued" not in dvc("queue", "status", cwd=project).stdout  # nothing queued before the check
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(
+            PipelineError, match="^The 'train.epochs' parameter must be an integer >= 1"):
+        patch.chdir(project)  # in this process: the command line's path runs below
+        sweep.main(["2", *specs, "train.epochs=choice(0)", "--seed", "3"])
     try:
         result = run([sys.executable, "-m", "stages.sweep", "2", *specs, "--seed", "1", "--name", "rs"], project)
         assert result.stdout.count("sweep: queued rs-") == 2
-        assert dvc("queue", "status", cwd=project).stdout.count("Queued") == 2
+        assert dvc("queue", "status", cwd=project).stdout.count("Queued") == 2  # the refused sweep queued none
         expected = draw_combinations([parse_distribution(s) for s in specs], 2, seed=1)
         shown = {r.get("name"): r for row in json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
                  for e in row.get("experiments") or [] for r in e["revs"]}
@@ -487,7 +489,7 @@ def test_sweep_queues_seeded_random_experiments(project) -> None:
         assert re.findall(r"queued (rs-\d+)", again.stdout) == ["rs-3"]
         names = re.findall(r"\b(rs-\d+)\b", dvc("queue", "status", cwd=project).stdout)
         assert sorted(names) == ["rs-1", "rs-2", "rs-3"]
-        # A finished experiment's name is taken too (lr-small ran in this repo), as the queued ones are:
+        # A finished experiment's name is taken too (lr_experiment's lr-small), as the queued ones are:
         # what free_names (unit-tested) counts past.
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(project)
