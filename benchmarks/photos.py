@@ -144,9 +144,14 @@ def main() -> None:
     parser.add_argument("--source", type=Path, required=True, help="the hymenoptera_data folder (train/, val/)")
     parser.add_argument("--epochs", type=int, default=RECIPE["train"]["epochs"])
     parser.add_argument("--seeds", type=int, default=3, help="train.seed 0..N-1 of every row (default: %(default)s)")
+    parser.add_argument("--knobs", nargs="*", default=list(KNOBS), metavar="KNOB",
+                        help="the knobs (names of KNOBS) that get a row alone (default: all; none: no such rows)")
     parser.add_argument("--best", nargs="*", default=None,
                         help="knobs (names of KNOBS) for the combination row (default: each one that beat the recipe)")
     args = parser.parse_args()
+    unknown = sorted(set(args.knobs + (args.best or [])) - set(KNOBS))
+    if unknown:
+        parser.error(f"unknown knob(s) {unknown}: choose from {list(KNOBS)}")
     seeds = tuple(range(args.seeds))
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -162,12 +167,12 @@ def main() -> None:
         classes = len(json.loads((work / "data/split/classes.json").read_text()))
         results = {"recipe": run_config(work, recipe, seeds)}
         print_row("recipe", results["recipe"], None)
-        for name, change in KNOBS.items():
-            results[name] = run_config(work, merged(recipe, change), seeds)
+        for name in args.knobs:
+            results[name] = run_config(work, merged(recipe, KNOBS[name]), seeds)
             print_row(name, results[name], results["recipe"])
         base = statistics.mean(results["recipe"]["accuracies"])
         best = args.best if args.best is not None else [
-            n for n in KNOBS if statistics.mean(results[n]["accuracies"]) > base]
+            n for n in args.knobs if statistics.mean(results[n]["accuracies"]) > base]
         combination = merged(recipe, *(KNOBS[n] for n in best))
         label = "combination: " + (", ".join(best) or "none")
         results[label] = run_config(work, combination, seeds)
@@ -181,7 +186,7 @@ def main() -> None:
 
 def print_row(name: str, result: dict, base: dict | None) -> None:
     mean = statistics.mean(result["accuracies"])
-    spread = statistics.stdev(result["accuracies"])
+    spread = statistics.stdev(result["accuracies"]) if len(result["accuracies"]) > 1 else 0.0
     delta = "" if base is None else f"  {100 * (mean - statistics.mean(base['accuracies'])):+.1f} points"
     print(f"{name:38} test accuracy {100 * mean:5.1f}% ± {100 * spread:.1f}  "
           f"({', '.join(f'{100 * a:.1f}' for a in result['accuracies'])})  train {result['seconds']:.0f} s{delta}",

@@ -36,7 +36,7 @@ from stages.lib.errors import run_stage
 from stages.lib.figures import first_of_each_class, plot_image_grid, rows_of
 from stages.lib.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
                                collapse_remedy)
-from stages.lib.inference import loss_and_accuracy, predict_logits
+from stages.lib.inference import loss_and_accuracy, predict_logits_and_tta
 from stages.lib.io import ArraySet, load_array_set, staged_outputs, write_json
 from stages.lib.network_views import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
 from stages.lib.params import EvaluateParams, load_params
@@ -108,7 +108,8 @@ def main() -> None:
         for split in EVAL_SPLITS:
             data = load_array_set(paths.PREPARED_DIR / split)
             batches = DeviceDataset(data.images, data.labels, device)  # resident when it fits, else streamed
-            logits = predict_logits(model, batches, normalize, amp=amp)
+            tta = params.tta if split != "train" else "none"  # beside the plain scores, which stay the reference
+            logits, tta_logits = predict_logits_and_tta(model, batches, normalize, amp=amp, tta=tta)
             loss, _ = loss_and_accuracy(logits, batches.labels)
             probabilities = torch.softmax(logits, 1).cpu().numpy()
             y_true, y_pred = data.labels, probabilities.argmax(1)
@@ -130,9 +131,8 @@ def main() -> None:
                      if "top_k_accuracy" in scores[split] else "")
             print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
                   f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images)")
-            if params.tta != "none" and split != "train":  # beside the plain scores, which stay the reference
-                tta_loss, tta_accuracy = loss_and_accuracy(predict_logits(model, batches, normalize, amp=amp,
-                                                                          tta=params.tta), batches.labels)
+            if tta != "none":
+                tta_loss, tta_accuracy = loss_and_accuracy(tta_logits, batches.labels)
                 scores.setdefault("tta", {"mode": params.tta})[split] = {"accuracy": tta_accuracy, "loss": tta_loss}
                 print(f"evaluate: {split:<5} accuracy {tta_accuracy:.2%} with test-time augmentation ({params.tta}), "
                       f"loss {tta_loss:.4f}")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from stages.lib.inference import predict_logits, tta_views
+from stages.lib.inference import predict_logits, predict_logits_and_tta, tta_views
 from stages.lib.preprocess import Normalizer
 from tests.helpers import copy_project, run_stage_in_process
 
@@ -47,6 +47,19 @@ def test_tta_logits_are_the_log_of_the_views_mean_probabilities(mode) -> None:
     labels = torch.arange(20) % 4
     torch.testing.assert_close(nn.functional.cross_entropy(got, labels),
                                nn.functional.nll_loss(torch.log(expected), labels))
+
+
+def test_one_pass_gives_the_plain_and_the_tta_logits_running_each_view_once() -> None:
+    model = lopsided_model()
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (20, 1, 10, 12), dtype=np.uint8))
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    plain, crops = predict_logits_and_tta(model, images, NORMALIZE, batch_size=8, tta="crops")
+    assert calls == [8] * 5 + [8] * 5 + [4] * 5  # five views a batch: the plain view is not run again
+    torch.testing.assert_close(plain, predict_logits(model, images, NORMALIZE))
+    torch.testing.assert_close(crops, predict_logits(model, images, NORMALIZE, tta="crops"))
+    same, also = predict_logits_and_tta(model, images, NORMALIZE, tta="none")
+    assert same is also
 
 
 @pytest.mark.slow

@@ -31,16 +31,23 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
                  for c in corners)]
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, data: DeviceDataset | torch.Tensor, normalize: Normalizer,
                    batch_size: int = 1024, amp: bool = False, tta: str = "none") -> torch.Tensor:
     """Logits (N×classes, float32) in eval mode, for DeviceDataset or a uint8 N×C×H×W tensor. With
     test-time augmentation (`tta`: flip or crops), the log of the views' mean probabilities: softmax
     and cross-entropy read them as they read logits."""
+    return predict_logits_and_tta(model, data, normalize, batch_size, amp, tta)[1]
+
+
+@torch.no_grad()
+def predict_logits_and_tta(model: nn.Module, data: DeviceDataset | torch.Tensor, normalize: Normalizer,
+                           batch_size: int = 1024, amp: bool = False, tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain logits and those under `tta` (the same tensor when it is none) from one pass: the
+    plain view is the first of the TTA views, so evaluate reports both without running it twice."""
     model.eval()
     n = len(data)
     device = data.device
-    chunks = []
+    plain, combined = [], []
     for start in range(0, n, batch_size):
         on_device = not isinstance(data, DeviceDataset) or data.resident  # streamed batches are gathered on the host
         index = torch.arange(start, min(start + batch_size, n), device=device if on_device else "cpu")
@@ -49,9 +56,13 @@ def predict_logits(model: nn.Module, data: DeviceDataset | torch.Tensor, normali
         for view in tta_views(normalize(x), tta):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
                 views.append(model(memory_layout(view, amp)).float())
-        chunks.append(views[0] if len(views) == 1 else
-                      torch.log(torch.stack([torch.softmax(v, 1) for v in views]).mean(0)))
-    return torch.cat(chunks) if chunks else torch.empty(0)
+        plain.append(views[0])
+        combined.append(views[0] if len(views) == 1 else
+                        torch.log(torch.stack([torch.softmax(v, 1) for v in views]).mean(0)))
+    if not plain:
+        return torch.empty(0), torch.empty(0)
+    plain_logits = torch.cat(plain)
+    return plain_logits, (plain_logits if tta == "none" else torch.cat(combined))
 
 
 def memory_layout(x: torch.Tensor, amp: bool) -> torch.Tensor:
