@@ -343,46 +343,48 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
                     raise
         raise AssertionError("unreachable")
     baseline = json.loads((project / "metrics/summary.json").read_text())["test_acc"]
-    call("-m", "dvc", "exp", "run", "--queue", "-n", "live", "-S", "train.epochs=15", "-S", "train.batch_size=16",
-         "-S", "model.hidden=[512,512]", "-S", "train.lr=0.01")  # about half a second an epoch
-    # The worker it starts keeps running: no pipes to wait on.
-    subprocess.run([sys.executable, "-m", "dvc", "queue", "start"], cwd=project, env=quiet, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    epochs_seen, logged, reported, polls = set(), False, False, []
-    deadline = time.monotonic() + 240
-    while True:
-        assert time.monotonic() < deadline, f"the queued experiment did not finish in 4 minutes: {polls}"
-        rows = list(csv.DictReader(call("-m", "dvc", "exp", "show", "--csv").splitlines()))
-        (row,) = [r for r in rows if r["Experiment"] == "live"] or [{"State": "Queued"}]
-        polls.append((row["State"], row.get("epoch"), row.get("seconds"), row.get("test_acc")))
-        if row["State"] == "Success":
-            break
-        if row["State"] != "Running":
-            time.sleep(0.5)
-            continue
-        if row["test_acc"] not in ("", "!"):
-            if row["epoch"] == "15":
-                continue  # trained: its own scores, evaluate has run
-            # The baseline's files, as DVC copied them: only before training starts (DVC's set-up, then
-            # the second it takes the train stage to start and remove them), never once it trains.
-            assert row["test_acc"] == str(baseline) and not epochs_seen, polls
-            continue
-        time.sleep(0.5)  # a core left to training between polls
-        if row["epoch"] not in ("", "!") and int(row["epoch"]) < 15:
-            epochs_seen.add(int(row["epoch"]))
-            if not logged:
-                lines = re.findall(r"^epoch +\d+/15", call("-m", "dvc", "queue", "logs", "live"), re.M)
-                logged = 0 < len(lines) < 15
-            if not reported:
-                table = call("-m", "stages.report")
-                (line,) = [line for line in table.splitlines() if line.startswith("| live |")]
-                assert line.startswith("| live | running |") and f"{baseline:.4f}" not in line, table
-                reported = True
-    assert len(epochs_seen) >= 2, repr(polls)  # it moved while it trained
-    assert logged and reported
-    finished = experiment_data(project, "live")["data"]["metrics"]
-    assert finished["metrics/time.json"]["data"]["epoch"] == 15 and "metrics/summary.json" in finished
-    stop_queue_workers(project)
+    epochs = 20  # a quarter to half a second each: several polls of `dvc exp show` fit in
+    call("-m", "dvc", "exp", "run", "--queue", "-n", "live", "-S", f"train.epochs={epochs}", "-S", "train.batch_size=16",
+         "-S", "model.hidden=[512,512]", "-S", "train.lr=0.01")
+    try:
+        # The worker it starts keeps running: no pipes to wait on.
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "start"], cwd=project, env=quiet, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        epochs_seen, polls, side_checks = set(), [], {}
+        deadline = time.monotonic() + 240
+        while True:
+            assert time.monotonic() < deadline, f"the queued experiment did not finish in 4 minutes: {polls}"
+            rows = list(csv.DictReader(call("-m", "dvc", "exp", "show", "--csv").splitlines()))
+            (row,) = [r for r in rows if r["Experiment"] == "live"] or [{"State": "Queued"}]
+            polls.append((row["State"], row.get("epoch"), row.get("seconds"), row.get("test_acc")))
+            if row["State"] == "Success":
+                break
+            if row["State"] != "Running":
+                time.sleep(0.5)
+                continue
+            if row["test_acc"] not in ("", "!"):
+                if row["epoch"] == str(epochs):
+                    continue  # trained: its own scores, evaluate has run
+                # The baseline's files, as DVC copied them: only before training starts (DVC's set-up, then
+                # the second it takes the train stage to start and remove them), never once it trains.
+                assert row["test_acc"] == str(baseline) and not epochs_seen, polls
+                continue
+            if row["epoch"] not in ("", "!") and int(row["epoch"]) < epochs:
+                epochs_seen.add(int(row["epoch"]))
+                if not side_checks:  # from its first epoch, beside the polls: the log and the report, mid-run
+                    side_checks = {name: subprocess.Popen([sys.executable, *args], cwd=project, env=quiet, text=True,
+                                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                   for name, args in (("logs", ("-m", "dvc", "queue", "logs", "live")),
+                                                      ("report", ("-m", "stages.report")))}
+        assert len(epochs_seen) >= 2, repr(polls)  # it moved while it trained
+        logs, table = (side_checks[name].communicate(timeout=60)[0] for name in ("logs", "report"))
+        assert 0 < len(re.findall(rf"^epoch +\d+/{epochs}", logs, re.M)) < epochs, logs
+        (line,) = [line for line in table.splitlines() if line.startswith("| live |")]
+        assert line.startswith("| live | running |") and f"{baseline:.4f}" not in line, table
+        finished = experiment_data(project, "live")["data"]["metrics"]
+        assert finished["metrics/time.json"]["data"]["epoch"] == epochs and "metrics/summary.json" in finished
+    finally:
+        stop_queue_workers(project)  # whatever happened: an idle worker would run the next test's queue
 
 
 def stop_queue_workers(root: Path) -> None:
