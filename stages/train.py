@@ -76,7 +76,8 @@ def train_process(params: Params, world: World) -> None:
     log = print if world.leader else (lambda _: None)
     device = claim_device(select_device(params.train.device), log, world.local_rank)
     join(world, device)
-    classes, preprocessing, train_set, val_set = load_training_inputs(bool(params.model.pretrained))
+    pretrained = params.model.name if params.model.pretrained else None
+    classes, preprocessing, train_set, val_set = load_training_inputs(pretrained)
     augment = online_augment(params.augment, params.train, len(classes))
     topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
     check_same_inputs(world, fingerprint(

@@ -130,3 +130,27 @@ def test_evaluation_runs_where_and_how_training_ran(saved, monkeypatch, gpu, dev
     else:
         assert checkpoint.runtime() == (torch.device("cuda" if on_gpu else "cpu"), amp and on_gpu)
     assert checkpoint.runtime(cpu_fallback=True) == (torch.device("cuda" if on_gpu else "cpu"), amp and on_gpu)
+
+
+@pytest.mark.slow
+def test_a_pretrained_efficientnet_lite0_run_records_its_weights_constants(tmp_path, capsys) -> None:
+    """prepare.normalize: auto with efficientnet_lite0's weights: train normalises as they were trained,
+    (pixel - 127) / 128, the checkpoint says so, and evaluate rebuilds the model from it alone."""
+    from stages.lib.efficientnet_lite import EfficientNetLite0
+    from tests.helpers import copy_project, make_image_folder, run_stage_in_process
+    photos = make_image_folder(tmp_path / "photos", {"a": 10, "b": 10})  # a few images: lite0 is slow on a CPU
+    project = copy_project(tmp_path / "p", {
+        "data": {"source": str(photos)}, "prepare": {"image_size": 32, "grayscale": False, "normalize": "auto"},
+        "model": {"name": "efficientnet_lite0", "pretrained": "lite0.pth", "hidden": []},
+        "train": {"epochs": 1, "features_lr_factor": 0.1}})
+    (project / "models/pretrained").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(EfficientNetLite0().state_dict(), project / "models/pretrained/lite0.pth")
+    for stage in ("ingest", "split", "prepare", "augment", "train"):
+        run_stage_in_process(stage, project)
+    checkpoint = Checkpoint.load(project / "models/model.pt")
+    assert checkpoint.preprocessing.mean == pytest.approx((127 / 255,) * 3)
+    assert checkpoint.preprocessing.std == pytest.approx((128 / 255,) * 3)
+    (project / "models/pretrained/lite0.pth").unlink()
+    run_stage_in_process("evaluate", project)
+    assert "evaluate: test  accuracy" in capsys.readouterr().out

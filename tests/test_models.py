@@ -3,6 +3,7 @@ heads, freezing, pretrained weights and BlurPool do what they promise."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -39,7 +40,8 @@ CORNERS = [(1, 32), (3, 64)]
 
 @pytest.mark.parametrize("name,channels,size", [(name, channels, size) for name in sorted(MODELS)
                                                 for channels, size in SHAPES]
-                         + [(name, *CORNERS[k % 2]) for k, name in enumerate(TORCHVISION)])
+                         + [(name, *CORNERS[k % 2]) for k, name in enumerate(TORCHVISION)]
+                         + [("efficientnet_lite0", *corner) for corner in CORNERS])
 def test_model_builds_and_steps(name: str, channels: int, size: int) -> None:
     torch.manual_seed(0)
     shape = InputShape(channels, size, size, num_classes=7)
@@ -122,8 +124,9 @@ def test_blurpool_is_a_normalised_low_pass() -> None:
 
 
 def test_unknown_model_suggests_a_name() -> None:
-    with pytest.raises(PipelineError, match=r"'model.name' parameter must be one of cnn, lenet5, mlp or a torchvision "
-                                            r"classifier .* Got 'resnet5' instead. Did you mean 'resnet50'\?"):
+    with pytest.raises(PipelineError, match=r"'model.name' parameter must be one of cnn, lenet5, mlp, efficientnet_lite0 "
+                                            r"or a torchvision classifier .* Got 'resnet5' instead. Did you mean "
+                                            r"'resnet50'\?"):
         build_model(params_for("resnet5"), InputShape(1, 32, 32, 10))
 
 
@@ -178,13 +181,49 @@ def test_hub_reads_torchvisions_file_name_from_the_declared_folder(resnet18_file
     assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
 
 
+def test_same_padding_pads_the_odd_pixel_after_as_tensorflow_does() -> None:
+    from stages.lib.efficientnet_lite import SamePadConv2d
+    torch.manual_seed(0)
+    conv = SamePadConv2d(2, 3, 3, stride=2, bias=False)
+    for size in (7, 8):  # odd: one pixel each side; even: none before, one after
+        x = torch.randn(1, 2, size, size)
+        total = max((math.ceil(size / 2) - 1) * 2 + 3 - size, 0)
+        expected = nn.functional.conv2d(nn.functional.pad(x, [total // 2, total - total // 2] * 2), conv.weight, stride=2)
+        assert conv(x).shape[-1] == math.ceil(size / 2)
+        torch.testing.assert_close(conv(x), expected)
+    assert total == 1  # at 8 px the padding is uneven: what a symmetric padding of 1 would get wrong
+
+
+def test_efficientnet_lite0_has_the_published_layout_and_loads_its_weights(tmp_path, monkeypatch) -> None:
+    """The published file (efficientnet-lite0-57934424.pth) holds 296 entries and 4,652,008 weights
+    under these names: a file of this layout loads, grey inputs get the summed RGB filters of the
+    stem, whose TensorFlow padding is kept, and the classifier is fitted to the classes."""
+    from stages.lib.efficientnet_lite import EfficientNetLite0, SamePadConv2d
+    torch.manual_seed(5)
+    reference = EfficientNetLite0()
+    state = reference.state_dict()
+    assert len(state) == 296 and sum(p.numel() for p in reference.parameters()) == 4_652_008
+    assert "_blocks.0._expand_conv.weight" not in state and "_blocks.15._project_conv.weight" in state
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models/pretrained").mkdir(parents=True)
+    torch.save(state, tmp_path / "models/pretrained/lite0.pth")
+    grey = build_model(params_for("efficientnet_lite0", pretrained="lite0.pth"), InputShape(1, 64, 64, 2))
+    assert isinstance(grey._conv_stem, SamePadConv2d) and grey._conv_stem.in_channels == 1
+    assert torch.allclose(grey._conv_stem.weight, reference._conv_stem.weight.sum(dim=1, keepdim=True))
+    assert torch.equal(grey._blocks[15]._project_conv.weight, reference._blocks[15]._project_conv.weight)
+    assert grey._fc.out_features == 2 and grey.eval()(torch.randn(3, 1, 64, 64)).shape == (3, 2)
+    with pytest.raises(PipelineError, match="'hub' applies to torchvision's classifiers: name efficientnet_lite0's "
+                                            "weights file in models/pretrained"):
+        build_model(params_for("efficientnet_lite0", pretrained="hub"), InputShape(3, 64, 64, 2))
+
+
 def test_missing_or_wrong_weights_file(resnet18_file) -> None:
     with pytest.raises(PipelineError, match="no pretrained weights for resnet18 at models/pretrained/nope.pth"):
         build_model(params_for("resnet18", pretrained="nope.pth"), InputShape(3, 32, 32, 4))
     _, path = resnet18_file
     with pytest.raises(PipelineError, match="not mobilenet_v2 weights"):
         build_model(params_for("mobilenet_v2", pretrained=path.name), InputShape(3, 32, 32, 4))
-    with pytest.raises(PipelineError, match="'model.pretrained' parameter applies to torchvision models, not lenet5"):
+    with pytest.raises(PipelineError, match="'model.pretrained' parameter applies to published architectures .*, not lenet5"):
         build_model(params_for("lenet5", pretrained=path.name), InputShape(3, 32, 32, 4))
 
 

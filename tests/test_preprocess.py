@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from stages.lib.errors import PipelineError
+from stages.lib.models import pretrained_input_stats
 from stages.lib.params import load_params
 from stages.lib.preprocess import Normalizer, Preprocessing, channel_stats
 from stages.lib.transforms import format_image
@@ -117,7 +118,7 @@ def test_trim_crops_a_uniform_margin_so_the_sign_fills_the_frame() -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_normalisation_follows_the_weights(channels) -> None:
     """imagenet: ImageNet's constants (their average for grey); auto: the train split's own, until train
-    says the weights are pretrained."""
+    says the weights are pretrained: then those the weights were trained with."""
     images = np.random.default_rng(0).integers(0, 256, (50, 8, 8, channels), dtype=np.uint8)
     prepare = dataclasses.replace(PREPARE, grayscale=channels == 1, image_size=(8, 8))
     imagenet, _ = Preprocessing.measure(dataclasses.replace(prepare, normalize="imagenet"), images)
@@ -126,6 +127,9 @@ def test_normalisation_follows_the_weights(channels) -> None:
     standard, _ = Preprocessing.measure(dataclasses.replace(prepare, normalize="standard"), images)
     auto, _ = Preprocessing.measure(dataclasses.replace(prepare, normalize="auto"), images)
     assert (auto.mean, auto.std) == (standard.mean, standard.std)
-    assert auto.for_weights(pretrained=False) == auto
-    assert (auto.for_weights(pretrained=True).mean, auto.for_weights(pretrained=True).std) == (imagenet.mean, imagenet.std)
-    assert standard.for_weights(pretrained=True) == standard  # only auto follows the weights
+    assert auto.for_weights(None) == auto
+    resnet = auto.for_weights(pretrained_input_stats("resnet18", channels))
+    assert (resnet.mean, resnet.std) == (imagenet.mean, imagenet.std)
+    lite = auto.for_weights(pretrained_input_stats("efficientnet_lite0", channels))  # (pixel - 127) / 128
+    assert lite.mean == (127 / 255,) * channels and lite.std == (128 / 255,) * channels
+    assert standard.for_weights(pretrained_input_stats("resnet18", channels)) == standard  # only auto follows them

@@ -26,6 +26,7 @@ from .distributed import World, from_leader, min_all, sum_all
 from .errors import PipelineError
 from .inference import loss_and_accuracy, memory_layout, predict_logits
 from .io import ArraySet, load_array_set, read_json
+from .models import pretrained_input_stats
 from .online import Draws, OnlineAugment
 from .optim import clip_gradients, make_optimizer, make_scheduler, sam_ascend, sam_descend, weight_average
 from .params import TrainParams
@@ -37,11 +38,14 @@ from .preprocess import Normalizer, Preprocessing
 RANK_SEED_STRIDE = 1_000_003
 
 
-def load_training_inputs(pretrained: bool = False) -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
+def load_training_inputs(pretrained: str | None = None) -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
     """The classes, the preprocessing contract and the train and val arrays (memory-mapped), checked to
-    agree. `pretrained` (model.pretrained is set): prepare.normalize: auto takes the weights' constants."""
+    agree. `pretrained`: the model.name whose pretrained weights train starts from (None: none);
+    prepare.normalize: auto takes the constants those weights were trained with."""
     classes = read_json(paths.CLASSES_FILE)
-    preprocessing = Preprocessing.read(paths.STATS_FILE).for_weights(pretrained)
+    preprocessing = Preprocessing.read(paths.STATS_FILE)
+    if pretrained:
+        preprocessing = preprocessing.for_weights(pretrained_input_stats(pretrained, len(preprocessing.mean)))
     train_set = load_array_set(paths.AUGMENTED_DIR / "train")
     val_set = load_array_set(paths.PREPARED_DIR / "val")
     _, height, width, channels = train_set.images.shape

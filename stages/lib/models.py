@@ -1,9 +1,10 @@
 """Model registry: `model.name` in params.yaml -> an `nn.Module` fitted to the data's shape.
 
-Ours: `mlp`, `lenet5`, `cnn` (what no library ships). Any other name is looked up among
-torchvision's classifiers (resnet18, resnet50, shufflenet_v2_x0_5, mobilenet_v2, alexnet, ...),
-whose first conv is adapted to the input channels and whose last linear layer to the classes;
-an input too small for an architecture (alexnet at 32 px) is upsampled inside the model.
+Ours: `mlp`, `lenet5`, `cnn` (what no library ships). Any other name is a published
+architecture: `efficientnet_lite0` (efficientnet_lite.py) or one of torchvision's classifiers
+(resnet18, resnet50, shufflenet_v2_x0_5, mobilenet_v2, alexnet, ...), whose first conv is adapted
+to the input channels and whose last linear layer to the classes; an input too small for an
+architecture (alexnet at 32 px) is upsampled inside the model.
 No layer size is typed by hand: every dense input is measured with a dummy forward pass.
 
 Then, for every model: `model.head` replaces the last linear layer with dense layers,
@@ -22,9 +23,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .efficientnet_lite import INPUT_MEAN, INPUT_STD, EfficientNetLite0
 from .errors import PipelineError
 from .params import ModelParams
 from .paths import PRETRAINED_DIR
+from .preprocess import imagenet_stats
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,18 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return add
 
 
+# Published architectures beside torchvision's, whose pretrained weights files load as they are.
+OTHER_ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {"efficientnet_lite0": EfficientNetLite0}
+
+
 def torchvision_names() -> list[str]:
     import torchvision
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def published_names() -> list[str]:
+    """The architectures `model.pretrained` applies to: torchvision's classifiers and OTHER_ARCHITECTURES."""
+    return sorted([*OTHER_ARCHITECTURES, *torchvision_names()])
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -218,12 +230,23 @@ def pretrained_file(name: str, choice: str) -> Path:
     dependency, so replacing the file reruns train): `hub` is the file name torchvision gives `name`."""
     if choice != "hub":
         return PRETRAINED_DIR / choice
+    if name in OTHER_ARCHITECTURES:
+        raise PipelineError(f"The 'model.pretrained' parameter 'hub' applies to torchvision's classifiers: name "
+                            f"{name}'s weights file in {PRETRAINED_DIR}")
     import torchvision
     try:
         url = torchvision.models.get_model_weights(name).DEFAULT.url
     except (ValueError, AttributeError):
         raise PipelineError(f"torchvision publishes no pretrained weights for {name}") from None
     return PRETRAINED_DIR / url.rsplit("/", 1)[1]
+
+
+def pretrained_input_stats(name: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std (on 0..1) the pretrained weights of architecture `name` were
+    trained with: ImageNet's for torchvision's (their averages for grey images), efficientnet_lite0's own."""
+    if name in OTHER_ARCHITECTURES:
+        return (INPUT_MEAN,) * channels, (INPUT_STD,) * channels
+    return imagenet_stats(channels)
 
 
 def load_pretrained(model: nn.Module, name: str, choice: str) -> None:
@@ -241,16 +264,19 @@ def load_pretrained(model: nn.Module, name: str, choice: str) -> None:
         raise PipelineError(f"{path}: not {name} weights ({' '.join(str(exc).split())[:200]})") from None
 
 
-def build_torchvision(params: ModelParams, shape: InputShape, with_weights: bool = True) -> nn.Module:
-    import torchvision
-
-    model = torchvision.models.get_model(params.name, weights=None)
+def build_published(params: ModelParams, shape: InputShape, with_weights: bool = True) -> nn.Module:
+    """A published architecture (published_names) with its pretrained weights, fitted to the data."""
+    if params.name in OTHER_ARCHITECTURES:
+        model = OTHER_ARCHITECTURES[params.name]()
+    else:
+        import torchvision
+        model = torchvision.models.get_model(params.name, weights=None)
     if params.pretrained and with_weights:
         load_pretrained(model, params.name, params.pretrained)
     conv_name, conv = _named(model, nn.Conv2d, last=False)
     if conv.in_channels != shape.channels:
-        new = nn.Conv2d(shape.channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                        conv.dilation, conv.groups, conv.bias is not None)
+        new = type(conv)(shape.channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, conv.bias is not None)  # its padding rule too
         if params.pretrained and shape.channels == 1:  # a grey image is R = G = B: sum the RGB filters
             with torch.no_grad():
                 new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
@@ -290,25 +316,27 @@ def head_parameters(model: nn.Module) -> set[str]:
 
 
 def check_name(name: str) -> None:
-    """Raise naming model.name unless it is one of ours or a torchvision classifier."""
-    if name in MODELS or name in torchvision_names():
+    """Raise naming model.name unless it is one of ours or a published architecture."""
+    if name in MODELS or name in published_names():
         return
     import difflib
-    guess = difflib.get_close_matches(name, [*MODELS, *torchvision_names()], n=1)
+    guess = difflib.get_close_matches(name, [*MODELS, *published_names()], n=1)
     hint = f" Did you mean {guess[0]!r}?" if guess else ""
-    raise PipelineError(f"The 'model.name' parameter must be one of {', '.join(sorted(MODELS))} or a torchvision "
-                        f"classifier (resnet18, resnet50, mobilenet_v2, ...). Got {name!r} instead.{hint}")
+    raise PipelineError(f"The 'model.name' parameter must be one of {', '.join(sorted(MODELS))}, efficientnet_lite0 "
+                        f"or a torchvision classifier (resnet18, resnet50, mobilenet_v2, ...). Got {name!r} "
+                        f"instead.{hint}")
 
 
 def build_model(params: ModelParams, shape: InputShape, with_weights: bool = True) -> nn.Module:
     """The model `params` describe for inputs of `shape`. `with_weights=False` skips pretrained
     weights (a checkpoint's state dict is about to replace them)."""
     if params.pretrained and params.name in MODELS:
-        raise PipelineError(f"The 'model.pretrained' parameter applies to torchvision models, not {params.name}")
+        raise PipelineError(f"The 'model.pretrained' parameter applies to published architectures (efficientnet_lite0, "
+                            f"torchvision's), not {params.name}")
     if params.name in MODELS:
         model = MODELS[params.name](params, shape)
-    elif params.name in torchvision_names():
-        model = build_torchvision(params, shape, with_weights)
+    elif params.name in published_names():
+        model = build_published(params, shape, with_weights)
         if params.blurpool:
             model = apply_blurpool(model)
         if not _fits(model, shape, (shape.height, shape.width)):

@@ -286,8 +286,8 @@ class ModelParams:
     head: tuple[int, ...] = _spec(
         _int_list(_number(int, ge=1, le=MAX_WIDTH), f"a list of integers from 1 to {MAX_WIDTH}"),
         "dense layers that replace the last classifier layer ([]: the architecture's own)")
-    pretrained: str = _spec(_pretrained, f"torchvision models: '' (none), hub (torchvision's file for model.name) or "
-                                         f"a weights file, both read from {PRETRAINED_DIR}/")
+    pretrained: str = _spec(_pretrained, f"torchvision models and efficientnet_lite0: '' (none), hub (torchvision's "
+                                         f"file for model.name) or a weights file, both read from {PRETRAINED_DIR}/")
     freeze: str = _spec(_choice("none", "features", "head"), "none; features: train the head only; head: the features only")
     blurpool: bool = _spec(_boolean, "anti-aliased downsampling: strided convs and max pools blur before subsampling")
 

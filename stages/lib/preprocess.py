@@ -90,13 +90,14 @@ class Preprocessing:
         # A blank channel (std 0) divides by 1e-6, not by zero.
         return cls(params, tuple(mean), tuple(max(s, 1e-6) for s in std)), stats
 
-    def for_weights(self, pretrained: bool) -> Preprocessing:
-        """prepare.normalize: auto follows the weights: ImageNet's constants for pretrained ones (what
-        they were trained on), the train split's own otherwise. Train records the result in the checkpoint."""
-        if self.image.normalize != "auto" or not pretrained:
+    def for_weights(self, weights_stats: tuple[tuple[float, ...], tuple[float, ...]] | None) -> Preprocessing:
+        """prepare.normalize: auto follows the weights: the mean and std pretrained weights were trained
+        with (`weights_stats`; ImageNet's for torchvision's), the train split's own without them (None).
+        Train records the result in the checkpoint."""
+        if self.image.normalize != "auto" or weights_stats is None:
             return self
-        mean, std = imagenet_stats(len(self.mean))
-        return dataclasses.replace(self, mean=mean, std=std)
+        mean, std = weights_stats
+        return dataclasses.replace(self, mean=tuple(mean), std=tuple(std))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
