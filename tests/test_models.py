@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from stages.lib.errors import PipelineError
-from stages.lib.models import BlurPool2d, InputShape, MODELS, build_model, count_parameters, head_name, register
+from stages.lib.blurpool import BlurPool2d
+from stages.lib.models import InputShape, MODELS, build_model, count_parameters, head_name, register
 from stages.lib.params import load_params
 from tests.helpers import ROOT
 
