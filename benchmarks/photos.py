@@ -225,7 +225,8 @@ def main() -> None:
         write_params(work, combination)
         results["plain loop, combination"] = plain_loop(work, combination, seeds)
         print_row("plain loop, combination", results["plain loop, combination"], results["recipe"])
-    print(f"{classes} classes; test: the 153 photos of val/; {args.epochs} epochs; "
+    lite0 = f" ({LITE0['train']['epochs']} for the efficientnet_lite0 rows)" if args.weights else ""
+    print(f"{classes} classes; test: the 153 photos of val/; {args.epochs} epochs{lite0}; "
           f"seeds {', '.join(map(str, seeds))}")
 
 
