@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.scale
 	$(BIN)/python -m benchmarks.cpu_kernels
 	$(BIN)/python -m benchmarks.lr_find
+	$(BIN)/python -m benchmarks.policy
 
 clean:
 	rm -rf $(VENV)

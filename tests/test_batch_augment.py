@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib.online import ERASED_AREA, OnlineAugment, erase, mix, online_augment, policy_ops
+from stages.lib.online import ERASED_AREA, OnlineAugment, erase, mix, online_augment
+from stages.lib.policies import OPS, apply_ops, apply_policy, draw, magnitudes
 from stages.lib.params import load_params
 from tests.helpers import ROOT
 from tests.test_training import train_once
@@ -82,18 +83,52 @@ def test_an_erased_rectangle_has_the_configured_area_and_the_share_of_images() -
     assert torch.equal(erase(x, 0.0, torch.Generator().manual_seed(0)), x)
 
 
+def torchvision_op(policy: str):
+    """The oracle: torchvision's own op at a given magnitude, one image at a time (its policies' private
+    dispatch, which public transforms call with a random op and magnitude)."""
+    from torchvision.transforms import v2
+    reference = v2.TrivialAugmentWide() if policy == "trivialaugment" else v2.RandAugment()
+    return lambda image, op, value: reference._apply_image_or_video_transform(
+        image, op, value, interpolation=v2.InterpolationMode.NEAREST, fill=reference._fill)
+
+
+def photo_like(n: int, channels: int) -> torch.Tensor:
+    images = torch.from_numpy(np.random.default_rng(channels).integers(0, 256, (n, channels, 20, 24), dtype=np.uint8))
+    images[:, :, 5:12, 6:15] //= 3  # a darker patch: something for shears, rotations and equalising to move
+    return images
+
+
 @pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
-def test_a_policy_draws_an_op_per_image_on_grey_and_colour_pixels(policy) -> None:
-    for channels in (1, 3):
-        images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, channels, 12, 12), dtype=np.uint8))
-        images = images.repeat(4, 1, 1, 1)  # the same 16 images four times over
-        torch.manual_seed(0)
-        out = policy_ops(images, policy)
-        assert out.shape == images.shape and out.dtype == torch.uint8
-        changed = [not torch.equal(a, b) for a, b in zip(out, images)]
-        assert sum(changed) >= 16  # most images changed
-        copies = out.view(4, 16, channels, 12, 12)
-        assert not all(torch.equal(copies[0], copies[k]) for k in (1, 2, 3))  # each copy drew its own ops
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_op_at_every_magnitude_equals_torchvisions_to_the_bit(policy, channels) -> None:
+    oracle = torchvision_op(policy)
+    images = photo_like(62, channels)
+    for index, op in enumerate(OPS):
+        table = magnitudes(policy, op, 20, 24)
+        values = np.zeros(4) if table is None else np.concatenate([table, -table]).astype(np.float64)
+        if op in ("Posterize", "Solarize"):  # unsigned
+            values = np.abs(values)
+        got = apply_ops(images[:len(values)], np.full(len(values), index), values)
+        expected = torch.stack([oracle(images[i], op, float(v)) for i, v in enumerate(values)])
+        assert torch.equal(got, expected), op
+
+
+@pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
+def test_a_policy_batch_is_each_images_own_ops_in_turn(policy) -> None:
+    """Mixed ops in one batch: each image as torchvision's ops would give it, in the drawn order;
+    trivialaugment draws one op per image, randaugment two; the draws cover every op."""
+    oracle = torchvision_op(policy)
+    images = photo_like(64, 3)
+    rounds = draw(policy, 64, 20, 24, np.random.default_rng(5))
+    assert len(rounds) == (1 if policy == "trivialaugment" else 2)
+    expected = images.clone()
+    for ops, values in rounds:
+        expected = torch.stack([oracle(expected[i], OPS[o], float(v)) for i, (o, v) in enumerate(zip(ops, values))])
+    got = apply_policy(images, policy, np.random.default_rng(5))
+    assert torch.equal(got, expected)
+    many = draw(policy, 2000, 20, 24, np.random.default_rng(0))[0][0]
+    assert set(many.tolist()) == set(range(len(OPS)))
+    assert torch.equal(apply_policy(images, policy, np.random.default_rng(5)), got)  # seeded
 
 
 def test_the_same_seed_gives_the_same_batch() -> None:
@@ -105,7 +140,6 @@ def test_the_same_seed_gives_the_same_batch() -> None:
     labels = torch.arange(32) % 5
 
     def batch(augmenter: OnlineAugment) -> tuple[torch.Tensor, torch.Tensor]:
-        torch.manual_seed(train.seed)  # the policy's draws come from torch's generator, as in train
         return augmenter.batch(images, labels, lambda u8: u8.float() / 255, augmenter.draws(CPU))
     first, again = batch(online), batch(online)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])

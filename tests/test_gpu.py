@@ -101,6 +101,23 @@ def test_erasing_and_mixing_run_on_the_gpu_without_host_syncs() -> None:
     assert x.device.type == "cuda" and targets.shape == (256, 10)
 
 
+@pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
+def test_policies_run_on_the_gpu_without_host_syncs_as_on_the_cpu(policy) -> None:
+    """The ops are known on the host, so gathering each op's images needs nothing back from the device;
+    the pixels are the CPU's, but for float rounding at a few interpolation boundaries."""
+    from stages.lib.policies import apply_policy
+    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    on_gpu = images.to(CUDA)
+    apply_policy(on_gpu, policy, np.random.default_rng(0))  # warm-up
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = apply_policy(on_gpu, policy, np.random.default_rng(1))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    expected = apply_policy(images, policy, np.random.default_rng(1))
+    assert out.device.type == "cuda" and (out.cpu() == expected).float().mean() > 0.99
+
+
 def test_online_augmentation_runs_on_the_gpu_without_host_syncs() -> None:
     from stages.lib.online import OnlineAugment
     augment = OnlineAugment(crop_scale=0.6, translate=0.1, hflip=True, seed=0)

@@ -34,6 +34,7 @@ RUN_BY = {
     "stages.lib.optim:make_optimizer": {"train"},
     "stages.lib.loop:fit": {"train"},
     "stages.lib.online:online_augment": {"train"},
+    "stages.lib.policies:apply_policy": {"train"},  # lr_find too, a tool
     "stages.lib.inference:predict_logits": {"train", "evaluate"},  # train: its val scores each epoch
     "stages.lr_find:lr_range_test": set(),
     "stages.lib.io:staged_outputs": {"ingest", "split", "prepare", "augment", "train", "evaluate"},

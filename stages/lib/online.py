@@ -1,6 +1,6 @@
 """What train does to every training batch on the device, seeded by train.seed: augment.online's
 random resized crop, shift and mirror (one affine_grid/grid_sample), augment.online_policy's
-TrivialAugment or RandAugment op per image, augment.online_erasing's random rectangles, and
+TrivialAugment or RandAugment ops per image (policies.py), augment.online_erasing's random rectangles, and
 train.mixup_alpha / cutmix_alpha's mixed images with soft targets. Used by train and lr_find (a
 range test sees the batches training will see).
 """
@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .policies import apply_policy
+
 
 # Each caller's draws from seed + this × its number (a data-parallel rank; a phase): apart by a prime.
 DRAW_SEED_STRIDE = 7919
@@ -24,8 +26,9 @@ ERASED_ASPECT = (0.3, 1 / 0.3)    # and its height / width, drawn log-uniform
 
 
 class Draws(NamedTuple):
-    """A run's random draws for its batches: on the device (per-image choices) and on the host
-    (a batch's mixing weight and box: plain numbers, so nothing waits on the device)."""
+    """A run's random draws for its batches: on the device (per-image crops and erasing) and on the
+    host (the policy's op and magnitude per image, a batch's mixing weight and box: plain numbers,
+    so nothing waits on the device)."""
     device: torch.Generator
     host: np.random.Generator
 
@@ -42,7 +45,7 @@ class OnlineAugment:
     hflip: bool
     seed: int
     resample: bool = True
-    policy: str = "none"        # none, trivialaugment, randaugment: one op per image, on the uint8 pixels
+    policy: str = "none"        # none, trivialaugment, randaugment: ops per image, on the uint8 pixels
     erasing: float = 0.0        # share of images with a random rectangle set to the mean (0 after normalising)
     mixup_alpha: float = 0.0    # Beta(α, α) weight of a blend with another image of the batch (0: off)
     cutmix_alpha: float = 0.0   # Beta(α, α) share kept when a box is pasted from another image (0: off)
@@ -60,7 +63,7 @@ class OnlineAugment:
         the policy's ops on the pixels, normalised, resampled, erased; mixed, with soft targets
         (N×classes, rows summing to 1) when mixup or cutmix is on, else the labels."""
         if self.policy != "none":
-            images = policy_ops(images, self.policy)
+            images = apply_policy(images, self.policy, draws.host)
         x = normalize(images)
         if self.resample:
             x = self(x, draws.device)
@@ -90,14 +93,6 @@ class OnlineAugment:
         theta[:, 1, 1], theta[:, 1, 2] = height, shift_y
         grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
         return nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def policy_ops(images: torch.Tensor, policy: str) -> torch.Tensor:
-    """torchvision's TrivialAugmentWide or RandAugment (defaults), drawn for each uint8 image of the
-    batch on its device (their draws come from torch's seeded generator: train.seed)."""
-    from torchvision.transforms import v2
-    op = v2.TrivialAugmentWide() if policy == "trivialaugment" else v2.RandAugment()
-    return torch.stack([op(image) for image in images])
 
 
 def erase(x: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:

@@ -234,8 +234,8 @@ class AugmentParams:
                                     "online: the largest shift, as a share of the image's side (0: none)")
     online_hflip: bool = _spec(_boolean, "online: mirror half of the images left-right")
     online_policy: str = _spec(_choice("none", "trivialaugment", "randaugment"),
-                               "train: torchvision's TrivialAugmentWide or RandAugment, one random op per image "
-                               "of every batch (none: off)")
+                               "train: torchvision's TrivialAugmentWide (one random op per image of every batch) "
+                               "or RandAugment (two) (none: off)")
     online_erasing: float = _spec(_number(float, ge=0, le=1),
                                   "train: the share of images of every batch with a random rectangle (2% to 33% of "
                                   "the area) set to the mean (0: off)")
