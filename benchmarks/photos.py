@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from ruamel.yaml import YAML
 
-from contextlib import contextmanager
+from contextlib import chdir
 
 from benchmarks.plain import plain_epoch
 from benchmarks.scratch import ROOT, run_tool, train_and_evaluate
@@ -65,16 +64,6 @@ KNOBS = {  # each alone on top of the recipe
 LITE0 = {"model": {"name": "efficientnet_lite0"}, "train": {"epochs": 12}}
 LITE0_PRETRAINED = {"model": {"name": "efficientnet_lite0", "pretrained": "WEIGHTS"},
                     "train": {"epochs": 12, "features_lr_factor": 0.1}}
-
-
-@contextmanager
-def _inside(folder: Path):
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def merged(*changes: dict) -> dict:
@@ -113,15 +102,13 @@ def plain_loop(work: Path, changes: dict, seeds: tuple[int, ...]) -> dict:
     from torchvision.transforms import v2
 
     from stages.lib.io import load_array_set
+    from stages.lib.loop import load_training_inputs
     from stages.lib.models import InputShape, build_model, head_parameters
     from stages.lib.params import load_params
-    from stages.lib.preprocess import Preprocessing
     params = load_params("model", "train", "augment", path=work / "params.yaml")
-    train_set, test_set = (load_array_set(work / f"data/{d}") for d in ("augmented/train", "prepared/test"))
-    preprocessing = Preprocessing.read(work / "data/prepared/stats.json")
-    if params.model.pretrained:  # what prepare.normalize: auto gives train: the weights' own constants
-        from stages.lib.models import pretrained_input_stats
-        preprocessing = preprocessing.for_weights(pretrained_input_stats(params.model.name, len(preprocessing.mean)))
+    with chdir(work):  # the inputs and normalisation train has (the weights' constants when pretrained)
+        _, preprocessing, train_set, _ = load_training_inputs(params.model)
+    test_set = load_array_set(work / "data/prepared/test")
     mean, std = preprocessing.mean, preprocessing.std
     augment = params.augment
     per_image = v2.Compose([
@@ -150,7 +137,7 @@ def plain_loop(work: Path, changes: dict, seeds: tuple[int, ...]) -> dict:
     accuracies, seconds = [], []
     for seed in seeds:
         torch.manual_seed(seed)
-        with _inside(work):  # model.pretrained names a file under work/models/pretrained
+        with chdir(work):  # model.pretrained names a file under work/models/pretrained
             model = build_model(params.model, InputShape(3, 64, 64, 2))
         loader = torch.utils.data.DataLoader(Photos(), batch_size=params.train.batch_size, shuffle=True,
                                              collate_fn=collate)

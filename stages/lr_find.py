@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(*PARAMS)
     device = claim_device(select_device(params.train.device))
     try:
-        pretrained = params.model.name if params.model.pretrained else None
-        classes, preprocessing, train_set, _ = load_training_inputs(pretrained)
+        classes, preprocessing, train_set, _ = load_training_inputs(params.model)
         _, height, width, channels = train_set.images.shape
         torch.manual_seed(params.train.seed)
         model = build_model(params.model, InputShape(channels, height, width, len(classes))).to(device)

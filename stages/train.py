@@ -76,8 +76,7 @@ def train_process(params: Params, world: World) -> None:
     log = print if world.leader else (lambda _: None)
     device = claim_device(select_device(params.train.device), log, world.local_rank)
     join(world, device)
-    pretrained = params.model.name if params.model.pretrained else None
-    classes, preprocessing, train_set, val_set = load_training_inputs(pretrained)
+    classes, preprocessing, train_set, val_set = load_training_inputs(params.model)
     augment = online_augment(params.augment, params.train, len(classes))
     topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
     check_same_inputs(world, fingerprint(

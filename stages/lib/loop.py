@@ -29,7 +29,7 @@ from .io import ArraySet, load_array_set, read_json
 from .models import pretrained_input_stats
 from .online import Draws, OnlineAugment
 from .optim import clip_gradients, make_optimizer, make_scheduler, sam_ascend, sam_descend, weight_average
-from .params import TrainParams
+from .params import ModelParams, TrainParams
 from .preprocess import Normalizer, Preprocessing
 
 
@@ -38,14 +38,14 @@ from .preprocess import Normalizer, Preprocessing
 RANK_SEED_STRIDE = 1_000_003
 
 
-def load_training_inputs(pretrained: str | None = None) -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
+def load_training_inputs(model: ModelParams | None = None) -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
     """The classes, the preprocessing contract and the train and val arrays (memory-mapped), checked to
-    agree. `pretrained`: the model.name whose pretrained weights train starts from (None: none);
-    prepare.normalize: auto takes the constants those weights were trained with."""
+    agree. With `model` starting from pretrained weights (model.pretrained set), prepare.normalize:
+    auto takes the constants those weights were trained with."""
     classes = read_json(paths.CLASSES_FILE)
     preprocessing = Preprocessing.read(paths.STATS_FILE)
-    if pretrained:
-        preprocessing = preprocessing.for_weights(pretrained_input_stats(pretrained, len(preprocessing.mean)))
+    if model is not None and model.pretrained:
+        preprocessing = preprocessing.for_weights(pretrained_input_stats(model.name, len(preprocessing.mean)))
     train_set = load_array_set(paths.AUGMENTED_DIR / "train")
     val_set = load_array_set(paths.PREPARED_DIR / "val")
     _, height, width, channels = train_set.images.shape

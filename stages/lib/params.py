@@ -205,8 +205,8 @@ class PrepareParams:
                                "auto: area when shrinking, linear when enlarging")
     normalize: str = _spec(_choice("standard", "minmax", "imagenet", "auto"),
                            "standard: per-channel mean/std of train; minmax: per-channel train min..max to 0..1; "
-                           "imagenet: ImageNet's mean/std (pretrained torchvision weights); auto: imagenet when "
-                           "model.pretrained is set, else standard (train decides)")
+                           "imagenet: ImageNet's mean/std (pretrained torchvision weights); auto: the mean/std the "
+                           "weights were trained with when model.pretrained is set, else standard (train decides)")
     trim: bool = _spec(_boolean, "crop each image's uniform border (rows and columns within 16 grey levels of the "
                                  "border colour) before resizing")
     invert: str = _spec(_choice("none", "dark", "light"),

@@ -7,6 +7,7 @@ images to gather are known there, and nothing waits on the device. Used by onlin
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -20,8 +21,10 @@ BINS = 31  # torchvision's num_magnitude_bins for both
 RANDAUGMENT_OPS, RANDAUGMENT_BIN = 2, 9  # torchvision's RandAugment defaults: num_ops, magnitude
 
 
+@lru_cache(maxsize=None)  # draw() asks every batch: the same few tables for a run
 def magnitudes(policy: str, op: str, height: int, width: int) -> np.ndarray | None:
-    """The BINS magnitudes of `op` (None: it takes none), as torchvision's policies tabulate them."""
+    """The BINS magnitudes of `op` (None: it takes none), as torchvision's policies tabulate them
+    (read-only: shared between calls)."""
     wide = policy == "trivialaugment"
     table = {
         "ShearX": (0.0, 0.99 if wide else 0.3), "ShearY": (0.0, 0.99 if wide else 0.3),
@@ -30,11 +33,14 @@ def magnitudes(policy: str, op: str, height: int, width: int) -> np.ndarray | No
         "Rotate": (0.0, 135.0 if wide else 30.0), "Solarize": (1.0, 0.0),
         **{name: (0.0, 0.99 if wide else 0.9) for name in ("Brightness", "Color", "Contrast", "Sharpness")},
     }
-    if op == "Posterize":
-        return (8 - (torch.arange(BINS) / ((BINS - 1) / (6 if wide else 4)))).round().int().numpy()
-    if op not in table:
+    if op == "Posterize":  # bits kept
+        values = (8 - (torch.arange(BINS) / ((BINS - 1) / (6 if wide else 4)))).round().int().numpy()
+    elif op in table:
+        values = torch.linspace(*table[op], BINS).numpy()
+    else:
         return None
-    return torch.linspace(*table[op], BINS).numpy()
+    values.flags.writeable = False
+    return values
 
 
 def draw(policy: str, n: int, height: int, width: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -47,9 +53,9 @@ def draw(policy: str, n: int, height: int, width: int, rng: np.random.Generator)
         negative = rng.random(n) <= 0.5
         values = np.zeros(n)
         for index, op in enumerate(OPS):
-            table = magnitudes(policy, op, height, width)
             chosen = ops == index
-            if table is not None and chosen.any():
+            table = magnitudes(policy, op, height, width) if chosen.any() else None
+            if table is not None:
                 values[chosen] = table[bins[chosen]] * np.where(negative[chosen] & (op in SIGNED), -1.0, 1.0)
         rounds.append((ops, values))
     return rounds

@@ -78,7 +78,7 @@ class Preprocessing:
     @classmethod
     def measure(cls, params: PrepareParams, train_images: np.ndarray) -> tuple[Preprocessing, dict]:
         """The contract for `params`, normalised by the prepared train images (or ImageNet's constants);
-        also their raw stats. `auto` is measured as `standard` here; train swaps in ImageNet's
+        also their raw stats. `auto` is measured as `standard` here; train swaps in the weights' own
         constants when it starts from pretrained weights (for_weights)."""
         stats = channel_stats(train_images)
         if params.normalize == "minmax":
