@@ -1,6 +1,7 @@
 # make repro: set up .venv and run the whole pipeline on the default data (dvc repro)
 # make test:  set up .venv and run the whole test suite (make test-fast: unit tests only;
 #             make test-gpu: the CUDA tests, on a machine with a GPU)
+# make generated: rewrite what is generated from the code (dvc.yaml's deps and params; docs/params.md)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed-requirements
 # Stages run as `python -m stages.<name>`: put the venv's python first on PATH for DVC.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv repro test test-fast test-gpu bench clean
+.PHONY: venv repro test test-fast test-gpu bench generated clean
 
 venv: $(STAMP)
 
@@ -40,6 +41,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.cpu_kernels
 	$(BIN)/python -m benchmarks.lr_find
 	$(BIN)/python -m benchmarks.policy
+
+generated: $(STAMP)
+	$(BIN)/python -m tools.dvc_yaml
 
 clean:
 	rm -rf $(VENV)

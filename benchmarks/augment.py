@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from classifier.augment_offline import AugmentPlan, augmentation_variants
 from stages.augment import write_augmented
-from stages.lib.augmentations import AugmentPlan, augmentation_variants
 
 # The seed experiment's setting: 8 blur strengths, each also mirrored: ×18 images.
 KERNELS = (3, 5, 7, 9, 11, 13, 15, 17)

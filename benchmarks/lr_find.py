@@ -2,7 +2,7 @@
 
     python -m benchmarks.lr_find           # after `dvc repro` (it trains on data/augmented); about a minute
 
-Runs `python -m stages.lr_find` on the committed params in a scratch copy of the project holding
+Runs `python -m tools.lr_find` on the committed params in a scratch copy of the project holding
 this workspace's data, then trains and evaluates twice, side by side: with params.yaml's train.lr
 and with the suggestion. The claim to hold: the suggestion reaches at least 98% test accuracy on the
 digits, within a point of the hand-tuned rate. (The tool's behaviour, its files and refusals, is
@@ -20,7 +20,7 @@ from benchmarks.scratch import scratch_project, set_param, run_tool, train_and_e
 def main() -> None:
     with scratch_project() as work:
         params = YAML(typ="safe").load((work / "params.yaml").read_text())
-        output = run_tool(work, "from stages.lib.errors import run_stage; from stages import lr_find; "
+        output = run_tool(work, "from classifier.errors import run_stage; from tools import lr_find; "
                                 "run_stage(lr_find.main)")
         suggestion = float(re.search(r"suggested train.lr ([0-9.e+-]+)", output).group(1))
         results = {}

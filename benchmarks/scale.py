@@ -43,10 +43,10 @@ def write_arrays(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
 def synthetic_project(root: Path, images: int, size: int, epochs: int) -> None:
     """A copy of the project whose train inputs are `images` random size×size grey images of 10 classes."""
-    from stages.lib import paths
-    from stages.lib.params import load_params
-    from stages.lib.preprocess import Preprocessing
-    for name in ("stages", "params.yaml"):
+    from classifier import paths
+    from classifier.params.whole_file import load_params
+    from classifier.preprocessing import Preprocessing
+    for name in ("stages", "classifier", "params.yaml"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, root / name)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, images)
@@ -102,11 +102,11 @@ def processes_benchmark(args: argparse.Namespace) -> None:
 STREAM_CHILD = """
 import sys, threading, time, dataclasses
 import numpy as np, torch
-from stages.lib.models import InputShape, build_model
-from stages.lib.params import load_params
-from stages.lib.preprocess import Normalizer
-from stages.lib.data import DeviceDataset
-from stages.lib.loop import fit
+from classifier.device_dataset import DeviceDataset
+from classifier.models import InputShape, build_model
+from classifier.params.whole_file import load_params
+from classifier.preprocessing import Normalizer
+from classifier.training_loop import fit
 
 path, resident = sys.argv[1], sys.argv[2] == "resident"
 peak = {"anon": 0}

@@ -16,7 +16,7 @@ from typing import Iterator
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("stages", "params.yaml", "data/split", "data/prepared", "data/augmented", "models/pretrained")
+COPIED = ("stages", "classifier", "params.yaml", "data/split", "data/prepared", "data/augmented", "models/pretrained")
 
 
 @contextmanager
@@ -52,7 +52,7 @@ def train_and_evaluate(work: Path, environment: dict[str, str] | None = None, pr
     """The train and evaluate stages on `work`'s params (`prelude`: Python run before each stage):
     test accuracy and loss, and the first 12 hex digits of the model file's sha256."""
     for stage in ("train", "evaluate"):
-        run_tool(work, f"{prelude}from stages.lib.errors import run_stage; from stages import {stage}; "
+        run_tool(work, f"{prelude}from classifier.errors import run_stage; from stages import {stage}; "
                        f"run_stage({stage}.main)", environment)
     summary = json.loads((work / "metrics/summary.json").read_text())
     model = hashlib.sha256((work / "models/model.pt").read_bytes()).hexdigest()[:12]

@@ -22,15 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.lib import paths
-from stages.lib.augmentations import AugmentPlan, AugmentedBlock, augment_block, augmentation_variants
-from stages.lib.decode import read_image
-from stages.lib.errors import PipelineError, run_stage
-from stages.lib.figures import DPI, first_of_each_class, plot_image_grid, pyplot
-from stages.lib.io import finish_array_set, load_array_set, read_json, retire_summary, staged_outputs, write_json
-from stages.lib.params import AugmentParams, load_params, section_keys
+from classifier import paths
+from classifier.artifacts import finish_array_set, load_array_set, read_json
+from classifier.augment_offline import AugmentPlan, AugmentedBlock, augment_block, augmentation_variants
+from classifier.errors import PipelineError, run_stage
+from classifier.image_files import read_image
+from classifier.outputs import staged_outputs, write_json
+from classifier.params.augment import AugmentParams
+from classifier.params.checks import load_sections
+from classifier.plotting import DPI, first_of_each_class, plot_image_grid, pyplot
+from classifier.stale_summary import retire_summary
 
-PARAMS = section_keys("augment", online=False)  # augment.online*: train's, applied batch by batch
+PARAMS = (AugmentParams,)  # augment.online*: train's (OnlineAugmentParams), applied batch by batch
 DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR, paths.RAW_DIR)  # raw: the preview's first column, ingest.json
 OUTS = (paths.AUGMENTED_DIR, paths.DATA_METRICS, paths.DATA_PLOTS)
 CHUNK = 256  # source images per block; also fixes the random stream of each block (seed, block start)
@@ -126,7 +129,7 @@ def plot_class_counts(counts: pd.DataFrame, path: Path) -> None:
 
 
 def main() -> None:
-    params = load_params(*PARAMS).augment
+    params = load_sections(*PARAMS).augment
     retire_summary()  # the scores of the last run no longer describe this data
     classes = read_json(paths.CLASSES_FILE)
     source = load_array_set(paths.PREPARED_DIR / "train")

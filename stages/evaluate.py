@@ -13,7 +13,7 @@ plots/eval/: {val,test}_predictions.csv (actual, predicted: DVC's confusion temp
 per_class_{train,val,test}.csv, confusion_{val,test}.png (normalised heatmaps with class names),
 learning_curves.png (the saved epoch and a fine-tuning phase marked), worst_val.png (the most
 confidently wrong val images, with their true and predicted labels and confidence), and inside the
-network: weights.png, first_layer.png and feature_maps.png (stages/lib/network_views.py).
+network: weights.png, first_layer.png and feature_maps.png (classifier/network_views.py).
 metrics/summary.json: the handful of numbers `dvc exp show` compares runs by.
 
 Health checks print one line each: collapsed predictions, a diverging loss, loss spikes,
@@ -27,23 +27,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stages.lib import paths
-from stages.lib.charts import plot_confusion, plot_learning_curves, plot_weight_histograms
-from stages.lib.checkpoint import Checkpoint
-from stages.lib.data import DeviceDataset, images_to_tensor
-from stages.lib.device import claim_device
-from stages.lib.errors import run_stage
-from stages.lib.figures import first_of_each_class, plot_image_grid, rows_of
-from stages.lib.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
+from classifier import paths
+from classifier.artifacts import ArraySet, load_array_set
+from classifier.checkpoint import Checkpoint
+from classifier.device_dataset import DeviceDataset, images_to_tensor
+from classifier.devices import claim_device
+from classifier.errors import run_stage
+from classifier.eval_charts import plot_confusion, plot_learning_curves, plot_weight_histograms
+from classifier.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
                                collapse_remedy)
-from stages.lib.inference import loss_and_accuracy, predict_logits_and_tta
-from stages.lib.io import ArraySet, load_array_set, staged_outputs, write_json
-from stages.lib.network_views import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
-from stages.lib.params import EvaluateParams, load_params
-from stages.lib.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
+from classifier.inference import loss_and_accuracy, predict_logits_and_tta
+from classifier.network_views import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
+from classifier.outputs import staged_outputs, write_json
+from classifier.params.checks import load_sections
+from classifier.params.evaluate import EvaluateParams
+from classifier.plotting import first_of_each_class, plot_image_grid, rows_of
+from classifier.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
                                summary_block, top_k_scores)
 
-PARAMS = ("evaluate",)
+PARAMS = (EvaluateParams,)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint
 OUTS = (paths.SUMMARY_METRICS, paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS)
 EVAL_SPLITS = ("train", "val", "test")  # train: the prepared originals, not the augmented copies
@@ -92,7 +94,7 @@ def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, clas
 
 
 def main() -> None:
-    params = load_params(*PARAMS).evaluate
+    params = load_sections(*PARAMS).evaluate
     checkpoint = Checkpoint.load(paths.MODEL_FILE)
     device, amp = checkpoint.runtime()  # where and how training ran: eval.json repeats with train.device
     device = claim_device(device)  # a GPU no other running experiment holds

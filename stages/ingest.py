@@ -27,15 +27,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.lib import paths
-from stages.lib.decode import near_duplicates, pixel_hash, read_image, thumbnail, write_png
-from stages.lib.errors import PipelineError, run_stage
-from stages.lib.io import atomic_dir, printable, retire_summary, write_json
-from stages.lib.listing import list_class_folder
-from stages.lib.params import DataParams, load_params
+from classifier import paths
+from classifier.errors import PipelineError, printable, run_stage
+from classifier.folder_listing import list_class_folder
+from classifier.image_files import near_duplicates, pixel_hash, read_image, thumbnail, write_png
+from classifier.outputs import atomic_dir, write_json
+from classifier.params.checks import load_sections
+from classifier.params.data import DataParams
+from classifier.stale_summary import retire_summary
 
-PARAMS = ("data",)
-DEPS = ("${data.source}",)  # DVC templating: the folder data.source names, hashed like any dependency
+PARAMS = (DataParams,)
+DEPS = (paths.PARAMS_OK, "${data.source}")  # PARAMS_OK: the params stage runs first; ${data.source}: DVC
+# templating, the folder data.source names, hashed like any dependency
 OUTS = (paths.RAW_DIR,)
 
 
@@ -130,7 +133,7 @@ class Ingest:
 
 
 def main() -> None:
-    params = load_params(*PARAMS).data
+    params = load_sections(*PARAMS).data
     retire_summary()  # the scores of the last run no longer describe this data
     ingest = Ingest(params)
     report = ingest.report

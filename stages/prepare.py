@@ -3,7 +3,7 @@
     python -m stages.prepare
 
 Writes data/prepared/{train,val,test}/ array sets (images.npy uint8 N×H×W×C, labels.npy,
-index.csv) and data/prepared/stats.json: the preprocessing contract (stages/lib/preprocess.py:
+index.csv) and data/prepared/stats.json: the preprocessing contract (classifier/preprocessing.py:
 the prepare params and the per-channel normalisation x' = (x / 255 - mean) / std that train,
 evaluate and predict apply, measured on the train split only) and the train pixels' statistics.
 
@@ -17,16 +17,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.lib import paths
-from stages.lib.decode import read_image
-from stages.lib.errors import run_stage
-from stages.lib.io import (allocate_images, atomic_dir, class_ids, finish_array_set, read_file_list, read_json,
-                           retire_summary)
-from stages.lib.params import PrepareParams, load_params
-from stages.lib.preprocess import Preprocessing
-from stages.lib.transforms import format_image
+from classifier import paths
+from classifier.artifacts import allocate_images, class_ids, finish_array_set, read_file_list, read_json
+from classifier.errors import run_stage
+from classifier.image_files import read_image
+from classifier.image_format import format_image
+from classifier.outputs import atomic_dir
+from classifier.params.checks import load_sections
+from classifier.params.prepare import PrepareParams
+from classifier.preprocessing import Preprocessing
+from classifier.stale_summary import retire_summary
 
-PARAMS = ("prepare",)
+PARAMS = (PrepareParams,)
 DEPS = (paths.SPLIT_DIR, paths.RAW_DIR)
 OUTS = (paths.PREPARED_DIR,)
 
@@ -48,7 +50,7 @@ def prepare_split(split: str, out: Path, classes: list[str], params: PreparePara
 
 
 def main() -> None:
-    params = load_params(*PARAMS).prepare
+    params = load_sections(*PARAMS).prepare
     retire_summary()  # the scores of the last run no longer describe this data
     classes = read_json(paths.CLASSES_FILE)
     with atomic_dir(paths.PREPARED_DIR) as out:

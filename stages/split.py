@@ -16,13 +16,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stages.lib import paths
-from stages.lib.errors import PipelineError, run_stage
-from stages.lib.io import atomic_dir, class_ids, read_json, retire_summary, write_file_list, write_json
-from stages.lib.listing import list_class_folder
-from stages.lib.params import SplitParams, load_params
+from classifier import paths
+from classifier.artifacts import class_ids, read_json, write_file_list
+from classifier.errors import PipelineError, run_stage
+from classifier.folder_listing import list_class_folder
+from classifier.outputs import atomic_dir, write_json
+from classifier.params.checks import load_sections
+from classifier.params.split import SplitParams
+from classifier.stale_summary import retire_summary
 
-PARAMS = ("split",)
+PARAMS = (SplitParams,)
 DEPS = (paths.RAW_DIR,)
 OUTS = (paths.SPLIT_DIR,)
 
@@ -130,7 +133,7 @@ def check_given_split(rows: pd.DataFrame, split: str, train: pd.DataFrame, class
 
 
 def main() -> None:
-    params = load_params(*PARAMS).split
+    params = load_sections(*PARAMS).split
     retire_summary()  # the scores of the last run no longer describe this data
     report = read_json(paths.INGEST_REPORT)
     files = list_raw(report["splits"])

@@ -4,14 +4,14 @@
 
 With model.freeze: features and train.finetune_epochs, the head is trained first, then every layer
 (two-phase fine-tuning, one history). Uses a GPU no other experiment holds when there is one
-(train.device: auto; stages/lib/gpus.py) and the CPU otherwise. With train.processes (or
-train.nodes) > 1 it restarts itself as torchrun's data-parallel processes (stages/lib/distributed.py);
+(train.device: auto; classifier/devices.py) and the CPU otherwise. With train.processes (or
+train.nodes) > 1 it restarts itself as torchrun's data-parallel processes (classifier/distributed.py);
 rank 0 writes the outputs. Prints one line per epoch and, as each epoch ends, rewrites
 plots/train/history.csv and metrics/time.json (epochs done, seconds), so that `dvc exp show` and
 `dvc plots diff` follow a running experiment; until evaluate scores this run, metrics/summary.json
 is removed (it held the last run's scores). Keeps the last epoch's weights, or with
 train.checkpoint: best the best epoch's by train.monitor on the val split (early stopping with
-train.patience). Writes models/model.pt (stages/lib/checkpoint.py: those weights plus everything
+train.patience). Writes models/model.pt (classifier/checkpoint.py: those weights plus everything
 evaluate and predict need), metrics/train.json and plots/train/: history.csv (per epoch: lr, train
 and val cross-entropy, the train objective, accuracies) and steps.csv (per batch).
 """
@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from stages.lib.errors import is_worker
-from stages.lib.io import retire_summary
+from classifier.stale_summary import retire_summary
 
-if __name__ == "__main__" and not is_worker():  # the stage itself, not one of its torchrun workers
+# The stage itself, not one of its torchrun workers (torchrun sets this; distributed.is_worker says the
+# same, but importing that module imports torch).
+if __name__ == "__main__" and "TORCHELASTIC_RUN_ID" not in os.environ:
     # First thing, before the seconds of importing torch below, in which `dvc exp show` would give a
     # running experiment its baseline's scores: this run's model makes metrics/summary.json stale.
     retire_summary()
@@ -31,28 +32,32 @@ if __name__ == "__main__" and not is_worker():  # the stage itself, not one of i
 import pandas as pd
 import torch
 
-from stages.lib import paths
-from stages.lib.checkpoint import Checkpoint
-from stages.lib.data import DeviceDataset
-from stages.lib.device import claim_device, select_device
-from stages.lib.distributed import World, check_same_inputs, fingerprint, from_environment, join, launch, leave
-from stages.lib.errors import PipelineError, launcher_alive, run_stage
-from stages.lib.gpus import CLAIMED_VARIABLE, claim_gpus
-from stages.lib.io import live_outputs, staged_outputs, write_json
-from stages.lib.loop import EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs, shard_rows
-from stages.lib.models import InputShape, build_model, count_parameters
-from stages.lib.online import online_augment
-from stages.lib.optim import class_weights
-from stages.lib.params import Params, as_plain, load_params, section_keys
-from stages.lib.preprocess import Preprocessing
+from classifier import paths
+from classifier.augment_online import online_augment
+from classifier.checkpoint import Checkpoint
+from classifier.device_dataset import DeviceDataset
+from classifier.devices import CLAIMED_VARIABLE, claim_device, claim_gpus, select_device
+from classifier.distributed import (TorchrunWorker, World, check_same_inputs, fingerprint, from_environment, join,
+                                    launch, launcher_alive, leave)
+from classifier.errors import PipelineError, run_stage
+from classifier.models import InputShape, build_model, count_parameters
+from classifier.optim import class_weights
+from classifier.outputs import live_outputs, staged_outputs, write_json
+from classifier.params.checks import Sections, as_plain, load_sections
+from classifier.params.model import ModelParams
+from classifier.params.online_augment import OnlineAugmentParams
+from classifier.params.train import TrainParams, check_with_model
+from classifier.preprocessing import Preprocessing
+from classifier.training_loop import EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs, shard_rows
 
-PARAMS = ("model", "train", *section_keys("augment", online=True))
+PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
 OUTS = (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS, paths.TRAIN_PLOTS)
 
 
 def main() -> None:
-    params = load_params(*PARAMS)
+    params = load_sections(*PARAMS)
+    check_with_model(params.train, params.model.freeze)
     world = from_environment()
     if world is None and params.train.processes * params.train.nodes > 1:
         load_training_inputs()  # a missing or mismatched input is one message from here, not one per process
@@ -71,7 +76,7 @@ def main() -> None:
         leave()
 
 
-def train_process(params: Params, world: World) -> None:
+def train_process(params: Sections, world: World) -> None:
     """Train as one process, or as one of torchrun's data-parallel processes (rank 0 writes the outputs)."""
     log = print if world.leader else (lambda _: None)
     device = claim_device(select_device(params.train.device), log, world.local_rank)
@@ -127,7 +132,7 @@ def progress(records: list[EpochRecord]) -> dict:
     return {"epoch": records[-1].epoch if records else 0, "seconds": round(sum(r.seconds for r in records), 1)}
 
 
-def write_outputs(params: Params, result: FitResult, classes: list[str], preprocessing: Preprocessing, trainable: int,
+def write_outputs(params: Sections, result: FitResult, classes: list[str], preprocessing: Preprocessing, trainable: int,
                   train_images: int, world: World) -> None:
     """models/model.pt, metrics/train.json and time.json, plots/train: all switched at once."""
     state, saved_epoch = result.saved(params.train.checkpoint)
@@ -168,4 +173,4 @@ def write_outputs(params: Params, result: FitResult, classes: list[str], preproc
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, worker=TorchrunWorker())

@@ -14,7 +14,7 @@ import numpy as np
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "data/digits", "models/pretrained")
+PROJECT_FILES = ("stages", "classifier", "tools", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "data/digits", "models/pretrained")
 
 # Small enough to run every stage in seconds, large enough that every split gets every class.
 TINY_PARAMS = {

@@ -6,13 +6,14 @@ import dataclasses
 import numpy as np
 import pytest
 
+from classifier.augment_offline import AugmentPlan, Variant, augment_block, augmentation_variants
+from classifier.errors import PipelineError
+from classifier.params.augment import AugmentParams
+from classifier.params.checks import load_sections
 from stages.augment import augmented_mask, plan_from, write_augmented
-from stages.lib.augmentations import AugmentPlan, Variant, augment_block, augmentation_variants
-from stages.lib.errors import PipelineError
-from stages.lib.params import load_params
 from tests.helpers import ROOT
 
-BASE = load_params("augment", path=ROOT / "params.yaml").augment
+BASE = load_sections(AugmentParams, path=ROOT / "params.yaml").augment
 N = 300  # more than one block of augment.CHUNK (256): the last block is partial
 
 
@@ -102,7 +103,7 @@ def test_plan_needs_the_original_first() -> None:
 
 
 def test_a_blur_wider_than_the_images_is_refused() -> None:
-    from stages.lib.params import validate
+    from classifier.params.whole_file import validate
     from tests.helpers import ROOT, read_params
     raw = read_params(ROOT / "params.yaml")
     raw["prepare"]["image_size"] = [32, 40]

@@ -15,11 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
+from classifier.artifacts import allocate_images
+from classifier.errors import PipelineError, run_stage
+from classifier.folder_listing import list_class_folder
+from classifier.image_files import near_duplicates, read_image, thumbnail
+from classifier.outputs import atomic_dir, atomic_file
 from stages import ingest
-from stages.lib.decode import near_duplicates, read_image, thumbnail
-from stages.lib.errors import PipelineError, run_stage
-from stages.lib.io import allocate_images, atomic_dir, atomic_file
-from stages.lib.listing import list_class_folder
 from tests.helpers import copy_project, make_image_folder
 
 
@@ -264,13 +265,13 @@ def test_near_duplicates_pairs_each_copy_with_its_first_original() -> None:
     (["--end", "inf"], "--end inf"),
 ])
 def test_lr_find_refuses_a_range_it_cannot_test(args, message) -> None:
-    from stages.lr_find import main
+    from tools.lr_find import main
     with pytest.raises(PipelineError, match=re.escape(message)):
         main(args)
 
 
 def range_test(losses: list[float]):
-    from stages.lr_find import RangeTest
+    from tools.lr_find import RangeTest
     lrs = [1e-3 * 1.5 ** i for i in range(len(losses))]
     return RangeTest(lrs, losses, losses)  # already smooth
 

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.lib.decode import read_image
-from stages.lib.io import load_array_set
-from stages.lib.params import parse_section
-from stages.lib.transforms import format_image
+from classifier.artifacts import load_array_set
+from classifier.image_files import read_image
+from classifier.image_format import format_image
+from classifier.params.checks import parse_section
+from classifier.params.prepare import PrepareParams
 from tests.helpers import assert_picture, copy_project, make_image_folder, read_params, run_stage_in_process
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_no_leak_and_val_test_are_prepare_output(tmp_path, mode) -> None:
     assert not set(augmented.index["source"]) & (seen[1] | seen[2])
     assert len(augmented.labels) == len(lists["train"]) * 3 * 2  # (1 + 2 blurs) × (1 + hflip)
 
-    params = parse_section("prepare", read_params(project / "params.yaml")["prepare"])
+    params = parse_section(PrepareParams, read_params(project / "params.yaml")["prepare"])
     for split in ("val", "test"):
         arrays = load_array_set(project / f"data/prepared/{split}")
         assert arrays.index["source"].tolist() == lists[split]["path"].tolist()

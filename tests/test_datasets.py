@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.lib.decode import read_image
-from stages.lib.errors import PipelineError
-from stages.lib.io import atomic_dir, atomic_file
-from stages.lib.listing import list_class_folder
+from classifier.errors import PipelineError
+from classifier.folder_listing import list_class_folder
+from classifier.image_files import read_image
+from classifier.outputs import atomic_dir, atomic_file
 from stages.split import downsample, merge_and_drop, stratified_split
 from tests.helpers import make_image_folder
 

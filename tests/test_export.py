@@ -1,4 +1,4 @@
-"""python -m stages.export's refusals; what the program computes is checked on the pipeline's model
+"""python -m tools.export's refusals; what the program computes is checked on the pipeline's model
 (tests/test_pipeline.py: test_the_exported_program_gives_the_checkpoints_logits_on_the_test_split)."""
 from __future__ import annotations
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.lib import paths
-from stages.lib.errors import PipelineError, missing_input, run_stage
-from stages.lib.io import staged_outputs
+from classifier import paths
+from classifier.errors import PipelineError, missing_input, run_stage
+from classifier.outputs import staged_outputs
 from tests.helpers import ROOT, copy_project, env, run_stage as run_stage_process
 
 SMALL = {"data": {"digits_size": 8}, "prepare": {"image_size": 8}, "augment": {"blur_kernels": []},
@@ -93,14 +93,14 @@ def test_a_missing_input_names_the_stage_that_makes_it(tmp_path, monkeypatch, mi
     assert missing_input(FileNotFoundError(errno.ENOENT, "gone", "elsewhere/file.txt")) is None
 
 
-@pytest.mark.parametrize("tool, argv", [("lr_find", []), ("train", []), ("augment", []), ("prepare", []),
-                                        ("split", [])])
+@pytest.mark.parametrize("tool, argv", [("tools.lr_find", []), ("stages.train", []), ("stages.augment", []),
+                                        ("stages.prepare", []), ("stages.split", [])])
 def test_a_stage_run_by_hand_in_a_fresh_clone_says_what_to_run(tmp_path, monkeypatch, capsys, tool, argv) -> None:
     import importlib
     project = copy_project(tmp_path / "p")
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "argv", [tool, *argv])
-    module = importlib.import_module(f"stages.{tool}")
+    module = importlib.import_module(tool)
     with pytest.raises(SystemExit) as exited:
         run_stage(module.main)
     err = capsys.readouterr().err
@@ -260,7 +260,7 @@ def test_a_node_that_never_joins_is_one_line_after_the_rendezvous_timeout(prepar
 
 # ------------------------------------------------------------------------------ live progress
 def test_live_outputs_show_progress_and_a_failed_run_puts_the_last_runs_back(tmp_path) -> None:
-    from stages.lib.io import live_outputs
+    from classifier.outputs import live_outputs
     history, progress = tmp_path / "plots/train/history.csv", tmp_path / "metrics/time.json"
     history.parent.mkdir(parents=True)
     history.write_text("last run's history")
@@ -318,14 +318,14 @@ class FakeFailure:
 ])
 def test_a_failed_data_parallel_run_names_its_cause_not_the_echoes(failures, expected) -> None:
     from types import SimpleNamespace
-    from stages.lib.distributed import _first_message
+    from classifier.distributed import _first_message
     assert _first_message(SimpleNamespace(failures=failures)).startswith(expected)
 
 
 def test_a_signal_while_the_process_exits_is_no_traceback(tmp_path) -> None:
     """torchrun's agent stops the other workers with SIGTERM once one died; one that is already on its
     way out (in an error handler, or torch's exit callbacks) must end quietly, not print a traceback."""
-    late_sigterm = ("import atexit, os, signal\nfrom stages.lib.errors import run_stage\n"
+    late_sigterm = ("import atexit, os, signal\nfrom classifier.errors import run_stage\n"
                     "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
                     "def main():\n    pass\nrun_stage(main, exclusive=False)\n")
     result = subprocess.run([sys.executable, "-c", late_sigterm], cwd=ROOT, env=env(), capture_output=True, text=True)
@@ -336,7 +336,7 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path, monkeypatch, 
                                                           restore_signal_handlers) -> None:
     """The first SIGTERM starts the clean-up; one more (a launcher forwarding it, say) arriving while
     the temporaries are being removed must not stop that halfway."""
-    from stages.lib import io
+    from classifier import outputs as io
     monkeypatch.chdir(tmp_path)
     real_remove = io._remove
 

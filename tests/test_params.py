@@ -5,8 +5,11 @@ import dataclasses
 
 import pytest
 
-from stages.lib.errors import PipelineError
-from stages.lib.params import SECTIONS, describe, load_params, parse_section
+from classifier.errors import PipelineError
+from classifier.params.checks import load_sections, parse_section
+from classifier.params.data import DataParams
+from classifier.params.train import TrainParams
+from classifier.params.whole_file import SECTIONS, load_params, section_keys
 from tests.helpers import ROOT, dump_params, read_params, write_params
 
 
@@ -24,10 +27,20 @@ def test_sections_are_frozen() -> None:
         params.train.lr = 1.0  # type: ignore[misc]
 
 
-def test_undeclared_section_cannot_be_used() -> None:
-    params = load_params("train", path=ROOT / "params.yaml")
-    with pytest.raises(AttributeError, match="'augment' is not declared by this stage"):
+def test_a_section_a_stage_did_not_read_cannot_be_used() -> None:
+    params = load_sections(TrainParams, path=ROOT / "params.yaml")
+    with pytest.raises(AttributeError, match="params section 'augment' was not read by this stage"):
         _ = params.augment.blur_kernels
+
+
+def test_a_stage_reads_its_own_sections_only(tmp_path) -> None:
+    """A bad value elsewhere is the params stage's to refuse (it runs first): a stage's own check
+    depends only on the modules of the sections it reads, so editing another section's rules reruns
+    nothing else."""
+    path = _with(tmp_path, "train", lr=0)
+    assert load_sections(DataParams, path=path).data.source == "data/digits"
+    with pytest.raises(PipelineError, match="'train.lr'"):
+        load_sections(TrainParams, path=path)
 
 
 def _with(tmp_path, section: str, **values):
@@ -41,7 +54,7 @@ def test_unknown_key_suggests_the_close_one(tmp_path) -> None:
     raw["train"]["lerning_rate"] = 0.1
     with pytest.raises(PipelineError, match=r"unknown key 'train.lerning_rate' in params.yaml; did you mean "
                                             r"'train.lr'\? valid: optimizer, lr, momentum"):
-        parse_section("train", raw["train"])
+        parse_section(TrainParams, raw["train"])
 
 
 def test_unknown_section(tmp_path) -> None:
@@ -184,11 +197,11 @@ def test_missing_key_is_named(tmp_path) -> None:
     raw = read_params(ROOT / "params.yaml")
     del raw["train"]["gamma"]
     with pytest.raises(PipelineError, match=r"missing key 'train.gamma' in params.yaml"):
-        parse_section("train", raw["train"])
+        parse_section(TrainParams, raw["train"])
 
 
 def test_a_validation_error_in_another_section_is_still_reported(tmp_path) -> None:
-    # A stage validates the whole file: a typo anywhere stops the pipeline at its first stage.
+    # The params stage validates the whole file: a typo anywhere stops the pipeline before any stage.
     with pytest.raises(PipelineError, match="'train.lr'"):
         load_params("data", path=_with(tmp_path, "train", lr=0))
 
@@ -204,7 +217,7 @@ def test_not_yaml_and_missing_file(tmp_path) -> None:
 
 def test_every_key_has_a_meaning() -> None:
     for section in SECTIONS:
-        assert all(doc.strip() for doc in describe(section).values()), section
+        assert all(doc.strip() for doc in section_keys(section).values()), section
 
 
 def test_class_mapping_and_lists_are_normalised(tmp_path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.lib.params import SECTIONS, load_params
+from classifier.params.whole_file import SECTIONS, load_params
 from tests.helpers import ROOT, copy_project, dvc, git, run
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def test_repeated_exp_run_edits_keep_params_yaml_intact(tmp_path) -> None:
     root = copy_project(tmp_path / "project")
     (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())  # the layout under test, as shipped
     # A one-stage pipeline that loads every section: it fails if an edit left the file broken.
-    check = f"{Path(sys.executable).name} -c 'from stages.lib.params import *; load_params(*SECTIONS)'"
+    check = f"{Path(sys.executable).name} -c 'from classifier.params.whole_file import *; load_params(*SECTIONS)'"
     (root / "dvc.yaml").write_text(f"stages:\n  check:\n    cmd: {check} && echo ok > checked.txt\n"
                                    f"    params: [{', '.join(SECTIONS)}]\n    outs: [checked.txt]\n")
     for command in (["git", "init", "-q"], ["git", "config", "user.email", "t@e.st"], ["git", "config", "user.name", "t"]):

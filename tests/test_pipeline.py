@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
-from stages.lib.errors import PipelineError
-from stages.lib.io import load_array_set
+from classifier.artifacts import load_array_set
+from classifier.errors import PipelineError
 from tests.helpers import (ROOT, STAGES, assert_picture, changed_stages, copy_project, dvc, env, git,
                            init_repo, read_params, restore_baseline, run, set_params, stages_run)
 
@@ -135,7 +135,7 @@ def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> Non
         assert f"Stage '{skipped}' didn't change, skipping" in lr_experiment.stdout
 
 
-EXP_SHOW_DROP = "--drop '^(data|models|stages)/|Created'"  # the hash and date columns
+EXP_SHOW_DROP = "--drop '^(data|models|stages|classifier)/|^params.yaml$|Created'"  # the hash and date columns
 
 
 def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(project, lr_experiment) -> None:
@@ -161,8 +161,8 @@ def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(proj
 
 def test_a_code_edit_marks_only_the_stages_that_run_it(project) -> None:
     """tests/test_rerun_policy.py's table, asked of the real `dvc status` for a few files."""
-    for file, expected in (("stages/lib/scores.py", {"evaluate"}), ("stages/split.py", {"split"}),
-                           ("stages/lib/augmentations.py", {"augment"}), ("stages/lr_find.py", set())):
+    for file, expected in (("classifier/scores.py", {"evaluate"}), ("stages/split.py", {"split"}),
+                           ("classifier/augment_offline.py", {"augment"}), ("tools/lr_find.py", set())):
         path = project / file
         original = path.read_text()
         try:
@@ -272,7 +272,7 @@ def test_train_repeats_to_the_last_digit_on_the_cpu(project) -> None:
 
 def test_report_tables_both_experiments(project, lr_experiment, tmp_path) -> None:
     out = tmp_path / "report.md"
-    result = run([sys.executable, "-m", "stages.report", "--output", str(out)], project)
+    result = run([sys.executable, "-m", "tools.report", "--output", str(out)], project)
     table = out.read_text()
     assert table == result.stdout
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
@@ -285,7 +285,7 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
     val = pd.read_csv(project / "data/split/val.csv", dtype=str)
     predicted = pd.read_csv(project / "plots/eval/val_predictions.csv", dtype=str)["predicted"]
     files = val["path"].tolist()[:5]
-    result = run([sys.executable, "-m", "stages.predict", *files, "--json", "--top-k", "2"], project)
+    result = run([sys.executable, "-m", "tools.predict", *files, "--json", "--top-k", "2"], project)
     assert result.stderr.startswith("predict: 5 image(s) read; classifying with models/model.pt (mlp, 10 classes)")
     answers = json.loads(result.stdout)
     assert [a["image"] for a in answers] == files
@@ -294,18 +294,18 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
         probabilities = [p["probability"] for p in answer["predictions"]]
         assert len(probabilities) == 2 and probabilities[0] >= probabilities[1] and sum(probabilities) <= 1 + 1e-6
     (project / "broken.png").write_bytes(b"not a png")
-    failed = run([sys.executable, "-m", "stages.predict", files[0], "broken.png"], project, check=False)
+    failed = run([sys.executable, "-m", "tools.predict", files[0], "broken.png"], project, check=False)
     assert failed.returncode == 1 and failed.stdout == ""
     assert failed.stderr.strip() == "error: broken.png: not a readable image (corrupt or not PNG/JPEG/BMP/WebP/TIFF)"
 
 
 def test_the_exported_program_gives_the_checkpoints_logits_on_the_test_split(project, tmp_path) -> None:
-    """python -m stages.export on the pipeline's model: the checkpoint's logits for any batch size,
+    """python -m tools.export on the pipeline's model: the checkpoint's logits for any batch size,
     without this project's model code; its class names and preprocessing travel inside."""
-    from stages.export import export_checkpoint, load_exported
-    from stages.lib.checkpoint import Checkpoint
-    from stages.lib.data import DeviceDataset
-    from stages.lib.inference import predict_logits
+    from tools.export import export_checkpoint, load_exported
+    from classifier.checkpoint import Checkpoint
+    from classifier.device_dataset import DeviceDataset
+    from classifier.inference import predict_logits
     checkpoint = Checkpoint.load(project / "models/model.pt")
     export_checkpoint(checkpoint, tmp_path / "served.pt2")
     program, classes, preprocessing = load_exported(tmp_path / "served.pt2")
@@ -324,7 +324,7 @@ def test_the_exported_program_gives_the_checkpoints_logits_on_the_test_split(pro
 def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> None:
     """Runs before the module's other queues (file order), so that its own queue worker, with one
     thread, trains it. While it trains: its own live epochs in `dvc exp show`, epoch lines in `dvc queue logs`, and never
-    the baseline's test accuracy in its row or in stages.report; PYTHONUNBUFFERED unset, as for a user.
+    the baseline's test accuracy in its row or in tools.report; PYTHONUNBUFFERED unset, as for a user.
 
     In its first seconds DVC sets up the experiment's workspace from its baseline commit, and shows that
     commit's files as the row (README: "While a queue runs"); from its first epoch on, the row is its own."""
@@ -375,7 +375,7 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
                     side_checks = {name: subprocess.Popen([sys.executable, *args], cwd=project, env=quiet, text=True,
                                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
                                    for name, args in (("logs", ("-m", "dvc", "queue", "logs", "live")),
-                                                      ("report", ("-m", "stages.report")))}
+                                                      ("report", ("-m", "tools.report")))}
         assert len(epochs_seen) >= 2, repr(polls)  # it moved while it trained
         logs, table = (side_checks[name].communicate(timeout=60)[0] for name in ("logs", "report"))
         assert 0 < len(re.findall(rf"^epoch +\d+/{epochs}", logs, re.M)) < epochs, logs
@@ -425,17 +425,17 @@ def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) 
     dvc("artifacts", "get", str(project), "classifier", "--stage", "prod", "-o", str(tmp_path / "prod.pt"), cwd=tmp_path)
     assert (tmp_path / "prod.pt").read_bytes() == (project / "models/model.pt").read_bytes()
     threes = [str(p) for p in sorted((project / "data/raw/3").iterdir())[:5]]
-    result = run([sys.executable, "-m", "stages.predict", "--json", "--model", str(tmp_path / "prod.pt"), *threes],
+    result = run([sys.executable, "-m", "tools.predict", "--json", "--model", str(tmp_path / "prod.pt"), *threes],
                  project)
     top = [image["predictions"][0]["class"] for image in json.loads(result.stdout)]
     assert top.count("3") >= 4, top  # the fetched model classifies
     # Exported for serving, the fetched model classifies those images alike (README "The model registry").
-    from stages import export
+    from tools import export
     export.main(["--model", str(tmp_path / "prod.pt"), "--output", str(tmp_path / "prod.pt2")])
     program, classes, _ = export.load_exported(tmp_path / "prod.pt2")
-    from stages.lib.decode import read_image
-    from stages.lib.transforms import format_image
-    from stages.lib.checkpoint import Checkpoint
+    from classifier.image_files import read_image
+    from classifier.image_format import format_image
+    from classifier.checkpoint import Checkpoint
     image_params = Checkpoint.load(tmp_path / "prod.pt").preprocessing.image
     batch = torch.from_numpy(np.stack([format_image(read_image(Path(t)), image_params) for t in threes])).permute(0, 3, 1, 2)
     with torch.no_grad():
@@ -451,11 +451,11 @@ def experiment_data(root: Path, name: str) -> dict:
 
 def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_learnt(project) -> None:
     """The suggestion's accuracy (98% and more on digits) is measured by `python -m benchmarks.lr_find`."""
-    from stages import lr_find
+    from tools import lr_find
     with pytest.MonkeyPatch.context() as patch, pytest.raises(PipelineError, match="^the loss never decreased.*lower --start"):
         patch.chdir(project)  # in this process: the command line's path runs below
         lr_find.main(["--start", "100", "--end", "1000"])
-    result = run([sys.executable, "-m", "stages.lr_find"], project)
+    result = run([sys.executable, "-m", "tools.lr_find"], project)
     assert "lr_find: step 20/200: lr " in result.stdout  # progress while it runs, every tenth of the steps
     suggestion = float(re.search(r"suggested train.lr ([0-9.e+-]+)", result.stdout).group(1))
     assert f"dvc exp run -S train.lr={suggestion:.3g}" in result.stdout
@@ -469,15 +469,15 @@ def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_l
 
 
 def test_sweep_queues_seeded_random_experiments(project, lr_experiment) -> None:
-    from stages import sweep
-    from stages.sweep import draw_combinations, parse_distribution, taken_names
+    from tools import sweep
+    from tools.sweep import draw_combinations, parse_distribution, taken_names
     specs = ["train.lr=loguniform(0.01,0.3)", "model.dropout=choice(0.0,0.2)"]
     with pytest.MonkeyPatch.context() as patch, pytest.raises(
             PipelineError, match="^The 'train.epochs' parameter must be an integer >= 1"):
         patch.chdir(project)  # in this process: the command line's path runs below
         sweep.main(["2", *specs, "train.epochs=choice(0)", "--seed", "3"])
     try:
-        result = run([sys.executable, "-m", "stages.sweep", "2", *specs, "--seed", "1", "--name", "rs"], project)
+        result = run([sys.executable, "-m", "tools.sweep", "2", *specs, "--seed", "1", "--name", "rs"], project)
         assert result.stdout.count("sweep: queued rs-") == 2
         assert dvc("queue", "status", cwd=project).stdout.count("Queued") == 2  # the refused sweep queued none
         expected = draw_combinations([parse_distribution(s) for s in specs], 2, seed=1)
@@ -487,7 +487,7 @@ def test_sweep_queues_seeded_random_experiments(project, lr_experiment) -> None:
             params = shown[f"rs-{number}"]["data"]["params"]["params.yaml"]["data"]
             assert {"train.lr": params["train"]["lr"], "model.dropout": params["model"]["dropout"]} == combination
         # Another seed: its names count on, and no queued name is reused (each would lose a result).
-        again = run([sys.executable, "-m", "stages.sweep", "1", *specs, "--seed", "2", "--name", "rs"], project)
+        again = run([sys.executable, "-m", "tools.sweep", "1", *specs, "--seed", "2", "--name", "rs"], project)
         assert re.findall(r"queued (rs-\d+)", again.stdout) == ["rs-3"]
         names = re.findall(r"\b(rs-\d+)\b", dvc("queue", "status", cwd=project).stdout)
         assert sorted(names) == ["rs-1", "rs-2", "rs-3"]
@@ -560,7 +560,7 @@ def test_two_nodes_on_localhost_train_one_model(project, ddp_experiment, tmp_pat
     """Node 0 is the DVC workspace (`python -m stages.train`, as `dvc repro` runs it); node 1 is another
     checkout with the same data, started with the torchrun command the README shows."""
     import shutil
-    from stages.lib.checkpoint import Checkpoint
+    from classifier.checkpoint import Checkpoint
     node1 = tmp_path / "node1"
     shutil.copytree(project, node1, ignore=shutil.ignore_patterns(".git", "cache"))
     before = (node1 / "models/model.pt").read_bytes()
@@ -630,7 +630,7 @@ def test_experiments_shared_through_git_and_dvc_remotes(project, ddp_experiment,
     pulled = [r for row in shown for e in row.get("experiments") or [] for r in e["revs"] if r.get("name") == "ddp"]
     assert len(pulled) == 1
     assert pulled[0]["data"]["metrics"]["metrics/summary.json"]["data"]["test_acc"] == ddp_experiment["accuracy"]
-    report = run([sys.executable, "-m", "stages.report"], machine_b).stdout
+    report = run([sys.executable, "-m", "tools.report"], machine_b).stdout
     assert any(line.startswith("| ddp |") for line in report.splitlines()), report
     plots = json.loads(dvc("plots", "diff", "HEAD", "ddp", "--json", cwd=machine_b).stdout)["data"]
     assert plots["Loss"][0]["revisions"] == ["HEAD", "ddp"]

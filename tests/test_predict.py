@@ -1,5 +1,5 @@
 """predict applies exactly the preprocessing the checkpoint carries: colour, trim, invert, resize
-mode, padding and size (stages/lib/transforms.py's format_image with prepare's params), whatever the
+mode, padding and size (classifier/image_format.py's format_image with prepare's params), whatever the
 photo's own size; a test with the default params, where raw and prepared sizes agree, could not tell."""
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from stages import predict as predict_module
-from stages.lib.checkpoint import Checkpoint
-from stages.lib.decode import read_image
-from stages.lib.models import InputShape, build_model
-from stages.lib.params import load_params
-from stages.lib.preprocess import Preprocessing
-from stages.lib.transforms import format_image
+from classifier.checkpoint import Checkpoint
+from classifier.image_files import read_image
+from classifier.image_format import format_image
+from classifier.models import InputShape, build_model
+from classifier.params.whole_file import load_params
+from classifier.preprocessing import Preprocessing
 from tests.helpers import ROOT
+from tools import predict as predict_module
 
 PARAMS = load_params("model", "prepare", path=ROOT / "params.yaml")
 

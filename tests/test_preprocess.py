@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib.errors import PipelineError
-from stages.lib.models import pretrained_input_stats
-from stages.lib.params import load_params
-from stages.lib.preprocess import Normalizer, Preprocessing, channel_stats
-from stages.lib.transforms import format_image
+from classifier.errors import PipelineError
+from classifier.image_format import format_image
+from classifier.models import pretrained_input_stats
+from classifier.params.whole_file import load_params
+from classifier.preprocessing import Normalizer, Preprocessing, channel_stats
 from tests.helpers import ROOT
 
 PREPARE = load_params("prepare", path=ROOT / "params.yaml").prepare
@@ -100,7 +100,7 @@ def test_invert_makes_dark_ink_on_paper_and_light_ink_on_a_screen_one_kind() -> 
 
 
 def test_trim_crops_a_uniform_margin_so_the_sign_fills_the_frame() -> None:
-    from stages.lib.transforms import trim_border
+    from classifier.image_format import trim_border
     sign = _sign(ink=20, paper=235)
     rng = np.random.default_rng(0)
     scanned = _sign(ink=20, paper=235, margin=30, margin_grey=120)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.report import (Experiment, aggregate_seeds, differing_params, experiments_from_json, flatten,
+from tools.report import (Experiment, aggregate_seeds, differing_params, experiments_from_json, flatten,
                            markdown_table, seeds_table)
 
 
@@ -104,7 +104,7 @@ def test_queued_running_and_failed_experiments_never_wear_other_runs_numbers(mon
     table = markdown_table(list(experiments.values()), "val_acc")
     assert "| r | running | 0.02 | - | - | 7 | 3.5000 |" in table, table
     assert "| q | queued | 0.01 | - | - | - | - |" in table and "0.89" not in table.split("| main |")[0]
-    from stages import report
+    from tools import report
     monkeypatch.setattr(report, "dvc_experiments", lambda: show)
     report.main(["--seeds"])
     seeds = capsys.readouterr().out
@@ -113,7 +113,7 @@ def test_queued_running_and_failed_experiments_never_wear_other_runs_numbers(mon
 
 def test_per_class_scores_read_as_a_table_worst_first(tmp_path, monkeypatch, capsys) -> None:
     import json
-    from stages import report
+    from tools import report
     per_class = {"test": {"cat": {"accuracy": 0.9, "precision": 0.8, "recall": 0.9, "f1": 0.847, "support": 10},
                           "dog": {"accuracy": 0.5, "precision": 0.6, "recall": 0.5, "f1": 0.545, "support": 8}},
                  "val": {"cat": {"f1": 1.0, "support": 2}}}

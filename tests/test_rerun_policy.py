@@ -20,26 +20,32 @@ from tests.helpers import ROOT
 RUN_BY = {
     "stages.split:stratified_split": {"split"},
     "stages.split:merge_and_drop": {"split"},
-    "stages.lib.listing:list_class_folder": {"ingest", "split"},
-    "stages.lib.decode:decode_image": {"ingest", "prepare", "augment"},  # augment: its preview's raw files
-    "stages.lib.decode:near_duplicates": {"ingest", "prepare", "augment"},  # one file with decode_image
-    "stages.lib.transforms:format_image": {"prepare"},
-    "stages.lib.augmentations:augment_block": {"augment"},
+    "classifier.folder_listing:list_class_folder": {"ingest", "split"},
+    "classifier.image_files:decode_image": {"ingest", "prepare", "augment"},  # augment: its preview's raw files
+    "classifier.image_files:near_duplicates": {"ingest", "prepare", "augment"},  # one file with decode_image
+    "classifier.image_format:format_image": {"prepare"},
+    "classifier.augment_offline:augment_block": {"augment"},
     "stages.augment:plot_class_counts": {"augment"},
-    "stages.lib.figures:plot_image_grid": {"augment", "evaluate"},
-    "stages.lib.scores:summary_block": {"evaluate"},
-    "stages.lib.scores:classification_report": {"evaluate"},
-    "stages.lib.charts:plot_confusion": {"evaluate"},
-    "stages.lib.health:check_collapse": {"evaluate"},
-    "stages.lib.optim:make_optimizer": {"train"},
-    "stages.lib.loop:fit": {"train"},
-    "stages.lib.online:online_augment": {"train"},
-    "stages.lib.policies:apply_policy": {"train"},  # lr_find too, a tool
-    "stages.lib.inference:predict_logits": {"train", "evaluate"},  # train: its val scores each epoch
-    "stages.lr_find:lr_range_test": set(),
-    "stages.lib.io:staged_outputs": {"ingest", "split", "prepare", "augment", "train", "evaluate"},
-    "stages.export:export_checkpoint": set(),  # a tool, run on the checkpoint one serves
-    "stages.lib.checkpoint:Checkpoint": {"train", "evaluate"},
+    "classifier.plotting:plot_image_grid": {"augment", "evaluate"},
+    "classifier.scores:summary_block": {"evaluate"},
+    "classifier.scores:classification_report": {"evaluate"},
+    "classifier.eval_charts:plot_confusion": {"evaluate"},
+    "classifier.health:check_collapse": {"evaluate"},
+    "classifier.optim:make_optimizer": {"train"},
+    "classifier.training_loop:fit": {"train"},
+    "classifier.augment_online:online_augment": {"train"},
+    "classifier.augment_policies:apply_policy": {"train"},  # lr_find too, a tool
+    "classifier.inference:predict_logits": {"train", "evaluate"},  # train: its val scores each epoch
+    "tools.lr_find:lr_range_test": set(),
+    "classifier.outputs:staged_outputs": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
+    "classifier.params.checks:parse_section": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
+    "classifier.params.train:TrainParams": {"params", "train"},  # not ingest: a stage reads its own sections
+    "classifier.params.online_augment:OnlineAugmentParams": {"params", "train"},
+    "classifier.params.augment:AugmentParams": {"params", "augment"},
+    "classifier.params.whole_file:validate": {"params"},
+    "classifier.distributed:TorchrunWorker": {"train"},  # the worker handling left errors.py (every stage)
+    "tools.export:export_checkpoint": set(),  # a tool, run on the checkpoint one serves
+    "classifier.checkpoint:Checkpoint": {"train", "evaluate"},
 }
 
 STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -62,25 +68,40 @@ def test_editing_a_function_marks_only_the_stages_that_run_it(spec: str) -> None
     assert marked_by(defining_file(spec)) == RUN_BY[spec], defining_file(spec)
 
 
-def test_no_stage_module_imports_another() -> None:
+def imported(path: Path) -> set[str]:
+    import ast
+    return {node.module for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+
+
+def test_no_stage_module_imports_another_or_a_tool() -> None:
     """A stage's module is its own dependency only: lr_find importing stages.train made every edit of
     train's code an edit of lr_find's, and the reverse; evaluate importing the training loop reran it
     for every loop change."""
-    import ast
     for path in (ROOT / "stages").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages."):
-                assert node.module.startswith("stages.lib"), f"{path.name} imports {node.module}"
-    assert "stages/lib/loop.py" not in {next(iter(d)) if isinstance(d, dict) else d for d in STAGES["evaluate"]["deps"]}
+        for module in imported(path):
+            assert not module.startswith(("stages", "tools")), f"stages/{path.name} imports {module}"
+    assert "classifier/training_loop.py" not in {next(iter(d)) if isinstance(d, dict) else d for d in STAGES["evaluate"]["deps"]}
+
+
+def test_the_layout_keeps_stages_tools_and_shared_code_apart() -> None:
+    """stages/ holds the six pipeline stages and nothing else; the tools import no stage; the shared
+    code in classifier/ imports neither."""
+    pipeline = {name for name in STAGES if name != "params"}
+    assert {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"} == pipeline
+    for path in (ROOT / "tools").glob("*.py"):
+        assert not {m for m in imported(path) if m.startswith("stages")}, f"tools/{path.name} imports a stage"
+    for path in (ROOT / "classifier").rglob("*.py"):
+        assert not {m for m in imported(path) if m.startswith(("stages", "tools"))}, path
 
 
 def test_every_listed_suffix_is_a_format_the_decoder_reads() -> None:
-    """listing.py (ingest, split) and decode.py (ingest, prepare, augment, predict) are cut apart: the
+    """folder_listing.py (ingest, split) and image_files.py (ingest, prepare, augment, predict) are cut apart: the
     suffixes listed as images must stay the formats decoded."""
     import cv2
     import numpy as np
-    from stages.lib.decode import FORMATS, decode_image
-    from stages.lib.listing import FORMATS as LISTED, IMAGE_SUFFIXES
+    from classifier.image_files import FORMATS, decode_image
+    from classifier.folder_listing import FORMATS as LISTED, IMAGE_SUFFIXES
     assert FORMATS == LISTED
     image = np.random.default_rng(0).integers(0, 255, (6, 9, 3), dtype=np.uint8)
     for suffix in IMAGE_SUFFIXES:

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from stages.lib.errors import PipelineError
-from stages.lib.params import read_yaml
-from stages.sweep import as_override, check_combination, draw_combinations, parse_distribution
+from classifier.errors import PipelineError
+from classifier.params.whole_file import read_yaml
 from tests.helpers import ROOT
+from tools.sweep import as_override, check_combination, draw_combinations, parse_distribution
 
 RAW = read_yaml(ROOT / "params.yaml")
 
@@ -72,21 +72,21 @@ def test_a_drawn_combination_the_stages_would_reject_queues_nothing(combination,
 
 
 def test_a_key_given_twice_is_refused(tmp_path, monkeypatch) -> None:
-    from stages.sweep import main
+    from tools.sweep import main
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match="the sweep gives train.lr more than once"):
         main(["2", "train.lr=uniform(0.01,0.1)", "train.lr=choice(0.5)"])
 
 
 def test_sweep_names_count_on_past_every_name_in_use() -> None:
-    from stages.sweep import free_names
+    from tools.sweep import free_names
     assert free_names("sweep", 2, set()) == ["sweep-1", "sweep-2"]
     assert free_names("sweep", 2, {"sweep-1", "sweep-3", "lr-sweep-9", "sweep-x"}) == ["sweep-4", "sweep-5"]
     assert free_names("a.b", 1, {"axb-4", "a.b-2"}) == ["a.b-3"]
 
 
 def test_a_sweep_outside_a_dvc_repository_is_one_error(tmp_path, monkeypatch) -> None:
-    from stages.sweep import main
+    from tools.sweep import main
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match=f"^{tmp_path} is not a DVC repository: run the sweep from the project root"):
@@ -96,7 +96,7 @@ def test_a_sweep_outside_a_dvc_repository_is_one_error(tmp_path, monkeypatch) ->
 @pytest.mark.slow
 def test_a_dvc_command_that_fails_or_hangs_is_one_line(tmp_path, monkeypatch) -> None:
     """The tools' one way to run dvc (report's `exp show`, sweep's `exp run --queue`)."""
-    from stages.lib.dvc_command import run_dvc
+    from classifier.dvc_command import run_dvc
     monkeypatch.chdir(tmp_path)  # not a DVC repository
     with pytest.raises(PipelineError) as failed:
         run_dvc("exp", "show", "--json", context="; rs-1 stays queued")

@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from stages.lib.data import DeviceDataset
-from stages.lib.device import select_device
-from stages.lib.errors import PipelineError
-from stages.lib.inference import loss_and_accuracy, predict_logits
-from stages.lib.loop import STEP_COLUMNS, fit
-from stages.lib.models import InputShape, build_model
-from stages.lib.optim import class_weights, clip_gradients, make_optimizer, make_scheduler
-from stages.lib.params import load_params
-from stages.lib.preprocess import Normalizer
+from classifier.device_dataset import DeviceDataset
+from classifier.devices import select_device
+from classifier.errors import PipelineError
+from classifier.inference import loss_and_accuracy, predict_logits
+from classifier.models import InputShape, build_model
+from classifier.optim import class_weights, clip_gradients, make_optimizer, make_scheduler
+from classifier.params.whole_file import load_params
+from classifier.preprocessing import Normalizer
+from classifier.training_loop import STEP_COLUMNS, fit
 from tests.helpers import ROOT
 
 PARAMS = load_params("model", "train", path=ROOT / "params.yaml")
@@ -278,7 +278,7 @@ def test_training_runs_on_cuda_with_amp(resident) -> None:
 
 
 def test_a_one_image_last_batch_joins_the_one_before() -> None:
-    from stages.lib.loop import epoch_batches
+    from classifier.training_loop import epoch_batches
     assert [len(b) for b in epoch_batches(torch.arange(33), 16)] == [16, 17]
     assert [len(b) for b in epoch_batches(torch.arange(34), 16)] == [16, 16, 2]
     assert [len(b) for b in epoch_batches(torch.arange(1), 16)] == [1]
@@ -304,8 +304,8 @@ def test_batch_size_one_with_batch_norm_is_refused_in_one_line() -> None:
 
 
 def test_data_parallel_shards_split_the_train_set_at_random() -> None:
-    from stages.lib.distributed import World
-    from stages.lib.loop import shard_rows
+    from classifier.distributed import World
+    from classifier.training_loop import shard_rows
     labels = np.repeat(np.arange(4), 250)  # stored by class, as augment writes them
     shards = [shard_rows(1000, World(rank, 3), seed=7) for rank in range(3)]
     assert sorted(np.concatenate(shards).tolist()) == list(range(1000))  # every image once
@@ -368,7 +368,7 @@ def test_sam_steps_with_the_gradient_at_the_perturbed_weights() -> None:
 
 
 def test_two_phase_fine_tuning_trains_the_head_then_everything() -> None:
-    from stages.lib.loop import fit_phases
+    from classifier.training_loop import fit_phases
     images, labels = tiny_images()
     train = dataclasses.replace(PARAMS.train, epochs=2, finetune_epochs=3, finetune_lr=0.01, lr=0.05, batch_size=16,
                                 scheduler="none", patience=0, checkpoint="last")
@@ -426,7 +426,7 @@ def small_photo_set(n_per_class: int, rng: np.random.Generator) -> tuple[np.ndar
 def test_online_augmentation_raises_test_accuracy_on_a_small_photo_set() -> None:
     """40 training photos: the random crops, shifts and flips of every batch let a small CNN
     generalise to 400 new photos far better than the same run without them."""
-    from stages.lib.online import OnlineAugment
+    from classifier.augment_online import OnlineAugment
     rng = np.random.default_rng(0)
     train_x, train_y = small_photo_set(20, rng)
     test_x, test_y = small_photo_set(200, rng)
@@ -450,7 +450,7 @@ def test_online_augmentation_raises_test_accuracy_on_a_small_photo_set() -> None
 
 
 def test_online_augmentation_is_seeded_and_does_what_it_says() -> None:
-    from stages.lib.online import OnlineAugment
+    from classifier.augment_online import OnlineAugment
     images = torch.zeros((64, 1, 16, 16))
     images[:, :, :, 2] = 1.0  # a bright column near the left edge
     shift_only = OnlineAugment(crop_scale=1.0, translate=0.25, hflip=False, seed=3)

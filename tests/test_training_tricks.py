@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from stages.lib.errors import PipelineError
-from stages.lib.models import InputShape, build_model, head_parameters
-from stages.lib.optim import make_optimizer, make_scheduler, parameter_groups
-from stages.lib.params import read_yaml, validate
+from classifier.errors import PipelineError
+from classifier.models import InputShape, build_model, head_parameters
+from classifier.optim import make_optimizer, make_scheduler, parameter_groups
+from classifier.params.whole_file import read_yaml, validate
 from tests.helpers import ROOT
 from tests.test_training import PARAMS, tiny_images, train_once
 
@@ -89,9 +89,9 @@ def test_discriminative_rates_give_the_features_their_share_through_every_schedu
 
 
 def test_the_range_test_keeps_the_features_at_their_share(monkeypatch) -> None:
-    from stages import lr_find
-    from stages.lib.data import DeviceDataset
-    from stages.lib.preprocess import Normalizer
+    from tools import lr_find
+    from classifier.device_dataset import DeviceDataset
+    from classifier.preprocessing import Normalizer
     made = []
     monkeypatch.setattr(lr_find, "make_optimizer", lambda *a: made.append(make_optimizer(*a)) or made[-1])
     images, labels = tiny_images()

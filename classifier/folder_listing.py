@@ -1,0 +1,70 @@
+"""Listing a folder of class subfolders: which files are images, which are skipped and why.
+Used by ingest (the source folder) and split (data/raw).
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PipelineError, printable
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # decode.FORMATS: what OpenCV decodes
+FORMATS = "PNG/JPEG/BMP/WebP/TIFF"
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    files: list[tuple[Path, str]]  # (image file, class name), sorted by class then name
+    skipped: list[Path]            # everything else: hidden, non-image, symlinked, not a regular file
+
+
+def _is_plain(entry: os.DirEntry) -> bool:
+    return entry.is_file(follow_symlinks=False) and stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode)
+
+
+def _walk(folder: Path, images: list[Path], skipped: list[Path]) -> None:
+    """Regular image files under `folder`, without following symlinks; the rest goes to `skipped`."""
+    for entry in os.scandir(folder):
+        path = Path(entry.path)
+        if entry.name.startswith(".") or entry.is_symlink():
+            skipped.append(path)
+        elif entry.is_dir(follow_symlinks=False):
+            _walk(path, images, skipped)
+        elif _is_plain(entry) and path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(path)
+        else:
+            skipped.append(path)
+
+
+def list_class_folder(root: Path) -> FolderListing:
+    """List `root/<class>/<image>`; classes are the subfolder names, sorted.
+
+    Skipped, and counted: hidden entries, files that are not PNG/JPEG/BMP/WebP/TIFF, loose files beside the
+    class folders, symlinks (a link back into the source would list images twice under another
+    label; one pointing outside is not part of the folder) and what is not a regular file (FIFOs,
+    sockets). Raises PipelineError when the folder is missing, has fewer than two classes, or a
+    class folder holds no image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise PipelineError(f"data folder {printable(root)} not found (data.source in params.yaml)")
+    files: list[tuple[Path, str]] = []
+    skipped: list[Path] = []
+    class_dirs = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+            class_dirs.append(Path(entry.path))
+        else:
+            skipped.append(Path(entry.path))
+    for class_dir in class_dirs:
+        images: list[Path] = []
+        _walk(class_dir, images, skipped)
+        if not images:
+            raise PipelineError(f"class folder {printable(class_dir)} holds no image ({FORMATS})")
+        files.extend((path, printable(class_dir.name)) for path in sorted(images))
+    if len(class_dirs) < 2:
+        raise PipelineError(f"data folder {printable(root)} must hold at least two class subfolders, "
+                            f"found {len(class_dirs)}")
+    return FolderListing(files, skipped)

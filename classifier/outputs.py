@@ -1,0 +1,169 @@
+"""Writing a stage's outputs so that a failure never leaves half of one.
+
+Every writer builds its output in a temporary sibling (`.<name>.*.tmp`) and renames it into place.
+staged_outputs makes every temporary first, lets the stage write them all, and only then renames
+each into place, one rename per output: a failure while writing (a full disk, Ctrl-C, a bug) leaves
+every earlier output as it was. The renames themselves are not one atomic step: a kill -9 between
+two of them leaves some outputs switched and the temporaries of the others behind. Temporaries a
+killed stage left are removed when the output is next written. Outputs respect the umask; a full
+disk, a read-only folder or a missing permission is one PipelineError naming the output.
+live_outputs rewrites progress files while a stage runs (what `dvc exp show` reads from a running
+experiment). Used by every stage and by the tools that write files.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import PipelineError, printable
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete `.<name>.*.tmp` siblings of `target` that a killed run (kill -9, power loss) left."""
+    for stale in Path(target).parent.glob(f".{Path(target).name}.*.tmp"):
+        _remove(stale)
+
+
+# errno -> why a write failed and what to do, in words a user can act on
+_FREE, _WRITABLE = "free some space and rerun", "make it writable and rerun"
+_WRITE_ERRORS = {errno.ENOSPC: ("disk full", _FREE), errno.EDQUOT: ("disk quota exceeded", _FREE),
+                 errno.EACCES: ("permission denied", _WRITABLE), errno.EPERM: ("permission denied", _WRITABLE),
+                 errno.EROFS: ("read-only file system", _WRITABLE)}
+
+
+@contextlib.contextmanager
+def _write_errors_are_one_line(target: Path, others: int = 0) -> Iterator[None]:
+    """A full disk, a read-only folder or a missing permission while writing `target` (and `others`
+    outputs besides): one PipelineError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        what = printable(target) + (f" and {others} other output(s)" if others else "")
+        refused = Path(os.fsdecode(exc.filename)) if exc.filename else None
+        if refused is not None and refused.name.startswith(".") and refused.name.endswith(".tmp"):
+            refused = refused.parent  # our temporary sibling: the folder that refused it is the news
+        where = f" ({printable(refused)})" if refused and exc.errno not in (errno.ENOSPC, errno.EDQUOT) else ""
+        problem, remedy = _WRITE_ERRORS[exc.errno]
+        earlier = f"the earlier {printable(target)}, if any, is unchanged" if not others else "no output was changed"
+        raise PipelineError(f"{problem} while writing {what}{where}: {remedy} ({earlier})") from None
+
+
+def _temporary_name(target: Path) -> Path:
+    """A fresh `.<name>.<random>.tmp` beside `target` (not made yet); the folder made, stale ones removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _create(tmp: Path, is_dir: bool) -> None:
+    """An empty folder or file with the umask's mode (as any file the user makes)."""
+    if is_dir:
+        os.mkdir(tmp, 0o777)
+    else:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) -> Iterator[dict[Path, Path]]:
+    """All of a stage's outputs switch together, or none does.
+
+    Yields {target: temporary sibling} (an empty folder for each of `dirs`, a path for each of
+    `files`): write there. On success every target is replaced by its temporary, one rename each,
+    after everything was written; on any error (a full disk, Ctrl-C, a bug) every target keeps its
+    old content and the temporaries are removed. Every temporary is made before the body runs, so a
+    read-only folder fails before any work is done."""
+    targets = [(Path(t), False) for t in files] + [(Path(t), True) for t in dirs]
+    staged: dict[Path, Path] = {}
+    try:
+        for target, is_dir in targets:
+            with _write_errors_are_one_line(target):
+                # Named before it is made: a signal in between leaves nothing the clean-up below misses.
+                staged[target] = _temporary_name(target)
+                _create(staged[target], is_dir)
+        with _write_errors_are_one_line(targets[0][0], len(targets) - 1):
+            yield staged
+            # Written: switch each target (old folders are renamed aside first, then removed).
+            for target, tmp in staged.items():
+                if target.is_dir() and not target.is_symlink():
+                    aside = target.with_name(f".{target.name}.{os.getpid()}.old.tmp")
+                    os.replace(target, aside)
+                    os.replace(tmp, target)
+                    shutil.rmtree(aside)
+                else:
+                    os.replace(tmp, target)
+    finally:
+        for tmp in staged.values():
+            if tmp.exists():
+                _remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `target`; on success it replaces `target`."""
+    with staged_outputs(dirs=(Path(target),)) as staged:
+        yield staged[Path(target)]
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it is renamed to `target`."""
+    with staged_outputs(files=(Path(target),)) as staged:
+        yield staged[Path(target)]
+
+
+@contextlib.contextmanager
+def live_outputs() -> Iterator[Callable[[Path], contextlib.AbstractContextManager[Path]]]:
+    """Outputs a stage rewrites while it runs: progress that `dvc exp show` and `dvc plots diff`
+    read from a running experiment's workspace. Yields `rewrite(target)`, a context giving a
+    temporary path that replaces `target` atomically on exit (a reader never sees half a file).
+
+    If the stage then fails, each target is put back as it was before the stage started (or
+    removed), so a failed run leaves no progress of its own beside the last run's outputs. The
+    earlier file waits as `.<name>~before.<pid>.tmp` meanwhile."""
+    saved: dict[Path, Path | None] = {}
+
+    @contextlib.contextmanager
+    def rewrite(target: Path) -> Iterator[Path]:
+        target = Path(target)
+        if target not in saved:
+            # Recorded before the move: a signal in between leaves nothing the roll-back below misses.
+            saved[target] = target.with_name(f".{target.name}~before.{os.getpid()}.tmp") if target.exists() else None
+            if saved[target] is not None:
+                with _write_errors_are_one_line(target):
+                    os.replace(target, saved[target])
+        with atomic_file(target) as tmp:
+            yield tmp
+
+    try:
+        yield rewrite
+    except BaseException:
+        for target, aside in saved.items():
+            if aside is None:
+                _remove(target)  # there was none before this run
+            elif aside.exists():
+                os.replace(aside, target)
+            # else: stopped before the move, `target` is still the earlier file
+        raise
+    for aside in saved.values():
+        if aside is not None:
+            _remove(aside)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,366 @@
+"""The training loop, as plain PyTorch (no framework between reader and loop): fit, two-phase
+fine-tuning, and the one training step that lr_find's range test takes too. Used by train and lr_find.
+
+Data: when it fits, the whole split sits on the device as one uint8 N×C×H×W tensor and a batch
+is an index slice (airbench style: no DataLoader, no workers); otherwise batches are gathered from
+the memory-mapped array and copied over (classifier/device_dataset.py). Either way a batch is converted to
+float and normalised on the device. On CUDA: bf16 autocast and channels_last (train.amp), optional
+torch.compile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import paths
+from .artifacts import ArraySet, load_array_set, read_json
+from .augment_online import Draws, OnlineAugment
+from .device_dataset import DeviceDataset
+from .distributed import World, from_leader, min_all, sum_all
+from .errors import PipelineError
+from .inference import loss_and_accuracy, memory_layout, predict_logits
+from .models import pretrained_input_stats
+from .optim import clip_gradients, make_optimizer, make_scheduler, sam_ascend, sam_descend, weight_average
+from .params.model import ModelParams
+from .params.train import TrainParams
+from .preprocessing import Normalizer, Preprocessing
+
+
+# Seeds of the batch order: rank r of a data-parallel run draws from seed + r × this (a prime far above any
+# train.seed a sweep uses), so no two processes' orders coincide; a second phase adds its first epoch.
+RANK_SEED_STRIDE = 1_000_003
+
+
+def load_training_inputs(model: ModelParams | None = None) -> tuple[list[str], Preprocessing, ArraySet, ArraySet]:
+    """The classes, the preprocessing contract and the train and val arrays (memory-mapped), checked to
+    agree. With `model` starting from pretrained weights (model.pretrained set), prepare.normalize:
+    auto takes the constants those weights were trained with."""
+    classes = read_json(paths.CLASSES_FILE)
+    preprocessing = Preprocessing.read(paths.STATS_FILE)
+    if model is not None and model.pretrained:
+        preprocessing = preprocessing.for_weights(pretrained_input_stats(model.name, len(preprocessing.mean)))
+    train_set = load_array_set(paths.AUGMENTED_DIR / "train")
+    val_set = load_array_set(paths.PREPARED_DIR / "val")
+    _, height, width, channels = train_set.images.shape
+    if (channels, height, width) != preprocessing.input_shape:
+        raise PipelineError(f"{paths.AUGMENTED_DIR} holds {channels}×{height}×{width} images but {paths.STATS_FILE} "
+                            f"says {'×'.join(map(str, preprocessing.input_shape))}: rerun `dvc repro`")
+    return classes, preprocessing, train_set, val_set
+
+
+def shard_rows(n: int, world: World, seed: int) -> np.ndarray | None:
+    """The train rows this process holds: all of them (None) alone; else a seeded random 1/size share
+    (random, because the stored order is by class), sorted for sequential reads."""
+    if not world.distributed:
+        return None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.sort(order[world.rank::world.size])
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    lr: float
+    train_loss: float        # plain cross-entropy, comparable with val_loss
+    train_objective: float   # what was minimised: with label smoothing, class weights and L1 when set
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float = field(default=0.0, compare=False)  # wall time of the epoch, validation included: not
+                                                        # part of what makes two runs the same
+    phase: str = "train"  # two-phase fine-tuning: head (features frozen), then finetune (everything)
+
+
+STEP_COLUMNS = ("step", "epoch", "loss", "objective", "lr")
+
+
+@dataclass
+class FitResult:
+    history: list[EpochRecord]
+    steps: list[tuple[int, int, float, float, float]]  # STEP_COLUMNS of every batch
+    best_epoch: int
+    best_state: dict = field(repr=False)
+    stopped_early: bool
+    last_state: dict = field(repr=False, default_factory=dict)
+    train_seconds: float = 0.0   # in the training steps (validation excluded), all epochs
+    images_trained: int = 0      # by all processes together
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_trained / self.train_seconds if self.train_seconds else 0.0
+
+    def saved(self, checkpoint: str) -> tuple[dict, int]:
+        """The weights and epoch train.checkpoint keeps: 'last' (the run's end) or 'best' (by train.monitor).
+
+        'last' is the default: on a small val set the best epoch is a noisy pick that tests worse
+        (benchmarks/parity.py: 65% vs 73% on 250 photo-like images; the last epoch matches a plain loop)."""
+        return (self.best_state, self.best_epoch) if checkpoint == "best" else (self.last_state, len(self.history))
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def epoch_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """The index batches of one epoch. A last batch of a single image joins the one before it:
+    batch norm cannot normalise one image, and dropping it would leave that image out."""
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+def _check_batch_norm_batches(model: nn.Module, smallest_batch: int, batch_size: int, processes: int = 1) -> None:
+    trainable_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                       and any(p.requires_grad for p in m.parameters(recurse=False))]
+    if trainable_norms and smallest_batch < 2:
+        share = f" (shared by {processes} processes)" if processes > 1 else ""
+        raise PipelineError(f"The 'train.batch_size' parameter must be >= {2 * processes} for a model with batch "
+                            f"norm (model.batch_norm, or the architecture's own): a batch of one image has no batch "
+                            f"statistics. Got {batch_size}{share} instead.")
+
+
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except batch norm layers whose weights are frozen (model.freeze): they stay in
+    eval mode, so their running statistics stay those of the frozen weights instead of drifting."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            weights = list(module.parameters(recurse=False))
+            if weights and not any(w.requires_grad for w in weights):
+                module.eval()
+
+
+def _better(value: float, best: float | None, monitor: str, margin: float = 0.0) -> bool:
+    if best is None:
+        return True
+    return value < best - margin if monitor == "val_loss" else value > best + margin
+
+
+def for_training(model: nn.Module, params: TrainParams, device: torch.device) -> tuple[nn.Module, bool]:
+    """The model in the memory layout training uses, and whether steps autocast (train.amp, on CUDA)."""
+    amp = params.amp and device.type == "cuda"
+    return (model.to(memory_format=torch.channels_last) if amp else model), amp
+
+
+def training_criterion(params: TrainParams, weights: torch.Tensor | None, device: torch.device) -> nn.Module:
+    """The loss training minimises: cross-entropy with the class weights and train.label_smoothing."""
+    return nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                               label_smoothing=params.label_smoothing)
+
+
+def batch_inputs(images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer, amp: bool,
+                 augment: OnlineAugment | None = None, draws: Draws | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 batch as a training step takes it: normalised, augmented and mixed (OnlineAugment.batch),
+    laid out for AMP; and its targets (soft ones when mixed)."""
+    inputs, targets = augment.batch(images, labels, normalize, draws) if augment else (normalize(images), labels)
+    return memory_layout(inputs, amp), targets
+
+
+def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
+               optimizer: torch.optim.Optimizer, trainable: list[torch.Tensor], params: TrainParams,
+               amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch already normalised and laid out: the loss (label smoothing and
+    class weights are the criterion's; `targets`: labels, or soft targets of mixed images), plus
+    train.l1, backward, SAM's second pass with train.optimizer: sam, gradient clipping, the
+    optimiser's step. Returns the logits and the objective (on the device)."""
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(inputs).float()
+        loss = criterion(out, targets)
+        return out, (loss + params.l1 * sum(p.abs().sum() for p in trainable)) if params.l1 > 0 else loss
+    logits, objective = forward()
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    if params.optimizer == "sam":  # the step takes the gradient at the worst nearby weights
+        moves = sam_ascend(trainable, params.sam_rho)
+        optimizer.zero_grad(set_to_none=True)
+        forward()[1].backward()
+        sam_descend(trainable, moves)
+    clip_gradients(trainable, params)
+    optimizer.step()
+    return logits, objective
+
+
+def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer, params: TrainParams,
+        weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
+        phase: str = "train", first_epoch: int = 1, total_epochs: int | None = None,
+        augment: OnlineAugment | None = None, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+    """Train `model` (already on the device) in place; returns the history and the best epoch's state.
+
+    Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly.
+    The best epoch is the one with the best params.monitor (the first, on a tie): its weights are
+    kept. Early stopping is separate: params.patience epochs without an improvement of more than
+    params.min_delta stop the run. A NaN or infinite loss stops it with an error.
+
+    Data-parallel (`world.size` > 1): `train` is this process's shard; every step each process takes
+    its 1/size share of the params.batch_size images and DDP averages the gradients, so a step is one
+    step on the whole batch. History and steps are of all processes together. Rank 0 alone evaluates
+    `val` (None elsewhere) and shares the result, so every process stops at the same epoch; its
+    weights are the ones returned (the others return empty states).
+
+    A phase of a longer run (fit_phases) numbers its epochs from `first_epoch` of `total_epochs`.
+    `augment` (augment.online) transforms every training batch on the device; val never.
+    `on_epoch` sees each epoch's record as soon as it is done (train publishes live progress).
+    With params.ema_decay, the moving average of the weights is what is validated and returned, and
+    what the model holds at the end.
+    """
+    device = train.device
+    model, amp = for_training(model, params, device)
+    trained = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        # A 1-channel conv weight's gradient comes back with other (equivalent: the dimension has size 1)
+        # strides than DDP's bucket; DDP copies it and warns about speed, which does not apply here.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(trained) if params.compile else trained
+    n = len(train)
+    total = int(sum_all(torch.tensor([n], device=device), world).item())
+    steps_per_epoch = len(epoch_batches(torch.arange(total), params.batch_size))
+    if world.distributed:
+        # Every process must take the same number of steps (each one is an all-reduce).
+        steps_per_epoch = max(1, min(steps_per_epoch, min_all(n, world, device)))
+        _check_batch_norm_batches(model, min_all(n, world, device) // steps_per_epoch, params.batch_size, world.size)
+    else:
+        _check_batch_norm_batches(model, min(n, params.batch_size), params.batch_size)
+    optimizer = make_optimizer(model, params)
+    scheduler, per_step = make_scheduler(optimizer, params, steps_per_epoch)
+    criterion = training_criterion(params, weights, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    average = weight_average(model, params.ema_decay)  # train.ema_decay: then these weights are validated and kept
+    judged = average.module if average is not None else model
+    # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
+    order = torch.Generator().manual_seed(params.seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
+    draws = augment.draws(device, world.rank + 7 * first_epoch) if augment else None
+    history: list[EpochRecord] = []
+    steps: list[tuple[int, int, float, float, float]] = []
+    best_value, best_epoch, best_state = None, 0, {}
+    stop_reference, waited = None, 0  # early stopping's own best, moved only by more than min_delta
+    train_seconds, images_trained = 0.0, 0
+    last_epoch = first_epoch + params.epochs - 1
+    stopped = False
+    for epoch in range(first_epoch, last_epoch + 1):
+        started = time.perf_counter()
+        train_mode(trained)
+        epoch_lr = optimizer.param_groups[0]["lr"]
+        step_losses, step_objectives, step_lrs = [], [], []
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        shuffled = torch.randperm(n, generator=order)
+        if train.resident:
+            shuffled = shuffled.to(device)  # index slices of the resident tensor
+        batches = (list(shuffled.tensor_split(steps_per_epoch)) if world.distributed
+                   else epoch_batches(shuffled, params.batch_size))
+        for batch in batches:
+            images, y = train.get(batch)
+            inputs, targets = batch_inputs(images, y, normalize, amp, augment, draws)
+            logits, objective = train_step(step_model, inputs, targets, criterion, optimizer, trainable, params, amp)
+            if average is not None:
+                average.update_parameters(model)
+            # Kept on the device: no host sync per step.
+            step_losses.append(nn.functional.cross_entropy(logits.detach(), y))
+            step_objectives.append(objective.detach())
+            step_lrs.append(optimizer.param_groups[0]["lr"])
+            if per_step:
+                scheduler.step()
+            correct += (logits.detach().argmax(1) == y).sum()
+        losses, objectives, sizes, correct_count = _epoch_totals(step_losses, step_objectives, batches, correct, world)
+        train_seconds += time.perf_counter() - started  # _epoch_totals waited for the device
+        images_trained += total
+        train_loss = sum(l * s for l, s in zip(losses, sizes)) / total
+        train_objective = sum(o * s for o, s in zip(objectives, sizes)) / total
+        if not (math.isfinite(train_loss) and math.isfinite(train_objective)):
+            raise PipelineError(f"training loss became {train_objective} in epoch {epoch}: lower train.lr "
+                                f"(now {params.lr:g}) or check the data; no model was written")
+        steps += [(len(steps) + i + 1, epoch, l, o, r)
+                  for i, (l, o, r) in enumerate(zip(losses, objectives, step_lrs))]
+        scores = [math.nan, math.nan]
+        if world.leader:
+            scores = list(loss_and_accuracy(predict_logits(judged, val, normalize, amp=amp), val.labels))
+        val_loss, val_accuracy = from_leader(scores, world, device)
+        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total, val_loss, val_accuracy,
+                             time.perf_counter() - started, phase)
+        history.append(record)
+        monitored = val_loss if params.monitor == "val_loss" else val_accuracy
+        if _better(monitored, best_value, params.monitor):
+            best_value, best_epoch = monitored, epoch
+            best_state = _snapshot(judged) if world.leader else {}
+        if _better(monitored, stop_reference, params.monitor, params.min_delta):
+            stop_reference, waited = monitored, 0
+        else:
+            waited += 1
+        log(f"epoch {epoch:>3}/{total_epochs or last_epoch}  lr {epoch_lr:.4g}  train loss {train_loss:.4f} acc "
+            f"{record.train_accuracy:.2%}  val loss {val_loss:.4f} acc {val_accuracy:.2%}"
+            f"{'  *' if best_epoch == epoch else ''}  ({record.seconds:.1f}s)")
+        if on_epoch is not None:
+            on_epoch(record)
+        if scheduler is not None and not per_step:
+            scheduler.step()
+        stopped = bool(params.patience) and waited >= params.patience
+        if stopped:
+            log(f"early stopping: no {params.monitor} improvement of more than {params.min_delta:g} in "
+                f"{params.patience} epochs; best epoch {best_epoch}")
+            break
+    if average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
+        model.load_state_dict(judged.state_dict())
+    return FitResult(history, steps, best_epoch, best_state, stopped, _snapshot(model) if world.leader else {},
+                     train_seconds, images_trained)
+
+
+def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.Tensor], batches: list[torch.Tensor],
+                  correct: torch.Tensor, world: World) -> tuple[list[float], list[float], list[int], int]:
+    """Per step: mean loss, mean objective and images, over all processes; and the images classified
+    right. One transfer (and, data-parallel, one all-reduce) per epoch."""
+    sizes = [len(batch) for batch in batches]
+    if not world.distributed:
+        return (torch.stack(step_losses).cpu().tolist(), torch.stack(step_objectives).cpu().tolist(), sizes,
+                int(correct.item()))
+    weight = torch.tensor(sizes, dtype=torch.float64, device=correct.device)
+    packed = torch.cat([torch.stack(step_losses).double() * weight, torch.stack(step_objectives).double() * weight,
+                        weight, correct.double().view(1)])
+    packed = sum_all(packed, world).cpu().tolist()
+    steps = len(sizes)
+    loss_sums, objective_sums, totals = packed[:steps], packed[steps:2 * steps], packed[2 * steps:3 * steps]
+    return ([l / t for l, t in zip(loss_sums, totals)], [o / t for o, t in zip(objective_sums, totals)],
+            [int(t) for t in totals], int(packed[-1]))
+
+
+def fit_phases(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer,
+               params: TrainParams, weights: torch.Tensor | None = None, log: Callable[[str], None] = print,
+               world: World = World(), augment: OnlineAugment | None = None,
+               on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+    """A whole training run, the entry point of train: fit, then with params.finetune_epochs > 0 a
+    second phase: every layer unfrozen (model.freeze: features trained the head alone) and trained on
+    for finetune_epochs at finetune_lr, its schedule starting afresh (without a warm-up). One history:
+    epochs and steps numbered on, each epoch marked with its phase; the best epoch is the best of both."""
+    if not params.finetune_epochs:
+        return fit(model, train, val, normalize, params, weights, log, world, augment=augment, on_epoch=on_epoch)
+    total = params.epochs + params.finetune_epochs
+    head = fit(model, train, val, normalize, params, weights, log, world, phase="head", total_epochs=total,
+               augment=augment, on_epoch=on_epoch)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
+    second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs, warmup_epochs=0)
+    tuned = fit(model, train, val, normalize, second, weights, log, world, phase="finetune",
+                first_epoch=len(head.history) + 1, total_epochs=len(head.history) + params.finetune_epochs,
+                augment=augment, on_epoch=on_epoch)
+    monitored = [r.val_loss if params.monitor == "val_loss" else r.val_accuracy for r in head.history + tuned.history]
+    best_head = monitored[head.best_epoch - 1]
+    best_tuned = monitored[tuned.best_epoch - 1]
+    tuned_wins = _better(best_tuned, best_head, params.monitor)
+    offset = len(head.steps)
+    return FitResult(head.history + tuned.history,
+                     head.steps + [(step + offset, *rest) for step, *rest in tuned.steps],
+                     tuned.best_epoch if tuned_wins else head.best_epoch,
+                     tuned.best_state if tuned_wins else head.best_state,
+                     tuned.stopped_early, tuned.last_state, head.train_seconds + tuned.train_seconds,
+                     head.images_trained + tuned.images_trained)

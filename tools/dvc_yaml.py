@@ -1,0 +1,155 @@
+"""Keeps dvc.yaml's generated parts in step with the code: each stage's code deps, data deps and params.
+
+    python -m tools.dvc_yaml           # rewrite dvc.yaml (make generated)
+    python -m tools.dvc_yaml --check   # exit 1, naming the stage, when dvc.yaml is out of date (a test runs it)
+
+DVC reruns a stage when a file it depends on changes, and only those: a module a stage imports but
+dvc.yaml does not list gives stale results. So a stage's code deps are every project file its
+module imports, directly or through others (packages' __init__.py too, lazy imports inside functions
+too), found by reading the imports; its data deps are the module's DEPS; its params are what its
+PARAMS dataclasses read (a whole section, or single keys of a shared one). Everything else in
+dvc.yaml (outs, comments, plots) is written by hand and checked by tests/test_dvc_yaml.py.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import re
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("classifier", "stages", "tools")
+DVC_YAML = ROOT / "dvc.yaml"
+ITEM = re.compile(r"^      - (\S+)(\s+#.*)?$")
+
+
+def module_file(module: str) -> Path | None:
+    """The project file of a dotted module name (a package: its __init__.py), or None outside the project."""
+    if module.split(".")[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _package_of(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1] if path.name != "__init__.py"
+                    else path.relative_to(ROOT).parts[:-1])
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of every module `path` imports (absolute or relative; `from pkg import mod` gives
+    pkg and pkg.mod, whichever of them is a module)."""
+    names: set[str] = set()
+    package = _package_of(path)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def code_deps(module: str) -> list[str]:
+    """Every project file that running `python -m <module>` executes: its own, the files it imports
+    (transitively) and the __init__.py of each package on the way; sorted, its own first."""
+    start = module_file(module)
+    if start is not None and start.name == "__init__.py":  # `python -m <package>` runs its __main__.py
+        start = start.with_name("__main__.py")
+    if start is None or not start.is_file():
+        raise ValueError(f"{module} is not a project module")
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        names = imported_modules(path)
+        rel = path.relative_to(ROOT)
+        names.update(".".join(rel.parts[:k]) for k in range(1, len(rel.parts)))  # the packages it lives in
+        todo.extend(f for f in map(module_file, names) if f is not None and f not in seen)
+    files = sorted(p.relative_to(ROOT).as_posix() for p in seen - {start})
+    return [start.relative_to(ROOT).as_posix(), *files]
+
+
+def stage_module(cmd: str) -> str:
+    match = re.fullmatch(r"python -m ([\w.]+)", cmd.strip())
+    if not match:
+        raise ValueError(f"dvc.yaml: a stage's cmd must be `python -m <module>`, got {cmd!r}")
+    return match[1]
+
+
+def generated(module: str) -> tuple[list[str], list[str] | None]:
+    """(deps, params) of the stage that runs `module`: params None when the module declares none."""
+    from classifier.params.checks import dvc_params
+    is_package = module_file(module) is not None and module_file(module).name == "__init__.py"
+    loaded = importlib.import_module(f"{module}.__main__" if is_package else module)
+    deps = code_deps(module) + [Path(d).as_posix() for d in getattr(loaded, "DEPS", ())]
+    params = dvc_params(loaded.PARAMS) if hasattr(loaded, "PARAMS") else None
+    return deps, params
+
+
+def _replace_list(lines: list[str], key: str, values: list[str]) -> list[str]:
+    """The stage block `lines` with the list under `    <key>:` replaced by `values`, keeping the
+    trailing comment of any item that stays."""
+    start = next(i for i, line in enumerate(lines) if line.split("#")[0].rstrip() == f"    {key}:")
+    end = start + 1
+    comments: dict[str, str] = {}
+    while end < len(lines) and (ITEM.match(lines[end]) or lines[end].strip().startswith("#")):
+        match = ITEM.match(lines[end])
+        if match and match[2]:
+            comments[match[1]] = match[2]
+        end += 1
+    items = [f"      - {value}{comments.get(value, '')}" for value in values]
+    return lines[:start + 1] + items + lines[end:]
+
+
+def render(text: str) -> str:
+    """dvc.yaml's text with every stage's deps and params regenerated."""
+    stages = YAML(typ="safe").load(text)["stages"]
+    lines = text.split("\n")
+    for name, stage in stages.items():
+        deps, params = generated(stage_module(stage["cmd"]))
+        start = next(i for i, line in enumerate(lines) if line.split("#")[0].rstrip() == f"  {name}:")
+        end = next((i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith("    ")),
+                   len(lines))
+        block = _replace_list(lines[start:end], "deps", deps)
+        if params is not None:
+            block = _replace_list(block, "params", params)
+        lines[start:end] = block
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="only say whether dvc.yaml is up to date")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    text = DVC_YAML.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print("dvc.yaml is out of date with the code: run `make generated`", file=sys.stderr)
+            sys.exit(1)
+        return
+    if new != text:
+        DVC_YAML.write_text(new)
+        print("dvc.yaml: deps and params regenerated")
+
+
+if __name__ == "__main__":
+    main()
