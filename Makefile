@@ -44,6 +44,7 @@ bench: $(STAMP)
 
 generated: $(STAMP)
 	$(BIN)/python -m tools.dvc_yaml
+	$(BIN)/python -m tools.params_doc
 
 clean:
 	rm -rf $(VENV)

@@ -17,7 +17,8 @@ from torch import nn
 from .augment_policies import apply_policy
 
 
-# Each caller's draws from seed + this × its number (a data-parallel rank; a phase): apart by a prime.
+# Stream k draws from seed + this × k; the training loop gives each process and phase its own k
+# (rank + processes × the epochs before the phase), so no two share their draws.
 DRAW_SEED_STRIDE = 7919
 
 

@@ -4,7 +4,7 @@
 (the engine behind the `torchrun` command), which starts that many copies of `python -m stages.train`
 on this machine; each copy sees RANK/WORLD_SIZE/LOCAL_RANK in its environment and trains its shard
 (classifier/training_loop.py). On several machines, this one is node 0 (static rendezvous at
-train.rendezvous) and the others run the `torchrun` command the README shows.
+train.rendezvous) and the others run the `torchrun` command docs/scaling-out.md shows.
 
 A worker's one-line error goes to torchrun's error file instead of the terminal, and the launcher
 prints the first one once, so N processes failing alike still give one line (TorchrunWorker, which
@@ -199,7 +199,7 @@ def launch(processes: int, nodes: int, rendezvous: str, module: str) -> None:
         timeout = int(os.environ.get("STAGES_RENDEZVOUS_TIMEOUT", RENDEZVOUS_TIMEOUT))
         backend, endpoint, configs, run_id = "static", rendezvous, {"rank": 0, "timeout": timeout}, "none"
         print(f"train: waiting up to {timeout} s at {rendezvous} for the other {nodes - 1} node(s) to start "
-              f"torchrun (README: \"Several machines\")", flush=True)
+              f"torchrun (docs/scaling-out.md: \"Several machines\")", flush=True)
     else:
         backend, endpoint, configs, run_id = "c10d", "localhost:0", {}, uuid.uuid4().hex
     config = LaunchConfig(min_nodes=nodes, max_nodes=nodes, nproc_per_node=processes, run_id=run_id,
@@ -215,7 +215,7 @@ def launch(processes: int, nodes: int, rendezvous: str, module: str) -> None:
         text = " ".join(str(exc).split())
         if nodes > 1 and any(word in text.lower() for word in ("timeout", "timed out", "rendezvous", "address")):
             raise PipelineError(f"the other {nodes - 1} node(s) did not join at {rendezvous} "
-                                f"(train.rendezvous): start torchrun there as the README says, check that "
+                                f"(train.rendezvous): start torchrun there as docs/scaling-out.md says, check that "
                                 f"the port is free and reachable, and rerun ({text[:120]})") from None
         raise
 

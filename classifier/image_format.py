@@ -1,6 +1,7 @@
 """Pure array functions of the preprocessing contract: grayscale, RGB, trimming the border,
-matching the background, resizing (stretch, crop, pad). Used by prepare, and by train, evaluate and
-predict through classifier/preprocessing.py; every function takes and returns uint8 H×W×C.
+matching the background, resizing (stretch, crop, pad). format_image applies them as the prepare
+params say: prepare runs it on every image, predict on new ones (with the params the checkpoint
+carries). Every function takes and returns uint8 H×W×C.
 """
 from __future__ import annotations
 

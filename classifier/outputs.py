@@ -80,13 +80,14 @@ def _remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) -> Iterator[dict[Path, Path]]:
-    """All of a stage's outputs switch together, or none does.
+    """A stage's outputs are all written before any is switched in; a failure while writing changes none.
 
     Yields {target: temporary sibling} (an empty folder for each of `dirs`, a path for each of
     `files`): write there. On success every target is replaced by its temporary, one rename each,
     after everything was written; on any error (a full disk, Ctrl-C, a bug) every target keeps its
     old content and the temporaries are removed. Every temporary is made before the body runs, so a
-    read-only folder fails before any work is done."""
+    read-only folder fails before any work is done. The renames are not one atomic step: a kill -9
+    between two of them leaves some targets switched (docs/interrupted-runs.md)."""
     targets = [(Path(t), False) for t in files] + [(Path(t), True) for t in dirs]
     staged: dict[Path, Path] = {}
     try:

@@ -240,7 +240,9 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     judged = average.module if average is not None else model
     # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
     order = torch.Generator().manual_seed(params.seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
-    draws = augment.draws(device, world.rank + 7 * first_epoch) if augment else None
+    # A stream of draws per process and phase: phase one's are 0..size-1, a second phase's (first_epoch
+    # after the first phase's epochs) come after them, so no two processes or phases share one.
+    draws = augment.draws(device, world.rank + world.size * (first_epoch - 1)) if augment else None
     history: list[EpochRecord] = []
     steps: list[tuple[int, int, float, float, float]] = []
     best_value, best_epoch, best_state = None, 0, {}

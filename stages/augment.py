@@ -145,7 +145,7 @@ def main() -> None:
         label_parts.append(source.labels[start + block.source])
 
     ingested = read_json(paths.INGEST_REPORT)
-    # Every output switches at once after all are written: a failure leaves the last run's, all of them.
+    # Every output is written before any is switched in: a failure while writing leaves the last run's, all of them.
     with staged_outputs(files=(paths.DATA_METRICS,), dirs=(paths.AUGMENTED_DIR, paths.DATA_PLOTS)) as out:
         folder = out[paths.AUGMENTED_DIR] / "train"
         folder.mkdir()

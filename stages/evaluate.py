@@ -103,7 +103,7 @@ def main() -> None:
     normalize = checkpoint.preprocessing.normalizer(device)
     history = pd.DataFrame(checkpoint.record["history"])
     scores, per_class, truths, predictions = {}, {}, {}, {}
-    # Every output switches at once after all are written: a failure leaves the last run's, all of them.
+    # Every output is written before any is switched in: a failure while writing leaves the last run's, all of them.
     with staged_outputs(files=(paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.SUMMARY_METRICS),
                         dirs=(paths.EVAL_PLOTS,)) as staged:
         out = staged[paths.EVAL_PLOTS]

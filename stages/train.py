@@ -134,7 +134,7 @@ def progress(records: list[EpochRecord]) -> dict:
 
 def write_outputs(params: Sections, result: FitResult, classes: list[str], preprocessing: Preprocessing, trainable: int,
                   train_images: int, world: World) -> None:
-    """models/model.pt, metrics/train.json and time.json, plots/train: all switched at once."""
+    """models/model.pt, metrics/train.json and time.json, plots/train: all written, then switched in."""
     state, saved_epoch = result.saved(params.train.checkpoint)
     history = history_table(result.history)
     steps = pd.DataFrame(result.steps, columns=list(STEP_COLUMNS))
@@ -145,7 +145,7 @@ def write_outputs(params: Sections, result: FitResult, classes: list[str], prepr
     if not launcher_alive():  # an orphan of a killed run: these outputs belong to no run
         raise PipelineError("the launcher of this data-parallel run is gone: outputs not written")
     saved = result.history[saved_epoch - 1]
-    # Every output switches at once after all are written: a failure leaves the last run's, all of them.
+    # Every output is written before any is switched in: a failure while writing leaves the last run's, all of them.
     with staged_outputs(files=(paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS),
                         dirs=(paths.TRAIN_PLOTS,)) as out:
         Checkpoint(state, params.model, classes, preprocessing, saved_epoch, params.train.device,

@@ -42,7 +42,8 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 
 def run_stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", f"stages.{name}"], cwd, check)
+    """`python -m stages.<name>` (a pipeline stage), or `python -m <name>` for a dotted name (tools.export)."""
+    return run([sys.executable, "-m", name if "." in name else f"stages.{name}"], cwd, check)
 
 
 def run_stage_in_process(name: str, cwd: Path) -> None:
@@ -66,7 +67,7 @@ def changed_stages(root: Path) -> set[str]:
     return set(json.loads(dvc("status", "--json", cwd=root).stdout))
 
 
-STAGES = ["ingest", "split", "prepare", "augment", "train", "evaluate"]
+STAGES = ["params", "ingest", "split", "prepare", "augment", "train", "evaluate"]
 
 
 def stages_run(result: subprocess.CompletedProcess) -> list[str]:

@@ -168,3 +168,37 @@ def test_mixed_training_learns_with_label_smoothing_and_class_weights() -> None:
     assert captured[0].shape == (16, 3) and torch.allclose(captured[0].sum(1), torch.ones(16))
     assert mixed.history[-1].val_accuracy >= 0.9
     assert mixed.history[-1].train_objective > plain.history[-1].train_objective  # mixed targets are harder to fit
+
+
+def test_cutmix_targets_weigh_the_share_actually_kept_on_non_square_images() -> None:
+    """Image i is the constant i + 1, so the pasted box is where its pixels changed: the own-class
+    target must be the share left, measured on the image (here 6×20, so height × height is wrong)."""
+    n, height, width = 8, 6, 20
+    x = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, height, width).contiguous()
+    labels = torch.arange(n)
+    checked = 0
+    for seed in range(20):
+        mixed, targets = mix(x, labels, n, 0.0, 1.0, np.random.default_rng(seed))
+        for i in range(n):
+            pasted = (mixed[i] != i + 1).float().mean().item()
+            if 0 < pasted < 1:
+                assert targets[i, i].item() == pytest.approx(1 - pasted, abs=1e-6)
+                checked += 1
+    assert checked > 20
+
+
+@pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
+def test_the_magnitude_tables_are_torchvisions_own(policy: str) -> None:
+    """Each op's magnitudes against torchvision's own augmentation space (not a copy of ours), on a
+    non-square image so that a swapped height and width shows."""
+    from torchvision.transforms import v2
+    height, width = 24, 40
+    space = (v2.TrivialAugmentWide() if policy == "trivialaugment" else v2.RandAugment())._AUGMENTATION_SPACE
+    assert set(space) == set(OPS)
+    for op, (table, _signed) in space.items():
+        theirs = table(31, height, width)
+        ours = magnitudes(policy, op, height, width)
+        if theirs is None or theirs.ndim == 0:  # an op without a magnitude
+            assert ours is None, op
+        else:
+            np.testing.assert_array_equal(ours, theirs.numpy(), err_msg=op)

@@ -11,6 +11,6 @@ pytestmark = pytest.mark.slow
 
 def test_export_without_a_model_says_which_stage_makes_it(tmp_path) -> None:
     project = copy_project(tmp_path / "p")
-    result = run_stage("export", project, check=False)
+    result = run_stage("tools.export", project, check=False)
     assert result.returncode == 1 and result.stderr.strip().startswith("error: models/model.pt not found")
     assert not (project / "models/model.pt2").exists()

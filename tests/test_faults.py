@@ -175,7 +175,8 @@ def start_long_data_parallel_run(project: Path) -> tuple[subprocess.Popen, list[
     set_params(project, train={"processes": 2, "epochs": 300})
     launcher = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env(), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
+    # Generous: two workers import torch and start at a load of 9 on 2 cores too; it waits on the epoch line.
+    deadline = time.monotonic() + 300
     while launcher.poll() is None and time.monotonic() < deadline:
         line = launcher.stdout.readline()
         if line.startswith("epoch") or "epoch 1" in line or "epoch   1" in line:
@@ -185,7 +186,7 @@ def start_long_data_parallel_run(project: Path) -> tuple[subprocess.Popen, list[
     return launcher, workers
 
 
-def wait_gone(pids: list[int], seconds: float = 15) -> bool:
+def wait_gone(pids: list[int], seconds: float = 120) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]:
@@ -226,7 +227,7 @@ def test_a_stopped_data_parallel_run_is_one_line(prepared, how) -> None:
         os.kill(max(workers), signal.SIGKILL)
     else:
         launcher.send_signal(getattr(signal, how))
-    _, err = launcher.communicate(timeout=60)
+    _, err = launcher.communicate(timeout=300)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     if how == "kill a worker":
@@ -354,3 +355,32 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit) as exited:
         run_stage(stage)
     assert exited.value.code == 143 and not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_staged_outputs_switch_only_after_the_body_and_put_the_old_folder_aside_first(tmp_path, monkeypatch) -> None:
+    """Nothing is renamed while the stage writes; a folder's old content is moved aside before the new
+    one takes its place and removed only after, so no instant is without the output."""
+    from classifier import outputs
+    monkeypatch.chdir(tmp_path)
+    folder, file = Path("data/out"), Path("metrics/out.json")
+    folder.mkdir(parents=True)
+    (folder / "old.txt").write_text("old")
+    file.parent.mkdir()
+    file.write_text("old")
+    events: list[tuple] = []
+    real_replace, real_rmtree = outputs.os.replace, outputs.shutil.rmtree
+    monkeypatch.setattr(outputs.os, "replace", lambda src, dst: (events.append(("replace", Path(src), Path(dst))),
+                                                                 real_replace(src, dst)))
+    monkeypatch.setattr(outputs.shutil, "rmtree", lambda path, **kw: (events.append(("rmtree", Path(path))),
+                                                                      real_rmtree(path, **kw)))
+    with staged_outputs(files=(file,), dirs=(folder,)) as out:
+        (out[folder] / "new.txt").write_text("new")
+        out[file].write_text("new")
+        events.append(("body done",))
+    assert events[0] == ("body done",), events
+    moves = [e for e in events if e[0] == "replace"]
+    aside = next(e for e in moves if e[1] == folder)
+    switched = next(e for e in moves if e[2] == folder)
+    removed = next(e for e in events if e[0] == "rmtree")
+    assert events.index(aside) < events.index(switched) < events.index(removed) and removed[1] == aside[2]
+    assert (folder / "new.txt").read_text() == "new" and file.read_text() == "new" and not (folder / "old.txt").exists()

@@ -218,3 +218,13 @@ def test_underfitting_with_a_flat_loss_at_chance_says_raise_the_learning_rate() 
     learning = dataclasses.replace(flat, train_loss=[2.2, 1.6, 1.2])  # falling, still low accuracy: the old advice
     under = {f.check: f for f in check_fit(learning, 0.06, 0.03, 0.05, 0.7, num_classes=10)}["underfitting"]
     assert under.seen and "raise train.lr" not in under.message and "train longer (train.epochs)" in under.message
+
+
+def test_the_faded_learning_rate_needs_a_tenth_of_the_run_at_the_end() -> None:
+    """30 epochs: a tail of 3 faded epochs (a tenth) is named, a tail of 2 is not."""
+    def curves(faded: int) -> Curves:
+        lrs = [0.1] * (30 - faded) + [1e-4] * faded
+        flat = [0.5] * 30
+        return Curves(list(range(1, 31)), lrs, flat, flat, flat, flat)
+    assert "its last 3 epochs learnt almost nothing" in faded_learning_rate(curves(3))
+    assert faded_learning_rate(curves(2)) == ""

@@ -72,7 +72,7 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
         predicted = pd.read_csv(project / f"plots/eval/{split}_predictions.csv", dtype=str)
         assert len(predicted) == len(pd.read_csv(project / f"data/split/{split}.csv"))
         assert scores[split]["accuracy"] == pytest.approx((predicted["actual"] == predicted["predicted"]).mean())
-    # Bias and variance as the README defines them, against evaluate.target_accuracy (human-level error).
+    # Bias and variance as docs/experiments.md defines them, against evaluate.target_accuracy (human-level error).
     target = read_params(project / "params.yaml")["evaluate"]["target_accuracy"]
     assert scores["avoidable_bias"] == pytest.approx(target - scores["train"]["accuracy"])
     assert scores["variance"] == pytest.approx(scores["train"]["accuracy"] - scores["val"]["accuracy"])
@@ -120,7 +120,7 @@ def test_no_val_or_test_image_reaches_training(project) -> None:
 
 
 def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> None:
-    assert stages_run(lr_experiment) == ["train", "evaluate"]
+    assert stages_run(lr_experiment) == ["params", "train", "evaluate"]  # params: the whole file checked first
     # The run ends with one summary block: test accuracy, macro F1, the health verdict.
     block = re.search(r"^─+\ntest accuracy  (\S+)%.*\nmacro F1       (\S+)\nhealth         (.+)\n", lr_experiment.stdout, re.M)
     assert block, lr_experiment.stdout
@@ -153,7 +153,7 @@ def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(proj
     header = next(line for line in lines if "Experiment" in line).split()
     assert {"train.lr", "model.dropout", "test_acc", "val_acc"} <= set(header), header
     assert "train.epochs" not in header  # an unchanged param is left out
-    assert not [column for column in header if column.startswith(("data/", "models/", "stages/"))], header
+    assert not [column for column in header if column.startswith(("data/", "models/", "stages/", "classifier/", "params.yaml"))], header
     assert any("lr-small" in line for line in lines), shown
     workspace = [line.split() for line in lines if line.split()[:1] == ["workspace"]]
     assert workspace and workspace[0][header.index("model.dropout")] == "0.5", shown  # it differs from main
@@ -178,11 +178,23 @@ def test_augment_change_reruns_augment_then_train_and_evaluate(project) -> None:
     and that augment's output really changes."""
     try:
         set_params(project, augment={"blur_kernels": [3, 5]})
-        assert changed_stages(project) == {"augment"}
+        assert changed_stages(project) == {"params", "augment"}
         result = dvc("repro", "augment", cwd=project)
-        assert stages_run(result) == ["augment"]
+        assert stages_run(result) == ["params", "augment"]
         assert "augment: 1259 train images -> 3777 rows (original, blur3, blur5)" in result.stdout
         assert changed_stages(project) == {"train", "evaluate"}  # both read the augmented train split
+    finally:
+        restore_baseline(project)
+
+
+def test_a_bad_param_anywhere_stops_dvc_repro_before_any_stage_works(project) -> None:
+    """The params stage runs first and checks the whole file; each stage then reads its own sections."""
+    try:
+        set_params(project, train={"lr": -0.1})
+        result = dvc("repro", cwd=project, check=False)
+        assert result.returncode != 0 and stages_run(result) == ["params"]
+        assert "error: The 'train.lr' parameter must be a float > 0 and <= 100. Got -0.1 instead." in result.stderr
+        assert "Traceback" not in result.stderr
     finally:
         restore_baseline(project)
 
@@ -190,7 +202,7 @@ def test_augment_change_reruns_augment_then_train_and_evaluate(project) -> None:
 def test_online_augmentation_reruns_train_and_evaluate_not_augment(project) -> None:
     try:
         set_params(project, augment={"online": True})
-        assert changed_stages(project) == {"train"}  # then evaluate, as train's model changes
+        assert changed_stages(project) == {"params", "train"}  # then evaluate, as train's model changes
     finally:
         restore_baseline(project)
 
@@ -327,7 +339,7 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
     the baseline's test accuracy in its row or in tools.report; PYTHONUNBUFFERED unset, as for a user.
 
     In its first seconds DVC sets up the experiment's workspace from its baseline commit, and shows that
-    commit's files as the row (README: "While a queue runs"); from its first epoch on, the row is its own."""
+    commit's files as the row (docs/experiments.md: "While a queue runs"); from its first epoch on, the row is its own."""
     # One thread for training, one core left for polling: two busy processes on two threads each crawl.
     quiet = {**{k: v for k, v in env().items() if k != "PYTHONUNBUFFERED"}, "OMP_NUM_THREADS": "1"}
 
@@ -335,10 +347,10 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
         for attempt in range(3):
             try:
                 return subprocess.run([sys.executable, *args], cwd=project, env=quiet, capture_output=True, text=True,
-                                      check=True, timeout=20).stdout
+                                      check=True, timeout=120).stdout
             except subprocess.TimeoutExpired:
                 # DVC 3.67 can hang for good when an experiment's folder is removed while `dvc exp show`
-                # reads it (it finished in between): ask again. An answer takes a few seconds at most.
+                # reads it (it finished in between): ask again. An answer takes seconds (more under load).
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -351,9 +363,9 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
         subprocess.run([sys.executable, "-m", "dvc", "queue", "start"], cwd=project, env=quiet, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         epochs_seen, polls, side_checks = set(), [], {}
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 900
         while True:
-            assert time.monotonic() < deadline, f"the queued experiment did not finish in 4 minutes: {polls}"
+            assert time.monotonic() < deadline, f"the queued experiment did not finish in 15 minutes: {polls}"
             rows = list(csv.DictReader(call("-m", "dvc", "exp", "show", "--csv").splitlines()))
             (row,) = [r for r in rows if r["Experiment"] == "live"] or [{"State": "Queued"}]
             polls.append((row["State"], row.get("epoch"), row.get("seconds"), row.get("test_acc")))
@@ -377,7 +389,7 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
                                    for name, args in (("logs", ("-m", "dvc", "queue", "logs", "live")),
                                                       ("report", ("-m", "tools.report")))}
         assert len(epochs_seen) >= 2, repr(polls)  # it moved while it trained
-        logs, table = (side_checks[name].communicate(timeout=60)[0] for name in ("logs", "report"))
+        logs, table = (side_checks[name].communicate(timeout=300)[0] for name in ("logs", "report"))
         assert 0 < len(re.findall(rf"^epoch +\d+/{epochs}", logs, re.M)) < epochs, logs
         (line,) = [line for line in table.splitlines() if line.startswith("| live |")]
         assert line.startswith("| live | running |") and f"{baseline:.4f}" not in line, table
@@ -390,18 +402,18 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
 def stop_queue_workers(root: Path) -> None:
     """`dvc queue stop`, and wait until no worker is left: an idle one would run the next test's queue."""
     dvc("queue", "stop", cwd=root)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while "Worker status: 0 active, 0 idle" not in dvc("queue", "status", cwd=root).stdout:
-        assert time.monotonic() < deadline, "the queue worker did not stop in a minute"
+        assert time.monotonic() < deadline, "the queue worker did not stop in 5 minutes"
         time.sleep(1)
 
 
 def test_the_seed_recipe_queues_one_experiment_a_seed(project) -> None:
-    """README "Seeds": `-S 'train.seed=range(0,2)'` queues seeds 0 and 1 with the params otherwise as
+    """docs/experiments.md "Grid search and seeds": `-S 'train.seed=range(0,2)'` queues seeds 0 and 1 with the params otherwise as
     committed. A queued run running is the live test's; the seed report's arithmetic (the committed
     run, equal to seed 0, counted once) is test_report.py's."""
     recipe = "dvc exp run --queue -S 'train.seed=range(0,20)'"
-    assert recipe in (ROOT / "README.md").read_text()
+    assert recipe in (ROOT / "docs/experiments.md").read_text()
     committed = read_params(project / "params.yaml")
     try:
         dvc("exp", "run", "--queue", "-S", "train.seed=range(0,2)", cwd=project)
@@ -416,7 +428,7 @@ def test_the_seed_recipe_queues_one_experiment_a_seed(project) -> None:
 
 
 def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) -> None:
-    """README "The model registry": register a version, assign it a stage, get it by that stage."""
+    """docs/experiments.md "The model registry": register a version, assign it a stage, get it by that stage."""
     gto = Path(sys.executable).parent / "gto"
     run([str(gto), "register", "classifier", "--version", "v1.0.0"], project)
     run([str(gto), "assign", "classifier", "--version", "v1.0.0", "--stage", "prod"], project)
@@ -429,7 +441,7 @@ def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) 
                  project)
     top = [image["predictions"][0]["class"] for image in json.loads(result.stdout)]
     assert top.count("3") >= 4, top  # the fetched model classifies
-    # Exported for serving, the fetched model classifies those images alike (README "The model registry").
+    # Exported for serving, the fetched model classifies those images alike (docs/experiments.md "The model registry").
     from tools import export
     export.main(["--model", str(tmp_path / "prod.pt"), "--output", str(tmp_path / "prod.pt2")])
     program, classes, _ = export.load_exported(tmp_path / "prod.pt2")
@@ -505,18 +517,18 @@ def test_a_failed_experiment_leaves_a_workspace_one_command_restores(project) ->
                  ("metrics/train.json", "metrics/time.json", "plots/train/history.csv", "models/model.pt")}
     failed = dvc("exp", "run", "-S", "train.lr=-0.1", cwd=project, check=False)
     assert failed.returncode != 0 and "error: The 'train.lr' parameter must be a float > 0" in failed.stderr
-    # DVC deleted train's outputs before running it; the README's command brings back the last commit's.
+    # DVC deleted train's outputs before running it; docs/interrupted-runs.md's command brings back the last commit's.
     run(["bash", "-c", RESTORE_COMMAND], project)
     assert {path: (project / path).read_bytes() for path in committed} == committed
     assert read_params(project / "params.yaml")["train"]["lr"] > 0
     assert "changed" not in dvc("status", cwd=project).stdout
 
 
-RESTORE_COMMAND = "git checkout HEAD -- params.yaml metrics plots && dvc checkout --force"  # README: "Bad input"
+RESTORE_COMMAND = "git checkout HEAD -- params.yaml metrics plots && dvc checkout --force"  # docs/interrupted-runs.md
 
 
 def test_the_readme_gives_the_restore_command() -> None:
-    assert RESTORE_COMMAND in (ROOT / "README.md").read_text()
+    assert RESTORE_COMMAND in (ROOT / "docs/interrupted-runs.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -535,7 +547,7 @@ def ddp_experiment(project) -> dict:
 
 
 def test_two_data_parallel_processes_match_one(project, ddp_experiment) -> None:
-    assert stages_run(ddp_experiment["result"]) == ["train", "evaluate"]
+    assert stages_run(ddp_experiment["result"]) == ["params", "train", "evaluate"]
     assert "train: starting 2 processes with torchrun" in ddp_experiment["result"].stdout
     assert ddp_experiment["result"].stdout.count("epoch  10/10") == 1  # rank 0 alone reports
     single = json.loads((project / "metrics/summary.json").read_text())["test_acc"]
@@ -558,7 +570,7 @@ def free_port() -> int:
 
 def test_two_nodes_on_localhost_train_one_model(project, ddp_experiment, tmp_path) -> None:
     """Node 0 is the DVC workspace (`python -m stages.train`, as `dvc repro` runs it); node 1 is another
-    checkout with the same data, started with the torchrun command the README shows."""
+    checkout with the same data, started with the torchrun command docs/scaling-out.md shows."""
     import shutil
     from classifier.checkpoint import Checkpoint
     node1 = tmp_path / "node1"
@@ -612,12 +624,12 @@ def test_two_nodes_on_localhost_train_one_model(project, ddp_experiment, tmp_pat
 
 def test_experiments_shared_through_git_and_dvc_remotes(project, ddp_experiment, tmp_path) -> None:
     """Machine A pushes an experiment; machine B, a fresh clone, pulls it and sees, compares and restores it.
-    The remotes start empty and get only what the README's recipe pushes."""
+    The remotes start empty and get only what docs/scaling-out.md's recipe pushes."""
     remote, store = tmp_path / "remote.git", tmp_path / "dvc-store"
     git("init", "-q", "--bare", str(remote), cwd=tmp_path)
     git("remote", "add", "origin", str(remote), cwd=project)
     dvc("remote", "add", "--local", "-d", "store", str(store), cwd=project)
-    recipe = (ROOT / "README.md").read_text().split("# machine A\n", 1)[1].split("# machine B", 1)[0]
+    recipe = (ROOT / "docs/scaling-out.md").read_text().split("# machine A\n", 1)[1].split("# machine B", 1)[0]
     assert "git push origin main" in recipe and "dvc exp push origin lr-001" in recipe
     git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=project)  # git push origin main (its branch here: HEAD)
     dvc("exp", "push", "origin", "ddp", cwd=project)

@@ -1,35 +1,72 @@
-"""Every `python -m stages.<module> ...` command README.md shows runs as written: its arguments
-parse (a module without a parser takes none)."""
+"""README.md and docs/ hold what they promise: every `python -m stages.<module> ...` or
+`python -m tools.<module> ...` command they show parses as written (a module without a parser takes
+none), the README stays a short front page that links to pages that exist, and docs/params.md is
+the reference generated from where the params are declared."""
 from __future__ import annotations
 
 import importlib
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import ROOT
 
+README = (ROOT / "README.md").read_text()
+DOCS = {path.name: path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))}
 # The command up to a comment, a backtick or a shell operator.
-COMMAND = re.compile(r"python -m stages\.(\w+)([^`#&|;\n]*)")
-COMMANDS = sorted(set(COMMAND.findall((ROOT / "README.md").read_text())))
+COMMAND = re.compile(r"python -m ((?:stages|tools)\.\w+)([^`#&|;\n]*)")
+COMMANDS = sorted(set(COMMAND.findall(README + "".join(DOCS.values()))))
 
 
 def test_the_readme_shows_the_commands() -> None:
-    assert {"report", "predict"} <= {module for module, _ in COMMANDS}
+    assert {"tools.report", "tools.predict"} <= {module for module, _ in COMMAND.findall(README)}
+
+
+def test_the_readme_is_a_front_page_whose_links_exist() -> None:
+    lines = README.splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines: move the detail to docs/"
+    assert not [line for line in lines if len(line) > 200 and not line.startswith("|")]
+    for heading in ("## The two commands", "## Everyday DVC commands", "## The pipeline", "## Params",
+                    "## Benchmarks", "## Read on"):
+        assert heading in README
+    links = re.findall(r"\]\((docs/[\w.-]+\.md)(?:#[\w-]+)?\)", README)
+    assert {Path(link).name for link in links} == set(DOCS), "every docs/ page is linked from the README, and no other"
+    for stage in ("params", "ingest", "split", "prepare", "augment", "train", "evaluate"):
+        assert f"\n| `{stage}` |" in README, f"README.md's pipeline table has no row for {stage}"
+
+
+def test_docs_params_is_generated_from_the_declarations() -> None:
+    from tools import params_doc
+    assert DOCS["params.md"] == params_doc.render(), "docs/params.md is out of date: run `make generated`"
+    from classifier.params.whole_file import SECTIONS, section_keys
+    for section in SECTIONS:
+        for key in section_keys(section):
+            assert f"\n| `{section}.{key}` |" in DOCS["params.md"]
+
+
+def test_a_changed_meaning_makes_the_params_reference_stale(monkeypatch) -> None:
+    import dataclasses
+
+    from classifier.params.train import TrainParams
+    from tools import params_doc
+    field = next(f for f in dataclasses.fields(TrainParams) if f.name == "lr")
+    monkeypatch.setattr(field, "metadata", {**field.metadata, "doc": "a changed meaning"})
+    assert "| `train.lr` | a changed meaning |" in params_doc.render() != DOCS["params.md"]
 
 
 @pytest.mark.parametrize("module,args", COMMANDS, ids=[f"{m}{a}".strip() for m, a in COMMANDS])
 def test_readme_command_parses(module: str, args: str) -> None:
-    stage = importlib.import_module(f"stages.{module}")
+    stage = importlib.import_module(module)
     argv = shlex.split(args)
     if not hasattr(stage, "build_parser"):
-        assert argv == [], f"stages.{module} takes no arguments"
+        assert argv == [], f"{module} takes no arguments"
         return
     try:
         stage.build_parser().parse_args(argv)
     except SystemExit as exc:
-        pytest.fail(f"`python -m stages.{module}{args}` from README.md does not parse (exit {exc.code})")
+        pytest.fail(f"`python -m {module}{args}` from README.md or docs/ does not parse (exit {exc.code})")
 
 
 @pytest.mark.parametrize("fault, fix", [
@@ -42,7 +79,7 @@ def test_readme_command_parses(module: str, args: str) -> None:
 def test_the_bad_input_table_gives_faults_dvc_meets_first_their_fix(fault, fix) -> None:
     """What DVC itself trips on before ingest runs (it hashes data.source), and where a killed run's
     temporaries stay: the project cannot catch these, so the README must say what to do."""
-    table = (ROOT / "README.md").read_text().split("## Bad input", 1)[1]
+    table = DOCS["bad-input.md"]
     (row,) = [line for line in table.splitlines() if line.startswith(f"| {fault} |")]
     assert fix in row
 

@@ -32,9 +32,10 @@ def assert_fails_cleanly(result, message: str, project: Path, absent: str) -> No
     ({"augment": {"blur_kernels": [3, 4]}}, "'augment.blur_kernels' parameter must be a list of distinct odd"),
     ({"augment": {"blur_kernels": [-3]}}, "Got [-3] instead."),
 ])
-def test_bad_params_stop_the_first_stage(tmp_path, overrides, message) -> None:
+def test_bad_params_stop_the_params_stage(tmp_path, overrides, message) -> None:
+    """The params stage, first in dvc.yaml, checks every section; a stage checks only its own."""
     project = copy_project(tmp_path, overrides)
-    assert_fails_cleanly(run_stage("ingest", project, check=False), message, project, "data/raw")
+    assert_fails_cleanly(run_stage("classifier.params", project, check=False), message, project, "data/params.ok")
 
 
 def test_missing_data_folder(tmp_path) -> None:

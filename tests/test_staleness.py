@@ -52,7 +52,7 @@ def test_image_size_change_reaches_the_arrays_and_checkpoint_and_back(project) -
     try:
         set_params(project, prepare={"image_size": 12})
         result = dvc("repro", "train", cwd=project)
-        assert stages_run(result) == ["prepare", "augment", "train"]
+        assert stages_run(result) == ["params", "prepare", "augment", "train"]
         assert np.load(project / "data/prepared/train/images.npy", mmap_mode="r").shape[1:] == (12, 12, 1)
         assert Checkpoint.load(project / "models/model.pt").preprocessing.input_shape == (1, 12, 12)
 
@@ -90,7 +90,7 @@ def test_switching_folders_never_restores_outputs_of_an_edited_folder(project, f
     original = edited.read_bytes()
     try:
         set_params(project, data={"source": str(folder_b)})
-        assert stages_run(dvc("repro", "ingest", cwd=project)) == ["ingest"]
+        assert stages_run(dvc("repro", "ingest", cwd=project)) == ["params", "ingest"]  # params.yaml changed
         set_params(project, data={"source": str(folder_a)})  # A as it was: restoring its outputs is right
         result = dvc("repro", "ingest", cwd=project)
         assert "Stage 'ingest' is cached - skipping run" in result.stdout
@@ -109,7 +109,7 @@ def test_switching_folders_never_restores_outputs_of_an_edited_folder(project, f
 
 
 def test_pretrained_weights_imported_by_url_train_and_dvc_update_reruns_train(project, tmp_path) -> None:
-    """README "Pretrained weights": `dvc import-url` records the URL and its ETag, `model.pretrained` names
+    """docs/your-own-images.md "Pretrained weights": `dvc import-url` records the URL and its ETag, `model.pretrained` names
     the file (any torchvision classifier is one param away), `prepare.normalize: auto` follows the
     weights; the host's new file comes with `dvc update`, and train reruns. Served from 127.0.0.1."""
     import torchvision
@@ -120,7 +120,7 @@ def test_pretrained_weights_imported_by_url_train_and_dvc_update_reruns_train(pr
     def publish(seed: int) -> None:
         torch.manual_seed(seed)
         torch.save(torchvision.models.shufflenet_v2_x0_5(weights=None).state_dict(), host / name)
-    recipe = (ROOT / "README.md").read_text()
+    recipe = (ROOT / "docs/your-own-images.md").read_text()
     assert "dvc import-url https://download.pytorch.org/models/resnet18-f37072fd.pth models/pretrained/" in recipe
     assert "dvc update models/pretrained/resnet18-f37072fd.pth.dvc" in recipe
     imported = project / "models/pretrained" / f"{name}.dvc"
@@ -131,7 +131,7 @@ def test_pretrained_weights_imported_by_url_train_and_dvc_update_reruns_train(pr
             assert f"{url}/{name}" in imported.read_text() and "checksum:" in imported.read_text()  # URL and ETag
             set_params(project, model={"name": "shufflenet_v2_x0_5", "pretrained": name}, train={"epochs": 1})
             result = dvc("repro", "train", cwd=project)
-            assert stages_run(result) == ["train"] and "train: shufflenet_v2_x0_5" in result.stdout
+            assert stages_run(result) == ["params", "train"] and "train: shufflenet_v2_x0_5" in result.stdout
             # auto: ImageNet's constants, since the weights are pretrained (grey images: their average; the
             # weights' first conv sums its RGB filters)
             assert Checkpoint.load(project / "models/model.pt").preprocessing.mean == imagenet_stats(1)[0]

@@ -86,7 +86,8 @@ class TrainParams:
                                "or cuda:K (GPU K)")
     processes: int = spec(number(int, ge=1, le=1024),
                           "data-parallel processes per machine, started by torchrun (CUDA: one GPU each)")
-    nodes: int = spec(number(int, ge=1, le=1024), "machines training together (the others run torchrun: README)")
+    nodes: int = spec(number(int, ge=1, le=1024),
+                      "machines training together (the others run torchrun: docs/scaling-out.md)")
     rendezvous: str = spec(_endpoint, "nodes > 1: host:port of this machine, where the other nodes meet it")
     amp: bool = spec(boolean, "CUDA only: bf16 autocast and channels_last")
     compile: bool = spec(boolean, "torch.compile the model (slow start, faster steps on a GPU)")
