@@ -70,6 +70,16 @@ def changed_stages(root: Path) -> set[str]:
 STAGES = ["params", "ingest", "split", "prepare", "augment", "train", "evaluate"]
 
 
+def most_advanced(rows: list[dict]) -> dict:
+    """The row that counts among an experiment's rows in `dvc exp show --csv`: while an experiment
+    finishes, DVC can list it twice (the running entry and its result); none yet is 'Queued'."""
+    order = {"Success": 3, "Running": 2, "Failed": 1}
+    def rank(row: dict) -> tuple[int, int]:
+        epoch = row.get("epoch") or ""
+        return order.get(row["State"], 0), int(epoch) if epoch.isdigit() else -1
+    return max(rows, key=rank) if rows else {"State": "Queued"}
+
+
 def stages_run(result: subprocess.CompletedProcess) -> list[str]:
     """The stages DVC actually executed, in order, from its own output."""
     return re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)

@@ -19,7 +19,8 @@ import torch
 from classifier.artifacts import load_array_set
 from classifier.errors import PipelineError
 from tests.helpers import (ROOT, STAGES, assert_picture, changed_stages, copy_project, dvc, env, git,
-                           init_repo, read_params, restore_baseline, run, set_params, stages_run)
+                           init_repo, most_advanced, read_params, restore_baseline, run, set_params,
+                           stages_run)
 
 pytestmark = pytest.mark.integration
 
@@ -367,7 +368,7 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
         while True:
             assert time.monotonic() < deadline, f"the queued experiment did not finish in 15 minutes: {polls}"
             rows = list(csv.DictReader(call("-m", "dvc", "exp", "show", "--csv").splitlines()))
-            (row,) = [r for r in rows if r["Experiment"] == "live"] or [{"State": "Queued"}]
+            row = most_advanced([r for r in rows if r["Experiment"] == "live"])
             polls.append((row["State"], row.get("epoch"), row.get("seconds"), row.get("test_acc")))
             if row["State"] == "Success":
                 break

@@ -126,3 +126,14 @@ def test_per_class_scores_read_as_a_table_worst_first(tmp_path, monkeypatch, cap
         "| dog | 0.5000 | 0.6000 | 0.5000 | 0.5450 | 8 |", "| cat | 0.9000 | 0.8000 | 0.9000 | 0.8470 | 10 |"]
     with pytest.raises(report.PipelineError, match="has no split 'train'; splits: test, val"):
         report.main(["--per-class", "--split", "train"])
+
+
+def test_the_live_test_reads_the_most_advanced_of_a_finishing_experiments_two_rows() -> None:
+    """`dvc exp show` listed a finishing experiment twice (its running entry and its result): the
+    live-queue test must take the result, not fail on the pair."""
+    from tests.helpers import most_advanced
+    running = {"Experiment": "live", "State": "Running", "epoch": "19"}
+    done = {"Experiment": "live", "State": "Success", "epoch": "20"}
+    assert most_advanced([running, done]) is done and most_advanced([done, running]) is done
+    assert most_advanced([]) == {"State": "Queued"}
+    assert most_advanced([{"State": "Running", "epoch": "!"}, {"State": "Running", "epoch": "3"}])["epoch"] == "3"
