@@ -78,30 +78,6 @@ def pixel_hash(image: np.ndarray) -> str:
     return hashlib.sha1(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
-def thumbnail(image: np.ndarray) -> np.ndarray:
-    """A 16×16 grey float32 vector of the picture: close for a resized copy or a re-encoded JPEG
-    (about 0.2 grey levels apart), far for different pictures (different digits: 9 or more)."""
-    grey = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32).reshape(-1)
-
-
-def near_duplicates(thumbs: np.ndarray, max_rms: float = 2.0, chunk: int = 1024) -> list[tuple[int, int]]:
-    """(first, later) index pairs of thumbnails within `max_rms` grey levels (root mean square):
-    each image paired with the first one before it that it nearly equals."""
-    thumbs = np.asarray(thumbs, dtype=np.float32).reshape(len(thumbs), -1)
-    squares = (thumbs.astype(np.float64) ** 2).sum(1)
-    limit = max_rms ** 2 * thumbs.shape[1]
-    pairs = []
-    for start in range(0, len(thumbs), chunk):
-        block = thumbs[start:start + chunk]
-        distances = squares[start:start + chunk, None] + squares[None, :] - 2.0 * (block @ thumbs.T)
-        for row, later in enumerate(range(start, start + len(block))):
-            hits = np.flatnonzero(distances[row, :later] <= limit)
-            if hits.size:
-                pairs.append((int(hits[0]), later))
-    return pairs
-
-
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write uint8 H×W×C (C = 1 or 3, RGB) as PNG; a full disk raises OSError (ENOSPC)."""
     if image.shape[2] == 3:

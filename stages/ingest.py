@@ -30,7 +30,8 @@ import numpy as np
 from classifier import paths
 from classifier.errors import PipelineError, printable, run_stage
 from classifier.folder_listing import list_class_folder
-from classifier.image_files import near_duplicates, pixel_hash, read_image, thumbnail, write_png
+from classifier.duplicates import near_duplicates, thumbnail
+from classifier.image_files import pixel_hash, read_image, write_png
 from classifier.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections
 from classifier.params.data import DataParams

@@ -18,7 +18,8 @@ import pytest
 from classifier.artifacts import allocate_images
 from classifier.errors import PipelineError, run_stage
 from classifier.folder_listing import list_class_folder
-from classifier.image_files import near_duplicates, read_image, thumbnail
+from classifier.duplicates import near_duplicates, thumbnail
+from classifier.image_files import read_image
 from classifier.outputs import atomic_dir, atomic_file
 from stages import ingest
 from tests.helpers import copy_project, make_image_folder

@@ -22,7 +22,7 @@ RUN_BY = {
     "stages.split:merge_and_drop": {"split"},
     "classifier.folder_listing:list_class_folder": {"ingest", "split"},
     "classifier.image_files:decode_image": {"ingest", "prepare", "augment"},  # augment: its preview's raw files
-    "classifier.image_files:near_duplicates": {"ingest", "prepare", "augment"},  # one file with decode_image
+    "classifier.duplicates:near_duplicates": {"ingest"},  # not in image_files.py, which prepare runs too
     "classifier.image_format:format_image": {"prepare"},
     "classifier.augment_offline:augment_block": {"augment"},
     "stages.augment:plot_class_counts": {"augment"},
