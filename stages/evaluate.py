@@ -49,6 +49,15 @@ PARAMS = (EvaluateParams,)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint
 OUTS = (paths.SUMMARY_METRICS, paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS)
 EVAL_SPLITS = ("train", "val", "test")  # train: the prepared originals, not the augmented copies
+TRAIN_SAMPLE_SEED = 0  # evaluate.train_sample draws the same rows every run (stated in eval.json)
+
+
+def scored_rows(count: int, most: int, seed: int = TRAIN_SAMPLE_SEED) -> np.ndarray | None:
+    """Sorted rows of a seeded random sample of `most` of `count` rows; None (all of them) when
+    `most` is 0 or the split is no larger."""
+    if not most or count <= most:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(count, most, replace=False))
 
 
 def worst_mistakes(data: ArraySet, probabilities: np.ndarray, classes: list[str], count: int) -> tuple[list, list]:
@@ -109,14 +118,19 @@ def main() -> None:
         out = staged[paths.EVAL_PLOTS]
         for split in EVAL_SPLITS:
             data = load_array_set(paths.PREPARED_DIR / split)
-            batches = DeviceDataset(data.images, data.labels, device)  # resident when it fits, else streamed
+            rows = scored_rows(len(data.labels), params.train_sample) if split == "train" else None
+            # Streamed from the memory-mapped arrays: one pass either way, and memory bounded by a batch.
+            batches = DeviceDataset(data.images, data.labels, device, resident=False, rows=rows)
             tta = params.tta if split != "train" else "none"  # beside the plain scores, which stay the reference
             logits, tta_logits = predict_logits_and_tta(model, batches, normalize, amp=amp, tta=tta)
             loss, _ = loss_and_accuracy(logits, batches.labels)
             probabilities = torch.softmax(logits, 1).cpu().numpy()
-            y_true, y_pred = data.labels, probabilities.argmax(1)
+            y_true, y_pred = batches.host_labels.numpy(), probabilities.argmax(1)
             summary, table = classification_report(y_true, y_pred, classes)
-            scores[split] = {**summary, **top_k_scores(probabilities, y_true, params.top_k), "loss": loss}
+            scores[split] = {**summary, **top_k_scores(probabilities, y_true, params.top_k), "loss": loss,
+                             "images": len(y_true)}
+            if rows is not None:
+                scores[split].update(sampled_from=len(data.labels), sample_seed=TRAIN_SAMPLE_SEED)
             per_class[split] = per_class_json(table)
             truths[split], predictions[split] = y_true, y_pred
             table.to_csv(out / f"per_class_{split}.csv", index=False)
@@ -131,8 +145,9 @@ def main() -> None:
                                 title="val images predicted wrong with the highest confidence")
             top_k = (f"top-{params.top_k} {scores[split]['top_k_accuracy']:.2%}  "
                      if "top_k_accuracy" in scores[split] else "")
+            sampled = f" of {len(data.labels)}, a seeded sample (evaluate.train_sample)" if rows is not None else ""
             print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
-                  f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images)")
+                  f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images{sampled})")
             if tta != "none":
                 tta_loss, tta_accuracy = loss_and_accuracy(tta_logits, batches.labels)
                 scores.setdefault("tta", {"mode": params.tta})[split] = {"accuracy": tta_accuracy, "loss": tta_loss}

@@ -22,6 +22,7 @@ TINY_PARAMS = {
     "prepare": {"image_size": 16},
     "model": {"name": "mlp", "hidden": [32], "dropout": 0.0},
     "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "scheduler": "none"},
+    "evaluate": {"train_sample": 1000},  # of 1,259: the sample is taken and stated
 }
 
 

@@ -103,3 +103,11 @@ def test_the_gallery_is_titled_and_shows_each_image_at_least_96_px(tmp_path) -> 
         grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         top = np.flatnonzero(mask.any(axis=1))[0]
         assert (grey[: top - 20] < 100).any(), "no title above the images"
+
+
+def test_the_train_sample_is_seeded_sorted_and_only_taken_when_the_split_is_larger() -> None:
+    from stages.evaluate import scored_rows
+    rows = scored_rows(43_750, 10_000)
+    assert len(rows) == len(set(rows.tolist())) == 10_000 and (np.diff(rows) > 0).all() and rows.max() < 43_750
+    assert (scored_rows(43_750, 10_000) == rows).all() and not (scored_rows(43_750, 10_000, seed=1) == rows).all()
+    assert scored_rows(9_000, 10_000) is None and scored_rows(43_750, 0) is None

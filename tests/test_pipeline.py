@@ -65,9 +65,14 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
     scores = json.loads((project / "metrics/eval.json").read_text())
     assert set(scores) == {"train", "val", "test", "avoidable_bias", "variance", "health"}
     for split in ("train", "val", "test"):
-        assert set(scores[split]) == {"accuracy", "top_k_accuracy", "loss", "precision_macro", "recall_macro",
-                                      "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted"}
+        assert set(scores[split]) - {"sampled_from", "sample_seed"} == {
+            "accuracy", "top_k_accuracy", "loss", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+            "recall_weighted", "f1_weighted", "images"}
         assert 0.5 < scores[split]["accuracy"] <= scores[split]["top_k_accuracy"] <= 1.0  # a tiny MLP still learns
+    # evaluate.train_sample: 1000 of the 1,259 train images, seeded and said; val and test whole
+    assert (scores["train"]["images"], scores["train"]["sampled_from"], scores["train"]["sample_seed"]) == (1000, 1259, 0)
+    test_rows = len(pd.read_csv(project / "data/split/test.csv"))
+    assert "sampled_from" not in scores["val"] and scores["test"]["images"] == test_rows
     # The scores are those of the predictions evaluate wrote, row by row (not restated from their formulas).
     for split in ("val", "test"):
         predicted = pd.read_csv(project / f"plots/eval/{split}_predictions.csv", dtype=str)

@@ -19,6 +19,9 @@ class EvaluateParams:
                                     "health: train and val accuracy both below this is underfitting")
     spike_factor: float = spec(number(float, gt=1, le=1e6), "health: the loss (averaged over 10 steps) rising above this × "
                                                       "its lowest level is a spike")
+    train_sample: int = spec(number(int, ge=0, le=10**9),
+                             "train images scored, a seeded random sample when the split is larger (0: all): the train "
+                             "scores judge fit (bias, over- and underfitting); val and test are always scored whole")
     gallery_size: int = spec(number(int, ge=0, le=256), "worst misclassified val images shown in worst_val.png")
     tta: str = spec(choice("none", "flip", "crops"),
                     "test-time augmentation, scored beside the plain scores: flip (and the mirror image), crops "
