@@ -78,11 +78,12 @@ def pixel_hash(image: np.ndarray) -> str:
     return hashlib.sha1(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Write uint8 H×W×C (C = 1 or 3, RGB) as PNG; a full disk raises OSError (ENOSPC)."""
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 H×W×C (C = 1 or 3, RGB) as PNG bytes."""
     if image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
-        raise PipelineError(f"{printable(path)}: could not encode image")
-    Path(path).write_bytes(encoded.tobytes())
+        raise PipelineError(f"could not encode a {image.shape} image as PNG")
+    return encoded.tobytes()
+

@@ -18,6 +18,7 @@ and their copies, to see at a glance what a blur of 9 does to them).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -26,11 +27,12 @@ from classifier import paths
 from classifier.artifacts import finish_array_set, load_array_set, read_json
 from classifier.augment_offline import AugmentPlan, AugmentedBlock, augment_block, augmentation_variants
 from classifier.errors import PipelineError, run_stage
-from classifier.image_files import read_image
+from classifier.image_files import decode_image
 from classifier.outputs import staged_outputs, write_json
 from classifier.params.augment import AugmentParams
 from classifier.params.checks import load_sections
 from classifier.plotting import DPI, first_of_each_class, plot_image_grid, pyplot
+from classifier.raw_shards import RawImages
 from classifier.stale_summary import retire_summary
 
 PARAMS = (AugmentParams,)  # augment.online*: train's (OnlineAugmentParams), applied batch by batch
@@ -83,7 +85,7 @@ def copy_title(augmentation: str, rotation: float, noise_std: float) -> str:
 
 
 def preview(images: np.ndarray, labels: np.ndarray, index: pd.DataFrame, classes: list[str], noise_std: float,
-            path: Path, max_sources: int = 20, max_copies: int = 12) -> None:
+            path: Path, read_raw: Callable[[str], np.ndarray], max_sources: int = 20, max_copies: int = 12) -> None:
     """The first train image of every class (up to `max_sources`, one row each): the file as ingested,
     then as prepared (grey, trimmed, inverted, resized: the prepare params) and its copies, each
     titled with the transforms it went through."""
@@ -92,7 +94,7 @@ def preview(images: np.ndarray, labels: np.ndarray, index: pd.DataFrame, classes
     for row in firsts:
         source = index["source"].iloc[row]
         copies = np.flatnonzero((index["source"] == source).to_numpy())[:max_copies]
-        grid.append([read_image(Path(source)), *(images[i] for i in copies)])
+        grid.append([read_raw(source), *(images[i] for i in copies)])
         titles.append([f"{classes[labels[row]]}: raw file", *(
             f"{classes[labels[i]]}: {copy_title(index['augmentation'].iloc[i], float(index['rotation'].iloc[i]), noise_std)}"
             for i in copies)])
@@ -145,6 +147,10 @@ def main() -> None:
         label_parts.append(source.labels[start + block.source])
 
     ingested = read_json(paths.INGEST_REPORT)
+    raw = RawImages(paths.RAW_DIR)
+
+    def read_raw(key: str) -> np.ndarray:
+        return decode_image(raw.bytes(key), key)
     # Every output is written before any is switched in: a failure while writing leaves the last run's, all of them.
     with staged_outputs(files=(paths.DATA_METRICS,), dirs=(paths.AUGMENTED_DIR, paths.DATA_PLOTS)) as out:
         folder = out[paths.AUGMENTED_DIR] / "train"
@@ -157,7 +163,7 @@ def main() -> None:
         counts.to_csv(plots / "class_counts.csv", index=False)
         plot_class_counts(counts, plots / "class_counts.png")
         preview(np.load(folder / "images.npy", mmap_mode="r"), labels, index, classes, plan.noise_std,
-                plots / "augment_preview.png")
+                plots / "augment_preview.png", read_raw)
         write_json(out[paths.DATA_METRICS], {
             "classes": len(classes),
             "images": {column: int(counts[column].sum()) for column in (*paths.SPLITS, "train_augmented")},

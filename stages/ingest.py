@@ -1,4 +1,4 @@
-"""Stage ingest: put the raw images under data/raw/<class>/.
+"""Stage ingest: put the raw images into data/raw, as a few shards and an index.
 
     python -m stages.ingest
 
@@ -10,9 +10,11 @@ removing or editing an image reruns ingest and everything after it.
 
 data.source = a folder of class subfolders (`<folder>/<class>/<image>`), or a folder already
 split into `train/` and optionally `val/` and `test/`, each with class subfolders (every
-subfolder of the source is one of those three): each image is decoded (the same reader predict
-uses) and copied as it is, to data/raw/<class>/ or data/raw/<split>/<class>/, under a name that is
-valid UTF-8. What is not an image is skipped and counted; a corrupt, truncated or empty image stops
+subfolder of the source is one of those three), or either packed as a .tar or .zip archive or a
+folder of .tar shards (classifier/sources.py; `python -m tools.pack` makes them): each image is
+decoded (the same reader predict uses) and its bytes are stored as they are in data/raw's shards
+(classifier/raw_shards.py), under the key data/raw/[<split>/]<class>/<file>, a name that is valid
+UTF-8. What is not an image is skipped and counted; a corrupt, truncated or empty image stops
 ingest with its path, or with data.skip_corrupt is skipped and listed. Images with the same decoded
 pixels are listed and, with data.duplicates: drop, left out (the same picture in two given splits
 is an error: it would leak into evaluation); near-duplicates (a resized copy, a re-encoded JPEG)
@@ -21,20 +23,20 @@ augment to read.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from classifier import paths
-from classifier.errors import PipelineError, printable, run_stage
-from classifier.folder_listing import list_class_folder
 from classifier.duplicates import near_duplicates, thumbnail
-from classifier.image_files import pixel_hash, read_image, write_png
+from classifier.errors import PipelineError, printable, run_stage
+from classifier.image_files import decode_image, encode_png, pixel_hash
 from classifier.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections
 from classifier.params.data import DataParams
+from classifier.raw_shards import ShardWriter, shard_count
+from classifier.sources import SourceImage, list_source
 from classifier.stale_summary import retire_summary
 
 PARAMS = (DataParams,)
@@ -55,21 +57,12 @@ def digits_images(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def write_digits(out: Path, size: int) -> int:
     images, labels = digits_images(size)
-    for i, (image, label) in enumerate(zip(images, labels)):
-        class_dir = out / str(label)
-        class_dir.mkdir(exist_ok=True)
-        write_png(class_dir / f"digit_{i:04d}.png", image[:, :, None])
-    return len(images)
-
-
-def source_splits(source: Path) -> list[str]:
-    """The splits of a pre-split folder (train first), or [] for a folder of class subfolders."""
-    if not source.is_dir():
-        raise PipelineError(f"data folder {printable(source)} not found (data.source in params.yaml)")
-    subfolders = {p.name for p in source.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")}
-    if "train" in subfolders and subfolders <= set(paths.SPLITS):
-        return [split for split in paths.SPLITS if split in subfolders]
-    return []
+    encoded = [encode_png(image[:, :, None]) for image in images]
+    shards = ShardWriter(out, shard_count(sum(map(len, encoded))))
+    # In the order split lists them: by class name, then file name (as a folder of classes is listed).
+    for i in sorted(range(len(labels)), key=lambda i: (str(labels[i]), i)):
+        shards.add(f"{paths.RAW_DIR.as_posix()}/{labels[i]}/digit_{i:04d}.png", "", str(labels[i]), encoded[i])
+    return shards.close()
 
 
 class Ingest:
@@ -83,33 +76,29 @@ class Ingest:
         self.thumbs: dict[str, list[np.ndarray]] = {}     # class -> thumbnails of its images, every split
         self.files: dict[str, list[str]] = {}             # class -> the files of those thumbnails
 
-    def copy_split(self, folder: Path, out: Path, split: str) -> None:
-        """Copy `folder/<class>/...` images to `out/<class>/...`."""
-        listing = list_class_folder(folder)
-        if not split:  # class folders sit beside the report
-            reserved = [label for _, label in listing.files if label == paths.INGEST_REPORT.name]
-            if reserved:
-                raise PipelineError(f"class folder {printable(folder / reserved[0])}: the name {reserved[0]} is "
-                                    f"taken by ingest's report; rename the folder")
-        self.report["skipped"] += [printable(p) for p in listing.skipped]
-        for path, label in listing.files:
+    def store(self, images: list[SourceImage], shards: ShardWriter, split: str) -> None:
+        """Check and store one split's images in the shards, keyed data/raw/[<split>/]<class>/<file>."""
+        reserved = [image.name for image in images if not split and image.label == paths.INGEST_REPORT.name]
+        if reserved:  # the report sits beside the class folders
+            raise PipelineError(f"class folder of {reserved[0]}: the name {paths.INGEST_REPORT.name} is taken by "
+                                f"ingest's report; rename the folder")
+        for source in images:
+            data = source.read()
             try:
-                image = read_image(path)  # fail now, naming the file, rather than halfway through prepare
+                image = decode_image(data, source.name)  # fail now, naming the file, not halfway through prepare
             except PipelineError as exc:
                 if not self.params.skip_corrupt:
                     raise PipelineError(f"{exc} (set data.skip_corrupt: true to skip such files)") from None
-                self.report["corrupt"].append(printable(path))
+                self.report["corrupt"].append(source.name)
                 continue
-            first = self.first_time(image, path, split)
+            first = self.first_time(image, source.name, split)
             if not first and self.params.duplicates == "drop":
                 continue
             if first:  # a repeat is a duplicate already, not also a near one
-                self.thumbs.setdefault(label, []).append(thumbnail(image))
-                self.files.setdefault(label, []).append(printable(path))
-            within_class = path.relative_to(folder).parts[1:]
-            target = out / label / printable(Path(*within_class))  # a name that is valid UTF-8
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+                self.thumbs.setdefault(source.label, []).append(thumbnail(image))
+                self.files.setdefault(source.label, []).append(source.name)
+            shards.add((paths.RAW_DIR / split / source.label / source.within_class).as_posix(), split, source.label,
+                       data)
             self.report["images"] += 1
 
     def find_near_duplicates(self) -> None:
@@ -118,18 +107,18 @@ class Ingest:
             self.report["near_duplicates"] += [[self.files[label][later], self.files[label][first]]
                                                for first, later in near_duplicates(np.stack(vectors))]
 
-    def first_time(self, image: np.ndarray, path: Path, split: str) -> bool:
+    def first_time(self, image: np.ndarray, name: str, split: str) -> bool:
         """Whether these pixels are new; a repeat is listed, and one across given splits raises (drop)."""
         key = pixel_hash(image)
         if key not in self.first_seen:
-            self.first_seen[key] = (split, printable(path))
+            self.first_seen[key] = (split, name)
             return True
         first_split, first = self.first_seen[key]
         if first_split != split and self.params.duplicates == "drop":
-            raise PipelineError(f"{printable(path)} ({split}) has the same pixels as {first} ({first_split}): the given "
+            raise PipelineError(f"{name} ({split}) has the same pixels as {first} ({first_split}): the given "
                                 f"splits share an image, which leaks it into evaluation; remove one, or set "
                                 f"data.duplicates: keep")
-        self.report["duplicates"].append([printable(path), first])
+        self.report["duplicates"].append([name, first])
         return False
 
 
@@ -142,14 +131,17 @@ def main() -> None:
         if Path(params.source) == paths.DIGITS_SOURCE:
             report["images"] = write_digits(out, params.digits_size)
         else:
-            source = Path(params.source)
-            report["splits"] = source_splits(source)
-            for split in report["splits"] or [""]:
-                ingest.copy_split(source / split, out / split if split else out, split)
+            source = list_source(Path(params.source))
+            report["splits"], report["skipped"] = source.splits, source.skipped
+            shards = ShardWriter(out, shard_count(sum(i.size for images in source.images.values() for i in images)))
+            for split, images in source.images.items():
+                ingest.store(images, shards, split)
+            shards.close()
             ingest.find_near_duplicates()
         write_json(out / paths.INGEST_REPORT.name, report)
     layout = f"pre-split into {', '.join(report['splits'])}" if report["splits"] else "class folders"
-    print(f"ingest: {report['images']} images from {printable(params.source)} ({layout}) -> {paths.RAW_DIR}")
+    print(f"ingest: {report['images']} images from {printable(params.source)} ({layout}) -> {paths.RAW_DIR} "
+          f"({len(list(paths.RAW_DIR.glob('shard-*.bin')))} shard(s))")
     if report["skipped"]:
         print(f"ingest: skipped {len(report['skipped'])} hidden, non-image, symlinked or special file(s), "
               f"e.g. {report['skipped'][0]}")

@@ -20,12 +20,13 @@ import pandas as pd
 from classifier import paths
 from classifier.artifacts import allocate_images, class_ids, finish_array_set, read_file_list, read_json
 from classifier.errors import run_stage
-from classifier.image_files import read_image
+from classifier.image_files import decode_image
 from classifier.image_format import format_image
 from classifier.outputs import atomic_dir
 from classifier.params.checks import load_sections
 from classifier.params.prepare import PrepareParams
 from classifier.preprocessing import Preprocessing
+from classifier.raw_shards import RawImages
 from classifier.stale_summary import retire_summary
 
 PARAMS = (PrepareParams,)
@@ -33,7 +34,7 @@ DEPS = (paths.SPLIT_DIR, paths.RAW_DIR)
 OUTS = (paths.PREPARED_DIR,)
 
 
-def prepare_split(split: str, out: Path, classes: list[str], params: PrepareParams) -> np.ndarray:
+def prepare_split(split: str, out: Path, classes: list[str], params: PrepareParams, raw: RawImages) -> np.ndarray:
     files = read_file_list(paths.SPLIT_DIR / f"{split}.csv")
     class_id = class_ids(classes)
     channels = 1 if params.grayscale else 3
@@ -41,7 +42,7 @@ def prepare_split(split: str, out: Path, classes: list[str], params: PreparePara
     folder.mkdir()
     images = allocate_images(folder, (len(files), *params.image_size, channels))
     for row, path in enumerate(files["path"]):
-        images[row] = format_image(read_image(Path(path)), params)
+        images[row] = format_image(decode_image(raw.bytes(path), path), params)
     labels = np.array([class_id[label] for label in files["label"]], dtype=np.int64)
     index = pd.DataFrame({"source": files["path"], "split": split, "augmentation": "original"})
     images.flush()
@@ -53,9 +54,10 @@ def main() -> None:
     params = load_sections(*PARAMS).prepare
     retire_summary()  # the scores of the last run no longer describe this data
     classes = read_json(paths.CLASSES_FILE)
+    raw = RawImages(paths.RAW_DIR)
     with atomic_dir(paths.PREPARED_DIR) as out:
         for split in paths.SPLITS:
-            images = prepare_split(split, out, classes, params)
+            images = prepare_split(split, out, classes, params, raw)
             if split == "train":
                 preprocessing, train_pixels = Preprocessing.measure(params, images)
             print(f"prepare: {split} {images.shape[0]} images of {images.shape[1]}×{images.shape[2]}×{images.shape[3]}")

@@ -1,4 +1,4 @@
-"""Stage split: train/val/test file lists of data/raw, stratified and seeded.
+"""Stage split: train/val/test file lists of data/raw's images, stratified and seeded.
 
     python -m stages.split
 
@@ -8,7 +8,8 @@ test is carved out of train, stratified, by the split fractions; down-sampling t
 train alone, so the user's evaluation sets stay as given. Otherwise each class is cut by
 split.train/val/test. Every split must get split.min_per_split images of every class.
 
-Writes data/split/{train,val,test}.csv (columns path,label: lists, not copies) and
+Reads data/raw/index.csv (the images' keys, given splits and labels). Writes
+data/split/{train,val,test}.csv (columns path,label: each image's key in data/raw, lists, not copies) and
 data/split/classes.json (class names, sorted; a label's index there is its class id).
 """
 from __future__ import annotations
@@ -19,10 +20,10 @@ import pandas as pd
 from classifier import paths
 from classifier.artifacts import class_ids, read_json, write_file_list
 from classifier.errors import PipelineError, run_stage
-from classifier.folder_listing import list_class_folder
 from classifier.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections
 from classifier.params.split import SplitParams
+from classifier.raw_shards import read_index
 from classifier.stale_summary import retire_summary
 
 PARAMS = (SplitParams,)
@@ -88,12 +89,11 @@ def downsample(labels: np.ndarray, max_per_class: int, balance: bool, rng: np.ra
     return np.sort(np.concatenate(kept))
 
 
-def list_raw(given_splits: list[str]) -> pd.DataFrame:
-    """path, label and given split ('' when the source was not split) of every raw image."""
-    folders = [(paths.RAW_DIR / split, split) for split in given_splits] or [(paths.RAW_DIR, "")]
-    rows = [(path.as_posix(), label, split) for folder, split in folders
-            for path, label in list_class_folder(folder).files]
-    return pd.DataFrame(rows, columns=["path", "label", "given"])
+def list_raw() -> pd.DataFrame:
+    """path (its key), label and given split ('' when the source was not split) of every raw image,
+    in ingest's order."""
+    index = read_index(paths.RAW_DIR)
+    return pd.DataFrame({"path": index["key"], "label": index["label"], "given": index["split"]})
 
 
 def assign_splits(files: pd.DataFrame, classes: list[str], params: SplitParams) -> dict[str, pd.DataFrame]:
@@ -136,7 +136,7 @@ def main() -> None:
     params = load_sections(*PARAMS).split
     retire_summary()  # the scores of the last run no longer describe this data
     report = read_json(paths.INGEST_REPORT)
-    files = list_raw(report["splits"])
+    files = list_raw()
     files["label"] = merge_and_drop(files["label"].tolist(), dict(params.merge), params.drop)
     files = files[files["label"].notna()].reset_index(drop=True)
     classes = sorted(files["label"].unique())

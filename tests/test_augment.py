@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from classifier.augment_offline import AugmentPlan, Variant, augment_block, augmentation_variants
 from classifier.errors import PipelineError
+from classifier.image_files import read_image
 from classifier.params.augment import AugmentParams
 from classifier.params.checks import load_sections
 from stages.augment import augmented_mask, plan_from, write_augmented
@@ -129,7 +131,8 @@ def test_the_preview_shows_every_class_and_names_every_transform(monkeypatch, tm
         cv2.imwrite(str(source), np.full((20, 30), 10 * i, np.uint8))
     index = pd.DataFrame({"source": np.repeat([str(s) for s in sources], 3),
                           "augmentation": ["original", "blur5", "hflip"] * 12, "rotation": [0.0, 12.3, -4.0] * 12})
-    augment.preview(np.zeros((36, 8, 8, 1), np.uint8), labels, index, classes, 5.0, tmp_path / "p.png")
+    augment.preview(np.zeros((36, 8, 8, 1), np.uint8), labels, index, classes, 5.0, tmp_path / "p.png",
+                    lambda key: read_image(Path(key)))
     assert len(shown["rows"]) == 12 and [len(r) for r in shown["rows"]] == [4] * 12  # 12 classes, not 6
     # The raw file first, so that what prepare did to it (trim, invert, resize) is in sight.
     np.testing.assert_array_equal(shown["rows"][11][0][:, :, 0], np.full((20, 30), 110, np.uint8))

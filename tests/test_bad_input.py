@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from classifier.artifacts import allocate_images
+from classifier.duplicates import near_duplicates, thumbnail
 from classifier.errors import PipelineError, run_stage
 from classifier.folder_listing import list_class_folder
-from classifier.duplicates import near_duplicates, thumbnail
 from classifier.image_files import read_image
 from classifier.outputs import atomic_dir, atomic_file
+from classifier.raw_shards import read_index
 from stages import ingest
 from tests.helpers import copy_project, make_image_folder
 
@@ -132,7 +133,7 @@ def test_ingest_keeps_non_utf8_names_under_printable_ones(tmp_path, monkeypatch,
     project = ingest_project(tmp_path, source)
     code, out, err = run_in(project, ingest.main, monkeypatch, capsys)
     assert code == 0, err
-    assert (project / "data/raw/cat/caf\\xe9.png").is_file() and "ingest: 6 images" in out
+    assert "data/raw/cat/caf\\xe9.png" in set(read_index(project / "data/raw")["key"]) and "ingest: 6 images" in out
 
 
 def test_duplicates_are_listed_and_dropped_or_kept(tmp_path, monkeypatch, capsys) -> None:
@@ -146,7 +147,7 @@ def test_duplicates_are_listed_and_dropped_or_kept(tmp_path, monkeypatch, capsys
         assert code == 0, err
         report = json.loads((project / "data/raw/ingest.json").read_text())
         # Files are read in name order: copy.png comes first, so img_001.png is the repeat.
-        assert report["images"] == images and (project / "data/raw/cat/img_001.png").exists() == (mode == "keep")
+        assert report["images"] == images and ("data/raw/cat/img_001.png" in set(read_index(project / "data/raw")["key"])) == (mode == "keep")
         assert report["duplicates"] == [[str(source / "cat/img_001.png"), str(source / "cat/copy.png")]]
         assert report["near_duplicates"] == [[str(source / "dog/resized.jpg"), str(source / "dog/img_002.png")]]
         assert "1 duplicate image(s)" in out and "1 near-duplicate image(s)" in out
@@ -196,7 +197,7 @@ def no_space(*args, **kwargs):
 def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(tmp_path, monkeypatch, capsys) -> None:
     source = make_image_folder(tmp_path / "photos", {"cat": 3, "dog": 3})
     project = ingest_project(tmp_path, source)
-    monkeypatch.setattr(ingest.shutil, "copyfile", no_space)
+    monkeypatch.setattr(ingest.ShardWriter, "add", no_space)
     code, _, err = run_in(project, ingest.main, monkeypatch, capsys)
     assert code == 1 and err == ("error: disk full while writing data/raw: free some space and rerun "
                                  "(the earlier data/raw, if any, is unchanged)\n")
@@ -217,7 +218,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_leftovers(tmp_path, monkeypatch, 
 
     def interrupted(*args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(ingest.shutil, "copyfile", interrupted)
+    monkeypatch.setattr(ingest.ShardWriter, "add", interrupted)
     code, _, err = run_in(project, ingest.main, monkeypatch, capsys)
     assert code == 130 and err == "error: interrupted (Ctrl-C); outputs being written were discarded\n"
     assert not list((project / "data").glob(".*.tmp")) and not (project / "data/raw").exists()

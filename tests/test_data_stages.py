@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from classifier.artifacts import load_array_set
-from classifier.image_files import read_image
+from classifier.image_files import decode_image
 from classifier.image_format import format_image
 from classifier.params.checks import parse_section
 from classifier.params.prepare import PrepareParams
+from classifier.raw_shards import RawImages
 from tests.helpers import assert_picture, copy_project, make_image_folder, read_params, run_stage_in_process
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,8 @@ def test_no_leak_and_val_test_are_prepare_output(tmp_path, mode) -> None:
     for split in ("val", "test"):
         arrays = load_array_set(project / f"data/prepared/{split}")
         assert arrays.index["source"].tolist() == lists[split]["path"].tolist()
-        expected = np.stack([format_image(read_image(project / p), params) for p in lists[split]["path"]])
+        raw = RawImages(project / "data/raw")
+        expected = np.stack([format_image(decode_image(raw.bytes(p), p), params) for p in lists[split]["path"]])
         assert arrays.images.tobytes() == expected.tobytes()  # byte for byte
 
 

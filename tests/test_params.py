@@ -99,7 +99,7 @@ def test_unknown_section(tmp_path) -> None:
     ("model", "dropout", 1.0, "The 'model.dropout' parameter must be a float >= 0 and < 1. Got 1.0 instead."),
     ("model", "hidden", [64, 0], "The 'model.hidden' parameter must be a list of integers from 1 to 65536."),
     ("split", "seed", -1, "The 'split.seed' parameter must be an integer >= 0 and <= 4294967295. Got -1 instead."),
-    ("data", "source", "", "The 'data.source' parameter must be 'data/digits' (scikit-learn's bundled digits) or the path"),
+    ("data", "source", "", "The 'data.source' parameter must be 'data/digits' (scikit-learn's bundled digits), or the path of a folder of images or of a .tar"),
     ("data", "source", "digits", "The 'data.source' parameter must be 'data/digits' (scikit-learn's bundled digits)"),
     ("model", "pretrained", "/elsewhere/w.pth", "in models/pretrained/, the folder dvc.yaml declares as train's "
                                                 "dependency, so that replacing the file reruns train: copy it there"),

@@ -21,7 +21,7 @@ from stages import ingest, prepare, split
 from tests.helpers import ROOT
 
 # data/raw and data/prepared as DVC hashes them, and the sha256 of data/prepared/train/images.npy
-RAW_DIGEST = "62b68f3db6868d83b35c3586a3d39987.dir"
+RAW_DIGEST = "b729b9445f7641c45b8ac7e3566b8f6d.dir"  # shards + index since the raw store
 PREPARED_DIGEST = "916fe811cd9ce84d7604c364173644f4.dir"
 TRAIN_IMAGES_SHA256 = "2a062d37025ebd0e8f2e8535264982e20e74da9b68be1131c585d49f421b9e51"
 

@@ -20,8 +20,9 @@ from tests.helpers import ROOT
 RUN_BY = {
     "stages.split:stratified_split": {"split"},
     "stages.split:merge_and_drop": {"split"},
-    "classifier.folder_listing:list_class_folder": {"ingest", "split"},
-    "classifier.image_files:decode_image": {"ingest", "prepare", "augment"},  # augment: its preview's raw files
+    "classifier.folder_listing:list_class_folder": {"ingest"},  # split reads data/raw's index
+    "classifier.raw_shards:read_index": {"ingest", "split", "prepare", "augment"},
+    "classifier.image_files:decode_image": {"ingest", "prepare", "augment"},  # not split: the index is all it reads
     "classifier.duplicates:near_duplicates": {"ingest"},  # not in image_files.py, which prepare runs too
     "classifier.image_format:format_image": {"prepare"},
     "classifier.augment_offline:augment_block": {"augment"},

@@ -17,7 +17,7 @@ import torch
 
 from classifier.checkpoint import Checkpoint
 from tests.helpers import (ROOT, STAGES, changed_stages, copy_project, dvc, init_repo, make_image_folder,
-                           read_params, restore_baseline, served, set_params, stages_run)
+                           raw_bytes, read_params, restore_baseline, served, set_params, stages_run)
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def test_switching_folders_never_restores_outputs_of_an_edited_folder(project, f
         set_params(project, data={"source": str(folder_a)})  # A as it was: restoring its outputs is right
         result = dvc("repro", "ingest", cwd=project)
         assert "Stage 'ingest' is cached - skipping run" in result.stdout
-        assert (project / "data/raw/b/img_003.png").read_bytes() == original
+        assert raw_bytes(project, "data/raw/b/img_003.png") == original
 
         set_params(project, data={"source": str(folder_b)})
         dvc("repro", "ingest", cwd=project)
@@ -102,7 +102,7 @@ def test_switching_folders_never_restores_outputs_of_an_edited_folder(project, f
         set_params(project, data={"source": str(folder_a)})
         result = dvc("repro", "ingest", cwd=project)
         assert stages_run(result) == ["ingest"]
-        assert (project / "data/raw/b/img_003.png").read_bytes() == edited.read_bytes() != original
+        assert raw_bytes(project, "data/raw/b/img_003.png") == edited.read_bytes() != original
     finally:
         edited.write_bytes(original)
         restore_baseline(project)

@@ -87,7 +87,8 @@ def test_evaluate_reports_tta_beside_the_plain_scores_and_predict_takes_tta(tmp_
     assert scores["tta"]["test"] == {"accuracy": pytest.approx(accuracy), "loss": pytest.approx(loss)}
 
     from tools import predict
-    images = [str(project / "data/raw/3" / name) for name in sorted((project / "data/raw/3").iterdir())[:3]]
+    from tests.helpers import raw_image_files
+    images = raw_image_files(project, "data/raw/3/", 3, project / "threes")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         predict.main([*images, "--json", "--top-k", "10", "--tta", "flip"])

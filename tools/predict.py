@@ -5,8 +5,10 @@
 Applies exactly the training-time preprocessing, read from the checkpoint (the one contract of
 classifier/preprocessing.py): the prepare params (grayscale, size, resize mode, interpolation,
 padding) and the train split's normalisation.
-Every image is read before anything is printed: an unreadable one stops with a one-line error
-naming it and exit status 1. Not a DVC stage: it reads models/model.pt and writes to stdout.
+An image is a file, or an image of data/raw named by its key as data/split's file lists name it
+(data/raw/<class>/<file>: read from the shards). Every image is read before anything is printed: an
+unreadable one stops with a one-line error naming it and exit status 1. Not a DVC stage: it reads
+models/model.pt and writes to stdout.
 """
 from __future__ import annotations
 
@@ -22,19 +24,34 @@ from classifier import paths
 from classifier.checkpoint import Checkpoint
 from classifier.device_dataset import images_to_tensor
 from classifier.errors import PipelineError, printable, run_stage
-from classifier.image_files import read_image
+from classifier.image_files import decode_image, read_image
 from classifier.image_format import format_image
 from classifier.inference import TTA_MODES, predict_logits
+from classifier.raw_shards import INDEX_NAME, RawImages
+
+
+def read_any(files: list[Path]) -> list[np.ndarray]:
+    """Each image file, or data/raw image key (when no such file exists), decoded."""
+    raw = None
+    images = []
+    for file in files:
+        if file.is_file():
+            images.append(read_image(file))
+            continue
+        if paths.RAW_DIR in file.parents and (paths.RAW_DIR / INDEX_NAME).is_file():
+            raw = raw or RawImages(paths.RAW_DIR)
+            if file.as_posix() in raw.where:
+                images.append(decode_image(raw.bytes(file.as_posix()), file.as_posix()))
+                continue
+        raise PipelineError(f"{printable(file)}: no such image file")
+    return images
 
 
 def predict(files: list[Path], model_file: Path, top_k: int, tta: str = "none") -> list[dict]:
     """[{"image", "predictions": [{"class", "probability"}, ...]}] in the order of `files`."""
     checkpoint = Checkpoint.load(model_file)
     device, amp = checkpoint.runtime(cpu_fallback=True)  # a GPU-trained model still runs on a CPU-only machine
-    for file in files:
-        if not file.is_file():
-            raise PipelineError(f"{printable(file)}: no such image file")
-    images = np.stack([format_image(read_image(file), checkpoint.preprocessing.image) for file in files])
+    images = np.stack([format_image(image, checkpoint.preprocessing.image) for image in read_any(files)])
     # Progress on stderr once every image has been read (an error stays one line); stdout is the answer.
     print(f"predict: {len(files)} image(s) read; classifying with {model_file} ({checkpoint.model.name}, "
           f"{len(checkpoint.classes)} classes) on {device}", file=sys.stderr, flush=True)
@@ -52,7 +69,8 @@ def predict(files: list[Path], model_file: Path, top_k: int, tta: str = "none") 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, BMP, WebP, TIFF)")
+    parser.add_argument("images", nargs="+", type=Path,
+                        help="image files (PNG, JPEG, BMP, WebP, TIFF), or data/raw keys (data/raw/<class>/<file>)")
     parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="checkpoint (default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of one line per image")

@@ -12,7 +12,8 @@ from .checks import Invalid, boolean, choice, number, spec
 def _source(value: Any) -> str:
     """A folder path; the bare word 'digits' of earlier versions is now the folder data/digits."""
     if not isinstance(value, str) or not value.strip() or value.strip() == "digits":
-        raise Invalid(f"'{DIGITS_SOURCE}' (scikit-learn's bundled digits) or the path of a folder of images")
+        raise Invalid(f"'{DIGITS_SOURCE}' (scikit-learn's bundled digits), or the path of a folder of images or of "
+                      f"a .tar or .zip of one")
     return value
 
 
@@ -20,7 +21,8 @@ def _source(value: Any) -> str:
 class DataParams:
     SECTION: ClassVar[str] = "data"
     source: str = spec(_source, f"{DIGITS_SOURCE} (scikit-learn's bundled digits), a folder of class subfolders, "
-                                 "or a folder split into train/ (val/, test/) class subfolders")
+                                 "or a folder split into train/ (val/, test/) class subfolders; either may be "
+                                 "packed as a .tar or .zip, or as a folder of .tar shards (made by tools.pack)")
     digits_size: int = spec(number(int, ge=8, le=512), "pixels: the 8x8 digits are upscaled to this square size")
     skip_corrupt: bool = spec(boolean, "false: a corrupt or empty image stops ingest; true: it is skipped and listed")
     duplicates: str = spec(choice("drop", "keep"),

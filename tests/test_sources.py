@@ -1,0 +1,103 @@
+"""data.source packed: a .tar, a .zip or a folder of .tar shards (tools.pack) ingests to the same
+data/raw as the folder it came from; what ingest refuses, it names."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from classifier.errors import PipelineError
+from classifier.raw_shards import read_index
+from classifier.sources import list_source
+from stages import ingest
+from tests.helpers import copy_project, make_image_folder
+from tools import pack
+
+
+def ingest_source(tmp_path: Path, source: Path, monkeypatch, name: str) -> Path:
+    """data/raw of an in-process ingest of `source`, in a project of its own."""
+    project = copy_project(tmp_path / name, {"data": {"source": str(source)}})
+    monkeypatch.chdir(project)
+    ingest.main()
+    return project / "data/raw"
+
+
+def stored(raw: Path) -> dict[str, str]:
+    """data/raw's shards and index by content (ingest.json names the source, so it differs)."""
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(raw.iterdir()) if p.name != "ingest.json"}
+
+
+def photos(root: Path, split: bool = False) -> Path:
+    if split:
+        make_image_folder(root / "train", {"cat": 5, "dog": 4})
+        make_image_folder(root / "test", {"cat": 2, "dog": 2}, seed=7, suffix=".jpg")
+    else:
+        make_image_folder(root, {"cat": 5, "dog": 4, "owl": 3})
+    (root / ("train/cat" if split else "cat") / ".DS_Store").write_text("hidden")
+    return root
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["class folders", "train/test"])
+def test_packed_shards_ingest_to_the_same_data_raw_as_the_folder(tmp_path, monkeypatch, capsys, split) -> None:
+    source = photos(tmp_path / "photos", split)
+    images, shards, skipped = pack.pack(source, tmp_path / "packed", shard_bytes=2000)
+    assert shards > 1 and skipped == 1 and images == len(list(source.rglob("img_*")))
+    from_folder = stored(ingest_source(tmp_path, source, monkeypatch, "a"))
+    from_packed = stored(ingest_source(tmp_path, tmp_path / "packed", monkeypatch, "b"))
+    assert from_packed == from_folder
+    assert set(read_index(tmp_path / "b/data/raw")["split"]) == ({"train", "test"} if split else {""})
+
+
+def test_a_tar_or_zip_of_the_folder_ingests_alike(tmp_path, monkeypatch) -> None:
+    source = photos(tmp_path / "photos")
+    subprocess.run(["tar", "-cf", str(tmp_path / "photos.tar"), "-C", str(tmp_path), "photos"], check=True)
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(source).as_posix())
+    expected = stored(ingest_source(tmp_path, source, monkeypatch, "folder"))
+    assert stored(ingest_source(tmp_path, tmp_path / "photos.tar", monkeypatch, "tar")) == expected
+    assert stored(ingest_source(tmp_path, tmp_path / "photos.zip", monkeypatch, "zip")) == expected
+    assert list_source(tmp_path / "photos.tar").skipped == [f"{tmp_path / 'photos.tar'}:photos/cat/.DS_Store"]
+
+
+def test_packing_is_repeatable_and_an_added_image_rewrites_one_shard(tmp_path) -> None:
+    source = photos(tmp_path / "photos")
+    pack.pack(source, tmp_path / "one", shard_bytes=2000)
+    pack.pack(source, tmp_path / "two", shard_bytes=2000)
+    digests = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir()}
+    assert digests == {p.name: p.read_bytes() for p in (tmp_path / "two").iterdir()}
+    shutil.copy(source / "cat/img_000.png", source / "cat/img_100.png")
+    pack.pack(source, tmp_path / "three", shard_bytes=2000)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "three").iterdir()}
+    assert after.keys() == digests.keys() and sum(after[k] != digests[k] for k in after) == 1
+
+
+def test_what_a_packed_source_cannot_be_is_one_line(tmp_path) -> None:
+    source = photos(tmp_path / "photos")
+    subprocess.run(["tar", "-czf", str(tmp_path / "photos.tar.gz"), "-C", str(source), "."], check=True)
+    os.rename(tmp_path / "photos.tar.gz", tmp_path / "photos.tgz.tar")  # compressed, whatever its name
+    with pytest.raises(PipelineError, match=r"photos.tgz.tar: cannot be read as an uncompressed tar .*decompress"):
+        list_source(tmp_path / "photos.tgz.tar")
+    (tmp_path / "notes.txt").write_text("not an archive")
+    with pytest.raises(PipelineError, match=r"notes.txt is a file but not a .tar or .zip archive: .*tools.pack"):
+        list_source(tmp_path / "notes.txt")
+    with zipfile.ZipFile(tmp_path / "one.zip", "w") as archive:
+        archive.write(source / "cat/img_000.png", "cat/img_000.png")
+    with pytest.raises(PipelineError, match=r"one.zip must hold at least two class folders of images .*found 1"):
+        list_source(tmp_path / "one.zip")
+    with pytest.raises(PipelineError, match="is inside"):
+        pack.pack(source, source / "packed", shard_bytes=2000)
+
+
+def test_the_pack_command_says_what_to_set(tmp_path, capsys) -> None:
+    source = photos(tmp_path / "photos")
+    pack.main([str(source), str(tmp_path / "packed"), "--shard-mb", "1"])
+    out = capsys.readouterr().out
+    assert out.startswith("pack: 12 images from") and "1 shard(s), 1 non-image or hidden file(s) left out" in out
+    assert f"data.source={tmp_path / 'packed'}" in out
