@@ -107,7 +107,9 @@ def assign_splits(files: pd.DataFrame, classes: list[str], params: SplitParams) 
     pool = files[files["given"] == ("train" if given else "")].reset_index(drop=True)
     pool = pool.iloc[downsample(pool["label"].map(class_id).to_numpy(), params.max_per_class, params.balance,
                                 rng)].reset_index(drop=True)
-    cut = {split: fraction for split, fraction in fractions.items() if split == "train" or split not in given}
+    val_is_test = given == ["train", "test"] and params.missing_val == "test"  # all of train/ trains
+    cut = {split: fraction for split, fraction in fractions.items()
+           if split == "train" or (split not in given and not (split == "val" and val_is_test))}
     total = sum(cut.values())
     rows = stratified_split(pool["label"].map(class_id).to_numpy(), {k: v / total for k, v in cut.items()},
                             params.seed, classes, params.min_per_split)
@@ -115,6 +117,8 @@ def assign_splits(files: pd.DataFrame, classes: list[str], params: SplitParams) 
     for split in given:
         if split != "train":
             result[split] = check_given_split(files[files["given"] == split], split, pool, classes, params)
+    if val_is_test:
+        result["val"] = result["test"]
     return {split: result[split] for split in paths.SPLITS}
 
 
@@ -146,6 +150,8 @@ def main() -> None:
             write_file_list(out / f"{split}.csv", rows["path"].tolist(), rows["label"].tolist())
         write_json(out / paths.CLASSES_FILE.name, classes)
     source = f"given {', '.join(report['splits'])}" if report["splits"] else "one pool"
+    if report["splits"] == ["train", "test"] and params.missing_val == "test":
+        source += "; val is the given test split (split.missing_val: test)"
     counts = ", ".join(f"{split} {len(rows)}" for split, rows in splits.items())
     print(f"split: {sum(len(r) for r in splits.values())} of {len(files)} images, {len(classes)} classes "
           f"({source}) -> {counts}")

@@ -97,6 +97,15 @@ def test_a_given_split_is_honoured(tmp_path, mode, given) -> None:
             assert counts[name] == max(1, round(pool * share)), (name, pool)
 
 
+def test_missing_val_test_trains_on_all_of_train_and_validates_on_the_given_test(tmp_path) -> None:
+    """split.missing_val: test, for a train/ + test/ folder: every train/ image trains (as a plain
+    script's would), and val is the given test split (model selection sees it: said in the output)."""
+    project = run_data_stages(tmp_path, presplit("train", "test"), {"split": {"missing_val": "test"}})
+    lists = split_lists(project)
+    assert len(lists["train"]) == sum(CLASSES.values())  # every image of train/
+    assert lists["val"].equals(lists["test"]) and lists["test"]["path"].str.startswith("data/raw/test/").all()
+
+
 def test_merge_drop_and_balance_give_the_promised_counts(tmp_path) -> None:
     project = run_data_stages(tmp_path, flat, {"split": {"merge": {"cat": "pet", "dog": "pet"}, "balance": True}})
     classes = json.loads((project / "data/split/classes.json").read_text())

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import PipelineError
-from .checks import Invalid, MAX_COUNT, MAX_SEED, boolean, number, spec, string_list
+from .checks import Invalid, MAX_COUNT, MAX_SEED, boolean, choice, number, spec, string_list
 
 
 def _class_mapping(value: Any) -> tuple[tuple[str, str], ...]:
@@ -31,6 +31,10 @@ class SplitParams:
     balance: bool = spec(boolean, "down-sample every class to the smallest class's count")
     min_per_split: int = spec(number(int, ge=1, le=MAX_COUNT),
                               "images of every class each split must get; a smaller class is an error")
+    missing_val: str = spec(choice("carve", "test"),
+                            "a source given as train/ and test/ without val/: carve (val is cut out of train/ by "
+                            "the fractions) or test (all of train/ trains, as a plain script would, and the given "
+                            "test split is also val, so model selection and early stopping see the test images)")
 
     def __post_init__(self) -> None:
         total = self.train + self.val + self.test

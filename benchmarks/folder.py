@@ -1,0 +1,196 @@
+"""Benchmark: from an image folder to a test accuracy, the pipeline against a plain PyTorch script.
+
+    python -m benchmarks.folder [--train-images 50000] [--test-images 10000] [--epochs 3] [--packed]
+
+Makes a folder of small JPEGs as a user's would be (32×32 colour, 10 classes, given as train/ and
+test/, like CIFAR), then, side by side on it:
+- the pipeline: a scratch git + DVC repo of this project, `dvc repro` with data.source set to the
+  folder (or, with --packed, to its `python -m tools.pack` shards), a small CNN for --epochs;
+  the wall time of each stage and of DVC's own work around them;
+- the plain script: torchvision's ImageFolder, a DataLoader with 2 workers, the same CNN, SGD and
+  schedule, the same epochs, then the test accuracy.
+Then DVC's bookkeeping: a `dvc status` with nothing changed, and one re-encoded image: `dvc status`
+and the `dvc repro` it starts. Results in benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = 10
+SIDE = 32
+MODEL = {"name": "cnn", "filters": [32, 64, 64], "pool_after": [1, 2, 3], "batch_norm": True, "dropout": 0.0,
+         "head": [], "activation": "relu", "kernel_size": 3}
+TRAIN = {"epochs": 3, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "optimizer": "sgd", "scheduler": "cosine",
+         "weight_decay": 5e-4, "device": "cpu"}
+
+
+def make_folder(root: Path, train: int, test: int, seed: int = 0) -> None:
+    """root/{train,test}/<class>/<i>.jpg: each class a colour blob at its own place, shifted and noisy."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(8, 24, (CLASSES, 2))
+    colours = rng.uniform(60, 255, (CLASSES, 3))
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    for split, count in (("train", train), ("test", test)):
+        for c in range(CLASSES):
+            (root / split / f"class{c}").mkdir(parents=True, exist_ok=True)
+        labels = np.arange(count) % CLASSES
+        for i, label in enumerate(labels):
+            cy, cx = centres[label] + rng.normal(0, 3, 2)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(3, 6) ** 2))
+            image = blob[:, :, None] * colours[label] + rng.normal(0, 40, (SIDE, SIDE, 3)) + rng.uniform(0, 60)
+            data = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+            (root / split / f"class{label}" / f"{i:06d}.jpg").write_bytes(data.tobytes())
+
+
+def sh(args: list[str], cwd: Path, env: dict) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start, result.stdout + result.stderr
+
+
+def timed_repro(work: Path, env: dict) -> tuple[float, dict[str, float], str]:
+    """`dvc repro`, its wall time, and each stage's: from its 'Running stage' line to the next."""
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=work, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    marks, lines = [], []
+    for line in process.stdout:
+        lines.append(line)
+        found = re.match(r"Running stage '(\w+)'", line)
+        if found:
+            marks.append((found[1], time.perf_counter()))
+    if process.wait():
+        sys.exit("dvc repro failed:\n" + "".join(lines[-40:]))
+    end = time.perf_counter()
+    stages = {name: (marks[i + 1][1] if i + 1 < len(marks) else end) - at for i, (name, at) in enumerate(marks)}
+    return end - start, stages, "".join(lines)
+
+
+def scratch_repo(work: Path, source: Path, epochs: int, env: dict) -> None:
+    from ruamel.yaml import YAML
+    for name in ("stages", "classifier", "tools", "dvc.yaml", "params.yaml", ".dvcignore", "data/digits",
+                 "models/pretrained"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
+    yaml = YAML()
+    params = yaml.load((work / "params.yaml").read_text())
+    params["data"]["source"] = str(source)
+    params["prepare"].update(grayscale=False, image_size=SIDE)
+    params["augment"]["blur_kernels"] = []
+    params["augment"].update(online=True, online_crop_scale=0.8, online_hflip=False)
+    params["model"].update(MODEL)
+    params["train"].update(TRAIN, epochs=epochs)
+    with (work / "params.yaml").open("w") as f:
+        yaml.dump(params, f)
+    for command in (["git", "init", "-q"], ["git", "config", "user.email", "b@e.nch"], ["git", "config", "user.name", "b"],
+                    [sys.executable, "-m", "dvc", "init", "-q"]):
+        sh(command, work, env)
+    shutil.copytree(ROOT / ".dvc" / "plots", work / ".dvc" / "plots", dirs_exist_ok=True)
+    sh(["git", "add", "-A"], work, env)
+    sh(["git", "commit", "-qm", "scratch"], work, env)
+
+
+def plain_script(folder: Path, epochs: int) -> tuple[float, float]:
+    """What a user writes without the pipeline: its wall time and test accuracy (in a fresh process)."""
+    code = f"""
+import time; start = time.perf_counter()
+import torch, torchvision
+from torch import nn
+from torchvision import transforms as T
+sys_path = {str(ROOT)!r}
+import sys; sys.path.insert(0, sys_path)
+from classifier.models import InputShape, build_model
+from classifier.params.checks import parse_section
+from classifier.params.model import ModelParams
+from benchmarks.plain import plain_epoch
+torch.manual_seed(0)
+normal = T.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+train = torchvision.datasets.ImageFolder({str(folder / 'train')!r}, T.Compose([T.RandomResizedCrop({SIDE}, scale=(0.8, 1.0)), T.ToTensor(), normal]))
+test = torchvision.datasets.ImageFolder({str(folder / 'test')!r}, T.Compose([T.ToTensor(), normal]))
+loader = torch.utils.data.DataLoader(train, batch_size={TRAIN['batch_size']}, shuffle=True, num_workers=2, persistent_workers=True)
+params = parse_section(ModelParams, {{**{MODEL!r}, "pretrained": "", "freeze": "none", "blurpool": False, "hidden": []}})
+model = build_model(params, InputShape(3, {SIDE}, {SIDE}, {CLASSES}))
+optimizer = torch.optim.SGD(model.parameters(), lr={TRAIN['lr']}, momentum={TRAIN['momentum']}, weight_decay={TRAIN['weight_decay']})
+schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, {epochs})
+for _ in range({epochs}):
+    plain_epoch(model, loader, optimizer)
+    schedule.step()
+model.eval(); right = 0
+with torch.no_grad():
+    for xb, yb in torch.utils.data.DataLoader(test, batch_size=512, num_workers=2):
+        right += (model(xb).argmax(1) == yb).sum().item()
+print(time.perf_counter() - start, right / len(test))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode:
+        sys.exit("the plain script failed:\n" + result.stderr[-3000:])
+    seconds, accuracy = map(float, result.stdout.split()[-2:])
+    return seconds, accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-images", type=int, default=50_000)
+    parser.add_argument("--test-images", type=int, default=10_000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--packed", action="store_true", help="data.source: the folder packed by tools.pack")
+    parser.add_argument("--skip-plain", action="store_true")
+    args = parser.parse_args()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": ""}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        start = time.perf_counter()
+        make_folder(scratch / "photos", args.train_images, args.test_images)
+        total = args.train_images + args.test_images
+        print(f"folder: {total} JPEGs of {SIDE}×{SIDE} in {CLASSES} classes, train/ and test/ "
+              f"({time.perf_counter() - start:.0f} s to make)", flush=True)
+        source = scratch / "photos"
+        if args.packed:
+            seconds, _ = sh([sys.executable, "-m", "tools.pack", str(source), str(scratch / "packed")], ROOT, env)
+            print(f"tools.pack: {seconds:.1f} s", flush=True)
+            source = scratch / "packed"
+        work = scratch / "work"
+        work.mkdir()
+        scratch_repo(work, source, args.epochs, env)
+        wall, stages, output = timed_repro(work, env)
+        accuracy = float(re.search(r"test accuracy +([\d.]+)%", output)[1]) / 100
+        print(f"pipeline: {wall:.1f} s from folder to test accuracy {accuracy:.2%}; per stage (s): "
+              + ", ".join(f"{name} {seconds:.1f}" for name, seconds in stages.items()), flush=True)
+        fixed = sum(stages.get(s, 0) for s in ("params", "ingest", "split", "prepare", "augment"))
+        print(f"pipeline: params + ingest + split + prepare + augment {fixed:.1f} s; "
+              f"DVC around the stages {wall - sum(stages.values()):.1f} s", flush=True)
+        files = sum(1 for _ in (work / ".dvc" / "cache").rglob("*") if _.is_file())
+        print(f"DVC cache: {files} files for {total} images", flush=True)
+        status, _ = sh([sys.executable, "-m", "dvc", "status"], work, env)
+        print(f"dvc status, nothing changed: {status:.1f} s", flush=True)
+        if not args.packed:  # one re-encoded image in the source folder
+            import cv2
+            edited = next((scratch / "photos" / "train" / "class0").iterdir())
+            image = cv2.imdecode(np.frombuffer(edited.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+            edited.write_bytes(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
+            status, _ = sh([sys.executable, "-m", "dvc", "status"], work, env)
+            rerun, rerun_stages, _ = timed_repro(work, env)
+            print(f"one image re-encoded: dvc status {status:.1f} s; dvc repro {rerun:.1f} s (" + ", ".join(
+                f"{name} {seconds:.1f}" for name, seconds in rerun_stages.items()) + ")", flush=True)
+        if not args.skip_plain:
+            seconds, plain_accuracy = plain_script(scratch / "photos", args.epochs)
+            print(f"plain script: {seconds:.1f} s from folder to test accuracy {plain_accuracy:.2%}", flush=True)
+            print(f"ratio: the pipeline took {wall / seconds:.2f}× the plain script's time", flush=True)
+
+
+if __name__ == "__main__":
+    main()
