@@ -153,6 +153,7 @@ def main() -> None:
            "DVC_NO_ANALYTICS": "1", "PYTHONPATH": ""}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
+        env["IMAGE_PIPELINE_CACHE"] = str(scratch / "decode-cache")  # ingest's, empty at the start
         start = time.perf_counter()
         make_folder(scratch / "photos", args.train_images, args.test_images)
         total = args.train_images + args.test_images

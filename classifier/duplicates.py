@@ -8,7 +8,7 @@ for a ±1 pattern h, the projection p(x) = mean(h·x) moves by at most the RMS d
 (|mean(h·(a−b))| ≤ mean|a−b| ≤ RMS(a−b)). With three such patterns (the whole image, left against
 right, top against bottom) and cells `max_rms` wide, near-duplicates sit in the same or adjacent
 cells, and only those pairs are compared. Measured on 100,000 photo-like thumbnails of one class:
-2.3 s, 0.08% of the pairs; comparing all took about 70 s and an 820 MB distance block. Different
+1.6 s, 0.08% of the pairs; comparing all took about 70 s and an 820 MB distance block. Different
 pictures spread over many cells; memory is bounded by the chunks compared at once (64 MB), not by
 the class. Pictures that all project alike (every one the same flat grey) fall back to comparing
 all pairs, chunk by chunk.
@@ -55,16 +55,22 @@ def near_duplicates(thumbs: np.ndarray, max_rms: float = 2.0, chunk: int = 1024,
     projections = thumbs.astype(np.float64) @ _patterns().T.astype(np.float64) / thumbs.shape[1]
     width = max_rms * 1.001 + 1e-3  # a hair wider than the bound: rounding never splits a pair by two cells
     cells = np.floor(projections / width).astype(np.int64)
-    members: dict[tuple[int, ...], np.ndarray] = {}
-    order = np.lexsort(cells.T[::-1])
-    keys, starts = np.unique(cells[order], axis=0, return_index=True)
-    for key, rows in zip(map(tuple, keys), np.split(order, starts[1:])):
-        members[key] = np.sort(rows)
+    # Each cell as one integer (a number in base `span`), so that all cells' neighbours are found at
+    # once by a sorted search instead of a dictionary lookup per cell and neighbour.
+    low = cells.min(0) - 1
+    span = int((cells - low).max()) + 2
+    weights = span ** np.arange(cells.shape[1])[::-1]
+    codes = (cells - low) @ weights
+    order = np.argsort(codes, kind="stable")
+    keys, starts = np.unique(codes[order], return_index=True)
+    members = np.split(order, starts[1:])  # rows of each cell, ascending (a stable sort of ascending rows)
+    steps = np.array(list(product((-1, 0, 1), repeat=cells.shape[1]))) @ weights
+    wanted = keys[:, None] + steps[None, :]
+    neighbours = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
+    present = keys[neighbours] == wanted
     first_match = np.full(len(thumbs), -1, np.int64)
-    for key, later in members.items():
-        near = [members[n] for n in (tuple(k + d for k, d in zip(key, step)) for step in product((-1, 0, 1), repeat=cells.shape[1]))
-                if n in members]
-        earlier = np.sort(np.concatenate(near))
+    for cell, later in enumerate(members):
+        earlier = np.sort(np.concatenate([members[n] for n in neighbours[cell][present[cell]]]))
         for start in range(0, len(later), chunk):
             rows = later[start:start + chunk]
             found = np.full(len(rows), -1, np.int64)

@@ -57,12 +57,12 @@ class ShardWriter:
         self.sizes = [0] * count
         self.rows: list[tuple] = []
 
-    def add(self, key: str, split: str, label: str, data: bytes) -> None:
+    def add(self, key: str, split: str, label: str, data: bytes, sha1: str | None = None) -> None:
         shard = shard_of(key, self.count)
         if shard not in self.files:
             self.files[shard] = open(self.folder / shard_name(shard), "wb")
         self.files[shard].write(data)
-        self.rows.append((key, split, label, shard, self.sizes[shard], len(data), hashlib.sha1(data).hexdigest()))
+        self.rows.append((key, split, label, shard, self.sizes[shard], len(data), sha1 or hashlib.sha1(data).hexdigest()))
         self.sizes[shard] += len(data)
 
     def close(self) -> int:

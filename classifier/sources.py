@@ -13,6 +13,7 @@ compressed already; zip), so a .tar.gz is refused with what to do. Used by inges
 """
 from __future__ import annotations
 
+import os
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -51,13 +52,6 @@ def _read_file(path: Path) -> Callable[[], bytes]:
     return read
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0  # reading it names the problem when its turn comes
-
-
 def _folder_splits(source: Path) -> list[str]:
     subfolders = {p.name for p in source.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")}
     if "train" in subfolders and subfolders <= set(paths.SPLITS):
@@ -71,10 +65,10 @@ def list_folder(source: Path) -> Source:
         folder = source / split
         listing = list_class_folder(folder)
         listed.skipped += [printable(p) for p in listing.skipped]
+        prefix = len(str(folder)) + 1  # the text before <class>/: strings, fast at 100,000 files
         listed.images[split] = [
-            SourceImage(printable(path), printable(Path(*path.relative_to(folder).parts[1:])), label, _size(path),
-                        _read_file(path))
-            for path, label in listing.files]
+            SourceImage(printable(path), printable(str(path)[prefix:].split(os.sep, 1)[1]), label, size, _read_file(path))
+            for (path, label), size in zip(listing.files, listing.sizes)]
     return listed
 
 

@@ -23,12 +23,14 @@ augment to read.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from classifier import paths
+from classifier.decode_cache import DecodeCache
 from classifier.duplicates import near_duplicates, thumbnail
 from classifier.errors import PipelineError, printable, run_stage
 from classifier.image_files import decode_image, encode_png, pixel_hash
@@ -40,6 +42,7 @@ from classifier.sources import SourceImage, list_source
 from classifier.stale_summary import retire_summary
 
 PARAMS = (DataParams,)
+RAW_KEY_ROOT = paths.RAW_DIR.as_posix()
 DEPS = (paths.PARAMS_OK, "${data.source}")  # PARAMS_OK: the params stage runs first; ${data.source}: DVC
 # templating, the folder data.source names, hashed like any dependency
 OUTS = (paths.RAW_DIR,)
@@ -68,8 +71,8 @@ def write_digits(out: Path, size: int) -> int:
 class Ingest:
     """Copies the images of one source, split by split, keeping the report of what it saw."""
 
-    def __init__(self, params: DataParams) -> None:
-        self.params = params
+    def __init__(self, params: DataParams, cache: DecodeCache) -> None:
+        self.params, self.cache = params, cache
         self.report: dict = {"source": params.source, "splits": [], "images": 0, "skipped": [], "corrupt": [],
                              "duplicates": [], "near_duplicates": []}
         self.first_seen: dict[str, tuple[str, str]] = {}  # pixel hash -> (split, file)
@@ -84,21 +87,28 @@ class Ingest:
                                 f"ingest's report; rename the folder")
         for source in images:
             data = source.read()
-            try:
-                image = decode_image(data, source.name)  # fail now, naming the file, not halfway through prepare
-            except PipelineError as exc:
-                if not self.params.skip_corrupt:
-                    raise PipelineError(f"{exc} (set data.skip_corrupt: true to skip such files)") from None
-                self.report["corrupt"].append(source.name)
-                continue
-            first = self.first_time(image, source.name, split)
+            sha1 = hashlib.sha1(data).hexdigest()
+            known = self.cache.get(sha1)  # these bytes decoded before: their pixel hash and thumbnail
+            if known is None:
+                try:
+                    image = decode_image(data, source.name)  # fail now, naming the file, not halfway through prepare
+                except PipelineError as exc:
+                    if not self.params.skip_corrupt:
+                        raise PipelineError(f"{exc} (set data.skip_corrupt: true to skip such files)") from None
+                    self.report["corrupt"].append(source.name)
+                    continue
+                known = pixel_hash(image), thumbnail(image)
+                self.cache.put(sha1, *known)
+            pixels, thumb = known
+            first = self.first_time(pixels, source.name, split)
             if not first and self.params.duplicates == "drop":
                 continue
             if first:  # a repeat is a duplicate already, not also a near one
-                self.thumbs.setdefault(source.label, []).append(thumbnail(image))
+                self.thumbs.setdefault(source.label, []).append(thumb)
                 self.files.setdefault(source.label, []).append(source.name)
-            shards.add((paths.RAW_DIR / split / source.label / source.within_class).as_posix(), split, source.label,
-                       data)
+            # data/raw/[<split>/]<class>/<file>, joined as text: pathlib costs seconds at 100,000 images
+            key = "/".join(part for part in (RAW_KEY_ROOT, split, source.label, source.within_class) if part)
+            shards.add(key, split, source.label, data, sha1)
             self.report["images"] += 1
 
     def find_near_duplicates(self) -> None:
@@ -107,9 +117,9 @@ class Ingest:
             self.report["near_duplicates"] += [[self.files[label][later], self.files[label][first]]
                                                for first, later in near_duplicates(np.stack(vectors))]
 
-    def first_time(self, image: np.ndarray, name: str, split: str) -> bool:
-        """Whether these pixels are new; a repeat is listed, and one across given splits raises (drop)."""
-        key = pixel_hash(image)
+    def first_time(self, key: str, name: str, split: str) -> bool:
+        """Whether these pixels (their hash) are new; a repeat is listed, and one across given splits
+        raises (drop)."""
         if key not in self.first_seen:
             self.first_seen[key] = (split, name)
             return True
@@ -125,9 +135,10 @@ class Ingest:
 def main() -> None:
     params = load_sections(*PARAMS).data
     retire_summary()  # the scores of the last run no longer describe this data
-    ingest = Ingest(params)
+    cache = DecodeCache()
+    ingest = Ingest(params, cache)
     report = ingest.report
-    with atomic_dir(paths.RAW_DIR) as out:
+    with cache, atomic_dir(paths.RAW_DIR) as out:  # what was decoded is kept, also when ingest fails
         if Path(params.source) == paths.DIGITS_SOURCE:
             report["images"] = write_digits(out, params.digits_size)
         else:
@@ -140,8 +151,11 @@ def main() -> None:
             ingest.find_near_duplicates()
         write_json(out / paths.INGEST_REPORT.name, report)
     layout = f"pre-split into {', '.join(report['splits'])}" if report["splits"] else "class folders"
+    # Not in ingest.json: the same source must give the same bytes, whatever the cache held.
+    known = (f"; {ingest.cache.misses} decoded, {ingest.cache.hits} known by their bytes"
+             if ingest.cache.hits else "")
     print(f"ingest: {report['images']} images from {printable(params.source)} ({layout}) -> {paths.RAW_DIR} "
-          f"({len(list(paths.RAW_DIR.glob('shard-*.bin')))} shard(s))")
+          f"({len(list(paths.RAW_DIR.glob('shard-*.bin')))} shard(s){known})")
     if report["skipped"]:
         print(f"ingest: skipped {len(report['skipped'])} hidden, non-image, symlinked or special file(s), "
               f"e.g. {report['skipped'][0]}")

@@ -101,3 +101,54 @@ def test_the_pack_command_says_what_to_set(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("pack: 12 images from") and "1 shard(s), 1 non-image or hidden file(s) left out" in out
     assert f"data.source={tmp_path / 'packed'}" in out
+
+
+def test_a_second_ingest_decodes_only_what_changed_and_writes_the_same_bytes(tmp_path, monkeypatch, capsys) -> None:
+    """Incremental ingest: after one image edited, one added and one removed, only the two new
+    contents are decoded, and data/raw is byte for byte what an ingest with no cache writes."""
+    import cv2
+    import numpy as np
+    from classifier import decode_cache
+    source = photos(tmp_path / "photos")
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
+    ingest_source(tmp_path, source, monkeypatch, "first")
+    cv2.imwrite(str(source / "cat/img_001.png"), np.full((20, 30, 3), 77, np.uint8))  # edited
+    shutil.copy(source / "dog/img_000.png", source / "owl/img_009.png")  # added: known bytes, a new key
+    cv2.imwrite(str(source / "owl/img_010.png"), np.full((20, 30, 3), 200, np.uint8))  # added: new bytes
+    (source / "dog/img_003.png").unlink()  # removed
+    decoded = []
+    real = ingest.decode_image
+    monkeypatch.setattr(ingest, "decode_image", lambda data, name: decoded.append(name) or real(data, name))
+    capsys.readouterr()
+    warm = ingest_source(tmp_path, source, monkeypatch, "second")
+    assert sorted(Path(name).name for name in decoded) == ["img_001.png", "img_010.png"]
+    assert "2 decoded, 11 known by their bytes" in capsys.readouterr().out
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "empty-cache"))
+    cold = ingest_source(tmp_path, source, monkeypatch, "cold")
+    assert stored(warm) == stored(cold) and (warm / "ingest.json").read_bytes() == (cold / "ingest.json").read_bytes()
+
+
+def test_an_unusable_cache_folder_only_costs_time(tmp_path, monkeypatch) -> None:
+    from classifier import decode_cache
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "blocked"))
+    source = photos(tmp_path / "photos")
+    assert len(read_index(ingest_source(tmp_path, source, monkeypatch, "p"))) == 12
+
+
+def test_a_failed_ingest_leaves_the_cache_usable_at_once(tmp_path, monkeypatch) -> None:
+    """An ingest stopped by a bad image commits what it decoded and releases the cache file: the next
+    ingest neither waits for a lock nor decodes those images again."""
+    import time
+
+    from classifier import decode_cache
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
+    source = photos(tmp_path / "photos")
+    (source / "owl" / "zzz.png").write_bytes(b"not a png")  # the last file read: the others are decoded first
+    with pytest.raises(PipelineError, match="zzz.png: not a readable image"):
+        ingest_source(tmp_path, source, monkeypatch, "failed")
+    (source / "owl" / "zzz.png").unlink()
+    with decode_cache.DecodeCache() as cache:
+        start = time.monotonic()
+        known = [cache.get(hashlib.sha1(p.read_bytes()).hexdigest()) for p in sorted(source.rglob("img_*"))]
+        assert time.monotonic() - start < 5 and all(k is not None for k in known)
