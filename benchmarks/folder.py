@@ -62,6 +62,34 @@ def sh(args: list[str], cwd: Path, env: dict) -> tuple[float, str]:
     return time.perf_counter() - start, result.stdout + result.stderr
 
 
+class PeakMemory:
+    """Each stage process's peak resident memory (VmHWM), read from /proc every 0.2 s while it runs."""
+
+    def __init__(self) -> None:
+        import threading
+        self.peaks: dict[str, int] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self) -> None:
+        while not self.done.wait(0.2):
+            for proc in Path("/proc").iterdir():
+                try:
+                    found = re.search(rb"-m\0stages\.(\w+)", (proc / "cmdline").read_bytes())
+                    if found:
+                        peak = int(re.search(r"VmHWM:\s+(\d+) kB", (proc / "status").read_text())[1]) * 1024
+                        name = found[1].decode()
+                        self.peaks[name] = max(self.peaks.get(name, 0), peak)
+                except (OSError, TypeError):
+                    continue
+
+    def stop(self) -> dict[str, int]:
+        self.done.set()
+        self.thread.join()
+        return self.peaks
+
+
 def timed_repro(work: Path, env: dict) -> tuple[float, dict[str, float], str]:
     """`dvc repro`, its wall time, and each stage's: from its 'Running stage' line to the next."""
     start = time.perf_counter()
@@ -167,13 +195,17 @@ def main() -> None:
         work = scratch / "work"
         work.mkdir()
         scratch_repo(work, source, args.epochs, env)
+        memory = PeakMemory()
         wall, stages, output = timed_repro(work, env)
+        peaks = memory.stop()
         accuracy = float(re.search(r"test accuracy +([\d.]+)%", output)[1]) / 100
         print(f"pipeline: {wall:.1f} s from folder to test accuracy {accuracy:.2%}; per stage (s): "
               + ", ".join(f"{name} {seconds:.1f}" for name, seconds in stages.items()), flush=True)
         fixed = sum(stages.get(s, 0) for s in ("params", "ingest", "split", "prepare", "augment"))
         print(f"pipeline: params + ingest + split + prepare + augment {fixed:.1f} s; "
               f"DVC around the stages {wall - sum(stages.values()):.1f} s", flush=True)
+        print("peak resident memory (MB): " + ", ".join(f"{name} {peak / 2**20:.0f}" for name, peak in peaks.items()),
+              flush=True)
         files = sum(1 for _ in (work / ".dvc" / "cache").rglob("*") if _.is_file())
         print(f"DVC cache: {files} files for {total} images", flush=True)
         status, _ = sh([sys.executable, "-m", "dvc", "status"], work, env)

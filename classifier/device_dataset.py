@@ -1,6 +1,9 @@
 """A data set on the training device: uint8 images resident in its memory when they fit (batches
-are index slices), streamed from the memory-mapped array batch by batch when they do not. Used by
-train, evaluate, predict and lr_find.
+are index slices), streamed from the memory-mapped array batch by batch when they do not. On the
+CPU a memory-mapped array already sits in memory (the page cache), so a copy is made only of a
+small split: streaming 360,000 64×64 images ran at 0.98× the resident throughput with 0.29× the
+memory (benchmarks.scale), and a resident copy of 200,000 32×32 colour images took train to 2.4 GB.
+Used by train, evaluate, predict and lr_find.
 """
 from __future__ import annotations
 
@@ -8,20 +11,30 @@ import numpy as np
 import torch
 
 
+CPU_RESIDENT_BYTES = 256 * 2**20  # on the CPU, larger splits stream from their memory map
+CHUNK_ROWS = 4096                 # rows converted at a time: the only extra memory of a copy
+
+
 def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 N×H×W×C array (possibly memory-mapped) -> uint8 N×C×H×W tensor on `device`."""
-    # np.array copies a read-only memory map into writable memory, which torch requires.
-    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous().to(device)
+    """uint8 N×H×W×C array (possibly memory-mapped) -> uint8 N×C×H×W tensor on `device`, filled
+    chunk by chunk: the whole array is never held twice."""
+    n, height, width, channels = images.shape
+    out = torch.empty((n, channels, height, width), dtype=torch.uint8, device=device)
+    for start in range(0, n, CHUNK_ROWS):
+        # np.array copies a read-only memory map's rows into writable memory, which torch requires.
+        chunk = torch.from_numpy(np.array(images[start:start + CHUNK_ROWS])).permute(0, 3, 1, 2)
+        out[start:start + len(chunk)] = chunk.to(device)
+    return out
 
 
 def fits_in_memory(nbytes: int, device: torch.device) -> bool:
-    """Whether an array of `nbytes` can be resident on `device` with room to spare (half the free memory)."""
+    """Whether an array of `nbytes` should be resident on `device`: on a GPU, with room to spare
+    (half its free memory); on the CPU, when it is small (CPU_RESIDENT_BYTES)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-    else:
-        import psutil
-        free = psutil.virtual_memory().available
-    return nbytes < free // 2
+        return nbytes < free // 2
+    import psutil
+    return nbytes < min(CPU_RESIDENT_BYTES, psutil.virtual_memory().available // 2)
 
 
 class DeviceDataset:

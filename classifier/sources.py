@@ -43,10 +43,11 @@ class Source:
     skipped: list[str] = field(default_factory=list)      # hidden, non-image, links, special files
 
 
-def _read_file(path: Path) -> Callable[[], bytes]:
+def _read_file(path: str) -> Callable[[], bytes]:
     def read() -> bytes:
         try:
-            return path.read_bytes()
+            with open(path, "rb") as f:
+                return f.read()
         except OSError as exc:
             raise PipelineError(f"{printable(path)}: cannot be read ({exc.strerror})") from None
     return read
@@ -67,7 +68,7 @@ def list_folder(source: Path) -> Source:
         listed.skipped += [printable(p) for p in listing.skipped]
         prefix = len(str(folder)) + 1  # the text before <class>/: strings, fast at 100,000 files
         listed.images[split] = [
-            SourceImage(printable(path), printable(str(path)[prefix:].split(os.sep, 1)[1]), label, size, _read_file(path))
+            SourceImage(printable(path), printable(path[prefix:].split(os.sep, 1)[1]), label, size, _read_file(path))
             for (path, label), size in zip(listing.files, listing.sizes)]
     return listed
 

@@ -1,6 +1,8 @@
 """Folder reading, image decoding, the stratified split and atomic writes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -74,7 +76,7 @@ def test_a_folder_of_web_photos_is_listed_not_skipped(tmp_path) -> None:
     for suffix in (".webp", ".tif", ".tiff"):
         make_image_folder(tmp_path, {"a": 2, "b": 2}, size=(6, 9), suffix=suffix)
     listing = list_class_folder(tmp_path)
-    assert sorted(p.suffix for p, _ in listing.files) == sorted([".webp", ".tif", ".tiff"] * 4) and not listing.skipped
+    assert sorted(Path(p).suffix for p, _ in listing.files) == sorted([".webp", ".tif", ".tiff"] * 4) and not listing.skipped
 
 
 def test_read_image_converts_bgr_to_rgb_and_drops_alpha(tmp_path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from classifier import device_dataset
 from classifier import training_loop as training  # fit and FitResult
 from classifier.device_dataset import DeviceDataset
 from classifier.models import InputShape, build_model
@@ -56,7 +57,7 @@ def test_compiled_model_trains() -> None:
 
 def test_data_larger_than_the_resident_budget_is_streamed(monkeypatch) -> None:
     images, labels = images_and_labels()
-    monkeypatch.setattr(training, "fits_in_memory", lambda nbytes, device: False)  # as if the GPU were full
+    monkeypatch.setattr(device_dataset, "fits_in_memory", lambda nbytes, device: False)  # as if the GPU were full
     data = DeviceDataset(images, labels, CUDA)
     assert not data.resident
     result = train_once(images, labels, resident=None)

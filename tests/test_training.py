@@ -464,3 +464,18 @@ def test_online_augmentation_is_seeded_and_does_what_it_says() -> None:
     crop = OnlineAugment(crop_scale=0.5, translate=0.0, hflip=False, seed=3)
     widths = (crop(images, crop.generator(CPU))[:, 0, 8] > 0.2).sum(dim=1)
     assert widths.float().mean() > 1.2  # a crop enlarged back to full size: the column grows wider
+
+
+def test_a_large_split_streams_on_the_cpu_and_a_copy_is_never_held_twice(monkeypatch) -> None:
+    """On the CPU a split above CPU_RESIDENT_BYTES stays in its memory map; a resident copy is the
+    NCHW tensor filled chunk by chunk, equal to the array."""
+    from classifier import device_dataset
+    from classifier.device_dataset import DeviceDataset, images_to_tensor
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 5, 6, 3), dtype=np.uint8)
+    monkeypatch.setattr(device_dataset, "CPU_RESIDENT_BYTES", images.nbytes - 1)
+    assert not DeviceDataset(images, np.zeros(10), torch.device("cpu")).resident
+    monkeypatch.setattr(device_dataset, "CPU_RESIDENT_BYTES", images.nbytes + 1)
+    assert DeviceDataset(images, np.zeros(10), torch.device("cpu")).resident
+    monkeypatch.setattr(device_dataset, "CHUNK_ROWS", 3)
+    assert torch.equal(images_to_tensor(images, torch.device("cpu")), torch.from_numpy(images).permute(0, 3, 1, 2))
