@@ -171,6 +171,10 @@ def list_source(source: Path) -> Source:
     """List data.source, whatever its form; a missing one, or a folder of the wrong shape, raises."""
     shown = printable(source)
     if source.is_file():
+        if source.name.lower().endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+            raise PipelineError(f"data.source {shown} is a compressed tar: decompress it first (gunzip, bunzip2, "
+                                f"unxz give a .tar): images are compressed already, and ingest reads the members "
+                                f"where they sit")
         if source.suffix.lower() not in ARCHIVE_SUFFIXES:
             raise PipelineError(f"data.source {shown} is a file but not a .tar or .zip archive: give a folder of "
                                 f"class subfolders, or pack one with `python -m tools.pack`")

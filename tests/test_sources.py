@@ -84,6 +84,9 @@ def test_what_a_packed_source_cannot_be_is_one_line(tmp_path) -> None:
     os.rename(tmp_path / "photos.tar.gz", tmp_path / "photos.tgz.tar")  # compressed, whatever its name
     with pytest.raises(PipelineError, match=r"photos.tgz.tar: cannot be read as an uncompressed tar .*decompress"):
         list_source(tmp_path / "photos.tgz.tar")
+    subprocess.run(["tar", "-czf", str(tmp_path / "photos.tar.gz"), "-C", str(source), "."], check=True)
+    with pytest.raises(PipelineError, match=r"photos.tar.gz is a compressed tar: decompress it first"):
+        list_source(tmp_path / "photos.tar.gz")
     (tmp_path / "notes.txt").write_text("not an archive")
     with pytest.raises(PipelineError, match=r"notes.txt is a file but not a .tar or .zip archive: .*tools.pack"):
         list_source(tmp_path / "notes.txt")
