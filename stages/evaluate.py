@@ -102,6 +102,46 @@ def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, clas
     return [collapse, check_divergence(history["train_loss"].tolist()), spikes, *fit]
 
 
+def score_split(split: str, model: torch.nn.Module, normalize, device: torch.device, amp: bool, classes: list[str],
+                params: EvaluateParams, out) -> tuple[dict, dict | None, dict, np.ndarray, np.ndarray]:
+    """One split scored, its tables and charts written to `out` (plots/eval), its lines printed:
+    (scores, the TTA scores or None, per-class scores, true labels, predictions)."""
+    data = load_array_set(paths.PREPARED_DIR / split)
+    rows = scored_rows(len(data.labels), params.train_sample) if split == "train" else None
+    # Streamed from the memory-mapped arrays: one pass either way, and memory bounded by a batch.
+    batches = DeviceDataset(data.images, data.labels, device, resident=False, rows=rows)
+    tta = params.tta if split != "train" else "none"  # beside the plain scores, which stay the reference
+    logits, tta_logits = predict_logits_and_tta(model, batches, normalize, amp=amp, tta=tta)
+    loss, _ = loss_and_accuracy(logits, batches.labels)
+    probabilities = torch.softmax(logits, 1).cpu().numpy()
+    y_true, y_pred = batches.host_labels.numpy(), probabilities.argmax(1)
+    summary, table = classification_report(y_true, y_pred, classes)
+    scores = {**summary, **top_k_scores(probabilities, y_true, params.top_k), "loss": loss, "images": len(y_true)}
+    if rows is not None:
+        scores.update(sampled_from=len(data.labels), sample_seed=TRAIN_SAMPLE_SEED)
+    table.to_csv(out / f"per_class_{split}.csv", index=False)
+    if split != "train":
+        predictions_table(y_true, y_pred, classes).to_csv(out / f"{split}_predictions.csv", index=False)
+        plot_confusion(y_true, y_pred, classes, f"{split}: accuracy {summary['accuracy']:.2%}",
+                       out / f"confusion_{split}.png")
+    if split == "val":
+        draw_network_views(model, data, classes, normalize, device, out)
+        grid, titles = worst_mistakes(data, probabilities, classes, params.gallery_size)
+        plot_image_grid(grid, titles, out / "worst_val.png", empty="no misclassified val image",
+                        title="val images predicted wrong with the highest confidence")
+    top_k = f"top-{params.top_k} {scores['top_k_accuracy']:.2%}  " if "top_k_accuracy" in scores else ""
+    sampled = f" of {len(data.labels)}, a seeded sample (evaluate.train_sample)" if rows is not None else ""
+    print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
+          f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images{sampled})")
+    tta_scores = None
+    if tta != "none":
+        tta_loss, tta_accuracy = loss_and_accuracy(tta_logits, batches.labels)
+        tta_scores = {"accuracy": tta_accuracy, "loss": tta_loss}
+        print(f"evaluate: {split:<5} accuracy {tta_accuracy:.2%} with test-time augmentation ({params.tta}), "
+              f"loss {tta_loss:.4f}")
+    return scores, tta_scores, per_class_json(table), y_true, y_pred
+
+
 def main() -> None:
     params = load_sections(*PARAMS).evaluate
     checkpoint = Checkpoint.load(paths.MODEL_FILE)
@@ -117,42 +157,10 @@ def main() -> None:
                         dirs=(paths.EVAL_PLOTS,)) as staged:
         out = staged[paths.EVAL_PLOTS]
         for split in EVAL_SPLITS:
-            data = load_array_set(paths.PREPARED_DIR / split)
-            rows = scored_rows(len(data.labels), params.train_sample) if split == "train" else None
-            # Streamed from the memory-mapped arrays: one pass either way, and memory bounded by a batch.
-            batches = DeviceDataset(data.images, data.labels, device, resident=False, rows=rows)
-            tta = params.tta if split != "train" else "none"  # beside the plain scores, which stay the reference
-            logits, tta_logits = predict_logits_and_tta(model, batches, normalize, amp=amp, tta=tta)
-            loss, _ = loss_and_accuracy(logits, batches.labels)
-            probabilities = torch.softmax(logits, 1).cpu().numpy()
-            y_true, y_pred = batches.host_labels.numpy(), probabilities.argmax(1)
-            summary, table = classification_report(y_true, y_pred, classes)
-            scores[split] = {**summary, **top_k_scores(probabilities, y_true, params.top_k), "loss": loss,
-                             "images": len(y_true)}
-            if rows is not None:
-                scores[split].update(sampled_from=len(data.labels), sample_seed=TRAIN_SAMPLE_SEED)
-            per_class[split] = per_class_json(table)
-            truths[split], predictions[split] = y_true, y_pred
-            table.to_csv(out / f"per_class_{split}.csv", index=False)
-            if split != "train":
-                predictions_table(y_true, y_pred, classes).to_csv(out / f"{split}_predictions.csv", index=False)
-                plot_confusion(y_true, y_pred, classes, f"{split}: accuracy {summary['accuracy']:.2%}",
-                               out / f"confusion_{split}.png")
-            if split == "val":
-                draw_network_views(model, data, classes, normalize, device, out)
-                rows, titles = worst_mistakes(data, probabilities, classes, params.gallery_size)
-                plot_image_grid(rows, titles, out / "worst_val.png", empty="no misclassified val image",
-                                title="val images predicted wrong with the highest confidence")
-            top_k = (f"top-{params.top_k} {scores[split]['top_k_accuracy']:.2%}  "
-                     if "top_k_accuracy" in scores[split] else "")
-            sampled = f" of {len(data.labels)}, a seeded sample (evaluate.train_sample)" if rows is not None else ""
-            print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
-                  f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images{sampled})")
-            if tta != "none":
-                tta_loss, tta_accuracy = loss_and_accuracy(tta_logits, batches.labels)
-                scores.setdefault("tta", {"mode": params.tta})[split] = {"accuracy": tta_accuracy, "loss": tta_loss}
-                print(f"evaluate: {split:<5} accuracy {tta_accuracy:.2%} with test-time augmentation ({params.tta}), "
-                      f"loss {tta_loss:.4f}")
+            scores[split], tta, per_class[split], truths[split], predictions[split] = score_split(
+                split, model, normalize, device, amp, classes, params, out)
+            if tta is not None:
+                scores.setdefault("tta", {"mode": params.tta})[split] = tta
         plot_learning_curves(history, out / "learning_curves.png", saved_epoch=checkpoint.epoch)
         findings = health_checks(scores, truths["val"], predictions["val"], classes, history,
                                  checkpoint.record["step_losses"], params)

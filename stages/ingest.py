@@ -37,12 +37,11 @@ from classifier.image_files import decode_image, encode_png, pixel_hash
 from classifier.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections
 from classifier.params.data import DataParams
-from classifier.raw_shards import ShardWriter, shard_count
+from classifier.raw_shards import ShardWriter, raw_key, shard_count
 from classifier.sources import SourceImage, list_source
 from classifier.stale_summary import retire_summary
 
 PARAMS = (DataParams,)
-RAW_KEY_ROOT = paths.RAW_DIR.as_posix()
 DEPS = (paths.PARAMS_OK, "${data.source}")  # PARAMS_OK: the params stage runs first; ${data.source}: DVC
 # templating, the folder data.source names, hashed like any dependency
 OUTS = (paths.RAW_DIR,)
@@ -64,7 +63,7 @@ def write_digits(out: Path, size: int) -> int:
     shards = ShardWriter(out, shard_count(sum(map(len, encoded))))
     # In the order split lists them: by class name, then file name (as a folder of classes is listed).
     for i in sorted(range(len(labels)), key=lambda i: (str(labels[i]), i)):
-        shards.add(f"{paths.RAW_DIR.as_posix()}/{labels[i]}/digit_{i:04d}.png", "", str(labels[i]), encoded[i])
+        shards.add(raw_key("", str(labels[i]), f"digit_{i:04d}.png"), "", str(labels[i]), encoded[i])
     return shards.close()
 
 
@@ -106,9 +105,7 @@ class Ingest:
             if first:  # a repeat is a duplicate already, not also a near one
                 self.thumbs.setdefault(source.label, []).append(thumb)
                 self.files.setdefault(source.label, []).append(source.name)
-            # data/raw/[<split>/]<class>/<file>, joined as text: pathlib costs seconds at 100,000 images
-            key = "/".join(part for part in (RAW_KEY_ROOT, split, source.label, source.within_class) if part)
-            shards.add(key, split, source.label, data, sha1)
+            shards.add(raw_key(split, source.label, source.within_class), split, source.label, data, sha1)
             self.report["images"] += 1
 
     def find_near_duplicates(self) -> None:

@@ -51,3 +51,10 @@ def test_the_shard_count_grows_by_powers_of_two_with_the_data() -> None:
     assert shard_count(0) == shard_count(SHARD_BYTES) == 1
     assert shard_count(SHARD_BYTES + 1) == 2 and shard_count(15 * SHARD_BYTES) == 16
     assert shard_count(10**15) == 512  # bounded: a few hundred files for DVC at any size
+
+
+def test_the_key_is_data_raw_split_class_file_and_matches_the_raw_folder() -> None:
+    from classifier import paths
+    from classifier.raw_shards import KEY_ROOT, raw_key
+    assert KEY_ROOT == paths.RAW_DIR.as_posix()
+    assert raw_key("", "cat", "a/b.png") == "data/raw/cat/a/b.png" and raw_key("test", "dog", "x.jpg") == "data/raw/test/dog/x.jpg"

@@ -40,7 +40,7 @@ def read_any(files: list[Path]) -> list[np.ndarray]:
             continue
         if paths.RAW_DIR in file.parents and (paths.RAW_DIR / INDEX_NAME).is_file():
             raw = raw or RawImages(paths.RAW_DIR)
-            if file.as_posix() in raw.where:
+            if file.as_posix() in raw:
                 images.append(decode_image(raw.bytes(file.as_posix()), file.as_posix()))
                 continue
         raise PipelineError(f"{printable(file)}: no such image file")

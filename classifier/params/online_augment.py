@@ -14,7 +14,7 @@ class OnlineAugmentParams:
     SECTION: ClassVar[str] = "augment"
     SHARES_SECTION: ClassVar[bool] = True  # the other keys: augment.py
     online: bool = spec(boolean, "train: a random resized crop, shift and (online_hflip) mirror of every training "
-                                   "image in every batch, made on the training device (GPU or CPU), on top of the copies")
+                                  "image in every batch, made on the training device (GPU or CPU), on top of the copies")
     online_crop_scale: float = spec(number(float, gt=0, le=1),
                                     "online: the smallest crop, as a share of the image's area (1: no crop)")
     online_translate: float = spec(number(float, ge=0, le=0.5),
