@@ -97,6 +97,7 @@ class RawImages:
         self.folder = Path(self.folder)
         index = read_index(self.folder)
         self.where = dict(zip(index["key"], zip(index["shard"], index["offset"], index["length"])))
+        self.sha1 = dict(zip(index["key"], index["sha1"]))  # of each image's bytes
         self.shards: dict[int, np.memmap] = {}
 
     def __len__(self) -> int:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from classifier import paths
 from classifier.artifacts import allocate_images, class_ids, finish_array_set, read_file_list, read_json
+from classifier.decode_cache import PreparedCache
 from classifier.errors import run_stage
 from classifier.image_files import decode_image
 from classifier.image_format import format_image
@@ -34,15 +35,15 @@ DEPS = (paths.SPLIT_DIR, paths.RAW_DIR)
 OUTS = (paths.PREPARED_DIR,)
 
 
-def prepare_split(split: str, out: Path, classes: list[str], params: PrepareParams, raw: RawImages) -> np.ndarray:
+def prepare_split(split: str, out: Path, classes: list[str], params: PrepareParams, raw: RawImages,
+                  cache: PreparedCache) -> np.ndarray:
     files = read_file_list(paths.SPLIT_DIR / f"{split}.csv")
     class_id = class_ids(classes)
-    channels = 1 if params.grayscale else 3
     folder = out / split
     folder.mkdir()
-    images = allocate_images(folder, (len(files), *params.image_size, channels))
+    images = allocate_images(folder, (len(files), *cache.shape))
     for row, path in enumerate(files["path"]):
-        images[row] = format_image(decode_image(raw.bytes(path), path), params)
+        images[row] = prepared_image(path, params, raw, cache)
     labels = np.array([class_id[label] for label in files["label"]], dtype=np.int64)
     index = pd.DataFrame({"source": files["path"], "split": split, "augmentation": "original"})
     images.flush()
@@ -50,19 +51,33 @@ def prepare_split(split: str, out: Path, classes: list[str], params: PreparePara
     return images
 
 
+def prepared_image(key: str, params: PrepareParams, raw: RawImages, cache: PreparedCache) -> np.ndarray:
+    """The image `key` as prepare's params make it: from the cache when these bytes were prepared
+    the same way before (bit-exact either way: OpenCV runs its portable code)."""
+    sha1 = raw.sha1[key]
+    image = cache.get(sha1)
+    if image is None:
+        image = format_image(decode_image(raw.bytes(key), key), params)
+        cache.put(sha1, image)
+    return image
+
+
 def main() -> None:
     params = load_sections(*PARAMS).prepare
     retire_summary()  # the scores of the last run no longer describe this data
     classes = read_json(paths.CLASSES_FILE)
     raw = RawImages(paths.RAW_DIR)
-    with atomic_dir(paths.PREPARED_DIR) as out:
+    cache = PreparedCache(repr(params), (*params.image_size, 1 if params.grayscale else 3))
+    with cache, atomic_dir(paths.PREPARED_DIR) as out:
         for split in paths.SPLITS:
-            images = prepare_split(split, out, classes, params, raw)
+            images = prepare_split(split, out, classes, params, raw, cache)
             if split == "train":
                 preprocessing, train_pixels = Preprocessing.measure(params, images)
             print(f"prepare: {split} {images.shape[0]} images of {images.shape[1]}×{images.shape[2]}×{images.shape[3]}")
             del images  # release the memory map before the folder is renamed
         preprocessing.write(out / paths.STATS_FILE.name, train_pixels)
+    if cache.hits:  # not in the outputs: they are the same bytes whatever the cache held
+        print(f"prepare: {cache.misses} image(s) decoded, {cache.hits} prepared this way before (by their bytes)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from classifier.errors import PipelineError
 from classifier.raw_shards import read_index
 from classifier.sources import list_source
 from stages import ingest
+from stages import prepare as prepare_stage
 from tests.helpers import copy_project, make_image_folder
 from tools import pack
 
@@ -129,6 +130,66 @@ def test_a_second_ingest_decodes_only_what_changed_and_writes_the_same_bytes(tmp
     monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "empty-cache"))
     cold = ingest_source(tmp_path, source, monkeypatch, "cold")
     assert stored(warm) == stored(cold) and (warm / "ingest.json").read_bytes() == (cold / "ingest.json").read_bytes()
+
+
+def prepare_source(tmp_path: Path, source: Path, monkeypatch, name: str, **prepare) -> Path:
+    """data/prepared of in-process ingest, split and prepare of `source`, in a project of its own."""
+    from stages import split
+    project = copy_project(tmp_path / name, {"data": {"source": str(source)}, "prepare": prepare})
+    monkeypatch.chdir(project)
+    for stage in (ingest, split, prepare_stage):
+        stage.main()
+    return project / "data/prepared"
+
+
+def arrays(prepared: Path) -> dict[str, str]:
+    return {str(p.relative_to(prepared)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(prepared.rglob("*")) if p.is_file()}
+
+
+def test_a_second_prepare_decodes_only_what_changed_and_writes_the_same_bytes(tmp_path, monkeypatch, capsys) -> None:
+    """Incremental prepare: after one image edited, only it is decoded again; other prepare params
+    decode everything; and data/prepared is byte for byte what a prepare with no cache writes."""
+    import cv2
+    import numpy as np
+    from classifier import decode_cache
+    source = photos(tmp_path / "photos")
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
+    prepare_source(tmp_path, source, monkeypatch, "first")
+    cv2.imwrite(str(source / "cat/img_001.png"), np.full((20, 30, 3), 77, np.uint8))
+    decoded = []
+    real = prepare_stage.decode_image
+    monkeypatch.setattr(prepare_stage, "decode_image", lambda data, name: decoded.append(name) or real(data, name))
+    capsys.readouterr()
+    warm = prepare_source(tmp_path, source, monkeypatch, "second")
+    assert [Path(name).name for name in decoded] == ["img_001.png"]
+    assert "prepare: 1 image(s) decoded, 11 prepared this way before" in capsys.readouterr().out
+    decoded.clear()
+    prepare_source(tmp_path, source, monkeypatch, "other-way", interpolation="nearest")
+    assert len(decoded) == 12
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "empty-cache"))
+    cold = prepare_source(tmp_path, source, monkeypatch, "cold")
+    assert arrays(warm) == arrays(cold)
+
+
+def test_a_cache_entry_is_keyed_by_the_code_that_made_it(tmp_path, monkeypatch) -> None:
+    from classifier import decode_cache
+    before = decode_cache.code_version(*decode_cache.PREPARED_CODE)
+    module = tmp_path / "classifier"
+    shutil.copytree(Path(decode_cache.__file__).parent, module)
+    (module / "image_format.py").write_text((module / "image_format.py").read_text() + "\n# edited\n")
+    monkeypatch.setattr(decode_cache, "__file__", str(module / "decode_cache.py"))
+    assert decode_cache.code_version(*decode_cache.PREPARED_CODE) != before
+
+
+def test_large_prepared_images_are_not_kept(tmp_path) -> None:
+    import numpy as np
+    from classifier.decode_cache import PreparedCache
+    with PreparedCache("r", (224, 224, 3), tmp_path) as big, PreparedCache("r", (32, 32, 3), tmp_path) as small:
+        for cache in (big, small):
+            cache.put("a" * 40, np.zeros(cache.shape, np.uint8))
+    with PreparedCache("r", (224, 224, 3), tmp_path) as big, PreparedCache("r", (32, 32, 3), tmp_path) as small:
+        assert big.get("a" * 40) is None and small.get("a" * 40) is not None
 
 
 def test_an_unusable_cache_folder_only_costs_time(tmp_path, monkeypatch) -> None:
