@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from .errors import PipelineError
 from .models import head_parameters
@@ -64,12 +64,30 @@ def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams,
     return lr.SequentialLR(optimizer, [climb, main], milestones=[warmup]), False
 
 
+def warmed_decay(decay: float, step: int) -> float:
+    """The average's decay at its `step`-th update after the first (which copies the weights): it
+    warms up as timm's does, so that a short run's average is not stuck near its first weights
+    (0.99 from the start: a 3-epoch run scored 87.7% against the raw weights' 96.1%)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
     """train.ema_decay: a copy of `model` whose weights (and batch-norm statistics) follow the trained
-    ones as an exponential moving average, `update_parameters(model)` after every step; None when 0."""
+    ones as an exponential moving average, `update_parameters(model)` after every step, its decay
+    warmed up (warmed_decay); None when 0."""
     if not decay:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], done: torch.Tensor) -> None:
+        weight = 1 - warmed_decay(decay, int(done))  # AveragedModel reads its count on the host anyway
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, weight)
+        else:  # batch norm's step counters
+            for mean, value in zip(averaged, current):
+                mean.copy_(mean * (1 - weight) + value * weight)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def class_weights(choice, labels: np.ndarray, num_classes: int) -> torch.Tensor | None:

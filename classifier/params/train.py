@@ -72,8 +72,9 @@ class TrainParams:
                                "cutmix: a box of a shuffled copy pasted, its share ~ Beta(α, α), soft targets "
                                "alike (0: off; 1 is usual; with mixup, each half of the batches)")
     ema_decay: float = spec(number(float, ge=0, lt=1),
-                            "exponential moving average of the weights, updated every step; when on (> 0) the "
-                            "averaged weights are the ones validated, saved and evaluated (0: off; 0.99 to 0.999)")
+                            "exponential moving average of the weights, updated every step, its decay warmed up as "
+                            "min(ema_decay, (1 + t) / (10 + t)) at step t so that short runs gain too; when on (> 0) "
+                            "the averaged weights are the ones validated, saved and evaluated (0: off; 0.99 to 0.999)")
     class_weights: Any = spec(_class_weights, "loss weight per class: none, balanced (inverse frequency) or a list")
     patience: int = spec(number(int, ge=0, le=MAX_COUNT),
                          "early stopping: epochs without improvement before stopping (0: off)")
