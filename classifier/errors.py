@@ -6,7 +6,8 @@ Every stage and tool module ends with `run_stage(main)`:
 - an input another stage makes that is missing (a fresh clone, a stage run by hand out of order)
   is one line naming the file and the `dvc repro <stage>` that makes it, exit 1;
 - Ctrl-C, SIGTERM and SIGHUP print one line naming the signal and exit 128 + its number; the
-  outputs being written (temporary siblings) are removed on the way out;
+  outputs being written (temporary siblings) are removed on the way out; the same while the stage
+  is still importing its modules (guard_start);
 - a second run of the same stage or writing tool in the same folder is refused with one line while
   the first runs (each holds a lock on its own module file: it vanishes with the process, kill -9
   too), so that it cannot delete the first one's temporaries;
@@ -81,6 +82,42 @@ def missing_input(exc: FileNotFoundError) -> PipelineError | None:
     return None
 
 
+def guard_start() -> None:
+    """Called by stages/__init__.py and tools/__init__.py when Python starts one of them with -m: until
+    run_stage takes over, Ctrl-C, SIGTERM and SIGHUP (e.g. while torch imports, the first seconds)
+    end the process with one line and 128 + n, not a traceback or silence. Nothing is written yet."""
+    def starting(signum: int, _frame) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        _settle_all(False)
+        print(f"error: interrupted ({name}) while starting; nothing was written", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, starting)
+
+
+_settle: list[Callable[[bool], None]] = []
+
+
+def settle_at_exit(callback: Callable[[bool], None]) -> None:
+    """run_stage calls `callback(succeeded)` as the stage ends, last registered first: e.g. a file set
+    aside at the start is put back when the stage fails (classifier/stale_summary.py)."""
+    _settle.append(callback)
+
+
+def _settle_all(succeeded: bool) -> None:
+    while _settle:
+        _settle.pop()(succeeded)
+
+
+def _run_settled(main: Callable[[], None]) -> None:
+    try:
+        main()
+    except BaseException:
+        _settle_all(False)
+        raise
+    _settle_all(True)
+
+
 def _raise_stopped(signum: int, _frame) -> None:
     # Once: a second SIGTERM (torchrun's agent and the user both send one) must not interrupt the
     # clean-up the first one started (temporary outputs being removed).
@@ -119,12 +156,13 @@ def run_stage(main: Callable[[], None], exclusive: bool = True, worker: Worker |
     # Each line as it happens, also through a pipe (`dvc queue logs -f`), whatever PYTHONUNBUFFERED is.
     if hasattr(sys.stdout, "reconfigure"):  # a real text stream (a test's capture may not be one)
         sys.stdout.reconfigure(line_buffering=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # guard_start's, until here
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stopped)
     lock = None
     try:
         lock = _hold_stage_lock(main) if exclusive and not in_worker else None
-        main()
+        _run_settled(main)
     except PipelineError as exc:
         _quiet_signals()
         _fail(str(exc), worker if in_worker else None)

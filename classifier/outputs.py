@@ -25,9 +25,28 @@ from .errors import PipelineError, printable
 
 
 def remove_stale_temporaries(target: Path) -> None:
-    """Delete `.<name>.*.tmp` siblings of `target` that a killed run (kill -9, power loss) left."""
-    for stale in Path(target).parent.glob(f".{Path(target).name}.*.tmp"):
+    """Delete `.<name>.*.tmp` siblings of `target` that a killed run (kill -9, power loss) left, and
+    the `.<name>~before.<pid>.tmp` that live_outputs set aside in a process no longer running."""
+    target = Path(target)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
         _remove(stale)
+    for aside in target.parent.glob(f".{target.name}~before.*.tmp"):
+        if not _running(aside.name.rsplit(".", 2)[-2]):
+            _remove(aside)
+
+
+def _running(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's process
+    return True
 
 
 # errno -> why a write failed and what to do, in words a user can act on

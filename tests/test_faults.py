@@ -282,6 +282,24 @@ def test_live_outputs_show_progress_and_a_failed_run_puts_the_last_runs_back(tmp
     assert history.read_text() == "epochs 1..1" and not list(tmp_path.rglob(".*.tmp"))
 
 
+def test_the_earlier_file_a_killed_live_run_set_aside_is_removed_by_the_next_run(tmp_path) -> None:
+    """kill -9 during a live run leaves `.<name>~before.<pid>.tmp`; the next rewrite removes it, and
+    not the one of a process still running."""
+    from classifier.outputs import live_outputs
+    history = tmp_path / "history.csv"
+    history.write_text("partial")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = tmp_path / f".history.csv~before.{dead.pid}.tmp"
+    alive = tmp_path / f".history.csv~before.{os.getppid()}.tmp"
+    killed.write_text("the run before the killed one")
+    alive.write_text("a running process's")
+    with live_outputs() as rewrite:
+        with rewrite(history) as tmp:
+            tmp.write_text("epochs 1..1")
+    assert not killed.exists() and alive.exists() and history.read_text() == "epochs 1..1"
+
+
 def test_a_stage_that_runs_retires_the_last_scores(tmp_path, monkeypatch) -> None:
     """The scores of the last run no longer describe the data or model once a stage before evaluate runs."""
     from stages import ingest, split
@@ -292,6 +310,43 @@ def test_a_stage_that_runs_retires_the_last_scores(tmp_path, monkeypatch) -> Non
         (project / paths.SUMMARY_METRICS).write_text('{"test_acc": 0.99}')
         stage.main()
         assert not (project / paths.SUMMARY_METRICS).exists()
+
+
+@pytest.mark.parametrize("ending, code", [("fails", 1), ("is stopped", 130), ("succeeds", 0)])
+def test_a_stage_that_fails_puts_the_last_scores_back(tmp_path, monkeypatch, capsys, ending, code) -> None:
+    """The git-tracked metrics/summary.json is set aside while a data stage runs: back when the stage
+    fails or is stopped (its outputs are unchanged), gone when it succeeds; nothing left beside it."""
+    from classifier.stale_summary import retire_summary
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / paths.SUMMARY_METRICS).write_text('{"test_acc": 0.99}')
+
+    def stage() -> None:
+        retire_summary()
+        assert not (tmp_path / paths.SUMMARY_METRICS).exists()  # while it runs
+        if ending == "fails":
+            raise PipelineError("a bad image")
+        if ending == "is stopped":
+            raise KeyboardInterrupt
+    stage.__module__ = "tests.test_faults"
+    with pytest.raises(SystemExit) as exited:
+        run_stage(stage)
+    assert exited.value.code == code
+    assert (tmp_path / paths.SUMMARY_METRICS).exists() == (ending != "succeeds")
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_ctrl_c_while_a_stage_still_imports_is_one_line(tmp_path) -> None:
+    """`python -m stages.<name>` spends its first seconds importing torch: a Ctrl-C there is one line
+    and exit 130, not a traceback (run here as Python starts a module with -m: argv[0] is "-m")."""
+    code = ("import sys; sys.argv[0] = '-m'; import stages; print('imported', flush=True); "
+            "import time; time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "imported\n"  # the guard is in place: stages/__init__.py ran
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err == "error: interrupted (Ctrl-C) while starting; nothing was written\n"
 
 
 class FakeFailure:

@@ -1,3 +1,9 @@
 """Commands run by hand beside the pipeline (python -m tools.<name>): predict, report, sweep, pack,
 lr_find, export, and the generators of dvc.yaml's deps and params (dvc_yaml) and of docs/params.md
 (params_doc). No pipeline stage imports them, and they import no stage."""
+
+import sys
+
+if sys.argv[:1] == ["-m"]:  # `python -m <this package>.<module>` is starting: no traceback for a Ctrl-C while it imports
+    from classifier.errors import guard_start
+    guard_start()
