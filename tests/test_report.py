@@ -102,7 +102,7 @@ def test_queued_running_and_failed_experiments_never_wear_other_runs_numbers(mon
     assert experiments["q"].metrics == {} and experiments["f"].metrics == {}
     assert experiments["r"].metrics == {"epoch": 7, "seconds": 3.5}
     table = markdown_table(list(experiments.values()), "val_acc")
-    assert "| r | running | 0.02 | - | - | 7 | 3.5000 |" in table, table
+    assert "| r | running | 0.02 | - | - | 7 | 3.5 |" in table, table  # epochs whole, seconds to a tenth
     assert "| q | queued | 0.01 | - | - | - | - |" in table and "0.89" not in table.split("| main |")[0]
     from tools import report
     monkeypatch.setattr(report, "dvc_experiments", lambda: show)
@@ -137,3 +137,29 @@ def test_the_live_test_reads_the_most_advanced_of_a_finishing_experiments_two_ro
     assert most_advanced([running, done]) is done and most_advanced([done, running]) is done
     assert most_advanced([]) == {"State": "Queued"}
     assert most_advanced([{"State": "Running", "epoch": "!"}, {"State": "Running", "epoch": "3"}])["epoch"] == "3"
+
+
+def test_bad_output_and_sort_by_are_one_line_before_any_work(tmp_path, monkeypatch, capsys) -> None:
+    from tools import report
+    asked = []
+    monkeypatch.setattr(report, "dvc_experiments", lambda: asked.append(1) or SHOW)
+    with pytest.raises(report.PipelineError, match=f"-o {tmp_path}: is a folder; give a file, e.g. -o {tmp_path}/report.md"):
+        report.main(["-o", str(tmp_path)])
+    assert not asked  # refused before `dvc exp show`
+    with pytest.raises(report.PipelineError, match="--sort-by val_accuracy: no experiment has that metric; "
+                                                   "metrics: best_epoch, test_acc, val_acc"):
+        report.main(["--sort-by", "val_accuracy"])
+    report.main(["-o", str(tmp_path / "new/folder/report.md")])  # a missing folder is made
+    assert (tmp_path / "new/folder/report.md").read_text() == capsys.readouterr().out
+
+
+def test_a_class_name_with_a_newline_or_a_bar_keeps_its_row_on_one_line() -> None:
+    from tools.report import per_class_table
+    table = per_class_table({"test": {"two\nlines": {"f1": 0.5}, "a|b": {"f1": 0.7}}}, "test")
+    assert table.splitlines()[2:] == ["| two lines | 0.5000 |", "| a\\|b | 0.7000 |"]
+
+
+def test_seed_means_of_epochs_and_seconds_read_as_such() -> None:
+    groups = aggregate_seeds([Experiment(f"s{i}", {"train.seed": i}, {"epoch": 40, "seconds": 284.8 + i})
+                              for i in range(2)])
+    assert seeds_table(groups, "epoch").splitlines()[2] == "| 2 | 40.0 ± 0.0 | 285.3 ± 0.7 |"

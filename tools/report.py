@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ import numpy as np
 
 from classifier import paths
 from classifier.dvc_command import run_dvc
-from classifier.errors import PipelineError, run_stage
+from classifier.errors import PipelineError, printable, run_stage
+from classifier.outputs import atomic_file
 
 SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
 SUMMARY_FILE = paths.SUMMARY_METRICS.as_posix()  # evaluate's scores, as `dvc exp show` names the file
@@ -108,13 +110,29 @@ def _param(value: Any) -> str:
     return "-" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
-def _metric(value: Any) -> str:
-    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+DECIMALS = {"epoch": 1, "seconds": 1}  # the others are scores and losses: 4
+
+
+def _number(value: float, name: str) -> str:
+    return f"{value:.{DECIMALS.get(name, 4)}f}"
+
+
+def _metric(value: Any, name: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and name == "epoch" and value.is_integer():
+        return str(int(value))
+    return _number(value, name) if isinstance(value, float) else str(value)
+
+
+def _cell(text: str) -> str:
+    """A table cell on one line whatever it holds (a class name with a newline or a |)."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
     """A markdown table: the header, the rule, a line per row."""
-    lines = ["| " + " | ".join(cells) + " |" for cells in (header, *rows)]
+    lines = ["| " + " | ".join(_cell(c) for c in cells) + " |" for cells in (header, *rows)]
     return "\n".join([lines[0], "|" + "---|" * len(header), *lines[1:]]) + "\n"
 
 
@@ -128,7 +146,7 @@ def markdown_table(experiments: list[Experiment], sort_by: str, metrics: tuple[s
     ordered = sorted(experiments, key=lambda e: _sort_key(e.metrics.get(sort_by)), reverse=True)
     return markdown(["experiment", "state", *params, *metrics],
                     [[e.name, e.state, *(_param(e.params.get(p)) for p in params),
-                      *(_metric(e.metrics.get(m)) for m in metrics)] for e in ordered])
+                      *(_metric(e.metrics.get(m), m) for m in metrics)] for e in ordered])
 
 
 @dataclass(frozen=True)
@@ -168,7 +186,8 @@ def seeds_table(groups: list[SeedGroup], sort_by: str, metrics: tuple[str, ...] 
     metrics = tuple(m for m in metrics if any(m in g.mean for g in groups))
     return markdown(["runs", *params, *(f"{m} (mean ± std)" for m in metrics)],
                     [[str(len(g.runs)), *(_param(g.params.get(p)) for p in params),
-                      *(f"{g.mean[m]:.4f} ± {g.std[m]:.4f}" if m in g.mean else "-" for m in metrics)]
+                      *(f"{_number(g.mean[m], m)} ± {_number(g.std[m], m)}" if m in g.mean else "-"
+                        for m in metrics)]
                      for g in sorted(groups, key=lambda g: _sort_key(g.mean.get(sort_by)), reverse=True)])
 
 
@@ -203,25 +222,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_output(output: Path | None) -> None:
+    """-o names a file to write: refused in one line before any work when it is a folder."""
+    if output is not None and (output.is_dir() or str(output).endswith(("/", os.sep))):
+        raise PipelineError(f"-o {printable(output)}: is a folder; give a file, e.g. -o {printable(output / 'report.md')}")
+
+
+def check_sort_by(sort_by: str, experiments: list[Experiment]) -> None:
+    known = sorted({m for e in experiments for m in e.metrics})
+    if known and sort_by not in known:
+        raise PipelineError(f"--sort-by {sort_by}: no experiment has that metric; metrics: {', '.join(known)}")
+
+
+def write_table(table: str, output: Path | None) -> None:
+    print(table, end="")
+    if output is not None:
+        with atomic_file(output) as tmp:  # its folder made; a full disk or no permission is one line
+            tmp.write_text(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    check_output(args.output)
     if args.per_class:
         if not PER_CLASS_FILE.is_file():
             raise PipelineError(f"{PER_CLASS_FILE} not found: it is made by the evaluate stage; run `dvc repro` first")
-        table = per_class_table(json.loads(PER_CLASS_FILE.read_text()), args.split)
-        print(table, end="")
-        if args.output:
-            args.output.write_text(table)
+        write_table(per_class_table(json.loads(PER_CLASS_FILE.read_text()), args.split), args.output)
         return
     experiments = experiments_from_json(dvc_experiments())
     if not experiments:
         raise PipelineError("no experiments with results: run `dvc repro` or `dvc exp run` first")
+    check_sort_by(args.sort_by, experiments)
     done = [e for e in experiments if e.state == "done"]  # seed means of finished runs only
-    table = (seeds_table(aggregate_seeds(done), args.sort_by) if args.seeds
-             else markdown_table(experiments, args.sort_by))
-    print(table, end="")
-    if args.output:
-        args.output.write_text(table)
+    write_table(seeds_table(aggregate_seeds(done), args.sort_by) if args.seeds
+                else markdown_table(experiments, args.sort_by), args.output)
 
 
 if __name__ == "__main__":
