@@ -179,8 +179,11 @@ def list_source(source: Path) -> Source:
             raise PipelineError(f"data.source {shown} is a file but not a .tar or .zip archive: give a folder of "
                                 f"class subfolders, or pack one with `python -m tools.pack`")
         return list_archives([source], shown)
-    if not source.is_dir():
+    if not source.exists():
         raise PipelineError(f"data folder {shown} not found (data.source in params.yaml)")
+    if not source.is_dir():
+        raise PipelineError(f"data.source {shown} is neither a folder nor a .tar or .zip file (data.source in "
+                            f"params.yaml)")
     shards = sorted(p for p in source.iterdir() if p.suffix == ".tar" and p.is_file() and not p.name.startswith("."))
     if shards and not [p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")]:
         return list_archives(shards, shown)

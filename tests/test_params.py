@@ -85,11 +85,11 @@ def test_unknown_section(tmp_path) -> None:
     ("model", "freeze", "all", "The 'model.freeze' parameter must be one of none, features, head. Got 'all' instead."),
     ("model", "pretrained", None, "The 'model.pretrained' parameter must be '' (none), 'hub'"),
     ("model", "kernel_size", 0, "The 'model.kernel_size' parameter must be an integer >= 1 and <= 15."),
-    ("model", "pool_after", [1, 1], "The 'model.pool_after' parameter must be a list of distinct integers from 1 to 1000."),
-    ("model", "head", [0], "The 'model.head' parameter must be a list of integers from 1 to 65536. Got [0] instead."),
+    ("model", "pool_after", [1, 1], "The 'model.pool_after' parameter must be a list of distinct integers from 1 to 1000, at most 64 of them."),
+    ("model", "head", [0], "The 'model.head' parameter must be a list of integers from 1 to 65536, at most 64 of them. Got [0] instead."),
     ("train", "device", "tpu", "The 'train.device' parameter must be auto, cpu, cuda or cuda:K (K: a GPU index)."),
     ("augment", "blur_kernels", [3, 4], "The 'augment.blur_kernels' parameter must be a list of distinct odd "
-                                        "integers from 3 to 4095. Got [3, 4] instead."),
+                                        "integers from 3 to 4095, at most 64 of them. Got [3, 4] instead."),
     ("augment", "blur_kernels", [-3], "'augment.blur_kernels' parameter must be a list of distinct odd"),
     ("augment", "blur_kernels", [3, 3], "'augment.blur_kernels' parameter must be a list of distinct odd"),
     ("augment", "blur_kernels", 3, "'augment.blur_kernels' parameter must be a list"),
@@ -97,23 +97,29 @@ def test_unknown_section(tmp_path) -> None:
     ("prepare", "image_size", 2, "The 'prepare.image_size' parameter must be an integer or [height, width] between 4 and 4096"),
     ("prepare", "image_size", [32, 32, 3], "The 'prepare.image_size' parameter must be an integer or [height, width]"),
     ("model", "dropout", 1.0, "The 'model.dropout' parameter must be a float >= 0 and < 1. Got 1.0 instead."),
-    ("model", "hidden", [64, 0], "The 'model.hidden' parameter must be a list of integers from 1 to 65536."),
+    ("model", "hidden", [64, 0], "The 'model.hidden' parameter must be a list of integers from 1 to 65536, at most 64"),
     ("split", "seed", -1, "The 'split.seed' parameter must be an integer >= 0 and <= 4294967295. Got -1 instead."),
     ("data", "source", "", "The 'data.source' parameter must be 'data/digits' (scikit-learn's bundled digits), or the path of a folder of images or of a .tar"),
     ("data", "source", "digits", "The 'data.source' parameter must be 'data/digits' (scikit-learn's bundled digits)"),
     ("model", "pretrained", "/elsewhere/w.pth", "in models/pretrained/, the folder dvc.yaml declares as train's "
                                                 "dependency, so that replacing the file reruns train: copy it there"),
+    ("data", "source", "data/raw", "The 'data.source' parameter must be a folder the pipeline does not write "
+                                   "(data/raw is made by ingest)"),
+    ("data", "source", "./data/prepared/train", "(data/prepared is made by prepare)"),
     ("data", "skip_corrupt", 1, "The 'data.skip_corrupt' parameter must be true or false. Got 1 instead."),
     # Upper bounds that keep a run possible: these gave tracebacks or exhausted memory.
     ("train", "seed", 2**64, "The 'train.seed' parameter must be an integer >= 0 and <= 4294967295. Got 1844"),
     ("train", "batch_size", 2**63, "The 'train.batch_size' parameter must be an integer >= 1 and <= 65536."),
-    ("model", "head", [10**6, 10**6], "The 'model.head' parameter must be a list of integers from 1 to 65536."),
+    ("model", "head", [10**6, 10**6], "The 'model.head' parameter must be a list of integers from 1 to 65536"),
+    ("model", "head", [8] * 100_000, "The 'model.head' parameter must be a list of integers from 1 to 65536, at most "
+                                     "64 of them. Got [8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, "
+                                     "8, 8, 8... (100000 entries) instead."),
     ("augment", "blur_kernels", [99999], "The 'augment.blur_kernels' parameter must be a list of distinct odd "
-                                         "integers from 3 to 4095. Got [99999] instead."),
+                                         "integers from 3 to 4095, at most 64 of them. Got [99999] instead."),
     ("augment", "seed", 10**400, "The 'augment.seed' parameter must be an integer >= 0 and <= 4294967295."),
     ("data", "duplicates", "remove", "The 'data.duplicates' parameter must be one of drop, keep."),
     ("split", "merge", ["cat"], "The 'split.merge' parameter must be a mapping of class name -> new class name."),
-    ("split", "drop", "cat", "The 'split.drop' parameter must be a list of class names. Got 'cat' instead."),
+    ("split", "drop", "cat", "The 'split.drop' parameter must be a list of class names, at most 100,000 of them. Got 'cat' instead."),
     ("split", "drop", ["cat", "cat"], "The 'split.drop' parameter must be a list of distinct class names."),
     ("split", "max_per_class", -5, "The 'split.max_per_class' parameter must be an integer >= 0 and <= 1000000000. Got -5 instead."),
     ("split", "min_per_split", 0, "The 'split.min_per_split' parameter must be an integer >= 1 and <= 1000000. Got 0 instead."),
@@ -124,7 +130,7 @@ def test_unknown_section(tmp_path) -> None:
     ("augment", "rotation", -5, "The 'augment.rotation' parameter must be a float >= 0 and <= 180."),
     ("augment", "noise_std", float("nan"), "The 'augment.noise_std' parameter must be a float >= 0 and <= 255."),
     ("augment", "clones", 0, "The 'augment.clones' parameter must be an integer >= 1 and <= 1000."),
-    ("augment", "classes", [[1]], "The 'augment.classes' parameter must be a list of class names."),
+    ("augment", "classes", [[1]], "The 'augment.classes' parameter must be a list of class names,"),
 ])
 def test_bad_values_name_key_value_and_rule(tmp_path, section, key, value, message) -> None:
     with pytest.raises(PipelineError, match=message.replace("[", r"\[").replace("]", r"\]")

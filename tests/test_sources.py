@@ -216,3 +216,10 @@ def test_a_failed_ingest_leaves_the_cache_usable_at_once(tmp_path, monkeypatch) 
         start = time.monotonic()
         known = [cache.get(hashlib.sha1(p.read_bytes()).hexdigest()) for p in sorted(source.rglob("img_*"))]
         assert time.monotonic() - start < 5 and all(k is not None for k in known)
+
+
+def test_a_source_that_is_neither_folder_nor_archive_says_so(tmp_path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    for path in (Path("/dev/null"), tmp_path / "pipe"):
+        with pytest.raises(PipelineError, match=f"data.source {path} is neither a folder nor a .tar or .zip file"):
+            list_source(path)

@@ -30,6 +30,8 @@ RENAMED_KEYS = {"prepare.size": "prepare.image_size"}
 MAX_SEED = 2**32 - 1
 MAX_COUNT = 1_000_000       # epochs, patience, step sizes, per-class caps
 MAX_WIDTH = 65_536          # dense layer widths, conv filters, batch size
+MAX_ITEMS = 64              # entries of a list of layers or kernels
+MAX_NAMES = 100_000         # entries of a list of class names
 
 # A check takes the raw YAML value and returns the converted value, or raises Invalid("a float > 0").
 Check = Callable[[Any], Any]
@@ -87,9 +89,12 @@ def string(value: Any) -> str:
     return value
 
 
-def int_list(item: Check, what: str, *, unique: bool = False) -> Check:
+def int_list(item: Check, what: str, *, unique: bool = False, most: int = MAX_ITEMS) -> Check:
+    """A list of `item`s, at most `most` of them."""
+    what = f"{what}, at most {most} of them"
+
     def check(value: Any) -> tuple[int, ...]:
-        if not isinstance(value, list):
+        if not isinstance(value, list) or len(value) > most:
             raise Invalid(what)
         try:
             items = tuple(item(v) for v in value)
@@ -102,8 +107,9 @@ def int_list(item: Check, what: str, *, unique: bool = False) -> Check:
 
 
 def string_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, (str, int)) and str(v).strip() for v in value):
-        raise Invalid("a list of class names")
+    if (not isinstance(value, list) or len(value) > MAX_NAMES
+            or not all(isinstance(v, (str, int)) and str(v).strip() for v in value)):
+        raise Invalid(f"a list of class names, at most {MAX_NAMES:,} of them")
     names = tuple(str(v) for v in value)
     if len(set(names)) != len(names):
         raise Invalid("a list of distinct class names")
@@ -168,6 +174,13 @@ def refuse_run_cache_blind_keys(tree: Any, prefix: str = "") -> None:
         refuse_run_cache_blind_keys(value, name)
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as the error message quotes it: one line, cut at `limit` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} entries)" if isinstance(
+        value, (list, dict)) else f"{text[:limit]}..."
+
+
 def parse_section(cls: type, raw: Any, section_keys: list[str] | None = None) -> Any:
     """Validate one section's mapping into `cls`; raises PipelineError naming the key. An unknown key
     is refused against `section_keys` (every key of the section), or cls's own keys when it reads the
@@ -188,7 +201,7 @@ def parse_section(cls: type, raw: Any, section_keys: list[str] | None = None) ->
             values[f.name] = f.metadata["check"](raw[f.name])
         except Invalid as exc:
             raise PipelineError(
-                f"The '{section}.{f.name}' parameter must be {exc}. Got {raw[f.name]!r} instead.") from None
+                f"The '{section}.{f.name}' parameter must be {exc}. Got {shown(raw[f.name])} instead.") from None
     return cls(**values)
 
 

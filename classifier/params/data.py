@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
-from ..paths import DIGITS_SOURCE
+from ..paths import DIGITS_SOURCE, MADE_BY
 from .checks import Invalid, boolean, choice, number, spec
 
 
 def _source(value: Any) -> str:
-    """A folder path; the bare word 'digits' of earlier versions is now the folder data/digits."""
+    """A folder path; the bare word 'digits' of earlier versions is now the folder data/digits. Not a
+    folder the pipeline writes (data/raw, ...): ingest would read what it is replacing."""
     if not isinstance(value, str) or not value.strip() or value.strip() == "digits":
         raise Invalid(f"'{DIGITS_SOURCE}' (scikit-learn's bundled digits), or the path of a folder of images or of "
                       f"a .tar or .zip of one")
+    where = Path(value).resolve()
+    for output, stage in MADE_BY.items():
+        if where == output.resolve() or output.resolve() in where.parents:
+            raise Invalid(f"a folder the pipeline does not write ({output} is made by {stage}), e.g. "
+                          f"'{DIGITS_SOURCE}' or a folder of your images")
     return value
 
 
