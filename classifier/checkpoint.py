@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .devices import select_device
-from .errors import PipelineError
+from .errors import PipelineError, printable
 from .models import InputShape, build_model
 from .outputs import atomic_file
 from .params.checks import as_plain, parse_section
@@ -42,6 +42,7 @@ class Checkpoint:
     # history: {column: per-epoch values} as plots/train/history.csv but the wall times;
     # step_losses: per batch; best_epoch (by train.monitor)
     record: dict = field(default_factory=dict, repr=False)
+    path: str = ""      # the file it was read from, for messages
 
     @property
     def input_shape(self) -> InputShape:
@@ -71,7 +72,16 @@ class Checkpoint:
         except Exception as exc:  # truncated zip, a pickle of other objects, not a torch file at all
             raise PipelineError(f"{path}: not a readable checkpoint ({' '.join(str(exc).split())[:160]}): "
                                 f"retrain with `dvc repro`") from None
-        version = content.get("format", 1) if isinstance(content, dict) else None
+        if isinstance(content, dict) and "format" not in content and "preprocess" not in content:
+            bare = content and all(isinstance(v, torch.Tensor) for v in content.values())
+            what = "a bare state_dict (weights only)" if bare else "a dict of other keys"
+            raise PipelineError(f"{path}: {what}, not a checkpoint of this pipeline (which also holds the model "
+                                f"params, classes and preprocessing): give a models/model.pt that train wrote"
+                                + ("; to start from these weights, see model.pretrained" if bare else ""))
+        if not isinstance(content, dict):
+            raise PipelineError(f"{path}: a {type(content).__name__}, not a checkpoint of this pipeline: give a "
+                                f"models/model.pt that train wrote")
+        version = content.get("format", 1)  # the first wave's had no stamp, its prepare params as "preprocess"
         if version != FORMAT or type(version) is not int:
             raise PipelineError(f"{path}: checkpoint format {version!r}, but this code reads format {FORMAT!r}: "
                                 f"retrain with `dvc repro` (or `dvc repro -f -s train` for a file DVC does not track)")
@@ -92,7 +102,8 @@ class Checkpoint:
         try:
             return cls(content["state_dict"], parse_section(ModelParams, content["model"]), list(content["classes"]),
                        Preprocessing.from_dict(content["preprocessing"], str(path)), int(content["epoch"]),
-                       str(content["train"]["device"]), bool(content["train"]["amp"]), dict(content["record"]))
+                       str(content["train"]["device"]), bool(content["train"]["amp"]), dict(content["record"]),
+                       printable(path))
         except (KeyError, TypeError) as exc:
             raise PipelineError(f"{path}: checkpoint lacks {exc}: retrain with `dvc repro`") from None
 
@@ -110,6 +121,6 @@ class Checkpoint:
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:
-            raise PipelineError(f"the checkpoint's weights do not fit {self.model.name} "
+            raise PipelineError(f"{self.path or 'the checkpoint'}: its weights do not fit {self.model.name} "
                                 f"({' '.join(str(exc).split())[:160]}): retrain with `dvc repro`") from None
         return model.to(device).eval()

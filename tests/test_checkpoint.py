@@ -78,7 +78,10 @@ def test_an_older_format_is_refused_with_the_remedy(tmp_path) -> None:
     (lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3]), "not a readable checkpoint"),
     (lambda path: path.write_bytes(b""), "not a readable checkpoint"),
     (lambda path: path.write_text("hello"), "not a readable checkpoint"),
-    (lambda path: torch.save([1, 2, 3], path), "checkpoint format None"),
+    (lambda path: torch.save([1, 2, 3], path), "a list, not a checkpoint of this pipeline"),
+    (lambda path: torch.save({"fc.weight": torch.zeros(2, 2)}, path),
+     r"a bare state_dict \(weights only\), not a checkpoint of this pipeline .* see model.pretrained"),
+    (lambda path: torch.save({"epoch": 3}, path), "a dict of other keys, not a checkpoint of this pipeline"),
     (lambda path: torch.save({"format": FORMAT, "state_dict": {}}, path), "checkpoint lacks 'model'"),
     (lambda path: resave(path, format=str(FORMAT)), f"checkpoint format '{FORMAT}', but this code reads format {FORMAT}:"),
     (lambda path: resave(path, record=None), "checkpoint field 'record' is NoneType, not dict"),
@@ -104,10 +107,11 @@ def test_a_folder_is_not_a_checkpoint(tmp_path) -> None:
         Checkpoint.load(tmp_path)
 
 
-def test_weights_of_another_architecture_are_one_error(saved, tmp_path) -> None:
-    model, checkpoint, _ = saved
+def test_weights_of_another_architecture_are_one_error_naming_the_file(saved, tmp_path) -> None:
+    model, _, path = saved
+    checkpoint = Checkpoint.load(path)
     other = dataclasses.replace(checkpoint, model=dataclasses.replace(checkpoint.model, name="resnet34"))
-    with pytest.raises(PipelineError, match="the checkpoint's weights do not fit resnet34"):
+    with pytest.raises(PipelineError, match=f"^{path}: its weights do not fit resnet34"):
         other.build_model(torch.device("cpu"))
 
 
