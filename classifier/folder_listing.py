@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .errors import PipelineError, printable
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # decode.FORMATS: what OpenCV decodes
-FORMATS = "PNG/JPEG/BMP/WebP/TIFF"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # decode.FORMATS: what OpenCV decodes
+FORMATS = "PNG/JPEG/BMP/WebP/TIFF/GIF"
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _walk(folder: str, images: list[tuple[str, int]], skipped: list[Path]) -> No
 def list_class_folder(root: Path) -> FolderListing:
     """List `root/<class>/<image>`; classes are the subfolder names, sorted.
 
-    Skipped, and counted: hidden entries, files that are not PNG/JPEG/BMP/WebP/TIFF, loose files beside the
+    Skipped, and counted: hidden entries, files that are not PNG/JPEG/BMP/WebP/TIFF/GIF, loose files beside the
     class folders, symlinks (a link back into the source would list images twice under another
     label; one pointing outside is not part of the folder) and what is not a regular file (FIFOs,
     sockets). Raises PipelineError when the folder is missing, has fewer than two classes, or a

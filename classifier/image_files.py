@@ -18,7 +18,7 @@ from .errors import PipelineError, printable
 from .opencv import cv2
 
 
-FORMATS = "PNG/JPEG/BMP/WebP/TIFF"  # the formats of listing.IMAGE_SUFFIXES (a test keeps them equal)
+FORMATS = "PNG/JPEG/BMP/WebP/TIFF/GIF"  # the formats of listing.IMAGE_SUFFIXES (a test keeps them equal)
 
 
 @contextlib.contextmanager
@@ -35,8 +35,8 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Encoded PNG/JPEG/BMP/WebP/TIFF bytes -> uint8 H×W×C, C = 1 (grey) or 3 (RGB), turned upright as the
-    JPEG's EXIF orientation says. 16-bit images keep their top 8 bits; an alpha channel is dropped.
+    """Encoded PNG/JPEG/BMP/WebP/TIFF/GIF bytes (a GIF's first frame) -> uint8 H×W×C, C = 1 (grey) or 3
+    (RGB), turned upright as the JPEG's EXIF orientation says. 16-bit images keep their top 8 bits; an alpha channel is dropped.
     A truncated, corrupt or over-large image raises PipelineError starting with `name`."""
     if not data:
         raise PipelineError(f"{name}: empty (zero-byte) image file")

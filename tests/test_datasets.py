@@ -54,21 +54,21 @@ def test_class_too_small_to_split_is_named() -> None:
 
 
 @pytest.mark.parametrize("suffix,channels", [(".png", 3), (".jpg", 3), (".bmp", 1), (".png", 1), (".webp", 3),
-                                             (".tif", 3), (".tiff", 1)])
+                                             (".tif", 3), (".tiff", 1), (".gif", 3)])
 def test_read_image_formats(tmp_path, suffix, channels) -> None:
     make_image_folder(tmp_path, {"a": 1}, size=(6, 9), channels=channels, suffix=suffix)
     image = read_image(tmp_path / "a" / f"img_000{suffix}")
     assert image.dtype == np.uint8 and image.shape == (6, 9, channels)
 
 
-@pytest.mark.parametrize("suffix", [".webp", ".tif", ".tiff", ".png", ".bmp"])
+@pytest.mark.parametrize("suffix", [".webp", ".tif", ".tiff", ".png", ".bmp", ".gif"])
 @pytest.mark.parametrize("damage", ["cut in half", "cut 10 bytes short", "garbage"])
 def test_a_corrupt_image_of_each_format_is_one_error_naming_it(tmp_path, suffix, damage) -> None:
     ok, encoded = cv2.imencode(suffix, np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
     data = encoded.tobytes()
     damaged = {"cut in half": data[:len(data) // 2], "cut 10 bytes short": data[:-10], "garbage": b"garbage" * 9}[damage]
     (tmp_path / f"bad{suffix}").write_bytes(damaged)
-    with pytest.raises(PipelineError, match=rf"bad\{suffix}: not a readable image \(corrupt or not PNG/JPEG/BMP/WebP/TIFF\)"):
+    with pytest.raises(PipelineError, match=rf"bad\{suffix}: not a readable image \(corrupt or not PNG/JPEG/BMP/WebP/TIFF/GIF\)"):
         read_image(tmp_path / f"bad{suffix}")
 
 
@@ -120,7 +120,7 @@ def test_list_class_folder_errors(tmp_path) -> None:
         list_class_folder(tmp_path / "one")
     make_image_folder(tmp_path / "hollow", {"a": 3})
     (tmp_path / "hollow" / "b").mkdir()
-    with pytest.raises(PipelineError, match=r"class folder .*hollow/b holds no image \(PNG/JPEG/BMP/WebP/TIFF\)"):
+    with pytest.raises(PipelineError, match=r"class folder .*hollow/b holds no image \(PNG/JPEG/BMP/WebP/TIFF/GIF\)"):
         list_class_folder(tmp_path / "hollow")
 
 

@@ -316,7 +316,7 @@ def test_predict_agrees_with_evaluate_on_val_images(project) -> None:
     (project / "broken.png").write_bytes(b"not a png")
     failed = run([sys.executable, "-m", "tools.predict", files[0], "broken.png"], project, check=False)
     assert failed.returncode == 1 and failed.stdout == ""
-    assert failed.stderr.strip() == "error: broken.png: not a readable image (corrupt or not PNG/JPEG/BMP/WebP/TIFF)"
+    assert failed.stderr.strip() == "error: broken.png: not a readable image (corrupt or not PNG/JPEG/BMP/WebP/TIFF/GIF)"
 
 
 def test_the_exported_program_gives_the_checkpoints_logits_on_the_test_split(project, tmp_path) -> None:

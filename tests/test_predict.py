@@ -46,3 +46,13 @@ def test_predict_feeds_the_model_what_prepare_would_have_made(tmp_path, monkeypa
     assert expected.shape == (*prepare.image_size, 1)
     np.testing.assert_array_equal(fed[0][0].permute(1, 2, 0).numpy(), expected)
     assert [p["class"] for p in answer["predictions"]][0] in ("a", "b", "c")
+
+
+def test_a_folder_or_a_missing_file_is_one_line_saying_which(tmp_path, monkeypatch) -> None:
+    from classifier.errors import PipelineError
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(PipelineError, match=r"^photos is a folder: give its image files, e.g. photos/\*.jpg"):
+        predict_module.read_any([tmp_path.joinpath("photos").relative_to(tmp_path)])
+    with pytest.raises(PipelineError, match="^nothing.png: no such image file"):
+        predict_module.read_any([tmp_path.joinpath("nothing.png").relative_to(tmp_path)])

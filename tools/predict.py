@@ -43,6 +43,9 @@ def read_any(files: list[Path]) -> list[np.ndarray]:
             if file.as_posix() in raw:
                 images.append(decode_image(raw.bytes(file.as_posix()), file.as_posix()))
                 continue
+        if file.is_dir():
+            raise PipelineError(f"{printable(file)} is a folder: give its image files, e.g. "
+                                f"{printable(file / '*.jpg')} (the shell expands it)")
         raise PipelineError(f"{printable(file)}: no such image file")
     return images
 
