@@ -3,6 +3,7 @@ lr_find: matplotlib without a display, and grids of images drawn on one canvas.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ DPI = 100
 
 CELL_PX = 128        # each image of a grid is drawn this many pixels on its longer side
 CAPTION_PX = 30      # two lines of captions under the cell's top
-TITLE_PX = 30
+TITLE_LINE_PX = 16   # a line of the 10-point title
+TITLE_CHAR_PX = 7.5  # the 10-point title's widest average character: wrap before the canvas's edge
 
 
 def rows_of(items: list, width: int = 8) -> list[list]:
@@ -49,7 +51,9 @@ def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path:
         plt.close(fig)
         return
     n_cols = max(max(len(r) for r in rows), 3)  # room for the title over a row of one or two
-    cell_w, cell_h, top = CELL_PX + 12, CELL_PX + CAPTION_PX + 8, TITLE_PX if title else 6
+    cell_w, cell_h = CELL_PX + 12, CELL_PX + CAPTION_PX + 8
+    title_lines = textwrap.wrap(title, int((cell_w * n_cols - 12) / TITLE_CHAR_PX))
+    top = 14 + TITLE_LINE_PX * len(title_lines) if title else 6
     canvas = np.full((top + cell_h * len(rows), cell_w * n_cols, 3), 255, np.uint8)
     captions = []
     for r, (images, names) in enumerate(zip(rows, titles)):
@@ -70,6 +74,6 @@ def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path:
     for x, y, name in captions:
         ax.text(x, y, name, ha="center", va="bottom", fontsize=8)
     if title:
-        ax.text(canvas.shape[1] / 2, TITLE_PX - 8, title, ha="center", va="bottom", fontsize=10)
+        ax.text(canvas.shape[1] / 2, top - 8, "\n".join(title_lines), ha="center", va="bottom", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -111,3 +111,16 @@ def test_the_train_sample_is_seeded_sorted_and_only_taken_when_the_split_is_larg
     assert len(rows) == len(set(rows.tolist())) == 10_000 and (np.diff(rows) > 0).all() and rows.max() < 43_750
     assert (scored_rows(43_750, 10_000) == rows).all() and not (scored_rows(43_750, 10_000, seed=1) == rows).all()
     assert scored_rows(9_000, 10_000) is None and scored_rows(43_750, 0) is None
+
+
+def test_a_long_title_over_a_narrow_grid_wraps_inside_the_image(tmp_path) -> None:
+    """augment's preview (three columns) clipped its 71-character title at both edges."""
+    import cv2
+    path = tmp_path / "preview.png"
+    title = "train images as ingested, as prepared (original) and their copies"
+    plot_image_grid([[np.zeros((8, 8, 1), np.uint8)] * 3] * 2, [["a", "b", "c"]] * 2, path, title=title)
+    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    first_image_row = np.flatnonzero((grey[:, 8:16] == 0).all(axis=1))[0]  # the black images start at x = 6
+    band = grey[:first_image_row]
+    ink = np.flatnonzero((band < 128).any(axis=0))
+    assert len(ink) and ink.min() > 2 and ink.max() < grey.shape[1] - 3, "the title touches the image's edge"

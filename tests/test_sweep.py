@@ -105,3 +105,11 @@ def test_a_dvc_command_that_fails_or_hangs_is_one_line(tmp_path, monkeypatch) ->
     assert message.endswith("; rs-1 stays queued") and "\n" not in message
     with pytest.raises(PipelineError, match=r"^dvc exp show did not answer in 0.01 s \(why\): run again$"):
         run_dvc("exp", "show", timeout=0.01, why_slow=" (why)")
+
+
+def test_the_help_names_the_distributions(capsys) -> None:
+    from tools import sweep
+    with pytest.raises(SystemExit):
+        sweep.build_parser().parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert all(f"{name}(" in shown for name in ("loguniform", "uniform", "randint", "choice")), shown

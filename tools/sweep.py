@@ -166,9 +166,12 @@ def left_queued(queued: list[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.splitlines()[0],
+                                     epilog=__doc__[__doc__.index("Distributions:"):__doc__.index("Every combination")],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("count", type=int, help="combinations to queue")
-    parser.add_argument("distributions", nargs="+", metavar="KEY=DISTRIBUTION")
+    parser.add_argument("distributions", nargs="+", metavar="KEY=DISTRIBUTION",
+                        help="a params key and how to draw its values (below); quote it for the shell")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
     parser.add_argument("--name", default="sweep", help="experiment names: NAME-1, NAME-2, ... (default: %(default)s)")
     return parser
