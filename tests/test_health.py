@@ -172,6 +172,15 @@ def test_the_default_schedule_keeps_learning_through_the_default_epochs() -> Non
         assert faded_learning_rate(history) == "", (epochs, lrs)
 
 
+def test_a_val_loss_wobbling_at_a_high_accuracy_is_no_overfitting() -> None:
+    """A 99.16% run was called overfitting because its val loss went 0.0237 -> 0.0300: no evidence."""
+    run = curves(train_accuracy=[0.90, 0.96, 0.98, 0.99, 0.993, 0.995, 0.996, 0.997, 0.998, 0.998],
+                 val_loss=[0.09, 0.045, 0.031, 0.026, 0.0237, 0.027, 0.025, 0.029, 0.026, 0.030])
+    assert seen(check_fit(run, 0.998, 0.9916, max_gap=0.05, low=0.7, num_classes=10)) == set()
+    worse = dataclasses.replace(run, val_loss=[0.09, 0.045, 0.031, 0.026, 0.0237, 0.04, 0.06, 0.08, 0.1, 0.12])
+    assert seen(check_fit(worse, 0.998, 0.9916, max_gap=0.05, low=0.7, num_classes=10)) == {"overfitting"}
+
+
 def test_still_improving_at_the_end() -> None:
     run = curves(train_accuracy=[0.8, 0.9, 0.95], val_loss=[0.5, 0.3, 0.2])
     assert seen(check_fit(run, 0.95, 0.94, max_gap=0.05, low=0.7)) == {"still_improving"}
@@ -199,6 +208,9 @@ def test_verdicts_never_contradict(train_accuracy, val_loss) -> None:
     ([2.3, 0.4, 0.35], True, "the train loss spiked (2.3 to 0.35): lower train.lr", "raise train.lr"),
     ([2.3, math.nan], False, "lower train.lr", "raise train.lr"),
     ([2.3, 1.2, 0.9], False, "check the labels and prepare.normalize, try train.class_weights", "raise train.lr"),
+    # One epoch whose loss spiked from 2.57 to 21.4 (mean 10.28): far above chance, no plateau.
+    ([10.28], False, "the train loss stayed far above chance level (ln 10 classes = 2.3) (10.28 to 10.28): lower "
+                     "train.lr", "raise train.lr"),
 ])
 def test_collapse_advice_follows_the_loss(losses, spiked, expected, not_expected) -> None:
     """A learning rate far too low keeps the loss flat at chance and needs the opposite advice to one that
