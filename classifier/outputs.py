@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,32 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import PipelineError, printable
+
+
+_read_inputs: dict[tuple[Path, Path], bytes] = {}  # (working folder, input file) -> SHA-1 of what the stage read
+
+
+def expect_unchanged(path: Path, content: bytes) -> None:
+    """`content` of `path` (params.yaml) is what this stage works from: staged_outputs refuses to switch
+    its outputs in if the file has changed since (two `dvc exp run` at once in one folder: DVC lets
+    the refused second one write its -S values into params.yaml, and the first would credit its
+    results to them)."""
+    _read_inputs[(Path.cwd(), Path(path))] = hashlib.sha1(content).digest()
+
+
+def _check_inputs_unchanged() -> None:
+    here = Path.cwd()
+    for (folder, path), digest in _read_inputs.items():
+        if folder != here:
+            continue  # read by an earlier stage run in this process (tests), in another project
+        try:
+            now = hashlib.sha1(path.read_bytes()).digest()
+        except OSError:
+            now = None
+        if now != digest:
+            raise PipelineError(f"{printable(path)} changed while this stage ran (another `dvc exp run` or an edit "
+                                f"in this folder?): its new outputs were discarded and the earlier ones kept; "
+                                f"check {printable(path)} and run again")
 
 
 def remove_stale_temporaries(target: Path) -> None:
@@ -117,6 +144,7 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
                 _create(staged[target], is_dir)
         with _write_errors_are_one_line(targets[0][0], len(targets) - 1):
             yield staged
+            _check_inputs_unchanged()
             # Written: switch each target (old folders are renamed aside first, then removed).
             for target, tmp in staged.items():
                 if target.is_dir() and not target.is_symlink():

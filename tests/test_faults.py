@@ -58,6 +58,30 @@ def test_outputs_switch_together_or_not_at_all(tmp_path) -> None:
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
+def test_outputs_are_not_switched_in_when_params_yaml_changed_under_the_stage(tmp_path, monkeypatch) -> None:
+    """Two `dvc exp run` at once in one folder: DVC writes the refused second run's -S values into
+    params.yaml while the first runs; the first must not credit its results to them."""
+    from classifier.params.checks import load_sections
+    from classifier.params.train import TrainParams
+    project = copy_project(tmp_path / "p", SMALL)
+    monkeypatch.chdir(project)
+    (project / "metrics").mkdir(exist_ok=True)
+    (project / "metrics/train.json").write_text("the earlier run's")
+    load_sections(TrainParams)
+    with pytest.raises(PipelineError, match=r"^params.yaml changed while this stage ran \(another `dvc exp run` or "
+                                            r"an edit in this folder\?\): its new outputs were discarded"):
+        with staged_outputs(files=(project / "metrics/train.json",)) as out:
+            out[project / "metrics/train.json"].write_text("this run's")
+            text = (project / "params.yaml").read_text()
+            (project / "params.yaml").write_text(text.replace("lr:", "lr: 0.01 #", 1))  # dvc exp run -S train.lr=0.01
+    assert (project / "metrics/train.json").read_text() == "the earlier run's"
+    assert not list(project.rglob(".*.tmp"))
+    load_sections(TrainParams)  # read again: the next run works from the file as it is now
+    with staged_outputs(files=(project / "metrics/train.json",)) as out:
+        out[project / "metrics/train.json"].write_text("this run's")
+    assert (project / "metrics/train.json").read_text() == "this run's"
+
+
 def test_a_read_only_folder_fails_before_any_output_is_replaced(tmp_path, monkeypatch) -> None:
     """Root ignores file modes, so the read-only metrics/ folder is what creating a file answers there."""
     model, metrics = tmp_path / "models/model.pt", tmp_path / "metrics/train.json"

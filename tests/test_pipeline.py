@@ -523,23 +523,39 @@ def test_sweep_queues_seeded_random_experiments(project, lr_experiment) -> None:
         dvc("queue", "remove", "--queued", cwd=project)
 
 
-def test_a_failed_experiment_leaves_a_workspace_one_command_restores(project) -> None:
+def test_a_failed_experiment_after_another_leaves_a_workspace_one_command_restores(project) -> None:
+    """An experiment that succeeded leaves its params, dvc.lock and outputs in the workspace; one that
+    fails after it deletes the failing stage's outputs. The documented command brings back the last
+    commit's params, lock and outputs, with `dvc status` clean."""
     committed = {path: (project / path).read_bytes() for path in
-                 ("metrics/train.json", "metrics/time.json", "plots/train/history.csv", "models/model.pt")}
-    failed = dvc("exp", "run", "-S", "train.lr=-0.1", cwd=project, check=False)
-    assert failed.returncode != 0 and "error: The 'train.lr' parameter must be a float > 0" in failed.stderr
-    # DVC deleted train's outputs before running it; docs/interrupted-runs.md's command brings back the last commit's.
-    run(["bash", "-c", RESTORE_COMMAND], project)
-    assert {path: (project / path).read_bytes() for path in committed} == committed
-    assert read_params(project / "params.yaml")["train"]["lr"] > 0
-    assert "changed" not in dvc("status", cwd=project).stdout
+                 ("metrics/train.json", "metrics/time.json", "plots/train/history.csv", "models/model.pt",
+                  "dvc.lock", "params.yaml", "metrics/summary.json")}
+    try:
+        dvc("exp", "run", "-S", "train.epochs=2", cwd=project)
+        assert (project / "models/model.pt").read_bytes() != committed["models/model.pt"]
+        failed = dvc("exp", "run", "-S", "train.lr=-0.1", cwd=project, check=False)
+        assert failed.returncode != 0 and "error: The 'train.lr' parameter must be a float > 0" in failed.stderr
+        run(["bash", "-c", RESTORE_COMMAND], project)
+        assert {path: (project / path).read_bytes() for path in committed} == committed
+        assert "changed" not in dvc("status", cwd=project).stdout
+        # Every tracked file hashed afresh (git's index can call a file DVC rewrote unchanged).
+        tree = dict(line.split("\t")[::-1] for line in run(["git", "ls-tree", "-r", "HEAD"], project).stdout.splitlines())
+        paths = sorted(tree)
+        hashed = subprocess.run(["git", "hash-object", "--stdin-paths"], cwd=project, input="\n".join(paths),
+                                capture_output=True, text=True, check=True).stdout.split()
+        assert [p for p, h in zip(paths, hashed) if not tree[p].endswith(h)] == []
+    finally:
+        restore_baseline(project)
 
 
-RESTORE_COMMAND = "git checkout HEAD -- params.yaml metrics plots && dvc checkout --force"  # docs/interrupted-runs.md
+# docs/interrupted-runs.md and docs/bad-input.md
+RESTORE_COMMAND = ("git rm -rq --cached --ignore-unmatch params.yaml dvc.lock metrics plots && git checkout HEAD -- "
+                   "params.yaml dvc.lock metrics plots && (dvc checkout --force || dvc repro)")
 
 
-def test_the_readme_gives_the_restore_command() -> None:
-    assert RESTORE_COMMAND in (ROOT / "docs/interrupted-runs.md").read_text()
+def test_the_docs_give_the_restore_command() -> None:
+    for page in ("docs/interrupted-runs.md", "docs/bad-input.md", "Makefile"):  # make restore
+        assert RESTORE_COMMAND in (ROOT / page).read_text(), page
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from ruamel.yaml import YAML
 
 from ..errors import PipelineError
+from ..outputs import expect_unchanged
 
 PARAMS_FILE = Path("params.yaml")
 # DVC's run cache drops every key with these names, at any depth, from a stage's cache key (upstream
@@ -206,11 +207,19 @@ def parse_section(cls: type, raw: Any, section_keys: list[str] | None = None) ->
 
 
 def read_yaml(path: Path) -> Any:
+    return _parse_yaml(path, _read_bytes(path))
+
+
+def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the stage from the project root")
+    return path.read_bytes()
+
+
+def _parse_yaml(path: Path, content: bytes) -> Any:
     try:
-        return YAML(typ="safe").load(path.read_text())
-    except Exception as exc:  # ruamel raises many parser error types
+        return YAML(typ="safe").load(content.decode("utf-8"))
+    except Exception as exc:  # ruamel raises many parser error types (and a file that is not UTF-8)
         raise PipelineError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
 
 
@@ -254,5 +263,8 @@ def sections_from(raw: Any, classes: tuple[type, ...], path: Path = PARAMS_FILE)
 
 
 def load_sections(*classes: type, path: Path = PARAMS_FILE) -> Sections:
-    """Read params.yaml and validate the sections `classes` read (a stage's PARAMS), nothing else."""
-    return sections_from(read_yaml(path), classes, path)
+    """Read params.yaml and validate the sections `classes` read (a stage's PARAMS), nothing else. The
+    stage's outputs are switched in only if the file is still what was read (outputs.expect_unchanged)."""
+    content = _read_bytes(path)
+    expect_unchanged(path, content)
+    return sections_from(_parse_yaml(path, content), classes, path)
