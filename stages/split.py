@@ -3,8 +3,9 @@
     python -m stages.split
 
 Classes are first renamed (split.merge), dropped (split.drop), and down-sampled (split.max_per_class,
-split.balance). A source that ingest found already split keeps its split: only a missing val or
-test is carved out of train, stratified, by the split fractions; down-sampling then applies to
+split.balance). A source that ingest found already split keeps its split (a lone val/ may serve as
+the test set: split.given_val): only a missing val or test is carved out of train, stratified, by
+the split fractions; down-sampling then applies to
 train alone, so the user's evaluation sets stay as given. Otherwise each class is cut by
 split.train/val/test. Every split must get split.min_per_split images of every class.
 
@@ -98,6 +99,7 @@ def list_raw() -> pd.DataFrame:
 
 def assign_splits(files: pd.DataFrame, classes: list[str], params: SplitParams) -> dict[str, pd.DataFrame]:
     """split name -> its rows of `files` (path, label)."""
+    files = as_given(files, params)
     class_id = class_ids(classes)
     rng = np.random.default_rng(params.seed)
     fractions = {"train": params.train, "val": params.val, "test": params.test}
@@ -120,6 +122,13 @@ def assign_splits(files: pd.DataFrame, classes: list[str], params: SplitParams) 
     if val_is_test:
         result["val"] = result["test"]
     return {split: result[split] for split in paths.SPLITS}
+
+
+def as_given(files: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
+    """split.given_val: test makes the val/ of a train/ + val/ source its test set."""
+    if params.given_val == "test" and set(files["given"]) == {"train", "val"}:
+        return files.assign(given=files["given"].replace("val", "test"))
+    return files
 
 
 def check_given_split(rows: pd.DataFrame, split: str, train: pd.DataFrame, classes: list[str],
@@ -152,6 +161,8 @@ def main() -> None:
     source = f"given {', '.join(report['splits'])}" if report["splits"] else "one pool"
     if report["splits"] == ["train", "test"] and params.missing_val == "test":
         source += "; val is the given test split (split.missing_val: test)"
+    if report["splits"] == ["train", "val"] and params.given_val == "test":
+        source += "; the given val/ is the test set, val cut out of train/ (split.given_val: test)"
     counts = ", ".join(f"{split} {len(rows)}" for split, rows in splits.items())
     print(f"split: {sum(len(r) for r in splits.values())} of {len(files)} images, {len(classes)} classes "
           f"({source}) -> {counts}")

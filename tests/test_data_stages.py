@@ -106,6 +106,21 @@ def test_missing_val_test_trains_on_all_of_train_and_validates_on_the_given_test
     assert lists["val"].equals(lists["test"]) and lists["test"]["path"].str.startswith("data/raw/test/").all()
 
 
+def test_given_val_test_makes_a_lone_val_folder_the_test_set_as_the_photo_benchmark_did(tmp_path) -> None:
+    """split.given_val: test on train/ + val/ gives the splits of the same folder with val/ renamed
+    test/ (how benchmarks.photos measured the README's numbers): val carved from train/ alike, and
+    the test set is the given val/, never trained on."""
+    as_test = split_lists(run_data_stages(tmp_path / "a", presplit("train", "val"), {"split": {"given_val": "test"}}))
+    renamed = split_lists(run_data_stages(tmp_path / "b", presplit("train", "test")))
+    for split in ("train", "val"):
+        assert as_test[split].equals(renamed[split]), split
+    assert as_test["test"]["path"].str.replace("data/raw/val/", "data/raw/test/").tolist() == \
+        renamed["test"]["path"].tolist()
+    default = split_lists(run_data_stages(tmp_path / "c", presplit("train", "val")))
+    assert default["val"]["path"].str.startswith("data/raw/val/").all()  # given_val: val, test carved
+    assert default["test"]["path"].str.startswith("data/raw/train/").all()
+
+
 def test_merge_drop_and_balance_give_the_promised_counts(tmp_path) -> None:
     project = run_data_stages(tmp_path, flat, {"split": {"merge": {"cat": "pet", "dog": "pet"}, "balance": True}})
     classes = json.loads((project / "data/split/classes.json").read_text())

@@ -106,6 +106,8 @@ def test_unknown_section(tmp_path) -> None:
     ("data", "source", "data/raw", "The 'data.source' parameter must be a folder the pipeline does not write "
                                    "(data/raw is made by ingest)"),
     ("data", "source", "./data/prepared/train", "(data/prepared is made by prepare)"),
+    ("model", "pretrained", "efficientnet-lite0-57934424.pth", "The 'model.pretrained' parameter applies to published "
+                                                              "architectures (efficientnet_lite0, torchvision's), not"),
     ("data", "skip_corrupt", 1, "The 'data.skip_corrupt' parameter must be true or false. Got 1 instead."),
     # Upper bounds that keep a run possible: these gave tracebacks or exhausted memory.
     ("train", "seed", 2**64, "The 'train.seed' parameter must be an integer >= 0 and <= 4294967295. Got 1844"),
@@ -176,7 +178,8 @@ def test_image_size_accepts_square_and_rectangle(tmp_path) -> None:
 
 def test_pretrained_names_a_file_in_the_declared_folder(tmp_path) -> None:
     for value, expected in [("", ""), ("hub", "hub"), ("w.pth", "w.pth"), ("models/pretrained/w.pth", "w.pth")]:
-        assert load_params("model", path=_with(tmp_path, "model", pretrained=value)).model.pretrained == expected
+        path = _with(tmp_path, "model", pretrained=value, name="resnet18")
+        assert load_params("model", path=path).model.pretrained == expected
 
 
 @pytest.mark.parametrize("section,tree,name", [

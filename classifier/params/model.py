@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
-from pathlib import Path
-
+from ..errors import PipelineError
 from ..paths import PRETRAINED_DIR
 from .checks import Invalid, MAX_WIDTH, boolean, choice, int_list, number, spec, string
 
@@ -23,6 +23,9 @@ def _pretrained(value: Any) -> str:
         raise Invalid(what + ", the folder dvc.yaml declares as train's dependency, so that replacing "
                               "the file reruns train: copy it there")
     return path.name
+
+
+OWN_ARCHITECTURES = ("mlp", "lenet5", "cnn")  # classifier/models.py registers each (a test keeps them equal)
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,9 @@ class ModelParams:
                                          f"file for model.name) or a weights file, both read from {PRETRAINED_DIR}/")
     freeze: str = spec(choice("none", "features", "head"), "none; features: train the head only; head: the features only")
     blurpool: bool = spec(boolean, "anti-aliased downsampling: strided convs and max pools blur before subsampling")
+
+    def __post_init__(self) -> None:
+        if self.pretrained and self.name in OWN_ARCHITECTURES:
+            raise PipelineError(f"The 'model.pretrained' parameter applies to published architectures "
+                                f"(efficientnet_lite0, torchvision's), not {self.name}: set it to '' for "
+                                f"{self.name}. Got {self.pretrained!r} instead.")

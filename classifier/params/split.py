@@ -35,6 +35,10 @@ class SplitParams:
                             "a source given as train/ and test/ without val/: carve (val is cut out of train/ by "
                             "the fractions) or test (all of train/ trains, as a plain script would, and the given "
                             "test split is also val, so model selection and early stopping see the test images)")
+    given_val: str = spec(choice("val", "test"),
+                          "a source given as train/ and val/ without test/ (PyTorch's tutorial layout): val (val/ "
+                          "is the val split and test is cut out of train/ by the fractions) or test (val/ is the "
+                          "test set, never seen in training, and val is cut out of train/)")
 
     def __post_init__(self) -> None:
         total = self.train + self.val + self.test
