@@ -7,8 +7,8 @@
 The photos: PyTorch's transfer-learning tutorial set, ants and bees (hymenoptera_data: train/ with
 245 photos, val/ with 153; JPEGs of about 500×350). It is not in this repository: get it from
 https://download.pytorch.org/tutorial/hymenoptera_data.zip (47 MB) or any public copy of that
-folder. Here its val/ is the test set (153 photos, never seen in training) and the pipeline carves
-its own val split out of train/.
+folder. Its val/ is the test set (153 photos, never seen in training: `split.given_val: test`, as the
+recipes in docs/your-own-images.md say) and the pipeline carves its own val split out of train/.
 
 Each row trains and evaluates with the pipeline's own stages (`python -m stages.train`, `evaluate`)
 in a scratch copy of the project, on the same prepared 64×64 colour arrays, with `train.seed` 0, 1
@@ -178,9 +178,6 @@ def main() -> None:
     seeds = tuple(range(args.seeds))
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        photos = work / "photos"  # train/ as given, val/ as the test set: the pipeline's train/test layout
-        shutil.copytree(args.source / "train", photos / "train")
-        shutil.copytree(args.source / "val", photos / "test")
         shutil.copytree(ROOT / "stages", work / "stages")
         rows = {name: KNOBS[name] for name in args.knobs}
         base_of_combination: list[dict] = []
@@ -190,7 +187,8 @@ def main() -> None:
             pretrained = merged(LITE0_PRETRAINED, {"model": {"pretrained": args.weights.name}})
             rows.update({"efficientnet_lite0 from scratch": LITE0, "efficientnet_lite0 pretrained": pretrained})
             base_of_combination = [pretrained]
-        recipe = merged(RECIPE, {"data": {"source": str(photos)}, "train": {"epochs": args.epochs}})
+        recipe = merged(RECIPE, {"data": {"source": str(args.source.resolve())}, "split": {"given_val": "test"},
+                                 "train": {"epochs": args.epochs}})
         write_params(work, recipe)
         for stage in ("ingest", "split", "prepare", "augment"):
             run_tool(work, f"from classifier.errors import run_stage; from stages import {stage}; "

@@ -288,9 +288,6 @@ def check_name(name: str) -> None:
 def build_model(params: ModelParams, shape: InputShape, with_weights: bool = True) -> nn.Module:
     """The model `params` describe for inputs of `shape`. `with_weights=False` skips pretrained
     weights (a checkpoint's state dict is about to replace them)."""
-    if params.pretrained and params.name in MODELS:
-        raise PipelineError(f"The 'model.pretrained' parameter applies to published architectures (efficientnet_lite0, "
-                            f"torchvision's), not {params.name}")
     if params.name in MODELS:
         model = MODELS[params.name](params, shape)
     elif params.name in published_names():

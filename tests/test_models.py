@@ -241,3 +241,10 @@ def test_dense_layers_too_big_to_allocate_are_refused() -> None:
         build_model(params_for("mlp", hidden=(65536, 65536)), InputShape(1, 32, 32, 3))
     with pytest.raises(PipelineError, match=r"'model.head' parameter gives dense layers"):
         build_model(params_for("lenet5", head=(65536, 65536)), InputShape(1, 32, 32, 3))
+
+
+def test_the_params_know_which_architectures_are_the_projects_own() -> None:
+    """model.pretrained is refused for them when params.yaml is checked, before any stage works."""
+    from classifier.models import MODELS
+    from classifier.params.model import OWN_ARCHITECTURES
+    assert set(OWN_ARCHITECTURES) == set(MODELS)
