@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tools.report import (Experiment, aggregate_seeds, differing_params, experiments_from_json, flatten,
-                           markdown_table, seeds_table)
+                          markdown_table, seeds_table)
 
 
 def rev(name: str | None, lr: float, seed: int, val: float, test: float) -> dict:
@@ -163,3 +163,43 @@ def test_seed_means_of_epochs_and_seconds_read_as_such() -> None:
     groups = aggregate_seeds([Experiment(f"s{i}", {"train.seed": i}, {"epoch": 40, "seconds": 284.8 + i})
                               for i in range(2)])
     assert seeds_table(groups, "epoch").splitlines()[2] == "| 2 | 40.0 ± 0.0 | 285.3 ± 0.7 |"
+
+
+def test_a_table_of_very_different_experiments_fits_the_screen_with_every_metric() -> None:
+    """After the README's digits recipes and the photo recipes, 20 params differ; `dvc exp show
+    --only-changed` was 558 characters wide. On the screen: short keys and values, then the last
+    param columns left out and named; the metrics always stay; -o's table keeps everything."""
+    base = {"data.source": "data/digits", "split.given_val": "val", "prepare.image_size": 16,
+            "prepare.normalize": "standard", "augment.blur_kernels": [3], "augment.online": False,
+            "augment.online_crop_scale": 0.8, "augment.online_hflip": False, "model.name": "mlp",
+            "model.batch_norm": False, "model.dropout": 0.0, "model.filters": [32, 64], "model.pool_after": [1, 2],
+            "model.pretrained": "", "train.lr": 0.05, "train.epochs": 2, "train.features_lr_factor": 1,
+            "train.batch_size": 128, "prepare.grayscale": True}
+    photos = {"data.source": "/home/someone/datasets/hymenoptera_data", "split.given_val": "test",
+              "prepare.image_size": 64, "prepare.grayscale": False, "augment.blur_kernels": [],
+              "augment.online": True, "augment.online_crop_scale": 0.6, "augment.online_hflip": True,
+              "train.batch_size": 32}
+    scores = {"val_acc": 0.9512, "test_acc": 0.9388, "f1": 0.9301, "loss": 0.2113, "epoch": 12, "seconds": 24.4}
+    rows = [Experiment("main", base, scores), Experiment("lr-small", {**base, "train.lr": 0.01}, scores),
+            Experiment("blur-35", {**base, "augment.blur_kernels": [3, 5]}, scores),
+            Experiment("lite0", {**base, **photos, "prepare.normalize": "auto", "model.name": "efficientnet_lite0",
+                                 "model.pretrained": "efficientnet-lite0-57934424.pth", "train.epochs": 12,
+                                 "train.features_lr_factor": 0.1}, scores),
+            Experiment("scratch", {**base, **photos, "model.name": "cnn", "model.batch_norm": True, "model.dropout": 0.3,
+                                   "model.filters": [32, 64, 128], "model.pool_after": [1, 2, 3], "train.epochs": 120},
+                       scores)]
+    whole = markdown_table(rows, "val_acc")
+    assert max(map(len, whole.splitlines())) > 300
+    shown = markdown_table(rows, "val_acc", width=160)
+    lines = shown.splitlines()
+    assert max(map(len, lines)) <= 160, shown
+    header = lines[0].split(" | ")
+    # What tells the runs apart first (the architecture, the data), then the tuning knobs.
+    # Then whatever tells two runs apart that those do not: lr-small and blur-35 from main.
+    assert header[:6] == ["| experiment", "state", "name", "source", "lr", "blur_kernels"], header
+    assert header[-6:] == ["val_acc", "test_acc", "f1", "loss", "epoch", "seconds |"]
+    assert "| efficientnet_li… | hymenoptera_data |" in shown
+    note = " ".join(lines[lines.index(next(line for line in lines if line.startswith("("))):])
+    assert "more changed param(s) left out to fit: " in note and note.endswith("-o FILE writes them all)")
+    left_out = note.split(": ", 1)[1].split(";")[0].split(", ")
+    assert len(header) - 8 + len(left_out) == len(differing_params(rows))

@@ -20,6 +20,8 @@ import argparse
 import json
 import math
 import os
+import shutil
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from classifier.outputs import atomic_file
 SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
 SUMMARY_FILE = paths.SUMMARY_METRICS.as_posix()  # evaluate's scores, as `dvc exp show` names the file
 PER_CLASS_FILE = paths.PER_CLASS_METRICS
+DEFAULT_WIDTH = 160  # a line of the table on stdout when it is no terminal
 METRICS = ("val_acc", "test_acc", "f1", "loss", "epoch", "seconds")  # the declared metrics: summary.json, time.json
 
 
@@ -140,13 +143,89 @@ def _sort_key(value: Any) -> float:
     return value if isinstance(value, (int, float)) and not math.isnan(value) else -math.inf
 
 
-def markdown_table(experiments: list[Experiment], sort_by: str, metrics: tuple[str, ...] = METRICS) -> str:
+MAX_CELL = 16  # characters of a param's value when the table must shrink to fit
+
+
+def _line_width(header: list[str], rows: list[list[str]]) -> int:
+    return max(len("| " + " | ".join(_cell(c) for c in cells) + " |") for cells in (header, *rows))
+
+
+def _short_keys(keys: list[str]) -> list[str]:
+    """Each param key by its last part (train.lr -> lr), or whole where two would read alike."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return [short if last.count(short) == 1 else key for key, short in zip(keys, last)]
+
+
+def _short_value(text: str) -> str:
+    if "/" in text and not text.startswith("["):
+        text = text.rstrip("/").rsplit("/", 1)[-1]  # a folder or file: its name
+    return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "…"
+
+
+FIRST_KEYS = ("model.name", "data.source")  # what tells the runs apart at a glance
+SECTION_ORDER = ("train", "model", "augment", "prepare", "split", "data", "evaluate")  # then the tuning knobs
+
+
+def _priority(key: str) -> tuple[int, int, str]:
+    section = key.split(".", 1)[0]
+    return (FIRST_KEYS.index(key) if key in FIRST_KEYS else len(FIRST_KEYS),
+            SECTION_ORDER.index(section) if section in SECTION_ORDER else len(SECTION_ORDER), key)
+
+
+def _telling_first(columns: list[int], rows: list[list[str]], fixed: int) -> list[int]:
+    """`columns` (the first `fixed` of them staying first) with those that tell two rows apart that
+    the earlier ones do not moved forward, in their order: what is left out first is what no two
+    rows need to be told apart."""
+    told: set[tuple[int, int]] = set()
+    telling, rest = [], []
+    for k, column in enumerate(columns):
+        new = {(a, b) for a in range(len(rows)) for b in range(a + 1, len(rows))
+               if rows[a][column] != rows[b][column]} - told
+        (telling if new or k < fixed else rest).append(column)
+        told |= new
+    return telling + rest
+
+
+def fit(header: list[str], rows: list[list[str]], params: slice, width: int | None) -> tuple[str, list[str]]:
+    """The markdown table in at most `width` characters a line: when it is wider, the param columns
+    (`params` of the columns) get short names and values and go in order of use (model.name and
+    data.source, then train's, model's, augment's, ... keys, those that tell runs apart first), and
+    the last of them are left out; the keys left out are returned. The name columns and the metrics
+    always stay."""
+    if width is None or _line_width(header, rows) <= width:
+        return markdown(header, rows), []
+    order = sorted(range(params.start, params.stop), key=lambda i: _priority(header[i]))
+    order = _telling_first(order, rows, sum(header[i] in FIRST_KEYS for i in order))
+    keys = [header[i] for i in order]
+    header = header[:params.start] + _short_keys(keys) + header[params.stop:]
+    rows = [r[:params.start] + [_short_value(r[i]) for i in order] + r[params.stop:] for r in rows]
+    dropped: list[str] = []
+    while keys and _line_width(header, rows) > width:
+        last = params.start + len(keys) - 1
+        dropped.insert(0, keys.pop())
+        header, rows = header[:last] + header[last + 1:], [r[:last] + r[last + 1:] for r in rows]
+    return markdown(header, rows), dropped
+
+
+def markdown_table(experiments: list[Experiment], sort_by: str, metrics: tuple[str, ...] = METRICS,
+                   width: int | None = None) -> str:
+    """One row per experiment: the params that differ between them, then the metrics; in `width`
+    characters a line when given (fit)."""
     params = differing_params(experiments)
     metrics = tuple(m for m in metrics if any(m in e.metrics for e in experiments))
     ordered = sorted(experiments, key=lambda e: _sort_key(e.metrics.get(sort_by)), reverse=True)
-    return markdown(["experiment", "state", *params, *metrics],
-                    [[e.name, e.state, *(_param(e.params.get(p)) for p in params),
-                      *(_metric(e.metrics.get(m), m) for m in metrics)] for e in ordered])
+    table, dropped = fit(["experiment", "state", *params, *metrics],
+                         [[e.name, e.state, *(_param(e.params.get(p)) for p in params),
+                           *(_metric(e.metrics.get(m), m) for m in metrics)] for e in ordered],
+                         slice(2, 2 + len(params)), width)
+    return table + _left_out(dropped, width)
+
+
+def _left_out(keys: list[str], width: int | None) -> str:
+    if not keys:
+        return ""
+    note = f"({len(keys)} more changed param(s) left out to fit: {', '.join(keys)}; -o FILE writes them all)"
+    return "\n".join(textwrap.wrap(note, width or len(note))) + "\n"
 
 
 @dataclass(frozen=True)
@@ -180,15 +259,18 @@ def aggregate_seeds(experiments: list[Experiment], metrics: tuple[str, ...] = ME
     return result
 
 
-def seeds_table(groups: list[SeedGroup], sort_by: str, metrics: tuple[str, ...] = METRICS) -> str:
+def seeds_table(groups: list[SeedGroup], sort_by: str, metrics: tuple[str, ...] = METRICS,
+                width: int | None = None) -> str:
     as_experiments = [Experiment(", ".join(g.runs), g.params, g.mean) for g in groups]
     params = differing_params(as_experiments)
     metrics = tuple(m for m in metrics if any(m in g.mean for g in groups))
-    return markdown(["runs", *params, *(f"{m} (mean ± std)" for m in metrics)],
-                    [[str(len(g.runs)), *(_param(g.params.get(p)) for p in params),
-                      *(f"{_number(g.mean[m], m)} ± {_number(g.std[m], m)}" if m in g.mean else "-"
-                        for m in metrics)]
-                     for g in sorted(groups, key=lambda g: _sort_key(g.mean.get(sort_by)), reverse=True)])
+    table, dropped = fit(["runs", *params, *(f"{m} (mean ± std)" for m in metrics)],
+                         [[str(len(g.runs)), *(_param(g.params.get(p)) for p in params),
+                           *(f"{_number(g.mean[m], m)} ± {_number(g.std[m], m)}" if m in g.mean else "-"
+                             for m in metrics)]
+                          for g in sorted(groups, key=lambda g: _sort_key(g.mean.get(sort_by)), reverse=True)],
+                         slice(1, 1 + len(params)), width)
+    return table + _left_out(dropped, width)
 
 
 PER_CLASS_COLUMNS = ("accuracy", "precision", "recall", "f1", "support")
@@ -219,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-class", action="store_true",
                         help=f"instead: {PER_CLASS_FILE} of this workspace as a table, worst F1 first")
     parser.add_argument("--split", default="test", help="with --per-class: train, val or test (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="characters a line on the screen (default: the terminal's, 160 when not a terminal); "
+                             "-o FILE always gets the whole table")
     return parser
 
 
@@ -234,8 +319,9 @@ def check_sort_by(sort_by: str, experiments: list[Experiment]) -> None:
         raise PipelineError(f"--sort-by {sort_by}: no experiment has that metric; metrics: {', '.join(known)}")
 
 
-def write_table(table: str, output: Path | None) -> None:
-    print(table, end="")
+def write_table(table: str, output: Path | None, shown: str | None = None) -> None:
+    """`shown` (the table fitted to the screen) on stdout, the whole `table` in `output`."""
+    print(table if shown is None else shown, end="")
     if output is not None:
         with atomic_file(output) as tmp:  # its folder made; a full disk or no permission is one line
             tmp.write_text(table)
@@ -254,8 +340,13 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError("no experiments with results: run `dvc repro` or `dvc exp run` first")
     check_sort_by(args.sort_by, experiments)
     done = [e for e in experiments if e.state == "done"]  # seed means of finished runs only
-    write_table(seeds_table(aggregate_seeds(done), args.sort_by) if args.seeds
-                else markdown_table(experiments, args.sort_by), args.output)
+    width = args.width or shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+    if args.seeds:
+        groups = aggregate_seeds(done)
+        write_table(seeds_table(groups, args.sort_by), args.output, seeds_table(groups, args.sort_by, width=width))
+    else:
+        write_table(markdown_table(experiments, args.sort_by), args.output,
+                    markdown_table(experiments, args.sort_by, width=width))
 
 
 if __name__ == "__main__":
