@@ -110,7 +110,7 @@ def git(*args: str, cwd: Path) -> None:
 
 def init_repo(root: Path) -> subprocess.CompletedProcess:
     """Make the copy in `root` a git + DVC repo, run `dvc repro` and commit everything; the repro's output."""
-    git("init", "-q", cwd=root)
+    git("init", "-q", "-b", "main", cwd=root)  # the branch the docs name
     git("config", "user.email", "test@example.com", cwd=root)
     git("config", "user.name", "test", cwd=root)
     dvc("init", "-q", cwd=root)
