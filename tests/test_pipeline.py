@@ -441,13 +441,27 @@ def test_the_seed_recipe_queues_one_experiment_a_seed(project) -> None:
 
 
 def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) -> None:
-    """docs/experiments.md "The model registry": register a version, assign it a stage, get it by that stage."""
+    """docs/experiments.md "The model registry": register a version, assign it a stage, push the tags
+    and the file, and get it by that stage from the git remote, as any clone would: the DVC remote,
+    committed in .dvc/config, is what the file comes from."""
     gto = Path(sys.executable).parent / "gto"
-    run([str(gto), "register", "classifier", "--version", "v1.0.0"], project)
-    run([str(gto), "assign", "classifier", "--version", "v1.0.0", "--stage", "prod"], project)
-    show = run([str(gto), "show", "classifier", "--json"], project).stdout
-    assert "v1.0.0" in show and "prod" in show
-    dvc("artifacts", "get", str(project), "classifier", "--stage", "prod", "-o", str(tmp_path / "prod.pt"), cwd=tmp_path)
+    remote, store = tmp_path / "registry.git", tmp_path / "store"
+    git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    try:
+        dvc("remote", "add", "-d", "registry", str(store), cwd=project)
+        git("commit", "-qm", "DVC remote", ".dvc/config", cwd=project)
+        git("remote", "add", "registry", str(remote), cwd=project)
+        run([str(gto), "register", "classifier", "--version", "v1.0.0"], project)
+        run([str(gto), "assign", "classifier", "--version", "v1.0.0", "--stage", "prod"], project)
+        show = run([str(gto), "show", "classifier", "--json"], project).stdout
+        assert "v1.0.0" in show and "prod" in show
+        page = (ROOT / "docs/experiments.md").read_text()
+        assert "git push origin main classifier@v1.0.0 'classifier#prod#1' && dvc push" in page
+        run(["bash", "-ec", "git push -q registry main classifier@v1.0.0 'classifier#prod#1' && dvc push -q"], project)
+    finally:
+        git("remote", "remove", "registry", cwd=project)
+        git("reset", "-q", "--hard", "HEAD~1", cwd=project)  # the committed remote, for this test only
+    dvc("artifacts", "get", str(remote), "classifier", "--stage", "prod", "-o", str(tmp_path / "prod.pt"), cwd=tmp_path)
     assert (tmp_path / "prod.pt").read_bytes() == (project / "models/model.pt").read_bytes()
     threes = raw_image_files(project, "data/raw/3/", 5, tmp_path / "threes")
     result = run([sys.executable, "-m", "tools.predict", "--json", "--model", str(tmp_path / "prod.pt"), *threes],
