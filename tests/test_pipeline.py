@@ -456,11 +456,17 @@ def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) 
         show = run([str(gto), "show", "classifier", "--json"], project).stdout
         assert "v1.0.0" in show and "prod" in show
         page = (ROOT / "docs/experiments.md").read_text()
+        # The ONNX file as a second artifact, as the docs say: exported, added to DVC, committed, registered.
+        onnx_recipe = page.split("# the ONNX file, versioned as its own artifact", 1)[1].splitlines()[1:4]
+        assert "gto register classifier-onnx" in onnx_recipe[-1]
+        run(["bash", "-ec", "\n".join(line.split("  #")[0].strip() for line in onnx_recipe)], project)
         assert "git push origin main classifier@v1.0.0 'classifier#prod#1' && dvc push" in page
-        run(["bash", "-ec", "git push -q registry main classifier@v1.0.0 'classifier#prod#1' && dvc push -q"], project)
+        run(["bash", "-ec", "git push -q registry main classifier@v1.0.0 'classifier#prod#1' classifier-onnx@v1.0.0 "
+                            "&& dvc push -q"], project)
     finally:
         git("remote", "remove", "registry", cwd=project)
-        git("reset", "-q", "--hard", "HEAD~1", cwd=project)  # the committed remote, for this test only
+        git("reset", "-q", "--hard", "HEAD~2", cwd=project)  # this test's two commits: the remote, the ONNX file
+        (project / "models/model.onnx").unlink(missing_ok=True)
     dvc("artifacts", "get", str(remote), "classifier", "--stage", "prod", "-o", str(tmp_path / "prod.pt"), cwd=tmp_path)
     assert (tmp_path / "prod.pt").read_bytes() == (project / "models/model.pt").read_bytes()
     threes = raw_image_files(project, "data/raw/3/", 5, tmp_path / "threes")
@@ -479,6 +485,12 @@ def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) 
     batch = torch.from_numpy(np.stack([format_image(read_image(Path(t)), image_params) for t in threes])).permute(0, 3, 1, 2)
     with torch.no_grad():
         assert [classes[i] for i in program(batch.contiguous()).argmax(1).tolist()] == top
+    # The ONNX artifact, fetched by version, classifies them alike in onnxruntime.
+    dvc("artifacts", "get", str(remote), "classifier-onnx", "--rev", "v1.0.0",
+        "-o", str(tmp_path / "served.onnx"), cwd=tmp_path)
+    session, onnx_classes, _ = export.load_onnx(tmp_path / "served.onnx")
+    logits = session.run(None, {"images": batch.contiguous().numpy()})[0]
+    assert onnx_classes == classes and [classes[i] for i in logits.argmax(1)] == top
 
 
 def experiment_data(root: Path, name: str) -> dict:

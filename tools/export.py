@@ -1,24 +1,33 @@
 """Export the trained model with its normalisation as one self-contained file for serving.
 
-    python -m tools.export [--model models/model.pt] [--output models/model.pt2]
+    python -m tools.export [--model models/model.pt] [--format pt2|onnx] [--output FILE]
 
 Not a DVC stage (it would add seconds to every experiment): run it on the checkpoint you serve,
 the workspace's or one fetched from the registry (`dvc artifacts get . classifier --stage prod`).
-Writes a `torch.export` program (no Python class of this project needed to run
-it): it takes uint8 images N×C×H×W, already at the prepared size and colour (prepare's params,
-recorded beside it), normalises them as training did and returns the logits. Beside the program,
-in the same file: classes.json (the class names, in logit order) and preprocessing.json (the
-prepare params and normalisation: what to do to a photo before it goes in). Read it with
+Either format holds one contract, with no Python class of this project needed to run it: uint8
+images N×C×H×W in (any batch size), already at the prepared size and colour (prepare's params,
+recorded in the file), normalised inside as training did, logits out; and in the same file the
+class names (in logit order) and the preprocessing (the prepare params and normalisation: what to
+do to a photo before it goes in).
 
-    from tools.export import load_exported
+- pt2 (default, models/model.pt2): a `torch.export` program, for PyTorch;
+- onnx (models/model.onnx): ONNX (opset 18, torch.onnx's dynamo exporter), for onnxruntime on CPU,
+  GPU, mobile and the web, TorchServe, MLflow; input `images`, output `logits`, the class names
+  and preprocessing as JSON in the model's metadata (`classes`, `preprocessing`).
+
+    from tools.export import load_exported, load_onnx
     program, classes, preprocessing = load_exported("models/model.pt2")
-    logits = program(images)        # uint8 N×C×H×W
+    logits = program(images)                                   # uint8 N×C×H×W torch tensor
+    session, classes, preprocessing = load_onnx("models/model.onnx")
+    logits = session.run(None, {"images": images})[0]          # uint8 N×C×H×W numpy array
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,6 +40,7 @@ from classifier.outputs import atomic_file
 from classifier.preprocessing import Normalizer
 
 MAX_BATCH = 65_536  # the exported program takes any batch from 1 image to this many
+ONNX_MODEL = Path("models/model.onnx")  # --format onnx; `dvc add` it to register it (dvc.yaml: classifier-onnx)
 
 
 class Served(nn.Module):
@@ -65,6 +75,40 @@ def export_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
+def export_onnx(checkpoint: Checkpoint, path: Path) -> None:
+    """Write `checkpoint`'s model as ONNX (CPU, float32, a dynamic batch) with its classes and
+    preprocessing in the model's metadata."""
+    served = Served(checkpoint.build_model(torch.device("cpu")), checkpoint.preprocessing.normalizer()).eval()
+    example = torch.zeros((2, *checkpoint.preprocessing.input_shape), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # its progress lines
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(served, (example,), dynamo=True, verbose=False, input_names=["images"],
+                                        output_names=["logits"], dynamic_shapes=({0: batch},), opset_version=18)
+    except Exception as exc:  # the exporter names the construct it cannot translate
+        raise PipelineError(f"{checkpoint.model.name} cannot be exported to ONNX: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
+    proto = program.model_proto
+    for key, value in (("classes", json.dumps(checkpoint.classes)),
+                       ("preprocessing", json.dumps(checkpoint.preprocessing.to_dict()))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+
+
+def load_onnx(path: Path | str):
+    """An onnxruntime session of the ONNX file (CPU), the class names and the preprocessing dict."""
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    return session, json.loads(metadata["classes"]), json.loads(metadata["preprocessing"])
+
+
+FORMATS = {"pt2": (export_checkpoint, paths.EXPORTED_MODEL), "onnx": (export_onnx, ONNX_MODEL)}
+
+
 def load_exported(path: Path | str) -> tuple[nn.Module, list[str], dict]:
     """The exported program as a callable module, the class names and the preprocessing dict."""
     extra = {"classes.json": "", "preprocessing.json": ""}
@@ -75,16 +119,20 @@ def load_exported(path: Path | str) -> tuple[nn.Module, list[str], dict]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.export", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=paths.MODEL_FILE, help="checkpoint (default: %(default)s)")
-    parser.add_argument("--output", type=Path, default=paths.EXPORTED_MODEL,
-                        help="the program file to write, .pt2 (default: %(default)s)")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="pt2",
+                        help="pt2: a torch.export program; onnx: ONNX, for onnxruntime (default: %(default)s)")
+    parser.add_argument("--output", type=Path, help=f"the file to write (default: {paths.EXPORTED_MODEL} or "
+                                                    f"{ONNX_MODEL})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    export, default = FORMATS[args.format]
+    output = args.output or default
     checkpoint = Checkpoint.load(args.model)
-    export_checkpoint(checkpoint, args.output)
-    print(f"export: {args.output} ({checkpoint.model.name}, {len(checkpoint.classes)} classes, uint8 "
+    export(checkpoint, output)
+    print(f"export: {output} ({args.format}; {checkpoint.model.name}, {len(checkpoint.classes)} classes, uint8 "
           f"N×{'×'.join(map(str, checkpoint.preprocessing.input_shape))} in, logits out)")
 
 
