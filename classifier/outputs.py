@@ -83,16 +83,36 @@ _WRITE_ERRORS = {errno.ENOSPC: ("disk full", _FREE), errno.EDQUOT: ("disk quota 
                  errno.EROFS: ("read-only file system", _WRITABLE)}
 
 
+FULL_BYTES = 2**20  # a volume with less free space than this is the full one
+
+
+def _on_full_volume(targets: tuple[Path, ...]) -> Path:
+    """The first of `targets` whose volume is (nearly) full: a write's ENOSPC names no file, and the
+    outputs of a stage may sit on several volumes (data/ mounted elsewhere)."""
+    for target in targets:
+        folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), Path("."))
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            continue
+        if stats.f_bavail * stats.f_frsize < FULL_BYTES:
+            return target
+    return targets[0]
+
+
 @contextlib.contextmanager
-def _write_errors_are_one_line(target: Path, others: int = 0) -> Iterator[None]:
-    """A full disk, a read-only folder or a missing permission while writing `target` (and `others`
-    outputs besides): one PipelineError."""
+def _write_errors_are_one_line(target: Path, others: tuple[Path, ...] = ()) -> Iterator[None]:
+    """A full disk, a read-only folder or a missing permission while writing `target` (and the
+    outputs `others` besides): one PipelineError, naming the output on the full volume."""
     try:
         yield
     except OSError as exc:
         if exc.errno not in _WRITE_ERRORS:
             raise
-        what = printable(target) + (f" and {others} other output(s)" if others else "")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and others:
+            full = _on_full_volume((target, *others))
+            target, others = full, tuple(t for t in (target, *others) if t != full)
+        what = printable(target) + (f" and {len(others)} other output(s)" if others else "")
         refused = Path(os.fsdecode(exc.filename)) if exc.filename else None
         if refused is not None and refused.name.startswith(".") and refused.name.endswith(".tmp"):
             refused = refused.parent  # our temporary sibling: the folder that refused it is the news
@@ -142,7 +162,7 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
                 # Named before it is made: a signal in between leaves nothing the clean-up below misses.
                 staged[target] = _temporary_name(target)
                 _create(staged[target], is_dir)
-        with _write_errors_are_one_line(targets[0][0], len(targets) - 1):
+        with _write_errors_are_one_line(targets[0][0], tuple(t for t, _ in targets[1:])):
             yield staged
             _check_inputs_unchanged()
             # Written: switch each target (old folders are renamed aside first, then removed).

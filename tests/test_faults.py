@@ -82,6 +82,26 @@ def test_outputs_are_not_switched_in_when_params_yaml_changed_under_the_stage(tm
     assert (project / "metrics/train.json").read_text() == "this run's"
 
 
+def test_a_full_disk_names_the_output_on_the_full_volume(tmp_path, monkeypatch) -> None:
+    """A write's ENOSPC names no file: the message names the output whose volume has no space left
+    (data/ on a volume of its own, say), not the stage's first output."""
+    from classifier import outputs
+    model, data = tmp_path / "models/model.pt", tmp_path / "data/augmented"
+    model.parent.mkdir()
+    data.parent.mkdir()
+    real = os.statvfs
+
+    def statvfs(path):
+        stats = real(path)
+        full = Path(path) == data.parent
+        return os.statvfs_result((stats.f_bsize, stats.f_frsize, stats.f_blocks, 0 if full else stats.f_bfree,
+                                  0 if full else stats.f_bavail, *stats[5:]))
+    monkeypatch.setattr(outputs.os, "statvfs", statvfs)
+    with pytest.raises(PipelineError, match=r"^disk full while writing .*data/augmented and 1 other output\(s\)"):
+        with staged_outputs(files=(model,), dirs=(data,)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_a_read_only_folder_fails_before_any_output_is_replaced(tmp_path, monkeypatch) -> None:
     """Root ignores file modes, so the read-only metrics/ folder is what creating a file answers there."""
     model, metrics = tmp_path / "models/model.pt", tmp_path / "metrics/train.json"
