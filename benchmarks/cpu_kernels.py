@@ -1,38 +1,60 @@
-"""Benchmark: how much a CPU training run's numbers move when PyTorch picks other CPU kernels.
+"""Benchmark: the same bytes on every CPU, and what it costs (train.cpu_threads).
 
-    python -m benchmarks.cpu_kernels           # after `dvc repro` (it trains on data/augmented)
+    python -m benchmarks.cpu_kernels [--repeats 3]     # after `dvc repro` (it trains on data/augmented)
 
-The data stages are bit-exact on any CPU (tests/test_reproducible.py); training is not: oneDNN
-and the vectorised GEMMs choose code by CPU (AVX-512, AVX2, ...), and a different kernel adds in a
-different order. With one CPU type at hand, the stand-ins for "another CPU" are the kernel choices
-this machine can switch: oneDNN on or off, and 1 or 2 threads (a GEMM split differently). Each
-variant trains and evaluates the committed params (`python -m stages.train`, `stages.evaluate`)
-in a scratch copy of the project holding this workspace's data, and the test accuracy, test loss
-and model bytes are compared with the plain run's.
+The data stages are bit-exact on any CPU (tests/test_reproducible.py). Train and evaluate are when
+`train.cpu_threads` is N >= 1 (portable kernels, N threads: classifier/cpu_kernels.py) and are not
+with 0 (the fastest kernels this CPU has, all cores). With one CPU type at hand, other CPUs are
+simulated by what differs between them: ATen's and MKL's instruction set held to AVX2 (a CPU without
+AVX-512), and one core (`taskset`). Each run trains and evaluates the committed params
+(`python -m stages.train`, `stages.evaluate`) in a scratch copy of the project holding this
+workspace's data: test accuracy, test loss and the model's bytes, compared within each setting.
+Then the cost: train's wall time (the stage, process start-up included) with 2 threads portable
+against 0 on this CPU, interleaved, best of --repeats.
 """
 from __future__ import annotations
 
-from benchmarks.scratch import scratch_project, train_and_evaluate
+import argparse
+import shutil
+import time
 
-# Each variant: (name, environment, Python run before the stage)
-VARIANTS = [
-    ("default (oneDNN on, 2 threads)", {}, ""),
-    ("oneDNN off", {}, "import torch; torch.backends.mkldnn.enabled = False; "),
-    ("1 thread", {"OMP_NUM_THREADS": "1"}, "import torch; torch.set_num_threads(1); "),
-]
+from benchmarks.scratch import scratch_project, set_param, train_and_evaluate
+
+AVX2_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+CPUS = [("this CPU", {}, False), ("a CPU without AVX-512", AVX2_CPU, False), ("one core", {}, True)]
+
+
+def run(work, threads: int, environment: dict, one_core: bool) -> dict:
+    set_param(work, "train", "cpu_threads", threads)
+    start = time.perf_counter()
+    result = train_and_evaluate(work, environment, one_core=one_core)
+    return {**result, "wall": time.perf_counter() - start}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    cpus = CPUS if shutil.which("taskset") else CPUS[:2]
     with scratch_project() as work:
-        results = {name: train_and_evaluate(work, environment, prelude) for name, environment, prelude in VARIANTS}
-    base = results[VARIANTS[0][0]]
-    print(f"{'variant':32} {'test acc':>9} {'test loss':>10}  model bytes")
-    for name, r in results.items():
-        same = "same" if r["model"] == base["model"] else f"differ ({r['model']})"
-        print(f"{name:32} {r['test_acc']:9.4f} {r['loss']:10.4f}  {same}")
-    accuracies = [r["test_acc"] for r in results.values()]
-    losses = [r["loss"] for r in results.values()]
-    print(f"spread: test accuracy {max(accuracies) - min(accuracies):.4f}, test loss {max(losses) - min(losses):.4f}")
+        for threads, setting in ((2, "train.cpu_threads: 2 (portable)"), (0, "train.cpu_threads: 0 (native)")):
+            results = {name: run(work, threads, env, one_core) for name, env, one_core in cpus}
+            base = results[cpus[0][0]]
+            print(setting)
+            print(f"  {'simulated CPU':24} {'test acc':>9} {'test loss':>10}  model bytes")
+            for name, r in results.items():
+                same = f"{r['model']} (same)" if r["model"] == base["model"] else f"{r['model']} (differ)"
+                print(f"  {name:24} {r['test_acc']:9.4f} {r['loss']:10.6f}  {same}")
+        walls: dict[int, list[float]] = {2: [], 0: []}
+        for _ in range(args.repeats):
+            for threads in walls:
+                set_param(work, "train", "cpu_threads", threads)
+                start = time.perf_counter()
+                train_and_evaluate(work, {}, stages=("train",))
+                walls[threads].append(time.perf_counter() - start)
+    portable, native = min(walls[2]), min(walls[0])
+    print(f"train stage on this CPU, best of {args.repeats}: portable {portable:.1f} s, native {native:.1f} s: "
+          f"portable takes {portable / native:.2f}× the time")
 
 
 if __name__ == "__main__":

@@ -39,21 +39,24 @@ def set_param(work: Path, section: str, key: str, value) -> None:
         yaml.dump(params, f)
 
 
-def run_tool(work: Path, code: str, environment: dict[str, str] | None = None) -> str:
-    """Python `code` run in `work` with its stages importable; its stdout."""
+def run_tool(work: Path, code: str, environment: dict[str, str] | None = None, one_core: bool = False) -> str:
+    """Python `code` run in `work` with its stages importable (on CPU 0 alone: `one_core`); its stdout."""
     env = {**os.environ, **(environment or {}), "PYTHONPATH": str(work)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(["taskset", "-c", "0", *command] if one_core else command, cwd=work, env=env,
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{code} failed in {work}:\n{result.stderr.strip()}")
     return result.stdout
 
 
-def train_and_evaluate(work: Path, environment: dict[str, str] | None = None, prelude: str = "") -> dict:
+def train_and_evaluate(work: Path, environment: dict[str, str] | None = None, prelude: str = "",
+                       one_core: bool = False, stages: tuple[str, ...] = ("train", "evaluate")) -> dict:
     """The train and evaluate stages on `work`'s params (`prelude`: Python run before each stage):
     test accuracy and loss, and the first 12 hex digits of the model file's sha256."""
-    for stage in ("train", "evaluate"):
+    for stage in stages:
         run_tool(work, f"{prelude}from classifier.errors import run_stage; from stages import {stage}; "
-                       f"run_stage({stage}.main)", environment)
+                       f"run_stage({stage}.main)", environment, one_core)
     summary = json.loads((work / "metrics/summary.json").read_text())
     model = hashlib.sha256((work / "models/model.pt").read_bytes()).hexdigest()[:12]
     return {"test_acc": summary["test_acc"], "loss": summary["loss"], "model": model}

@@ -30,6 +30,7 @@ import torch
 from classifier import paths
 from classifier.artifacts import ArraySet, load_array_set
 from classifier.checkpoint import Checkpoint
+from classifier.cpu_kernels import pin_cpu_kernels
 from classifier.device_dataset import DeviceDataset, images_to_tensor
 from classifier.devices import claim_device
 from classifier.errors import run_stage
@@ -40,12 +41,13 @@ from classifier.inference import loss_and_accuracy, predict_logits_and_tta
 from classifier.network_views import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
 from classifier.outputs import staged_outputs, write_json
 from classifier.params.checks import load_sections
+from classifier.params.cpu import CpuParams
 from classifier.params.evaluate import EvaluateParams
 from classifier.plotting import first_of_each_class, plot_image_grid, rows_of
 from classifier.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
                                summary_block, top_k_scores)
 
-PARAMS = (EvaluateParams,)
+PARAMS = (EvaluateParams, CpuParams)
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint
 OUTS = (paths.SUMMARY_METRICS, paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS)
 EVAL_SPLITS = ("train", "val", "test")  # train: the prepared originals, not the augmented copies
@@ -143,7 +145,8 @@ def score_split(split: str, model: torch.nn.Module, normalize, device: torch.dev
 
 
 def main() -> None:
-    params = load_sections(*PARAMS).evaluate
+    pin_cpu_kernels(load_sections(CpuParams).train.cpu_threads)  # first: as train computed
+    params = load_sections(EvaluateParams).evaluate
     checkpoint = Checkpoint.load(paths.MODEL_FILE)
     device, amp = checkpoint.runtime()  # where and how training ran: eval.json repeats with train.device
     device = claim_device(device)  # a GPU no other running experiment holds

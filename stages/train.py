@@ -35,6 +35,7 @@ import torch
 from classifier import paths
 from classifier.augment_online import online_augment
 from classifier.checkpoint import Checkpoint
+from classifier.cpu_kernels import pin_cpu_kernels
 from classifier.device_dataset import DeviceDataset
 from classifier.devices import CLAIMED_VARIABLE, claim_device, claim_gpus, select_device
 from classifier.distributed import (TorchrunWorker, World, check_same_inputs, fingerprint, from_environment, join,
@@ -44,19 +45,23 @@ from classifier.models import InputShape, build_model, count_parameters
 from classifier.optim import class_weights
 from classifier.outputs import live_outputs, staged_outputs, write_json
 from classifier.params.checks import Sections, as_plain, load_sections
+from classifier.params.cpu import CpuParams
 from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams, check_with_model
 from classifier.preprocessing import Preprocessing
 from classifier.training_loop import EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs, shard_rows
 
-PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)
+PARAMS = (ModelParams, TrainParams, CpuParams, OnlineAugmentParams)
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
 OUTS = (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS, paths.TRAIN_PLOTS)
 
 
 def main() -> None:
-    params = load_sections(*PARAMS)
+    # First, before any tensor operation: the CPU kernels (CpuParams is read alone: TrainParams is a
+    # dataclass of its own that the rest of train passes around).
+    pin_cpu_kernels(load_sections(CpuParams).train.cpu_threads)
+    params = load_sections(ModelParams, TrainParams, OnlineAugmentParams)
     check_with_model(params.train, params.model.freeze)
     world = from_environment()
     if world is None and params.train.processes * params.train.nodes > 1:

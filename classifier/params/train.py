@@ -40,6 +40,7 @@ def _class_weights(value: Any) -> str | tuple[float, ...]:
 @dataclass(frozen=True)
 class TrainParams:
     SECTION: ClassVar[str] = "train"
+    SHARES_SECTION: ClassVar[bool] = True  # cpu_threads: cpu.py (evaluate reads it too)
     optimizer: str = spec(choice("sgd", "adam", "adamw", "sam"),
                           "sgd, adam, adamw, or sam (sharpness-aware minimisation over sgd: two passes per step)")
     lr: float = spec(number(float, gt=0, le=100), "learning rate (onecycle: the peak)")

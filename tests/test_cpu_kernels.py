@@ -1,0 +1,63 @@
+"""train.cpu_threads: training on the CPU gives the same bytes whatever the x86-64 CPU. Other CPUs
+are simulated on this one by what differs between them: ATen's instruction set (AVX2 on a CPU
+without AVX-512), MKL's, and the number of cores. A few training steps of a small CNN with batch
+norm (convolutions, GEMMs and reductions big enough to run on several threads), each in a fresh
+process, since ATen chooses its kernels once per process."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+STEPS = """
+import hashlib, sys
+from classifier.cpu_kernels import pin_cpu_kernels
+pin_cpu_kernels(int(sys.argv[1]))
+import torch
+from torch import nn
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                      nn.Flatten(), nn.Linear(512, 10))
+x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+for _ in range(3):
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+print(torch.backends.cpu.get_cpu_capability(), hashlib.sha1(b"".join(t.numpy().tobytes() for t in model.state_dict().values())).hexdigest())
+"""
+OTHER_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}  # a CPU without AVX-512
+
+
+def trained(threads: int, env: dict | None = None, one_core: bool = False) -> tuple[str, str]:
+    """(ATen's capability, a hash of the weights) after the steps, in a fresh process."""
+    command = [sys.executable, "-c", STEPS, str(threads)]
+    if one_core:
+        command = ["taskset", "-c", "0", *command]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
+                            env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
+    capability, digest = result.stdout.split()
+    return capability, digest
+
+
+def test_pinned_kernels_give_the_same_weights_on_a_cpu_without_avx512_and_on_one_core() -> None:
+    capability, pinned = trained(2)
+    assert capability == "DEFAULT"
+    assert trained(2, OTHER_CPU)[1] == pinned
+    if shutil.which("taskset"):
+        assert trained(2, OTHER_CPU, one_core=True)[1] == pinned  # 2 threads on 1 core: the same split
+
+
+def test_native_kernels_differ_with_the_cpu_which_is_why_they_are_pinned() -> None:
+    capability, native = trained(0)
+    if capability != "AVX512":
+        pytest.skip(f"this CPU's ATen capability is {capability}: AVX2 is no other CPU here")
+    assert trained(0, OTHER_CPU)[1] != native
