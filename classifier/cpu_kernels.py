@@ -14,6 +14,24 @@ from __future__ import annotations
 import os
 
 
+def pin_for_this_run() -> None:
+    """pin_cpu_kernels with params.yaml's train.cpu_threads: called by train and evaluate when they
+    run as `python -m`, at the top of the module, before anything has computed with torch. A params
+    file that does not read is left to the stage's own check, which names the problem."""
+    from .errors import PipelineError
+    from .params.checks import load_sections
+    from .params.train import TrainParams
+    try:
+        train = load_sections(TrainParams).train
+    except PipelineError:
+        return
+    # The training processes share the threads: each gets the same count, whether the processes run on
+    # one machine or on several (the same weights either way). A torchrun worker knows the world's size
+    # from torchrun: another node's params.yaml may say nodes: 1 (docs/scaling-out.md).
+    world = int(os.environ.get("WORLD_SIZE") or train.processes * train.nodes)
+    pin_cpu_kernels(max(1, train.cpu_threads // world) if train.cpu_threads else 0)
+
+
 def pin_cpu_kernels(threads: int) -> None:
     """Before the process's first tensor operation (ATen reads its capability once): portable
     kernels and `threads` threads. threads 0: leave PyTorch's choices (fastest, CPU-dependent)."""

@@ -23,6 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from classifier.cpu_kernels import pin_for_this_run
+
+if __name__ == "__main__":  # train.cpu_threads's kernels, as train computed, before any tensor operation
+    pin_for_this_run()
+
 import numpy as np
 import pandas as pd
 import torch
@@ -30,7 +35,6 @@ import torch
 from classifier import paths
 from classifier.artifacts import ArraySet, load_array_set
 from classifier.checkpoint import Checkpoint
-from classifier.cpu_kernels import pin_cpu_kernels
 from classifier.device_dataset import DeviceDataset, images_to_tensor
 from classifier.devices import claim_device
 from classifier.errors import run_stage
@@ -41,13 +45,13 @@ from classifier.inference import loss_and_accuracy, predict_logits_and_tta
 from classifier.network_views import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
 from classifier.outputs import staged_outputs, write_json
 from classifier.params.checks import load_sections
-from classifier.params.cpu import CpuParams
 from classifier.params.evaluate import EvaluateParams
+from classifier.params.train import TrainParams
 from classifier.plotting import first_of_each_class, plot_image_grid, rows_of
 from classifier.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
                                summary_block, top_k_scores)
 
-PARAMS = (EvaluateParams, CpuParams)
+PARAMS = (EvaluateParams, TrainParams)  # train.cpu_threads: compute as train did
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint
 OUTS = (paths.SUMMARY_METRICS, paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS)
 EVAL_SPLITS = ("train", "val", "test")  # train: the prepared originals, not the augmented copies
@@ -145,8 +149,7 @@ def score_split(split: str, model: torch.nn.Module, normalize, device: torch.dev
 
 
 def main() -> None:
-    pin_cpu_kernels(load_sections(CpuParams).train.cpu_threads)  # first: as train computed
-    params = load_sections(EvaluateParams).evaluate
+    params = load_sections(*PARAMS).evaluate
     checkpoint = Checkpoint.load(paths.MODEL_FILE)
     device, amp = checkpoint.runtime()  # where and how training ran: eval.json repeats with train.device
     device = claim_device(device)  # a GPU no other running experiment holds

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from classifier.cpu_kernels import pin_for_this_run
 from classifier.stale_summary import retire_summary
 
 # The stage itself, not one of its torchrun workers (torchrun sets this; distributed.is_worker says the
@@ -28,6 +29,8 @@ if __name__ == "__main__" and "TORCHELASTIC_RUN_ID" not in os.environ:
     # First thing, before the seconds of importing torch below, in which `dvc exp show` would give a
     # running experiment its baseline's scores: this run's model makes metrics/summary.json stale.
     retire_summary()
+if __name__ == "__main__":  # the stage or a torchrun worker: train.cpu_threads's kernels, before any tensor
+    pin_for_this_run()
 
 import pandas as pd
 import torch
@@ -35,7 +38,6 @@ import torch
 from classifier import paths
 from classifier.augment_online import online_augment
 from classifier.checkpoint import Checkpoint
-from classifier.cpu_kernels import pin_cpu_kernels
 from classifier.device_dataset import DeviceDataset
 from classifier.devices import CLAIMED_VARIABLE, claim_device, claim_gpus, select_device
 from classifier.distributed import (TorchrunWorker, World, check_same_inputs, fingerprint, from_environment, join,
@@ -45,23 +47,19 @@ from classifier.models import InputShape, build_model, count_parameters
 from classifier.optim import class_weights
 from classifier.outputs import live_outputs, staged_outputs, write_json
 from classifier.params.checks import Sections, as_plain, load_sections
-from classifier.params.cpu import CpuParams
 from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams, check_with_model
 from classifier.preprocessing import Preprocessing
 from classifier.training_loop import EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs, shard_rows
 
-PARAMS = (ModelParams, TrainParams, CpuParams, OnlineAugmentParams)
+PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
 OUTS = (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS, paths.TRAIN_PLOTS)
 
 
 def main() -> None:
-    # First, before any tensor operation: the CPU kernels (CpuParams is read alone: TrainParams is a
-    # dataclass of its own that the rest of train passes around).
-    pin_cpu_kernels(load_sections(CpuParams).train.cpu_threads)
-    params = load_sections(ModelParams, TrainParams, OnlineAugmentParams)
+    params = load_sections(*PARAMS)
     check_with_model(params.train, params.model.freeze)
     world = from_environment()
     if world is None and params.train.processes * params.train.nodes > 1:

@@ -49,7 +49,8 @@ def run_stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 def run_stage_in_process(name: str, cwd: Path) -> None:
     """A stage's main() in this process, in `cwd`: its outputs without a new interpreter's imports (the
-    subprocess path, with its lock and signals, is what test_pipeline and test_faults run)."""
+    subprocess path, with its lock and signals, is what test_pipeline and test_faults run). Train and
+    evaluate keep this process's CPU kernels: they pin them only when run as `python -m`."""
     import importlib
 
     import pytest

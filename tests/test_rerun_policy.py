@@ -40,7 +40,8 @@ RUN_BY = {
     "tools.lr_find:lr_range_test": set(),
     "classifier.outputs:staged_outputs": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
     "classifier.params.checks:parse_section": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
-    "classifier.params.train:TrainParams": {"params", "train"},  # not ingest: a stage reads its own sections
+    # not ingest: a stage reads its own sections; evaluate computes with train.cpu_threads as train did
+    "classifier.params.train:TrainParams": {"params", "train", "evaluate"},
     "classifier.params.online_augment:OnlineAugmentParams": {"params", "train"},
     "classifier.params.augment:AugmentParams": {"params", "augment"},
     "classifier.params.whole_file:validate": {"params"},

@@ -40,7 +40,6 @@ def _class_weights(value: Any) -> str | tuple[float, ...]:
 @dataclass(frozen=True)
 class TrainParams:
     SECTION: ClassVar[str] = "train"
-    SHARES_SECTION: ClassVar[bool] = True  # cpu_threads: cpu.py (evaluate reads it too)
     optimizer: str = spec(choice("sgd", "adam", "adamw", "sam"),
                           "sgd, adam, adamw, or sam (sharpness-aware minimisation over sgd: two passes per step)")
     lr: float = spec(number(float, gt=0, le=100), "learning rate (onecycle: the peak)")
@@ -91,6 +90,11 @@ class TrainParams:
     nodes: int = spec(number(int, ge=1, le=1024),
                       "machines training together (the others run torchrun: docs/scaling-out.md)")
     rendezvous: str = spec(_endpoint, "nodes > 1: host:port of this machine, where the other nodes meet it")
+    cpu_threads: int = spec(number(int, ge=0, le=1024),
+                            "N >= 1: PyTorch's portable CPU kernels and N threads in train (shared by its processes × nodes) "
+                            "and evaluate, so that the model and the scores are the same bytes on every x86-64 CPU "
+                            "(slower: docs/benchmarks.md); 0: the fastest kernels the CPU has and all its cores, "
+                            "results that differ by CPU type")
     amp: bool = spec(boolean, "CUDA only: bf16 autocast and channels_last")
     compile: bool = spec(boolean, "torch.compile the model (slow start, faster steps on a GPU)")
 

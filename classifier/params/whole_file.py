@@ -13,7 +13,6 @@ from ..errors import PipelineError
 from .augment import AugmentParams
 from .checks import (PARAMS_FILE, Sections, describe, parse_section, read_yaml, refuse_run_cache_blind_keys,
                      sections_from, unknown_key)
-from .cpu import CpuParams
 from .data import DataParams
 from .evaluate import EvaluateParams
 from .model import ModelParams
@@ -25,7 +24,7 @@ from .train import TrainParams, check_with_model
 # params.yaml's sections in order, each with the dataclasses that read it.
 SECTIONS: dict[str, tuple[type, ...]] = {
     "data": (DataParams,), "split": (SplitParams,), "prepare": (PrepareParams,),
-    "augment": (AugmentParams, OnlineAugmentParams), "model": (ModelParams,), "train": (TrainParams, CpuParams),
+    "augment": (AugmentParams, OnlineAugmentParams), "model": (ModelParams,), "train": (TrainParams,),
     "evaluate": (EvaluateParams,),
 }
 EVERY_CLASS = tuple(cls for classes in SECTIONS.values() for cls in classes)
