@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import hashlib
 import json
 import os
@@ -144,6 +145,32 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+_changed = False  # whether a staged_outputs of this run switched in other bytes than it replaced
+
+
+def outputs_changed(reset: bool = False) -> bool:
+    """Whether this run's staged outputs replaced anything with other bytes (stale_summary: a stage
+    that wrote what was there changed nothing evaluate scored). `reset`: a run starts."""
+    global _changed
+    changed, _changed = _changed, False if reset else _changed
+    return changed
+
+
+def _same_content(old: Path, new: Path) -> bool:
+    """Whether `new` (a file or a folder) holds exactly `old`'s bytes: sizes first, so that a changed
+    output costs a directory listing, and only an unchanged one is read through."""
+    if old.is_dir() != new.is_dir() or not old.exists():
+        return False
+    if not new.is_dir():
+        return old.stat().st_size == new.stat().st_size and filecmp.cmp(old, new, shallow=False)
+    names = sorted(p.relative_to(old) for p in old.rglob("*"))
+    if names != sorted(p.relative_to(new) for p in new.rglob("*")):
+        return False
+    files = [name for name in names if (new / name).is_file()]
+    return (all((old / n).stat().st_size == (new / n).stat().st_size for n in files)
+            and all(filecmp.cmp(old / n, new / n, shallow=False) for n in files))
+
+
 @contextlib.contextmanager
 def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) -> Iterator[dict[Path, Path]]:
     """A stage's outputs are all written before any is switched in; a failure while writing changes none.
@@ -165,6 +192,8 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
         with _write_errors_are_one_line(targets[0][0], tuple(t for t, _ in targets[1:])):
             yield staged
             _check_inputs_unchanged()
+            global _changed
+            _changed = _changed or not all(_same_content(target, tmp) for target, tmp in staged.items())
             # Written: switch each target (old folders are renamed aside first, then removed).
             for target, tmp in staged.items():
                 if target.is_dir() and not target.is_symlink():

@@ -356,14 +356,19 @@ def test_a_stage_that_runs_retires_the_last_scores(tmp_path, monkeypatch) -> Non
         assert not (project / paths.SUMMARY_METRICS).exists()
 
 
-@pytest.mark.parametrize("ending, code", [("fails", 1), ("is stopped", 130), ("succeeds", 0)])
-def test_a_stage_that_fails_puts_the_last_scores_back(tmp_path, monkeypatch, capsys, ending, code) -> None:
+@pytest.mark.parametrize("ending, code, kept", [("fails", 1, True), ("is stopped", 130, True),
+                                               ("writes other bytes", 0, False), ("writes the same bytes", 0, True)])
+def test_a_stage_that_changed_nothing_puts_the_last_scores_back(tmp_path, monkeypatch, ending, code, kept) -> None:
     """The git-tracked metrics/summary.json is set aside while a data stage runs: back when the stage
-    fails or is stopped (its outputs are unchanged), gone when it succeeds; nothing left beside it."""
+    fails or is stopped (its outputs are unchanged) or wrote the very bytes its outputs held (rerun
+    for a param that changed nothing), gone when it changed them; nothing left beside it."""
+    from classifier.outputs import atomic_dir
     from classifier.stale_summary import retire_summary
     monkeypatch.chdir(tmp_path)
     (tmp_path / "metrics").mkdir()
     (tmp_path / paths.SUMMARY_METRICS).write_text('{"test_acc": 0.99}')
+    (tmp_path / "data/split").mkdir(parents=True)
+    (tmp_path / "data/split/train.csv").write_text("path,label\na.png,cat\n")
 
     def stage() -> None:
         retire_summary()
@@ -372,11 +377,13 @@ def test_a_stage_that_fails_puts_the_last_scores_back(tmp_path, monkeypatch, cap
             raise PipelineError("a bad image")
         if ending == "is stopped":
             raise KeyboardInterrupt
+        with atomic_dir(tmp_path / "data/split") as out:
+            (out / "train.csv").write_text("path,label\na.png,cat\n" if "same" in ending else "path,label\nb.png,dog\n")
     stage.__module__ = "tests.test_faults"
     with pytest.raises(SystemExit) as exited:
         run_stage(stage)
     assert exited.value.code == code
-    assert (tmp_path / paths.SUMMARY_METRICS).exists() == (ending != "succeeds")
+    assert (tmp_path / paths.SUMMARY_METRICS).exists() == kept
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
