@@ -27,11 +27,17 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: prepare, which ne
     import torch
 
 
-def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, list[float]]:
-    """Per-channel mean, std, min and max of uint8 N×H×W×C in [0, 1], in chunks (the array may
-    be memory-mapped and larger than memory). The sums are exact integers, so stats.json has the
-    same bytes on every CPU (a float sum's rounding depends on how the vector code adds it up)."""
+STATS_CHUNK_BYTES = 16 * 2**20  # uint8 pixels summed at a time: 16× that in int64 squares and sums
+
+
+def channel_stats(images: np.ndarray, chunk: int | None = None) -> dict[str, list[float]]:
+    """Per-channel mean, std, min and max of uint8 N×H×W×C in [0, 1], in chunks of images (by
+    default as many as STATS_CHUNK_BYTES hold: the array may be memory-mapped and larger than
+    memory, and 4,096 images of 224×224 took 9.5 GB of int64). The sums are exact integers, so
+    stats.json has the same bytes on every CPU (a float sum's rounding depends on how the vector
+    code adds it up)."""
     channels = images.shape[3]
+    chunk = chunk or max(1, STATS_CHUNK_BYTES // max(1, int(np.prod(images.shape[1:]))))
     total, total_sq = [0] * channels, [0] * channels  # Python ints: exact, never overflow
     low, high = np.full(channels, 255), np.zeros(channels, dtype=int)
     for start in range(0, len(images), chunk):
