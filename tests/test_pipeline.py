@@ -359,10 +359,11 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
         for _ in range(4):
             try:
                 return subprocess.run([sys.executable, *args], cwd=project, env=quiet, capture_output=True, text=True,
-                                      check=True, timeout=120).stdout
+                                      check=True, timeout=45).stdout
             except subprocess.TimeoutExpired:
                 # DVC 3.67 can hang for good when an experiment's folder is removed while `dvc exp show`
-                # reads it (it finished in between): ask again. An answer takes seconds (more under load).
+                # reads it (it finished in between): ask again. An answer takes seconds (under make test's
+                # two workers at most about 10): 45 s is a hang, and a hang cost the suite 2 minutes at 120.
                 failures.append("timed out")
             except subprocess.CalledProcessError as exc:
                 # ... or fail outright (seen at a load of 8 on 2 cores): ask again, and say why if it persists.
