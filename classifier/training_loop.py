@@ -190,29 +190,86 @@ def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, cr
     return logits, objective
 
 
-def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer, params: TrainParams,
-        weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
-        phase: str = "train", first_epoch: int = 1, total_epochs: int | None = None,
-        augment: OnlineAugment | None = None, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
-    """Train `model` (already on the device) in place; returns the history and the best epoch's state.
+@dataclass
+class _Steps:
+    """The step machinery of one fit: an epoch's batches through it, the per-step records kept on the
+    device (no host sync per step)."""
+    step_model: nn.Module
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    per_step: bool
+    average: object  # the weights' moving average (train.ema_decay), or None
+    params: TrainParams
+    amp: bool
 
-    Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly.
-    The best epoch is the one with the best params.monitor (the first, on a tie): its weights are
-    kept. Early stopping is separate: params.patience epochs without an improvement of more than
-    params.min_delta stop the run. A NaN or infinite loss stops it with an error.
+    def __post_init__(self) -> None:
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
-    Data-parallel (`world.size` > 1): `train` is this process's shard; every step each process takes
-    its 1/size share of the params.batch_size images and DDP averages the gradients, so a step is one
-    step on the whole batch. History and steps are of all processes together. Rank 0 alone evaluates
-    `val` (None elsewhere) and shares the result, so every process stops at the same epoch; its
-    weights are the ones returned (the others return empty states).
+    @classmethod
+    def build(cls, model: nn.Module, trained: nn.Module, params: TrainParams, weights: torch.Tensor | None,
+              steps_per_epoch: int, amp: bool) -> _Steps:
+        """The optimiser, schedule, criterion and (train.ema_decay) moving average of `params`."""
+        optimizer = make_optimizer(model, params)
+        scheduler, per_step = make_scheduler(optimizer, params, steps_per_epoch)
+        return cls(torch.compile(trained) if params.compile else trained, model,
+                   training_criterion(params, weights, next(model.parameters()).device), optimizer, scheduler,
+                   per_step, weight_average(model, params.ema_decay), params, amp)
 
-    A phase of a longer run (fit_phases) numbers its epochs from `first_epoch` of `total_epochs`.
-    `augment` (augment.online) transforms every training batch on the device; val never.
-    `on_epoch` sees each epoch's record as soon as it is done (train publishes live progress).
-    With params.ema_decay, the moving average of the weights is what is validated and returned, and
-    what the model holds at the end.
-    """
+    def epoch(self, train: DeviceDataset, batches: list[torch.Tensor], normalize: Normalizer,
+              augment: OnlineAugment | None, draws: Draws | None) -> tuple[list, list, list, torch.Tensor]:
+        """(plain losses, objectives, learning rates) per step and the correct count, on the device."""
+        losses, objectives, lrs = [], [], []
+        correct = torch.zeros((), device=train.device, dtype=torch.long)
+        for batch in batches:
+            images, y = train.get(batch)
+            inputs, targets = batch_inputs(images, y, normalize, self.amp, augment, draws)
+            logits, objective = train_step(self.step_model, inputs, targets, self.criterion, self.optimizer,
+                                           self.trainable, self.params, self.amp)
+            if self.average is not None:
+                self.average.update_parameters(self.model)
+            losses.append(nn.functional.cross_entropy(logits.detach(), y))
+            objectives.append(objective.detach())
+            lrs.append(self.optimizer.param_groups[0]["lr"])
+            if self.per_step:
+                self.scheduler.step()
+            correct += (logits.detach().argmax(1) == y).sum()
+        return losses, objectives, lrs, correct
+
+
+@dataclass
+class _Monitor:
+    """The best epoch by params.monitor (its weights kept) and early stopping's own reference, which
+    moves only by more than params.min_delta."""
+    params: TrainParams
+    best_value: float | None = None
+    best_epoch: int = 0
+    best_state: dict = field(default_factory=dict)
+    reference: float | None = None
+    waited: int = 0
+
+    def update(self, record: EpochRecord, judged: nn.Module, leader: bool) -> bool:
+        """Take an epoch's scores; whether early stopping ends the run."""
+        monitored = record.val_loss if self.params.monitor == "val_loss" else record.val_accuracy
+        if _better(monitored, self.best_value, self.params.monitor):
+            self.best_value, self.best_epoch = monitored, record.epoch
+            self.best_state = _snapshot(judged) if leader else {}
+        if _better(monitored, self.reference, self.params.monitor, self.params.min_delta):
+            self.reference, self.waited = monitored, 0
+        else:
+            self.waited += 1
+        return bool(self.params.patience) and self.waited >= self.params.patience
+
+    def stop_line(self) -> str:
+        return (f"early stopping: no {self.params.monitor} improvement of more than {self.params.min_delta:g} in "
+                f"{self.params.patience} epochs; best epoch {self.best_epoch}")
+
+
+def _for_the_world(model: nn.Module, train: DeviceDataset, params: TrainParams,
+                   world: World) -> tuple[nn.Module, bool, nn.Module, int, int]:
+    """The model as it trains: (model, amp, the module that steps (DDP, compiled), the images of all
+    processes, the steps an epoch), batch norm checked against the batches it will see."""
     device = train.device
     model, amp = for_training(model, params, device)
     trained = model
@@ -222,7 +279,6 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
         # strides than DDP's bucket; DDP copies it and warns about speed, which does not apply here.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    step_model = torch.compile(trained) if params.compile else trained
     n = len(train)
     total = int(sum_all(torch.tensor([n], device=device), world).item())
     steps_per_epoch = len(epoch_batches(torch.arange(total), params.batch_size))
@@ -232,89 +288,104 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
         _check_batch_norm_batches(model, min_all(n, world, device) // steps_per_epoch, params.batch_size, world.size)
     else:
         _check_batch_norm_batches(model, min(n, params.batch_size), params.batch_size)
-    optimizer = make_optimizer(model, params)
-    scheduler, per_step = make_scheduler(optimizer, params, steps_per_epoch)
-    criterion = training_criterion(params, weights, device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    average = weight_average(model, params.ema_decay)  # train.ema_decay: then these weights are validated and kept
+    return model, amp, trained, total, steps_per_epoch
+
+
+def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer, params: TrainParams,
+        weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
+        phase: str = "train", first_epoch: int = 1, total_epochs: int | None = None,
+        augment: OnlineAugment | None = None, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+    """Train `model` (already on the device) in place; returns the history and the best epoch's state.
+
+    Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly. The
+    best epoch by params.monitor keeps its weights; early stopping is _Monitor's. A NaN or infinite
+    loss stops the run with an error. Data-parallel (`world.size` > 1): `train` is this process's
+    shard, each step takes its 1/size share of the batch and DDP averages the gradients; history and
+    steps are of all processes together, and rank 0 alone scores `val` (None elsewhere) and returns
+    the weights. A phase of a longer run (fit_phases) numbers its epochs from `first_epoch` of
+    `total_epochs`. `augment` transforms every training batch on the device; `on_epoch` sees each
+    epoch's record when it is done (live progress). With params.ema_decay the weights' moving average
+    is what is validated, returned and left in the model.
+    """
+    model, amp, trained, total, steps_per_epoch = _for_the_world(model, train, params, world)
+    steps_of = _Steps.build(model, trained, params, weights, steps_per_epoch, amp)
+    average = steps_of.average  # train.ema_decay: then these weights are validated and kept
     judged = average.module if average is not None else model
     # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
     order = torch.Generator().manual_seed(params.seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
     # A stream of draws per process and phase: phase one's are 0..size-1, a second phase's (first_epoch
     # after the first phase's epochs) come after them, so no two processes or phases share one.
-    draws = augment.draws(device, world.rank + world.size * (first_epoch - 1)) if augment else None
+    draws = augment.draws(train.device, world.rank + world.size * (first_epoch - 1)) if augment else None
     history: list[EpochRecord] = []
     steps: list[tuple[int, int, float, float, float]] = []
-    best_value, best_epoch, best_state = None, 0, {}
-    stop_reference, waited = None, 0  # early stopping's own best, moved only by more than min_delta
+    monitor = _Monitor(params)
     train_seconds, images_trained = 0.0, 0
     last_epoch = first_epoch + params.epochs - 1
     stopped = False
     for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
         train_mode(trained)
-        epoch_lr = optimizer.param_groups[0]["lr"]
-        step_losses, step_objectives, step_lrs = [], [], []
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        shuffled = torch.randperm(n, generator=order)
-        if train.resident:
-            shuffled = shuffled.to(device)  # index slices of the resident tensor
-        batches = (list(shuffled.tensor_split(steps_per_epoch)) if world.distributed
-                   else epoch_batches(shuffled, params.batch_size))
-        for batch in batches:
-            images, y = train.get(batch)
-            inputs, targets = batch_inputs(images, y, normalize, amp, augment, draws)
-            logits, objective = train_step(step_model, inputs, targets, criterion, optimizer, trainable, params, amp)
-            if average is not None:
-                average.update_parameters(model)
-            # Kept on the device: no host sync per step.
-            step_losses.append(nn.functional.cross_entropy(logits.detach(), y))
-            step_objectives.append(objective.detach())
-            step_lrs.append(optimizer.param_groups[0]["lr"])
-            if per_step:
-                scheduler.step()
-            correct += (logits.detach().argmax(1) == y).sum()
+        epoch_lr = steps_of.optimizer.param_groups[0]["lr"]
+        batches = _epoch_order(train, order, steps_per_epoch, params.batch_size, world)
+        step_losses, step_objectives, step_lrs, correct = steps_of.epoch(train, batches, normalize, augment, draws)
         losses, objectives, sizes, correct_count = _epoch_totals(step_losses, step_objectives, batches, correct, world)
         train_seconds += time.perf_counter() - started  # _epoch_totals waited for the device
         images_trained += total
-        train_loss = sum(l * s for l, s in zip(losses, sizes)) / total
-        train_objective = sum(o * s for o, s in zip(objectives, sizes)) / total
-        if not (math.isfinite(train_loss) and math.isfinite(train_objective)):
-            raise PipelineError(f"training loss became {train_objective} in epoch {epoch}: lower train.lr "
-                                f"(now {params.lr:g}) or check the data; no model was written")
+        train_loss, train_objective = _epoch_means(losses, objectives, sizes, total, epoch, params.lr)
         steps += [(len(steps) + i + 1, epoch, l, o, r)
                   for i, (l, o, r) in enumerate(zip(losses, objectives, step_lrs))]
-        scores = [math.nan, math.nan]
-        if world.leader:
-            scores = list(loss_and_accuracy(predict_logits(judged, val, normalize, amp=amp), val.labels))
-        val_loss, val_accuracy = from_leader(scores, world, device)
-        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total, val_loss, val_accuracy,
-                             time.perf_counter() - started, phase)
+        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total,
+                             *_validate(judged, val, normalize, amp, world), time.perf_counter() - started, phase)
         history.append(record)
-        monitored = val_loss if params.monitor == "val_loss" else val_accuracy
-        if _better(monitored, best_value, params.monitor):
-            best_value, best_epoch = monitored, epoch
-            best_state = _snapshot(judged) if world.leader else {}
-        if _better(monitored, stop_reference, params.monitor, params.min_delta):
-            stop_reference, waited = monitored, 0
-        else:
-            waited += 1
-        log(f"epoch {epoch:>3}/{total_epochs or last_epoch}  lr {epoch_lr:.4g}  train loss {train_loss:.4f} acc "
-            f"{record.train_accuracy:.2%}  val loss {val_loss:.4f} acc {val_accuracy:.2%}"
-            f"{'  *' if best_epoch == epoch else ''}  ({record.seconds:.1f}s)")
+        stopped = monitor.update(record, judged, world.leader)
+        log(_epoch_line(record, total_epochs or last_epoch, monitor.best_epoch == epoch))
         if on_epoch is not None:
             on_epoch(record)
-        if scheduler is not None and not per_step:
-            scheduler.step()
-        stopped = bool(params.patience) and waited >= params.patience
+        if steps_of.scheduler is not None and not steps_of.per_step:
+            steps_of.scheduler.step()
         if stopped:
-            log(f"early stopping: no {params.monitor} improvement of more than {params.min_delta:g} in "
-                f"{params.patience} epochs; best epoch {best_epoch}")
+            log(monitor.stop_line())
             break
     if average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
         model.load_state_dict(judged.state_dict())
-    return FitResult(history, steps, best_epoch, best_state, stopped, _snapshot(model) if world.leader else {},
-                     train_seconds, images_trained)
+    return FitResult(history, steps, monitor.best_epoch, monitor.best_state, stopped,
+                     _snapshot(model) if world.leader else {}, train_seconds, images_trained)
+
+
+def _epoch_line(record: EpochRecord, epochs: int, best: bool) -> str:
+    return (f"epoch {record.epoch:>3}/{epochs}  lr {record.lr:.4g}  train loss {record.train_loss:.4f} acc "
+            f"{record.train_accuracy:.2%}  val loss {record.val_loss:.4f} acc {record.val_accuracy:.2%}"
+            f"{'  *' if best else ''}  ({record.seconds:.1f}s)")
+
+
+def _epoch_order(train: DeviceDataset, order: torch.Generator, steps_per_epoch: int, batch_size: int,
+                 world: World) -> list[torch.Tensor]:
+    """An epoch's batches of row indices, shuffled by `order` (on the device when the data is)."""
+    shuffled = torch.randperm(len(train), generator=order)
+    if train.resident:
+        shuffled = shuffled.to(train.device)  # index slices of the resident tensor
+    return (list(shuffled.tensor_split(steps_per_epoch)) if world.distributed
+            else epoch_batches(shuffled, batch_size))
+
+
+def _epoch_means(losses: list[float], objectives: list[float], sizes: list[int], total: int, epoch: int,
+                 lr: float) -> tuple[float, float]:
+    """The epoch's mean plain loss and objective over its steps; NaN or infinite stops the run."""
+    train_loss = sum(l * s for l, s in zip(losses, sizes)) / total
+    train_objective = sum(o * s for o, s in zip(objectives, sizes)) / total
+    if not (math.isfinite(train_loss) and math.isfinite(train_objective)):
+        raise PipelineError(f"training loss became {train_objective} in epoch {epoch}: lower train.lr "
+                            f"(now {lr:g}) or check the data; no model was written")
+    return train_loss, train_objective
+
+
+def _validate(judged: nn.Module, val: DeviceDataset | None, normalize: Normalizer, amp: bool,
+              world: World) -> tuple[float, float]:
+    """Val loss and accuracy, scored by rank 0 and shared with every process."""
+    scores = [math.nan, math.nan]
+    if world.leader:
+        scores = list(loss_and_accuracy(predict_logits(judged, val, normalize, amp=amp), val.labels))
+    return from_leader(scores, world, next(judged.parameters()).device)
 
 
 def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.Tensor], batches: list[torch.Tensor],
