@@ -201,7 +201,35 @@ print(time.perf_counter() - start, right / len(test))
     return seconds, accuracy
 
 
-def main() -> None:
+def per_stage(stages: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in stages.items())
+
+
+def one_image_edit(photos: Path, work: Path, env: dict) -> None:
+    """Re-encode one source JPEG: `dvc status`, then the `dvc repro` it starts."""
+    import cv2
+    edited = next((photos / "train" / "class0").iterdir())
+    image = cv2.imdecode(np.frombuffer(edited.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    edited.write_bytes(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
+    status, _ = sh([sys.executable, "-m", "dvc", "status"], work, env)
+    rerun, rerun_stages, _ = timed_repro(work, env)
+    print(f"one image re-encoded: dvc status {status:.1f} s; dvc repro {rerun:.1f} s ({per_stage(rerun_stages)})",
+          flush=True)
+
+
+def plain_runs(photos: Path, args: argparse.Namespace, size: int, wall: float) -> list[float]:
+    """The plain script once per seed, its first run timed against the pipeline's `wall`; its accuracies."""
+    accuracies = []
+    for seed in range(args.seeds):
+        seconds, accuracy = plain_script(photos, args.epochs, size, seed)
+        accuracies.append(accuracy)
+        if seed == 0:
+            print(f"plain script: {seconds:.1f} s from folder to test accuracy {accuracy:.2%}", flush=True)
+            print(f"ratio: the pipeline took {wall / seconds:.2f}× the plain script's time", flush=True)
+    return accuracies
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-images", type=int, default=50_000)
     parser.add_argument("--test-images", type=int, default=10_000)
@@ -215,7 +243,11 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--until", default="", metavar="STAGE",
                         help="`dvc repro STAGE`: the stages up to it alone (no accuracy, no plain script)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     size = args.prepare_size or args.side
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "PYTHONPATH": ""}
@@ -239,13 +271,12 @@ def main() -> None:
         wall, stages, output = timed_repro(work, env, args.until)
         peaks = memory.stop()
         if args.until:
-            print(f"pipeline up to {args.until}: {wall:.1f} s; per stage (s): "
-                  + ", ".join(f"{name} {seconds:.1f}" for name, seconds in stages.items()))
+            print(f"pipeline up to {args.until}: {wall:.1f} s; per stage (s): {per_stage(stages)}")
             print(peaks)
             return
         accuracy = test_accuracy(output)
         print(f"pipeline: {wall:.1f} s from folder to test accuracy {accuracy:.2%}; per stage (s): "
-              + ", ".join(f"{name} {seconds:.1f}" for name, seconds in stages.items()), flush=True)
+              f"{per_stage(stages)}", flush=True)
         fixed = sum(stages.get(s, 0) for s in ("params", "ingest", "split", "prepare", "augment"))
         print(f"pipeline: params + ingest + split + prepare + augment {fixed:.1f} s; "
               f"DVC around the stages {wall - sum(stages.values()):.1f} s", flush=True)
@@ -259,23 +290,9 @@ def main() -> None:
             set_seed(work, seed)
             accuracies.append(test_accuracy(timed_repro(work, env)[2]))
         set_seed(work, 0)
-        if not args.packed:  # one re-encoded image in the source folder
-            import cv2
-            edited = next((scratch / "photos" / "train" / "class0").iterdir())
-            image = cv2.imdecode(np.frombuffer(edited.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
-            edited.write_bytes(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
-            status, _ = sh([sys.executable, "-m", "dvc", "status"], work, env)
-            rerun, rerun_stages, _ = timed_repro(work, env)
-            print(f"one image re-encoded: dvc status {status:.1f} s; dvc repro {rerun:.1f} s (" + ", ".join(
-                f"{name} {seconds:.1f}" for name, seconds in rerun_stages.items()) + ")", flush=True)
-        plain_accuracies = []
-        if not args.skip_plain:
-            for seed in range(args.seeds):
-                seconds, plain_accuracy = plain_script(scratch / "photos", args.epochs, size, seed)
-                plain_accuracies.append(plain_accuracy)
-                if seed == 0:
-                    print(f"plain script: {seconds:.1f} s from folder to test accuracy {plain_accuracy:.2%}", flush=True)
-                    print(f"ratio: the pipeline took {wall / seconds:.2f}× the plain script's time", flush=True)
+        if not args.packed:  # a loose folder: one re-encoded image in it
+            one_image_edit(scratch / "photos", work, env)
+        plain_accuracies = [] if args.skip_plain else plain_runs(scratch / "photos", args, size, wall)
         if args.seeds > 1:
             for name, values in (("pipeline", accuracies), ("plain script", plain_accuracies)):
                 if values:

@@ -96,6 +96,24 @@ def run_config(work: Path, changes: dict, seeds: tuple[int, ...]) -> dict:
     return {"accuracies": accuracies, "seconds": statistics.mean(seconds)}
 
 
+def torchvision_transforms(params, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple:
+    """The recipe's augmentation as torchvision does it: per image (crop, flip, TrivialAugment,
+    normalisation, erasing) and the batch mixers (MixUp, CutMix) that are on."""
+    from torchvision.transforms import v2
+    augment = params.augment
+    per_image = v2.Compose([
+        v2.RandomResizedCrop(64, scale=(augment.online_crop_scale, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+        *([v2.TrivialAugmentWide()] if augment.online_policy == "trivialaugment" else []),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
+        *([v2.RandomErasing(p=augment.online_erasing)] if augment.online_erasing else [])])
+    mixers = []
+    if params.train.mixup_alpha:
+        mixers.append(v2.MixUp(alpha=params.train.mixup_alpha, num_classes=2))
+    if params.train.cutmix_alpha:
+        mixers.append(v2.CutMix(alpha=params.train.cutmix_alpha, num_classes=2))
+    return per_image, mixers
+
+
 def plain_loop(work: Path, changes: dict, seeds: tuple[int, ...]) -> dict:
     """The textbook loop with torchvision's transforms for the same recipe: per-image crops, flips,
     TrivialAugment and erasing in a DataLoader, MixUp/CutMix per batch, the last epoch's weights."""
@@ -110,17 +128,7 @@ def plain_loop(work: Path, changes: dict, seeds: tuple[int, ...]) -> dict:
         _, preprocessing, train_set, _ = load_training_inputs(params.model)
     test_set = load_array_set(work / "data/prepared/test")
     mean, std = preprocessing.mean, preprocessing.std
-    augment = params.augment
-    per_image = v2.Compose([
-        v2.RandomResizedCrop(64, scale=(augment.online_crop_scale, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-        *([v2.TrivialAugmentWide()] if augment.online_policy == "trivialaugment" else []),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-        *([v2.RandomErasing(p=augment.online_erasing)] if augment.online_erasing else [])])
-    mixers = []
-    if params.train.mixup_alpha:
-        mixers.append(v2.MixUp(alpha=params.train.mixup_alpha, num_classes=2))
-    if params.train.cutmix_alpha:
-        mixers.append(v2.CutMix(alpha=params.train.cutmix_alpha, num_classes=2))
+    per_image, mixers = torchvision_transforms(params, mean, std)
     images = torch.from_numpy(np.ascontiguousarray(train_set.images.transpose(0, 3, 1, 2)))
     labels = torch.from_numpy(train_set.labels.astype(np.int64))
 
