@@ -96,12 +96,11 @@ def stage_module(cmd: str) -> str:
 def generated(module: str) -> tuple[list[str], list[str] | None]:
     """(deps, params) of the stage that runs `module`: params None when the module declares none."""
     from classifier.params.checks import dvc_params
-    from classifier.params.whole_file import SECTIONS
     file = module_file(module)
     is_package = file is not None and file.name == "__init__.py"
     loaded = importlib.import_module(f"{module}.__main__" if is_package else module)
     deps = code_deps(module) + [Path(d).as_posix() for d in getattr(loaded, "DEPS", ())]
-    params = dvc_params(loaded.PARAMS, SECTIONS) if hasattr(loaded, "PARAMS") else None
+    params = dvc_params(loaded.PARAMS) if hasattr(loaded, "PARAMS") else None
     return deps, params
 
 

@@ -133,18 +133,15 @@ def describe(cls: type) -> dict[str, str]:
     return {f.name: f.metadata["doc"] for f in dataclasses.fields(cls)}
 
 
-def dvc_params(classes: tuple[type, ...], sections: dict[str, tuple[type, ...]] | None = None) -> list[str]:
+def dvc_params(classes: tuple[type, ...]) -> list[str]:
     """What dvc.yaml's `params:` of a stage reading `classes` lists: a section, or its keys one by one
-    when the stage reads only some of them (DVC then reruns it for those alone). `sections`: every
-    section's dataclasses (whole_file.SECTIONS), to tell a stage that reads all of a shared section."""
+    when the stage reads only some of them (DVC then reruns it for those alone)."""
     entries: list[str] = []
     for cls in classes:
-        section = section_of(cls)
-        whole = sections is not None and set(sections.get(section, ())) <= set(classes)
-        if shares_section(cls) and not whole:
-            entries += [f"{section}.{key}" for key in describe(cls)]
-        elif section not in entries:
-            entries.append(section)
+        if shares_section(cls):
+            entries += [f"{section_of(cls)}.{key}" for key in describe(cls)]
+        else:
+            entries.append(section_of(cls))
     return entries
 
 
