@@ -56,10 +56,10 @@ class ContentCache:
         self.hits = self.misses = self.pending = 0
         self.db: sqlite3.Connection | None = None
         self.writable = True
+        self.path = (Path(folder) if folder is not None else cache_dir()) / self.FILE
         try:
-            folder = Path(folder) if folder is not None else cache_dir()
-            folder.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(folder / self.FILE, timeout=10)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=10)
             self.db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             self.db.execute(f"CREATE TABLE IF NOT EXISTS entries (sha1 TEXT, version TEXT, {self.COLUMNS}, "
                             "PRIMARY KEY (sha1, version))")
@@ -136,8 +136,7 @@ class PreparedCache(ContentCache):
         if int(np.prod(shape)) > PREPARED_IMAGE_BYTES:
             self.close()  # decoding a large image costs less than storing it
         elif self.db is not None:
-            path = Path(folder) if folder is not None else cache_dir()
-            self.writable = (path / self.FILE).stat().st_size < PREPARED_FILE_BYTES
+            self.writable = self.path.stat().st_size < PREPARED_FILE_BYTES
 
     def get(self, sha1: str) -> np.ndarray | None:
         row = self.get_row(sha1, self.version)
