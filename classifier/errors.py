@@ -162,6 +162,9 @@ def run_stage(main: Callable[[], None], exclusive: bool = True, worker: Worker |
     lock = None
     try:
         lock = _hold_stage_lock(main) if exclusive and not in_worker else None
+        if exclusive and not in_worker:
+            from .outputs import undo_interrupted_switches  # outputs imports this module
+            undo_interrupted_switches()  # a killed run's half-done switch, before anything else
         _run_settled(main)
     except PipelineError as exc:
         _quiet_signals()

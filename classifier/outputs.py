@@ -3,9 +3,10 @@
 Every writer builds its output in a temporary sibling (`.<name>.*.tmp`) and renames it into place.
 staged_outputs makes every temporary first, lets the stage write them all, and only then renames
 each into place, one rename per output: a failure while writing (a full disk, Ctrl-C, a bug) leaves
-every earlier output as it was. The renames themselves are not one atomic step: a kill -9 between
-two of them leaves some outputs switched and the temporaries of the others behind. Temporaries a
-killed stage left are removed when the output is next written. Outputs respect the umask; a full
+every earlier output as it was. The renames themselves are several steps; a journal of them lets a
+failure, a signal or (by the next run of any stage) a kill -9 between two of them undo the ones
+done, so a reader finds all the new outputs or all the old ones, never a mix. Temporaries a killed
+stage left are removed when the output is next written. Outputs respect the umask; a full
 disk, a read-only folder or a missing permission is one PipelineError naming the output.
 live_outputs rewrites progress files while a stage runs (what `dvc exp show` reads from a running
 experiment). Used by every stage and by the tools that write files.
@@ -54,7 +55,9 @@ def _check_inputs_unchanged() -> None:
 
 def remove_stale_temporaries(target: Path) -> None:
     """Delete `.<name>.*.tmp` siblings of `target` that a killed run (kill -9, power loss) left, and
-    the `.<name>~before.<pid>.tmp` that live_outputs set aside in a process no longer running."""
+    the `.<name>~before.<pid>.tmp` that live_outputs set aside in a process no longer running; first
+    undo any switch a killed run left half done (its old outputs wait among those siblings)."""
+    undo_interrupted_switches()
     target = Path(target)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):
         _remove(stale)
@@ -75,6 +78,78 @@ def _running(pid: str) -> bool:
     except PermissionError:
         return True  # somebody else's process
     return True
+
+
+# While a stage switches several outputs in, the journal of the switch: the moves it makes, so that a
+# run killed between two renames (kill -9, power loss) is undone by the next run of any stage.
+JOURNAL = ".outputs-switch.{pid}.tmp"
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _switch(staged: dict[Path, Path]) -> None:
+    """Replace each target by its temporary. One file: one rename, atomic. Several outputs, or a folder:
+    the old ones are renamed aside and the new ones into place, one by one, with a journal of the
+    moves written first; a failure or a signal on the way undoes the moves done, and so does the next
+    run of any stage after a kill (undo_interrupted_switches). The journal's removal is the moment
+    the new outputs stand together; the old ones are deleted after it."""
+    if len(staged) == 1 and not any(tmp.is_dir() for tmp in staged.values()):
+        target, tmp = next(iter(staged.items()))
+        os.replace(tmp, target)
+        return
+    moves = [{"target": str(target.absolute()), "new": str(tmp.absolute()),
+              "aside": str(target.absolute().with_name(f".{target.name}.{os.getpid()}.old.tmp"))
+              if _exists(target) else None} for target, tmp in staged.items()]
+    journal = Path(JOURNAL.format(pid=os.getpid()))
+    writing = journal.with_name(f".outputs-switch-writing.{os.getpid()}.tmp")
+    writing.write_text(json.dumps(moves))
+    os.replace(writing, journal)
+    try:
+        for move in moves:
+            if move["aside"]:
+                os.replace(move["target"], move["aside"])
+            os.replace(move["new"], move["target"])
+    except BaseException:
+        _undo(moves)
+        journal.unlink()
+        raise
+    journal.unlink()  # switched: from here on the new outputs stand, all of them
+    for move in moves:
+        if move["aside"]:
+            _remove(Path(move["aside"]))
+
+
+def _undo(moves: list[dict]) -> None:
+    """Put back what a switch moved, from any point it stopped at (and again, if this is stopped too):
+    a new output in place goes, the old one set aside returns, the remaining temporaries go."""
+    for move in reversed(moves):
+        target, new = Path(move["target"]), Path(move["new"])
+        aside = Path(move["aside"]) if move["aside"] else None
+        if not _exists(new) and _exists(target) and (aside is None or _exists(aside)):  # the new one is in place
+            undone = target.with_name(f".{target.name}.{os.getpid()}.undone.tmp")
+            os.replace(target, undone)
+            _remove(undone)
+        if aside is not None and _exists(aside):
+            os.replace(aside, target)
+        if _exists(new):
+            _remove(new)
+
+
+def undo_interrupted_switches() -> None:
+    """Undo the switches that killed runs left half done in this folder (their journals), so that
+    their outputs are all the earlier run's again, before this run touches any output."""
+    for journal in Path(".").glob(JOURNAL.format(pid="*")):
+        pid = journal.name.split(".")[2]
+        if pid != str(os.getpid()) and _running(pid):
+            continue  # a stage switching right now
+        try:
+            moves = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            continue  # removed meanwhile by another run's undo
+        _undo(moves)
+        journal.unlink(missing_ok=True)
 
 
 # errno -> why a write failed and what to do, in words a user can act on
@@ -179,8 +254,8 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
     `files`): write there. On success every target is replaced by its temporary, one rename each,
     after everything was written; on any error (a full disk, Ctrl-C, a bug) every target keeps its
     old content and the temporaries are removed. Every temporary is made before the body runs, so a
-    read-only folder fails before any work is done. The renames are not one atomic step: a kill -9
-    between two of them leaves some targets switched (docs/interrupted-runs.md)."""
+    read-only folder fails before any work is done. The renames are not one atomic step, but their
+    journal makes them one: a kill -9 between two of them is undone by the next run (_switch)."""
     targets = [(Path(t), False) for t in files] + [(Path(t), True) for t in dirs]
     staged: dict[Path, Path] = {}
     try:
@@ -194,15 +269,7 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
             _check_inputs_unchanged()
             global _changed
             _changed = _changed or not all(_same_content(target, tmp) for target, tmp in staged.items())
-            # Written: switch each target (old folders are renamed aside first, then removed).
-            for target, tmp in staged.items():
-                if target.is_dir() and not target.is_symlink():
-                    aside = target.with_name(f".{target.name}.{os.getpid()}.old.tmp")
-                    os.replace(target, aside)
-                    os.replace(tmp, target)
-                    shutil.rmtree(aside)
-                else:
-                    os.replace(tmp, target)
+            _switch(staged)  # written: all switched in, or (a failure, a signal, a kill) none
     finally:
         for tmp in staged.values():
             if tmp.exists():

@@ -485,8 +485,120 @@ def test_staged_outputs_switch_only_after_the_body_and_put_the_old_folder_aside_
         events.append(("body done",))
     assert events[0] == ("body done",), events
     moves = [e for e in events if e[0] == "replace"]
-    aside = next(e for e in moves if e[1] == folder)
-    switched = next(e for e in moves if e[2] == folder)
+    aside = next(e for e in moves if e[1] == folder.absolute())
+    switched = next(e for e in moves if e[2] == folder.absolute())
     removed = next(e for e in events if e[0] == "rmtree")
     assert events.index(aside) < events.index(switched) < events.index(removed) and removed[1] == aside[2]
     assert (folder / "new.txt").read_text() == "new" and file.read_text() == "new" and not (folder / "old.txt").exists()
+
+
+# ------------------------------------------------------------------------- the switch journal
+SWITCHING_STAGE = '''
+import os, signal, sys, time
+from pathlib import Path
+from classifier import outputs
+from classifier.errors import run_stage
+
+how = sys.argv[1]
+real_replace = outputs.os.replace
+moved = []
+
+def replace(src, dst):
+    """The second move into place is held (a signal arrives) or is the last thing the process does (kill -9)."""
+    if str(src).endswith(".tmp") and not str(dst).endswith(".tmp"):
+        moved.append(dst)
+        if len(moved) == 2:
+            if how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            Path("holding").touch()
+            time.sleep(60)
+    real_replace(src, dst)
+
+def main():
+    if how == "nothing":  # any later stage: it undoes what a killed one left, first
+        return
+    outputs.os.replace = replace
+    with outputs.staged_outputs(files=(Path("metrics/data.json"),), dirs=(Path("data/augmented"), Path("plots/data"))) as out:
+        out[Path("metrics/data.json")].write_text("new")
+        (out[Path("data/augmented")] / "images.npy").write_text("new")
+        (out[Path("plots/data")] / "class_counts.csv").write_text("new")
+
+main.__module__ = "switching_stage"
+run_stage(main)
+'''
+
+
+def switch_outputs(folder: Path) -> dict[Path, Path]:
+    """augment's outputs, as the last run left them ("old"); {output: the file inside that holds the text}."""
+    files = {Path("metrics/data.json"): Path("metrics/data.json"),
+             Path("data/augmented"): Path("data/augmented/images.npy"),
+             Path("plots/data"): Path("plots/data/class_counts.csv")}
+    for inside in files.values():
+        (folder / inside).parent.mkdir(parents=True, exist_ok=True)
+        (folder / inside).write_text("old")
+    (folder / "switching_stage.py").write_text(SWITCHING_STAGE)
+    return files
+
+
+def contents(folder: Path, files: dict[Path, Path]) -> list[str]:
+    return [(folder / inside).read_text() if (folder / inside).exists() else "missing" for inside in files.values()]
+
+
+def start_switching(folder: Path, how: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "switching_stage.py", how], cwd=folder, text=True,
+                            env={**env(), "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_failing_rename_in_the_switch_puts_every_output_back(tmp_path, monkeypatch) -> None:
+    from classifier import outputs
+    monkeypatch.chdir(tmp_path)
+    files = switch_outputs(tmp_path)
+    real_replace = outputs.os.replace
+    into_place = []
+
+    def replace(src, dst):
+        if not str(dst).endswith(".tmp"):
+            into_place.append(dst)
+            if len(into_place) == 2:
+                raise OSError(errno.EACCES, "Permission denied", str(dst))
+        real_replace(src, dst)
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(PipelineError, match=r"^permission denied while writing .*\(no output was changed\)$"):
+        with staged_outputs(files=(Path("metrics/data.json"),), dirs=(Path("data/augmented"), Path("plots/data"))) as out:
+            out[Path("metrics/data.json")].write_text("new")
+            (out[Path("data/augmented")] / "images.npy").write_text("new")
+            (out[Path("plots/data")] / "class_counts.csv").write_text("new")
+    assert len(into_place) > 2  # the first output had been switched in, and was switched back
+    assert contents(tmp_path, files) == ["old"] * 3
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_switch_puts_every_output_back(tmp_path) -> None:
+    files = switch_outputs(tmp_path)
+    stage = start_switching(tmp_path, "signal")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "holding").exists():  # the second rename is held: one output is already the new one
+        assert stage.poll() is None and time.monotonic() < deadline, stage.communicate()
+        time.sleep(0.02)
+    assert contents(tmp_path, files) == ["new", "missing", "old"]  # the second set aside, the third not yet
+    stage.send_signal(signal.SIGTERM)
+    _, err = stage.communicate(timeout=60)
+    assert stage.returncode == 143 and err.strip() == "error: interrupted (SIGTERM); outputs being written were discarded"
+    assert contents(tmp_path, files) == ["old"] * 3
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_kill_between_two_renames_is_undone_by_the_next_stage_that_runs(tmp_path) -> None:
+    files = switch_outputs(tmp_path)
+    killed = start_switching(tmp_path, "kill")
+    killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert contents(tmp_path, files) == ["new", "missing", "old"]  # a mix of two runs, for now
+    assert list(tmp_path.glob(".outputs-switch.*.tmp"))
+    later = start_switching(tmp_path, "nothing")
+    later.communicate(timeout=120)
+    assert later.returncode == 0
+    assert contents(tmp_path, files) == ["old"] * 3
+    assert not list(tmp_path.rglob(".*.tmp"))
