@@ -154,6 +154,24 @@ def from_leader(values: list[float], world: World, device: torch.device) -> list
     return tensor.cpu().tolist()
 
 
+def gather_to_leader(value: object, world: World) -> list[object]:
+    """Every process's `value`, in rank order, on rank 0 (the others get [] back); [value] alone."""
+    if not world.distributed:
+        return [value]
+    gathered: list = [None] * world.size
+    dist.all_gather_object(gathered, value)
+    return gathered if world.leader else []
+
+
+def share_from_leader(value: object, world: World) -> object:
+    """Rank 0's `value` (any picklable object) on every process; the others pass None."""
+    if not world.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def fingerprint(*parts: object) -> str:
     """A short digest of what must be identical on every process: params, classes, data shapes and labels."""
     digest = hashlib.sha256()

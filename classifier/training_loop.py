@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from . import paths
 from .artifacts import ArraySet, load_array_set, read_json
 from .augment_online import Draws, OnlineAugment
 from .device_dataset import DeviceDataset
-from .distributed import World, from_leader, min_all, sum_all
+from .distributed import World, from_leader, gather_to_leader, min_all, sum_all
 from .errors import PipelineError
 from .inference import loss_and_accuracy, memory_layout, predict_logits
 from .models import pretrained_input_stats
@@ -78,6 +79,12 @@ class EpochRecord:
                                                         # part of what makes two runs the same
     phase: str = "train"  # two-phase fine-tuning: head (features frozen), then finetune (everything)
 
+    @classmethod
+    def restored(cls, values: dict) -> EpochRecord:
+        """From dataclasses.asdict (a saved state). The phase name interned, as the loop's own are: a
+        pickle stores one string object once, so the checkpoint's bytes depend on which objects these are."""
+        return cls(**{**values, "phase": sys.intern(values["phase"])})
+
 
 STEP_COLUMNS = ("step", "epoch", "loss", "objective", "lr")
 
@@ -96,6 +103,16 @@ class FitResult:
     @property
     def images_per_second(self) -> float:
         return self.images_trained / self.train_seconds if self.train_seconds else 0.0
+
+    def state(self) -> dict:
+        """As plain values and tensors (a finished phase inside a resumable state)."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "history": [dataclasses.asdict(r) for r in self.history], "steps": [list(s) for s in self.steps]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> FitResult:
+        return cls(**{**state, "history": [EpochRecord.restored(r) for r in state["history"]],
+                      "steps": [tuple(s) for s in state["steps"]]})
 
     def saved(self, checkpoint: str) -> tuple[dict, int]:
         """The weights and epoch train.checkpoint keeps: 'last' (the run's end) or 'best' (by train.monitor).
@@ -237,6 +254,24 @@ class _Steps:
             correct += (logits.detach().argmax(1) == y).sum()
         return losses, objectives, lrs, correct
 
+    def end_epoch(self) -> None:
+        if self.scheduler is not None and not self.per_step:
+            self.scheduler.step()
+
+    def state(self) -> dict:
+        """The weights, the optimiser's, the schedule's and the moving average's state (for resume)."""
+        return {"model": _snapshot(self.model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "average": self.average.state_dict() if self.average is not None else None}
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
+
 
 @dataclass
 class _Monitor:
@@ -261,9 +296,83 @@ class _Monitor:
             self.waited += 1
         return bool(self.params.patience) and self.waited >= self.params.patience
 
+    def state(self) -> dict:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "best_state": self.best_state,
+                "reference": self.reference, "waited": self.waited}
+
     def stop_line(self) -> str:
         return (f"early stopping: no {self.params.monitor} improvement of more than {self.params.min_delta:g} in "
                 f"{self.params.patience} epochs; best epoch {self.best_epoch}")
+
+
+@dataclass
+class _Streams:
+    """Every random stream of one process's fit: the batch order, the online augmentation's draws (on
+    the device and the host) and torch's global generator (dropout), with their state for resume."""
+    order: torch.Generator
+    draws: Draws | None
+    device: torch.device
+
+    @classmethod
+    def seeded(cls, seed: int, world: World, first_epoch: int, augment: OnlineAugment | None,
+               device: torch.device) -> _Streams:
+        # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
+        order = torch.Generator().manual_seed(seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
+        # A stream of draws per process and phase: phase one's are 0..size-1, a second phase's (first_epoch
+        # after the first phase's epochs) come after them, so no two processes or phases share one.
+        draws = augment.draws(device, world.rank + world.size * (first_epoch - 1)) if augment else None
+        return cls(order, draws, device)
+
+    def state(self) -> dict:
+        state = {"order": self.order.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.draws is not None:
+            state |= {"device_draws": self.draws.device.get_state(), "host_draws": self.draws.host.bit_generator.state}
+        return state
+
+    def restore(self, state: dict) -> None:
+        self.order.set_state(state["order"])
+        torch.set_rng_state(state["torch"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+        if self.draws is not None:
+            self.draws.device.set_state(state["device_draws"])
+            self.draws.host.bit_generator.state = state["host_draws"]
+
+
+@dataclass
+class _Run:
+    """Where one fit stands after its last finished epoch: what the loop updates and, with the step
+    machinery's and the random streams' own state, what resume saves."""
+    monitor: _Monitor
+    history: list[EpochRecord] = field(default_factory=list)
+    steps: list[tuple[int, int, float, float, float]] = field(default_factory=list)
+    train_seconds: float = 0.0   # in the training steps, all epochs so far
+    images_trained: int = 0
+
+    def state(self) -> dict:
+        return {"monitor": self.monitor.state(), "history": [dataclasses.asdict(r) for r in self.history],
+                "steps": [list(step) for step in self.steps], "train_seconds": self.train_seconds,
+                "images_trained": self.images_trained}
+
+    @classmethod
+    def restored(cls, state: dict, params: TrainParams) -> _Run:
+        return cls(_Monitor(params, **state["monitor"]), [EpochRecord.restored(r) for r in state["history"]],
+                   [tuple(step) for step in state["steps"]], state["train_seconds"], state["images_trained"])
+
+    def result(self, stopped: bool, last_state: dict) -> FitResult:
+        return FitResult(self.history, self.steps, self.monitor.best_epoch, self.monitor.best_state, stopped,
+                         last_state, self.train_seconds, self.images_trained)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Which part of a run a fit is: its name (train; head, then finetune in two-phase fine-tuning),
+    the number of its first epoch and the run's epochs in all."""
+    name: str = "train"
+    first_epoch: int = 1
+    total_epochs: int | None = None
 
 
 def _for_the_world(model: nn.Module, train: DeviceDataset, params: TrainParams,
@@ -293,8 +402,9 @@ def _for_the_world(model: nn.Module, train: DeviceDataset, params: TrainParams,
 
 def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer, params: TrainParams,
         weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
-        phase: str = "train", first_epoch: int = 1, total_epochs: int | None = None,
-        augment: OnlineAugment | None = None, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+        phase: Phase = Phase(), augment: OnlineAugment | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None, resume: dict | None = None,
+        keep: Callable[[dict], None] | None = None) -> FitResult:
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
     Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly. The
@@ -302,54 +412,54 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     loss stops the run with an error. Data-parallel (`world.size` > 1): `train` is this process's
     shard, each step takes its 1/size share of the batch and DDP averages the gradients; history and
     steps are of all processes together, and rank 0 alone scores `val` (None elsewhere) and returns
-    the weights. A phase of a longer run (fit_phases) numbers its epochs from `first_epoch` of
-    `total_epochs`. `augment` transforms every training batch on the device; `on_epoch` sees each
-    epoch's record when it is done (live progress). With params.ema_decay the weights' moving average
-    is what is validated, returned and left in the model.
-    """
+    the weights. `phase`: a part of a longer run (fit_phases). `augment` transforms every batch on the
+    device; `on_epoch` sees each epoch's record (live progress). With params.ema_decay the moving
+    average is what is validated, returned and left in the model. `keep` (rank 0's is called) takes
+    the state after each epoch that did not end the run; from such a state, `resume` continues
+    exactly as a run never stopped."""
     model, amp, trained, total, steps_per_epoch = _for_the_world(model, train, params, world)
     steps_of = _Steps.build(model, trained, params, weights, steps_per_epoch, amp)
-    average = steps_of.average  # train.ema_decay: then these weights are validated and kept
-    judged = average.module if average is not None else model
-    # Rank 0 shuffles as a single process does; the others' shards get orders of their own.
-    order = torch.Generator().manual_seed(params.seed + RANK_SEED_STRIDE * world.rank + (first_epoch - 1))
-    # A stream of draws per process and phase: phase one's are 0..size-1, a second phase's (first_epoch
-    # after the first phase's epochs) come after them, so no two processes or phases share one.
-    draws = augment.draws(train.device, world.rank + world.size * (first_epoch - 1)) if augment else None
-    history: list[EpochRecord] = []
-    steps: list[tuple[int, int, float, float, float]] = []
-    monitor = _Monitor(params)
-    train_seconds, images_trained = 0.0, 0
-    last_epoch = first_epoch + params.epochs - 1
+    judged = steps_of.average.module if steps_of.average is not None else model  # validated and kept
+    streams = _Streams.seeded(params.seed, world, phase.first_epoch, augment, train.device)
+    run = _Run(_Monitor(params))
+    if resume is not None:
+        run = _Run.restored(resume, params)
+        steps_of.restore(resume)
+        streams.restore(resume["random"][world.rank])
+    last_epoch = phase.first_epoch + params.epochs - 1
     stopped = False
-    for epoch in range(first_epoch, last_epoch + 1):
+    for epoch in range(phase.first_epoch + len(run.history), last_epoch + 1):
         started = time.perf_counter()
         train_mode(trained)
         epoch_lr = steps_of.optimizer.param_groups[0]["lr"]
-        batches = _epoch_order(train, order, steps_per_epoch, params.batch_size, world)
-        step_losses, step_objectives, step_lrs, correct = steps_of.epoch(train, batches, normalize, augment, draws)
+        batches = _epoch_order(train, streams.order, steps_per_epoch, params.batch_size, world)
+        step_losses, step_objectives, step_lrs, correct = steps_of.epoch(train, batches, normalize, augment,
+                                                                         streams.draws)
         losses, objectives, sizes, correct_count = _epoch_totals(step_losses, step_objectives, batches, correct, world)
-        train_seconds += time.perf_counter() - started  # _epoch_totals waited for the device
-        images_trained += total
+        run.train_seconds += time.perf_counter() - started  # _epoch_totals waited for the device
+        run.images_trained += total
         train_loss, train_objective = _epoch_means(losses, objectives, sizes, total, epoch, params.lr)
-        steps += [(len(steps) + i + 1, epoch, l, o, r)
-                  for i, (l, o, r) in enumerate(zip(losses, objectives, step_lrs))]
+        run.steps += [(len(run.steps) + i + 1, epoch, l, o, r)
+                      for i, (l, o, r) in enumerate(zip(losses, objectives, step_lrs))]
         record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total,
-                             *_validate(judged, val, normalize, amp, world), time.perf_counter() - started, phase)
-        history.append(record)
-        stopped = monitor.update(record, judged, world.leader)
-        log(_epoch_line(record, total_epochs or last_epoch, monitor.best_epoch == epoch))
+                             *_validate(judged, val, normalize, amp, world), time.perf_counter() - started,
+                             phase.name)
+        run.history.append(record)
+        stopped = run.monitor.update(record, judged, world.leader)
+        log(_epoch_line(record, phase.total_epochs or last_epoch, run.monitor.best_epoch == epoch))
         if on_epoch is not None:
             on_epoch(record)
-        if steps_of.scheduler is not None and not steps_of.per_step:
-            steps_of.scheduler.step()
+        steps_of.end_epoch()
         if stopped:
-            log(monitor.stop_line())
+            log(run.monitor.stop_line())
             break
-    if average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
+        if keep is not None:
+            every_stream = gather_to_leader(streams.state(), world)  # each process's own
+            if world.leader:
+                keep(run.state() | steps_of.state() | {"random": every_stream})
+    if steps_of.average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
         model.load_state_dict(judged.state_dict())
-    return FitResult(history, steps, monitor.best_epoch, monitor.best_state, stopped,
-                     _snapshot(model) if world.leader else {}, train_seconds, images_trained)
+    return run.result(stopped, _snapshot(model) if world.leader else {})
 
 
 def _epoch_line(record: EpochRecord, epochs: int, best: bool) -> str:
@@ -409,27 +519,52 @@ def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.T
 def fit_phases(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer,
                params: TrainParams, weights: torch.Tensor | None = None, log: Callable[[str], None] = print,
                world: World = World(), augment: OnlineAugment | None = None,
-               on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+               on_epoch: Callable[[EpochRecord], None] | None = None, resume: dict | None = None,
+               keep: Callable[[dict], None] | None = None) -> FitResult:
     """A whole training run, the entry point of train: fit, then with params.finetune_epochs > 0 a
     second phase: every layer unfrozen (model.freeze: features trained the head alone) and trained on
     for finetune_epochs at finetune_lr, its schedule starting afresh (without a warm-up). One history:
-    epochs and steps numbered on, each epoch marked with its phase; the best epoch is the best of both."""
+    epochs and steps numbered on, each epoch marked with its phase; the best epoch is the best of both.
+    `keep` and `resume` as fit's, their state saying which phase it is of (and the finished head's result)."""
+    def kept_as(name: str, earlier: FitResult | None = None) -> Callable[[dict], None] | None:
+        if keep is None:
+            return None
+        return lambda state: keep({"phase": name, "earlier": earlier.state() if earlier else None, "fit": state})
+
+    def resumed(name: str) -> dict | None:
+        return resume["fit"] if resume is not None and resume["phase"] == name else None
+
     if not params.finetune_epochs:
-        return fit(model, train, val, normalize, params, weights, log, world, augment=augment, on_epoch=on_epoch)
+        return fit(model, train, val, normalize, params, weights, log, world, augment=augment, on_epoch=on_epoch,
+                   resume=resumed("train"), keep=kept_as("train"))
     total = params.epochs + params.finetune_epochs
-    head = fit(model, train, val, normalize, params, weights, log, world, phase="head", total_epochs=total,
-               augment=augment, on_epoch=on_epoch)
+    if resumed("finetune") is not None:
+        head = FitResult.from_state(resume["earlier"])
+    else:
+        head = fit(model, train, val, normalize, params, weights, log, world, Phase("head", 1, total), augment,
+                   on_epoch, resumed("head"), kept_as("head"))
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
     second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs, warmup_epochs=0)
-    tuned = fit(model, train, val, normalize, second, weights, log, world, phase="finetune",
-                first_epoch=len(head.history) + 1, total_epochs=len(head.history) + params.finetune_epochs,
-                augment=augment, on_epoch=on_epoch)
-    monitored = [r.val_loss if params.monitor == "val_loss" else r.val_accuracy for r in head.history + tuned.history]
-    best_head = monitored[head.best_epoch - 1]
-    best_tuned = monitored[tuned.best_epoch - 1]
-    tuned_wins = _better(best_tuned, best_head, params.monitor)
+    tuned = fit(model, train, val, normalize, second, weights, log, world,
+                Phase("finetune", len(head.history) + 1, len(head.history) + params.finetune_epochs), augment,
+                on_epoch, resumed("finetune"), kept_as("finetune", head))
+    return _joined(head, tuned, params.monitor)
+
+
+def resumed_history(state: dict | None) -> list[EpochRecord]:
+    """The epochs a fit_phases state has done, both phases'."""
+    if state is None:
+        return []
+    earlier = state["earlier"]["history"] if state["earlier"] else []
+    return [EpochRecord.restored(r) for r in earlier + state["fit"]["history"]]
+
+
+def _joined(head: FitResult, tuned: FitResult, monitor: str) -> FitResult:
+    """The two phases' results as one run's: the best epoch is the better of their best."""
+    monitored = [r.val_loss if monitor == "val_loss" else r.val_accuracy for r in head.history + tuned.history]
+    tuned_wins = _better(monitored[tuned.best_epoch - 1], monitored[head.best_epoch - 1], monitor)  # epochs number on
     offset = len(head.steps)
     return FitResult(head.history + tuned.history,
                      head.steps + [(step + offset, *rest) for step, *rest in tuned.steps],

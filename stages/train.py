@@ -13,7 +13,9 @@ is removed (it held the last run's scores). Keeps the last epoch's weights, or w
 train.checkpoint: best the best epoch's by train.monitor on the val split (early stopping with
 train.patience). Writes models/model.pt (classifier/checkpoint.py: those weights plus everything
 evaluate and predict need), metrics/train.json and plots/train/: history.csv (per epoch: lr, train
-and val cross-entropy, the train objective, accuracies) and steps.csv (per batch).
+and val cross-entropy, the train objective, accuracies) and steps.csv (per batch). After every
+epoch it keeps the run's whole state (classifier/training_state.py); an interrupted run (a signal,
+kill -9) resumes from it when the same run starts again, with the bytes of a run never stopped.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from classifier.checkpoint import Checkpoint
 from classifier.device_dataset import DeviceDataset
 from classifier.devices import CLAIMED_VARIABLE, claim_device, claim_gpus, select_device
 from classifier.distributed import (TorchrunWorker, World, check_same_inputs, fingerprint, from_environment, join,
-                                    launch, launcher_alive, leave)
+                                    launch, launcher_alive, leave, share_from_leader)
 from classifier.errors import PipelineError, run_stage
 from classifier.models import InputShape, build_model, count_parameters
 from classifier.optim import class_weights
@@ -51,7 +53,10 @@ from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams, check_with_model
 from classifier.preprocessing import Preprocessing
-from classifier.training_loop import EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs, shard_rows
+from classifier.source_files import code_digest
+from classifier.training_loop import (EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs,
+                                      resumed_history, shard_rows)
+from classifier.training_state import Identity, StateKeeper, data_digest
 
 PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
@@ -70,7 +75,12 @@ def main() -> None:
             os.environ[CLAIMED_VARIABLE] = ",".join(map(str, gpus))
         print(f"train: starting {params.train.processes} processes with torchrun"
               f"{f' as node 0 of {params.train.nodes} at {params.train.rendezvous}' if params.train.nodes > 1 else ''}")
-        launch(params.train.processes, params.train.nodes, params.train.rendezvous, "stages.train")
+        keeper = run_state(params, device, print)
+        try:
+            launch(params.train.processes, params.train.nodes, params.train.rendezvous, "stages.train")
+        except KeyboardInterrupt as exc:  # its workers' rank 0 kept the state: the last line says so
+            exc.note = keeper.interrupted()
+            raise
         return
     world = world or World()
     try:
@@ -105,8 +115,10 @@ def train_process(params: Sections, world: World) -> None:
     where = f"{world.size} processes on {device.type}" if world.distributed else str(device)
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
         f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
+    keeper = run_state(params, device, log) if world.leader else None
+    resume = share_from_leader(keeper.load() if keeper else None, world)
     with live_outputs() as rewrite:
-        records: list[EpochRecord] = []
+        records: list[EpochRecord] = resumed_history(resume)
 
         def publish(record: EpochRecord) -> None:
             """Each epoch, the history so far and the epochs done: live rows and curves of a running
@@ -117,12 +129,30 @@ def train_process(params: Sections, world: World) -> None:
             with rewrite(paths.TIME_METRICS) as tmp:
                 write_json(tmp, progress(records))
 
-        result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
-                            class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                            augment,
-                            on_epoch=publish if world.leader else None)
+        def keep(state: dict) -> None:
+            if keeper is not None:  # rank 0's; the others' streams reach it inside fit
+                keeper.save(state, records[-1].epoch)
+
+        try:
+            result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
+                                class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
+                                augment, on_epoch=publish if world.leader else None, resume=resume, keep=keep)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (a spot instance taken back): its last line says more
+            if keeper is not None:
+                exc.note = keeper.interrupted()
+            raise
         if world.leader:
             write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels), world)
+            keeper.remove()
+
+
+def run_state(params: Sections, device: torch.device, log) -> StateKeeper:
+    """The keeper of this run's state (classifier/training_state.py): its identity is the params train
+    reads (torchrun's meeting address aside), its input folders' bytes, its code and the device kind."""
+    sections = {"model": as_plain(params.model), "augment": as_plain(params.augment),
+                "train": {k: v for k, v in as_plain(params.train).items() if k != "rendezvous"}}
+    identity = Identity(sections, data_digest(DEPS), code_digest("stages.train"), device.type)
+    return StateKeeper(identity, params.train.epochs + params.train.finetune_epochs, log)
 
 
 def history_table(records: list[EpochRecord]) -> pd.DataFrame:

@@ -21,7 +21,7 @@ def private_decode_cache(tmp_path_factory):
         os.environ[CACHE_VARIABLE] = saved
 
 
-LONGEST_FIRST = ("test_pipeline.py", "test_sharing.py", "test_staleness.py", "test_faults.py", "test_recipes.py")
+LONGEST_FIRST = ("test_pipeline.py", "test_sharing.py", "test_resume.py", "test_staleness.py", "test_faults.py", "test_recipes.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
