@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.cpu_kernels
 	$(BIN)/python -m benchmarks.lr_find
 	$(BIN)/python -m benchmarks.policy
+	$(BIN)/python -m benchmarks.resume
 
 generated: $(STAMP)
 	$(BIN)/python -m tools.dvc_yaml
