@@ -5,7 +5,9 @@ Data: when it fits, the whole split sits on the device as one uint8 N×C×H×W t
 is an index slice (airbench style: no DataLoader, no workers); otherwise batches are gathered from
 the memory-mapped array and copied over (classifier/device_dataset.py). Either way a batch is converted to
 float and normalised on the device. On CUDA: bf16 autocast and channels_last (train.amp), optional
-torch.compile.
+torch.compile. A process training alone never calls into classifier/distributed.py: its reductions
+are the values themselves. What a run has done lives in fit's _Run, _Steps and _Streams, which are
+also what train keeps after every epoch to resume an interrupted run (classifier/training_state.py).
 """
 from __future__ import annotations
 
@@ -389,7 +391,7 @@ def _for_the_world(model: nn.Module, train: DeviceDataset, params: TrainParams,
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     n = len(train)
-    total = int(sum_all(torch.tensor([n], device=device), world).item())
+    total = int(sum_all(torch.tensor([n], device=device), world).item()) if world.distributed else n
     steps_per_epoch = len(epoch_batches(torch.arange(total), params.batch_size))
     if world.distributed:
         # Every process must take the same number of steps (each one is an all-reduce).
@@ -454,7 +456,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
             log(run.monitor.stop_line())
             break
         if keep is not None:
-            every_stream = gather_to_leader(streams.state(), world)  # each process's own
+            every_stream = gather_to_leader(streams.state(), world) if world.distributed else [streams.state()]
             if world.leader:
                 keep(run.state() | steps_of.state() | {"random": every_stream})
     if steps_of.average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
@@ -495,7 +497,7 @@ def _validate(judged: nn.Module, val: DeviceDataset | None, normalize: Normalize
     scores = [math.nan, math.nan]
     if world.leader:
         scores = list(loss_and_accuracy(predict_logits(judged, val, normalize, amp=amp), val.labels))
-    return from_leader(scores, world, next(judged.parameters()).device)
+    return from_leader(scores, world, next(judged.parameters()).device) if world.distributed else scores
 
 
 def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.Tensor], batches: list[torch.Tensor],

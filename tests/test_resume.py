@@ -303,6 +303,7 @@ def test_sigterm_keeps_the_state_and_says_how_to_resume(project, never_stopped) 
     assert results(project) == never_stopped
 
 
+@pytest.mark.integration
 def test_the_stage_keys_its_state_by_params_data_and_code(project, monkeypatch) -> None:
     """run_state's identity, as the stage makes it: each of a param, a data file and a code file changes it."""
     from classifier import source_files
