@@ -41,6 +41,8 @@ MIXED = OnlineAugment(0.6, 0.1, True, 0, policy="trivialaugment", erasing=0.3, m
                       num_classes=3)
 
 CASES = {
+    "the default model and train params": (dataclasses.replace(PARAMS.train, epochs=3, batch_size=16, patience=0),
+                                           PARAMS.model, None),
     "plain with dropout": (BASE, MLP, None),
     "onecycle, EMA, mixup and cutmix, TrivialAugment, erasing": (
         dataclasses.replace(BASE, scheduler="onecycle", ema_decay=0.9, mixup_alpha=0.2, cutmix_alpha=0.2), MLP, MIXED),
