@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from .errors import DISCARDED, printable
+from .errors import DISCARDED, PipelineError, printable
 from .outputs import atomic_file, write_json
 
 STATE_VARIABLE = "TRAIN_STATE_DIR"
@@ -152,17 +152,26 @@ class StateKeeper:
                      f"is of {self.identity.difference(newest['identity'])}: starting afresh")
 
     def save(self, state: dict, epoch: int) -> None:
-        """Replace the state on disk by `state`, the run's after `epoch`, at once (a kill leaves the old one)."""
+        """Replace the state on disk by `state`, the run's after `epoch`, at once (a kill leaves the old one).
+        A state that cannot be written (a full disk, a read-only folder) costs resuming, not the run: one
+        line says so, and this run keeps no more."""
         if self.path is None:
             return
         saved = time.time()
         buffer = io.BytesIO()
         torch.save({"format": FORMAT, "identity": asdict(self.identity), "epoch": epoch, "saved": saved,
                     "state": state}, buffer)
-        with atomic_file(self.path) as tmp:
-            tmp.write_bytes(buffer.getvalue())
-        write_json(self.about, {"identity": asdict(self.identity), "epoch": epoch, "total_epochs": self.total_epochs,
-                                "saved": saved, "project": str(project_root())})
+        try:
+            with atomic_file(self.path) as tmp:
+                tmp.write_bytes(buffer.getvalue())
+            write_json(self.about, {"identity": asdict(self.identity), "epoch": epoch,
+                                    "total_epochs": self.total_epochs, "saved": saved, "project": str(project_root())})
+        except (PipelineError, OSError) as exc:
+            self.log(f"train: cannot keep the state of epoch {epoch} ({' '.join(str(exc).split())[:160]}): "
+                     f"training goes on, but this run cannot be resumed")
+            self.remove()
+            self.path = None
+            return
         self._keep_newest()
 
     def _keep_newest(self) -> None:
@@ -180,7 +189,10 @@ class StateKeeper:
         """The run completed (or its state is unusable): no later run resumes it."""
         if self.path is not None:
             for path in (self.path, self.about):
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:  # its folder is unusable: nothing there to resume either
+                    pass
 
     def kept_epoch(self) -> int:
         """The epoch of this run's state on disk, 0 when none (read back: the launcher of a data-parallel

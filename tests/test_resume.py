@@ -159,6 +159,18 @@ def test_a_corrupt_state_is_refused_in_one_line_and_training_starts_afresh(tmp_p
     assert not keeper.path.exists()
 
 
+def test_a_state_that_cannot_be_written_costs_resuming_not_the_run(tmp_path) -> None:
+    folder = tmp_path / "states"
+    folder.write_text("a file where the folder should be")
+    lines = []
+    keeper = StateKeeper(identity(), 10, lines.append, folder)
+    keeper.save(a_state(), 1)
+    keeper.save(a_state(), 2)
+    assert len(lines) == 1 and lines[0].startswith("train: cannot keep the state of epoch 1 (")
+    assert lines[0].endswith("): training goes on, but this run cannot be resumed")
+    assert keeper.interrupted() == "outputs being written were discarded"
+
+
 def test_only_the_newest_states_are_kept(tmp_path) -> None:
     for n in range(KEPT + 2):
         keeper = StateKeeper(identity(data=f"{n:016d}"), 10, folder=tmp_path)
