@@ -159,6 +159,20 @@ def test_a_corrupt_state_is_refused_in_one_line_and_training_starts_afresh(tmp_p
     assert not keeper.path.exists()
 
 
+def test_a_shared_state_folder_lets_another_clone_resume(tmp_path, monkeypatch) -> None:
+    """TRAIN_STATE_DIR on a folder both machines mount: the same run (params, data, code) in another
+    clone of the project resumes what the first began."""
+    monkeypatch.setenv(STATE_VARIABLE, str(tmp_path / "shared"))
+    for clone in ("a", "b"):
+        (tmp_path / clone / ".dvc").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    StateKeeper(identity(), 10).save(a_state(), 4)
+    monkeypatch.chdir(tmp_path / "b")
+    lines = []
+    assert StateKeeper(identity(), 10, lines.append).load() is not None
+    assert lines[0].startswith("train: resuming from epoch 4 of 10") and str(tmp_path / "shared") in lines[0]
+
+
 def test_a_state_that_cannot_be_written_costs_resuming_not_the_run(tmp_path) -> None:
     folder = tmp_path / "states"
     folder.write_text("a file where the folder should be")
