@@ -237,24 +237,24 @@ class _Steps:
                    per_step, weight_average(model, params.ema_decay), params, amp)
 
     def epoch(self, train: DeviceDataset, batches: list[torch.Tensor], normalize: Normalizer,
-              augment: OnlineAugment | None, draws: Draws | None) -> tuple[list, list, list, torch.Tensor]:
-        """(plain losses, objectives, learning rates) per step and the correct count, on the device."""
-        losses, objectives, lrs = [], [], []
-        correct = torch.zeros((), device=train.device, dtype=torch.long)
-        for batch in batches:
+              augment: OnlineAugment | None, draws: Draws | None, within: _Within,
+              checkpoint: Callable[[_Within], object]) -> None:
+        """The epoch's steps from `within.step` on, their records (plain loss, objective, learning rate)
+        and correct count kept in `within`, on the device; `checkpoint(within)` after each step."""
+        for batch in batches[within.step:]:
             images, y = train.get(batch)
             inputs, targets = batch_inputs(images, y, normalize, self.amp, augment, draws)
             logits, objective = train_step(self.step_model, inputs, targets, self.criterion, self.optimizer,
                                            self.trainable, self.params, self.amp)
             if self.average is not None:
                 self.average.update_parameters(self.model)
-            losses.append(nn.functional.cross_entropy(logits.detach(), y))
-            objectives.append(objective.detach())
-            lrs.append(self.optimizer.param_groups[0]["lr"])
+            within.losses.append(nn.functional.cross_entropy(logits.detach(), y))
+            within.objectives.append(objective.detach())
+            within.lrs.append(self.optimizer.param_groups[0]["lr"])
             if self.per_step:
                 self.scheduler.step()
-            correct += (logits.detach().argmax(1) == y).sum()
-        return losses, objectives, lrs, correct
+            within.correct += (logits.detach().argmax(1) == y).sum()
+            checkpoint(within)
 
     def end_epoch(self) -> None:
         if self.scheduler is not None and not self.per_step:
@@ -305,6 +305,79 @@ class _Monitor:
     def stop_line(self) -> str:
         return (f"early stopping: no {self.params.monitor} improvement of more than {self.params.min_delta:g} in "
                 f"{self.params.patience} epochs; best epoch {self.best_epoch}")
+
+
+@dataclass
+class _Within:
+    """An epoch under way: the batch order's generator state before the epoch drew its batches, the
+    rate it began with, and the steps done with their records (on the device until kept)."""
+    order: torch.Tensor
+    lr: float
+    correct: torch.Tensor
+    losses: list[torch.Tensor] = field(default_factory=list)
+    objectives: list[torch.Tensor] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # wall time spent in it before a resume
+
+    @property
+    def step(self) -> int:
+        return len(self.losses)
+
+    def state(self, seconds: float, steps: int) -> dict:
+        stacked = {name: torch.stack(values).cpu() if values else torch.zeros(0)
+                   for name, values in (("losses", self.losses), ("objectives", self.objectives))}
+        return {"order": self.order, "lr": self.lr, "correct": self.correct.cpu(), "lrs": list(self.lrs),
+                "seconds": seconds, "steps": steps, **stacked}
+
+    @classmethod
+    def restored(cls, state: dict, device: torch.device) -> _Within:
+        return cls(state["order"], state["lr"], state["correct"].to(device),
+                   list(state["losses"].to(device).unbind()), list(state["objectives"].to(device).unbind()),
+                   list(state["lrs"]), state["seconds"])
+
+
+@dataclass(frozen=True)
+class Keeping:
+    """Where fit hands the state of its run, to resume it after an interruption (stages/train.py: a
+    StateKeeper): `save(state)` after every epoch that did not end the run and, within an epoch that
+    lasts, about every `every` seconds (0: at epoch ends only). Every process passes one; only rank
+    0's save is called."""
+    save: Callable[[dict], None]
+    every: float = 0.0
+
+
+@dataclass
+class _Saving:
+    """When fit saves: after each epoch, and within one when keep.every has passed: by the clock alone;
+    data-parallel, every so many steps (the last epoch's pace, from rank 0: all processes agree)."""
+    keep: Keeping | None
+    world: World
+    device: torch.device
+    last: float = field(default_factory=time.perf_counter)
+    every_steps: int = 0
+
+    def due(self, within: _Within, steps: int) -> bool:
+        if self.keep is None or not self.keep.every or within.step >= steps:  # the epoch's end saves anyway
+            return False
+        if self.world.distributed:
+            return bool(self.every_steps) and within.step % self.every_steps == 0
+        return time.perf_counter() - self.last >= self.keep.every
+
+    def __call__(self, run: _Run, steps_of: _Steps, streams: _Streams, within: _Within | None = None,
+                 started: float = 0.0, steps: int = 0) -> None:
+        if self.keep is None:
+            return
+        mine = streams.state() | ({"within": within.state(within.seconds + time.perf_counter() - started, steps)}
+                                  if within is not None else {})
+        every_rank = gather_to_leader(mine, self.world) if self.world.distributed else [mine]
+        if self.world.leader:
+            self.keep.save(run.state() | steps_of.state() | {"random": every_rank})
+        self.last = time.perf_counter()
+
+    def paced(self, steps: int, seconds: float) -> None:
+        if self.world.distributed and self.keep is not None and self.keep.every:
+            pace = from_leader([steps * self.keep.every / max(seconds, 1e-9)], self.world, self.device)[0]
+            self.every_steps = max(1, int(pace))
 
 
 @dataclass
@@ -406,7 +479,7 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
         weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
         phase: Phase = Phase(), augment: OnlineAugment | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None, resume: dict | None = None,
-        keep: Callable[[dict], None] | None = None) -> FitResult:
+        keep: Keeping | None = None) -> FitResult:
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
     Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly. The
@@ -416,38 +489,40 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     steps are of all processes together, and rank 0 alone scores `val` (None elsewhere) and returns
     the weights. `phase`: a part of a longer run (fit_phases). `augment` transforms every batch on the
     device; `on_epoch` sees each epoch's record (live progress). With params.ema_decay the moving
-    average is what is validated, returned and left in the model. `keep` (rank 0's is called) takes
-    the state after each epoch that did not end the run; from such a state, `resume` continues
-    exactly as a run never stopped."""
+    average is what is validated, returned and left in the model. `keep` takes the run's state after
+    each epoch (and within long ones); from such a state, `resume` continues exactly as a run never stopped."""
     model, amp, trained, total, steps_per_epoch = _for_the_world(model, train, params, world)
     steps_of = _Steps.build(model, trained, params, weights, steps_per_epoch, amp)
     judged = steps_of.average.module if steps_of.average is not None else model  # validated and kept
     streams = _Streams.seeded(params.seed, world, phase.first_epoch, augment, train.device)
-    run = _Run(_Monitor(params))
+    run, saving, within = _Run(_Monitor(params)), _Saving(keep, world, train.device), None
     if resume is not None:
-        run = _Run.restored(resume, params)
+        run, within = _Run.restored(resume, params), resume["random"][world.rank].get("within")
         steps_of.restore(resume)
         streams.restore(resume["random"][world.rank])
-    last_epoch = phase.first_epoch + params.epochs - 1
-    stopped = False
+        within = _Within.restored(within, train.device) if within is not None else None
+    last_epoch, stopped = phase.first_epoch + params.epochs - 1, False
     for epoch in range(phase.first_epoch + len(run.history), last_epoch + 1):
         started = time.perf_counter()
         train_mode(trained)
-        epoch_lr = steps_of.optimizer.param_groups[0]["lr"]
+        within = within or _Within(streams.order.get_state(), steps_of.optimizer.param_groups[0]["lr"],
+                                   torch.zeros((), device=train.device, dtype=torch.long))
+        streams.order.set_state(within.order)  # a resumed epoch draws its batches again
         batches = _epoch_order(train, streams.order, steps_per_epoch, params.batch_size, world)
-        step_losses, step_objectives, step_lrs, correct = steps_of.epoch(train, batches, normalize, augment,
-                                                                         streams.draws)
-        losses, objectives, sizes, correct_count = _epoch_totals(step_losses, step_objectives, batches, correct, world)
-        run.train_seconds += time.perf_counter() - started  # _epoch_totals waited for the device
+        steps_of.epoch(train, batches, normalize, augment, streams.draws, within, lambda now: saving.due(
+            now, len(batches)) and saving(run, steps_of, streams, now, started, len(batches)))
+        losses, objectives, sizes, correct_count = _epoch_totals(within.losses, within.objectives, batches,
+                                                                 within.correct, world)
+        run.train_seconds += within.seconds + time.perf_counter() - started  # _epoch_totals waited for the device
         run.images_trained += total
         train_loss, train_objective = _epoch_means(losses, objectives, sizes, total, epoch, params.lr)
         run.steps += [(len(run.steps) + i + 1, epoch, l, o, r)
-                      for i, (l, o, r) in enumerate(zip(losses, objectives, step_lrs))]
-        record = EpochRecord(epoch, epoch_lr, train_loss, train_objective, correct_count / total,
-                             *_validate(judged, val, normalize, amp, world), time.perf_counter() - started,
-                             phase.name)
+                      for i, (l, o, r) in enumerate(zip(losses, objectives, within.lrs))]
+        record = EpochRecord(epoch, within.lr, train_loss, train_objective, correct_count / total,
+                             *_validate(judged, val, normalize, amp, world),
+                             within.seconds + time.perf_counter() - started, phase.name)
         run.history.append(record)
-        stopped = run.monitor.update(record, judged, world.leader)
+        stopped, within = run.monitor.update(record, judged, world.leader), None
         log(_epoch_line(record, phase.total_epochs or last_epoch, run.monitor.best_epoch == epoch))
         if on_epoch is not None:
             on_epoch(record)
@@ -455,10 +530,8 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
         if stopped:
             log(run.monitor.stop_line())
             break
-        if keep is not None:
-            every_stream = gather_to_leader(streams.state(), world) if world.distributed else [streams.state()]
-            if world.leader:
-                keep(run.state() | steps_of.state() | {"random": every_stream})
+        saving(run, steps_of, streams)
+        saving.paced(len(batches), record.seconds)
     if steps_of.average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
         model.load_state_dict(judged.state_dict())
     return run.result(stopped, _snapshot(model) if world.leader else {})
@@ -522,16 +595,17 @@ def fit_phases(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None
                params: TrainParams, weights: torch.Tensor | None = None, log: Callable[[str], None] = print,
                world: World = World(), augment: OnlineAugment | None = None,
                on_epoch: Callable[[EpochRecord], None] | None = None, resume: dict | None = None,
-               keep: Callable[[dict], None] | None = None) -> FitResult:
+               keep: Keeping | None = None) -> FitResult:
     """A whole training run, the entry point of train: fit, then with params.finetune_epochs > 0 a
     second phase: every layer unfrozen (model.freeze: features trained the head alone) and trained on
     for finetune_epochs at finetune_lr, its schedule starting afresh (without a warm-up). One history:
     epochs and steps numbered on, each epoch marked with its phase; the best epoch is the best of both.
     `keep` and `resume` as fit's, their state saying which phase it is of (and the finished head's result)."""
-    def kept_as(name: str, earlier: FitResult | None = None) -> Callable[[dict], None] | None:
+    def kept_as(name: str, earlier: FitResult | None = None) -> Keeping | None:
         if keep is None:
             return None
-        return lambda state: keep({"phase": name, "earlier": earlier.state() if earlier else None, "fit": state})
+        return Keeping(lambda state: keep.save({"phase": name, "earlier": earlier.state() if earlier else None,
+                                                "fit": state}), keep.every)
 
     def resumed(name: str) -> dict | None:
         return resume["fit"] if resume is not None and resume["phase"] == name else None

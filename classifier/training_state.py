@@ -33,6 +33,8 @@ from .errors import DISCARDED, PipelineError, printable
 from .outputs import atomic_file, write_json
 
 STATE_VARIABLE = "TRAIN_STATE_DIR"
+MINUTES_VARIABLE = "TRAIN_STATE_MINUTES"  # within a long epoch, a state about this often (default 10; 0: epoch ends)
+DEFAULT_MINUTES = 10.0
 FORMAT = 1
 KEPT = 8
 QUEUE_FOLDER = (".dvc", "tmp", "exps")  # where DVC runs a queued experiment: <project>/.dvc/tmp/exps/<tmp>
@@ -55,6 +57,25 @@ def state_folder(cwd: Path | None = None) -> Path | None:
         return Path(configured)
     root = project_root(cwd)
     return root / ".dvc" / "tmp" / "train-state" if (root / ".dvc").is_dir() else None
+
+
+def state_every_seconds() -> float:
+    """$TRAIN_STATE_MINUTES in seconds: how often train keeps its state within an epoch that lasts."""
+    text = os.environ.get(MINUTES_VARIABLE, "").strip()
+    try:
+        minutes = float(text) if text else DEFAULT_MINUTES
+    except ValueError:
+        minutes = -1.0
+    if not 0 <= minutes < float("inf"):
+        raise PipelineError(f"{MINUTES_VARIABLE} must be a number of minutes >= 0 (0: a state at epoch ends only). "
+                            f"Got {text!r} instead.")
+    return minutes * 60
+
+
+def where(epoch: int, step: int, steps: int, total_epochs: int) -> str:
+    """'epoch 37 of 200', or within an epoch 'epoch 38 of 200 at step 120 of 400'."""
+    return (f"epoch {epoch} of {total_epochs}" if not step else
+            f"epoch {epoch + 1} of {total_epochs} at step {step} of {steps}")
 
 
 def data_digest(folders: tuple[Path, ...]) -> str:
@@ -127,13 +148,14 @@ class StateKeeper:
             if content["identity"] != asdict(self.identity):
                 raise ValueError(f"of {self.identity.difference(content['identity'])}")
             epoch, saved = int(content["epoch"]), float(content["saved"])
+            step, steps = int(content.get("step", 0)), int(content.get("steps", 0))
             state = content["state"]
         except Exception as exc:  # truncated, foreign, another format: never trusted
             reason = " ".join(str(exc).split())[:120] or type(exc).__name__
             self.log(f"train: the saved state {printable(self.path)} cannot be used ({reason}): starting afresh")
             self.remove()
             return None
-        self.log(f"train: resuming from epoch {epoch} of {self.total_epochs} (state of "
+        self.log(f"train: resuming from {where(epoch, step, steps, self.total_epochs)} (state of "
                  f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(saved))}, {printable(self.path)})")
         return state
 
@@ -151,23 +173,24 @@ class StateKeeper:
             self.log(f"train: the state of an interrupted run (epoch {newest['epoch']} of {newest['total_epochs']}) "
                      f"is of {self.identity.difference(newest['identity'])}: starting afresh")
 
-    def save(self, state: dict, epoch: int) -> None:
-        """Replace the state on disk by `state`, the run's after `epoch`, at once (a kill leaves the old one).
+    def save(self, state: dict, epoch: int, step: int = 0, steps: int = 0) -> None:
+        """Replace the state on disk by `state`, the run's after `epoch` (and `step` of the `steps` of the
+        next one, within an epoch), at once (a kill leaves the old one).
         A state that cannot be written (a full disk, a read-only folder) costs resuming, not the run: one
         line says so, and this run keeps no more."""
         if self.path is None:
             return
         saved = time.time()
         buffer = io.BytesIO()
-        torch.save({"format": FORMAT, "identity": asdict(self.identity), "epoch": epoch, "saved": saved,
-                    "state": state}, buffer)
+        torch.save({"format": FORMAT, "identity": asdict(self.identity), "epoch": epoch, "step": step,
+                    "steps": steps, "saved": saved, "state": state}, buffer)
         try:
             with atomic_file(self.path) as tmp:
                 tmp.write_bytes(buffer.getvalue())
-            write_json(self.about, {"identity": asdict(self.identity), "epoch": epoch,
+            write_json(self.about, {"identity": asdict(self.identity), "epoch": epoch, "step": step, "steps": steps,
                                     "total_epochs": self.total_epochs, "saved": saved, "project": str(project_root())})
         except (PipelineError, OSError) as exc:
-            self.log(f"train: cannot keep the state of epoch {epoch} ({' '.join(str(exc).split())[:160]}): "
+            self.log(f"train: cannot keep the state of {where(epoch, step, steps, self.total_epochs)} ({' '.join(str(exc).split())[:160]}): "
                      f"training goes on, but this run cannot be resumed")
             self.remove()
             self.path = None
@@ -194,21 +217,23 @@ class StateKeeper:
                 except OSError:  # its folder is unusable: nothing there to resume either
                     pass
 
-    def kept_epoch(self) -> int:
-        """The epoch of this run's state on disk, 0 when none (read back: the launcher of a data-parallel
-        run holds a keeper too, while its rank 0 writes the state)."""
+    def kept(self) -> str:
+        """Where this run's state on disk stands ('epoch 37 of 200'), '' when there is none (read back:
+        the launcher of a data-parallel run holds a keeper too, while its rank 0 writes the state)."""
         try:
             about = json.loads(self.about.read_text())
-            return int(about["epoch"]) if about["identity"] == asdict(self.identity) and self.path.exists() else 0
+            if about["identity"] != asdict(self.identity) or not self.path.exists():
+                return ""
+            return where(int(about["epoch"]), int(about.get("step", 0)), int(about.get("steps", 0)),
+                         self.total_epochs)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return 0
+            return ""
 
     def interrupted(self) -> str:
         """What an interrupted run leaves, for its last line (errors.run_stage prints it)."""
         if self.path is None:  # outside a DVC project nothing is kept
             return DISCARDED
-        epoch = self.kept_epoch()
-        if not epoch:
-            return f"{DISCARDED}; no epoch had finished, nothing to resume"
-        return (f"{DISCARDED}; the state of epoch {epoch} of {self.total_epochs} is kept: `dvc repro` (or the same "
-                f"`dvc exp run`) resumes from it")
+        kept = self.kept()
+        if not kept:
+            return f"{DISCARDED}; no state had been kept yet, nothing to resume"
+        return f"{DISCARDED}; the state of {kept} is kept: `dvc repro` (or the same `dvc exp run`) resumes from it"

@@ -55,8 +55,8 @@ from classifier.params.train import TrainParams, check_with_model
 from classifier.preprocessing import Preprocessing
 from classifier.source_files import code_digest
 from classifier.training_loop import (EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs,
-                                      resumed_history, shard_rows)
-from classifier.training_state import Identity, StateKeeper, data_digest
+                                      Keeping, resumed_history, shard_rows)
+from classifier.training_state import Identity, StateKeeper, data_digest, state_every_seconds
 
 PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
@@ -129,14 +129,15 @@ def train_process(params: Sections, world: World) -> None:
             with rewrite(paths.TIME_METRICS) as tmp:
                 write_json(tmp, progress(records))
 
-        def keep(state: dict) -> None:
-            if keeper is not None:  # rank 0's; the others' streams reach it inside fit
-                keeper.save(state, records[-1].epoch)
+        def keep(state: dict) -> None:  # rank 0's; the others' streams reach it inside fit
+            within = state["fit"]["random"][0].get("within") or {}
+            keeper.save(state, records[-1].epoch if records else 0, len(within.get("lrs", ())), within.get("steps", 0))
 
         try:
             result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
                                 class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                                augment, on_epoch=publish if world.leader else None, resume=resume, keep=keep)
+                                augment, on_epoch=publish if world.leader else None, resume=resume,
+                                keep=Keeping(keep, state_every_seconds()))
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (a spot instance taken back): its last line says more
             if keeper is not None:
                 exc.note = keeper.interrupted()

@@ -28,9 +28,9 @@ from classifier.augment_online import OnlineAugment
 from classifier.device_dataset import DeviceDataset
 from classifier.models import InputShape, build_model
 from classifier.preprocessing import Normalizer
-from classifier.training_loop import fit_phases
-from classifier.training_state import (KEPT, STATE_VARIABLE, Identity, StateKeeper, data_digest, project_root,
-                                       state_folder)
+from classifier.training_loop import Keeping, fit_phases
+from classifier.training_state import (KEPT, MINUTES_VARIABLE, STATE_VARIABLE, Identity, StateKeeper, data_digest,
+                                       project_root, state_every_seconds, state_folder)
 from tests.helpers import ROOT, copy_project, dvc, env, git, run, run_stage, set_params
 from tests.test_training import CPU, PARAMS, tiny_images
 
@@ -54,7 +54,7 @@ CASES = {
 }
 
 
-def run_fit(train, model_params, augment, resume=None):
+def run_fit(train, model_params, augment, resume=None, every=0.0):
     """fit_phases as train runs it; each state it keeps as torch.load(weights_only) reads it back."""
     images, labels = tiny_images()
     torch.manual_seed(train.seed)
@@ -67,7 +67,7 @@ def run_fit(train, model_params, augment, resume=None):
         states.append(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
     result = fit_phases(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
                         Normalizer((0.3,), (0.3,)), train, log=lambda _: None, augment=augment, resume=resume,
-                        keep=keep)
+                        keep=Keeping(keep, every))
     return result, states
 
 
@@ -86,6 +86,21 @@ def test_a_fit_resumed_after_any_epoch_ends_exactly_as_one_never_stopped(case) -
         assert same_weights(resumed.best_state, whole.best_state)
         assert resumed.history == whole.history  # wall times aside (not compared)
         assert resumed.steps == whole.steps and resumed.best_epoch == whole.best_epoch
+
+
+@pytest.mark.parametrize("case", ["plain with dropout", "onecycle, EMA, mixup and cutmix, TrivialAugment, erasing",
+                                  "two-phase fine-tuning with EMA"])
+def test_a_fit_resumed_within_an_epoch_ends_exactly_as_one_never_stopped(case) -> None:
+    """A state kept after any step (as after every few minutes of a long epoch) resumes exactly too."""
+    train, model_params, augment = CASES[case]
+    whole, _ = run_fit(train, model_params, augment)
+    _, states = run_fit(train, model_params, augment, every=1e-9)  # due after every step
+    within = [s for s in states if s["fit"]["random"][0].get("within")]
+    assert len(within) == (train.epochs + train.finetune_epochs) * 3  # 4 steps an epoch: after steps 1, 2 and 3
+    for state in within:
+        resumed, _ = run_fit(train, model_params, augment, resume=state)
+        assert same_weights(resumed.last_state, whole.last_state) and same_weights(resumed.best_state, whole.best_state)
+        assert resumed.history == whole.history and resumed.steps == whole.steps
 
 
 def test_a_resume_without_the_random_streams_would_differ() -> None:
@@ -122,7 +137,7 @@ def test_a_state_is_resumed_by_its_own_run_and_removed_when_it_completes(tmp_pat
                                    "`dvc repro` (or the same `dvc exp run`) resumes from it")
     again.remove()
     assert list(tmp_path.iterdir()) == []
-    assert again.interrupted() == "outputs being written were discarded; no epoch had finished, nothing to resume"
+    assert again.interrupted() == "outputs being written were discarded; no state had been kept yet, nothing to resume"
 
 
 @pytest.mark.parametrize("changes, why", [
@@ -180,9 +195,34 @@ def test_a_state_that_cannot_be_written_costs_resuming_not_the_run(tmp_path) -> 
     keeper = StateKeeper(identity(), 10, lines.append, folder)
     keeper.save(a_state(), 1)
     keeper.save(a_state(), 2)
-    assert len(lines) == 1 and lines[0].startswith("train: cannot keep the state of epoch 1 (")
+    assert len(lines) == 1 and lines[0].startswith("train: cannot keep the state of epoch 1 of 10 (")
     assert lines[0].endswith("): training goes on, but this run cannot be resumed")
     assert keeper.interrupted() == "outputs being written were discarded"
+
+
+def test_a_state_within_an_epoch_says_where_it_stands(tmp_path) -> None:
+    keeper = StateKeeper(identity(), 10, folder=tmp_path)
+    keeper.save(a_state(), 3, 120, 400)
+    assert keeper.interrupted().endswith("; the state of epoch 4 of 10 at step 120 of 400 is kept: `dvc repro` "
+                                         "(or the same `dvc exp run`) resumes from it")
+    lines = []
+    StateKeeper(identity(), 10, lines.append, tmp_path).load()
+    assert lines[0].startswith("train: resuming from epoch 4 of 10 at step 120 of 400 (state of ")
+
+
+@pytest.mark.parametrize("value, seconds", [("", 600.0), ("0", 0.0), ("0.5", 30.0), (" 2 ", 120.0)])
+def test_the_state_is_kept_within_an_epoch_every_train_state_minutes(monkeypatch, value, seconds) -> None:
+    monkeypatch.setenv(MINUTES_VARIABLE, value)
+    assert state_every_seconds() == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "ten", "inf", "nan"])
+def test_a_bad_train_state_minutes_is_one_line_naming_it(monkeypatch, value) -> None:
+    from classifier.errors import PipelineError
+    monkeypatch.setenv(MINUTES_VARIABLE, value)
+    with pytest.raises(PipelineError, match=r"^TRAIN_STATE_MINUTES must be a number of minutes >= 0 \(0: a state at "
+                                            r"epoch ends only\)\. Got '.*' instead\.$"):
+        state_every_seconds()
 
 
 def test_only_the_newest_states_are_kept(tmp_path) -> None:
@@ -363,20 +403,27 @@ def test_the_stage_keys_its_state_by_params_data_and_code(project, monkeypatch) 
 
 
 @pytest.mark.slow
-def test_a_data_parallel_run_resumes_with_the_bytes_of_one_never_stopped(project) -> None:
-    """Two processes: the state of epoch k, copied while a run went on to the end, resumed."""
+def test_a_data_parallel_run_resumes_with_the_bytes_of_one_never_stopped(project, monkeypatch) -> None:
+    """Two processes: a state copied while a run went on to the end, resumed. States are kept within
+    epochs too (TRAIN_STATE_MINUTES near 0: every step from the second epoch on), so the copy is
+    most likely one within an epoch."""
+    monkeypatch.setenv(MINUTES_VARIABLE, "0.000001")
     set_params(project, train={"processes": 2, "epochs": 20})
     try:
         whole = start_train(project, [sys.executable, "-m", "stages.train"])
-        wait_for_epoch(whole, 8)  # its state is that of epoch 7 or 8 by now
+        wait_for_epoch(whole, 8)
         (saved,) = states(project)
         copy = saved.read_bytes()
+        while not torch.load(io.BytesIO(copy), weights_only=True)["step"]:  # until one within an epoch
+            assert whole.poll() is None, "the run ended before a state within an epoch was seen"
+            copy = saved.read_bytes()
         whole.communicate(timeout=300)
         assert whole.returncode == 0 and not states(project)
         uninterrupted = results(project)
         saved.write_bytes(copy)  # as a kill would have left it
         resumed = run_stage("train", project)
-        assert "train: resuming from epoch " in resumed.stdout and "epoch   1/20" not in resumed.stdout
+        assert re.search(r"^train: resuming from epoch \d+ of 20 at step \d+ of \d+ ", resumed.stdout, re.M), resumed.stdout
+        assert "epoch   1/20" not in resumed.stdout
         assert results(project) == uninterrupted
         assert json.loads((project / paths.TRAIN_METRICS).read_text())["processes"] == 2
     finally:

@@ -483,6 +483,7 @@ def test_a_large_split_streams_on_the_cpu_and_a_copy_is_never_held_twice(monkeyp
 
 def test_a_process_training_alone_never_calls_the_distributed_module(monkeypatch) -> None:
     from classifier import training_loop
+    from classifier.training_loop import Keeping
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("a single process called into classifier/distributed.py")
@@ -493,5 +494,5 @@ def test_a_process_training_alone_never_calls_the_distributed_module(monkeypatch
     train = dataclasses.replace(PARAMS.train, epochs=2, batch_size=16, lr=0.05, scheduler="none", patience=0)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0), InputShape(1, 12, 12, 3))
     result = fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
-                 Normalizer((0.3,), (0.3,)), train, log=lambda _: None, keep=kept.append)
+                 Normalizer((0.3,), (0.3,)), train, log=lambda _: None, keep=Keeping(kept.append))
     assert len(result.history) == 2 and len(kept) == 2  # the last one too: a kill while writing resumes there
