@@ -357,11 +357,11 @@ class _Saving:
     every_steps: int = 0
 
     def due(self, within: _Within, steps: int) -> bool:
-        if self.keep is None or not self.keep.every or within.step >= steps:  # the epoch's end saves anyway
+        if self.keep is None or within.step >= steps:  # the epoch's end saves anyway
             return False
         if self.world.distributed:
             return bool(self.every_steps) and within.step % self.every_steps == 0
-        return time.perf_counter() - self.last >= self.keep.every
+        return bool(self.keep.every) and time.perf_counter() - self.last >= self.keep.every
 
     def __call__(self, run: _Run, steps_of: _Steps, streams: _Streams, within: _Within | None = None,
                  started: float = 0.0, steps: int = 0) -> None:
@@ -375,9 +375,12 @@ class _Saving:
         self.last = time.perf_counter()
 
     def paced(self, steps: int, seconds: float) -> None:
-        if self.world.distributed and self.keep is not None and self.keep.every:
-            pace = from_leader([steps * self.keep.every / max(seconds, 1e-9)], self.world, self.device)[0]
-            self.every_steps = max(1, int(pace))
+        """Data-parallel: rank 0's steps between saves for the next epoch (its interval, should another
+        node's TRAIN_STATE_MINUTES differ: every process must save at the same steps)."""
+        if self.world.distributed and self.keep is not None:
+            pace = steps * self.keep.every / max(seconds, 1e-9) if self.keep.every else 0.0
+            pace = from_leader([pace], self.world, self.device)[0]
+            self.every_steps = max(1, int(pace)) if pace else 0
 
 
 @dataclass
