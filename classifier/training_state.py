@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -117,6 +118,19 @@ class Identity:
         return "another run"
 
 
+def _still_running(about: dict) -> bool:
+    """Whether the run that wrote `about` (a state's JSON) is still training, on this machine."""
+    if about.get("host") != socket.gethostname() or not isinstance(about.get("pid"), int):
+        return False
+    try:
+        os.kill(about["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return about["pid"] != os.getpid()
+
+
 class StateKeeper:
     """The state file of one run's identity: found and checked at the start, rewritten after every
     epoch, removed when the run completes. Rank 0 alone holds one."""
@@ -167,7 +181,9 @@ class StateKeeper:
                 other = json.loads(about.read_text())
             except (OSError, ValueError):
                 continue
-            if other.get("project") == str(project_root()) and (newest is None or other["saved"] > newest["saved"]):
+            if other.get("project") != str(project_root()) or _still_running(other):
+                continue  # another project's, or an experiment training right now (a queue runs several)
+            if newest is None or other["saved"] > newest["saved"]:
                 newest = other
         if newest is not None:
             self.log(f"train: the state of an interrupted run (epoch {newest['epoch']} of {newest['total_epochs']}) "
@@ -188,7 +204,8 @@ class StateKeeper:
             with atomic_file(self.path) as tmp:
                 tmp.write_bytes(buffer.getvalue())
             write_json(self.about, {"identity": asdict(self.identity), "epoch": epoch, "step": step, "steps": steps,
-                                    "total_epochs": self.total_epochs, "saved": saved, "project": str(project_root())})
+                                    "total_epochs": self.total_epochs, "saved": saved, "project": str(project_root()),
+                                    "host": socket.gethostname(), "pid": os.getpid()})
         except (PipelineError, OSError) as exc:
             self.log(f"train: cannot keep the state of {where(epoch, step, steps, self.total_epochs)} ({' '.join(str(exc).split())[:160]}): "
                      f"training goes on, but this run cannot be resumed")

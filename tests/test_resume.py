@@ -156,6 +156,25 @@ def test_another_runs_state_is_never_used_and_the_line_says_why(tmp_path, monkey
     assert len(list((tmp_path / "states").glob("*.pt"))) == 1  # that run may still resume it
 
 
+def test_the_state_of_a_run_still_training_is_not_called_interrupted(tmp_path, monkeypatch) -> None:
+    """A queue trains several experiments at once: a new one says nothing of the others' states."""
+    monkeypatch.chdir(tmp_path)
+    StateKeeper(identity(), 10, folder=tmp_path / "states").save(a_state(), 7)
+    about = next((tmp_path / "states").glob("*.json"))
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        about.write_text(json.dumps({**json.loads(about.read_text()), "pid": running.pid}))
+        lines = []
+        assert StateKeeper(identity(data="e" * 16), 10, lines.append, tmp_path / "states").load() is None
+        assert lines == []
+    finally:
+        running.kill()
+        running.wait()
+    lines = []
+    StateKeeper(identity(data="e" * 16), 10, lines.append, tmp_path / "states").load()
+    assert lines == ["train: the state of an interrupted run (epoch 7 of 10) is of other input data: starting afresh"]
+
+
 @pytest.mark.parametrize("damage", ["truncated", "foreign", "other identity inside"])
 def test_a_corrupt_state_is_refused_in_one_line_and_training_starts_afresh(tmp_path, damage) -> None:
     keeper = StateKeeper(identity(), 10, folder=tmp_path)
