@@ -62,11 +62,12 @@ def remove_stale_temporaries(target: Path) -> None:
     for stale in target.parent.glob(f".{target.name}.*.tmp"):
         _remove(stale)
     for aside in target.parent.glob(f".{target.name}~before.*.tmp"):
-        if not _running(aside.name.rsplit(".", 2)[-2]):
+        if not process_running(aside.name.rsplit(".", 2)[-2]):
             _remove(aside)
 
 
-def _running(pid: str) -> bool:
+def process_running(pid: str) -> bool:
+    """Whether process `pid` (digits) lives on this machine: this one counts."""
     if not pid.isdigit():
         return False
     if int(pid) == os.getpid():
@@ -142,7 +143,7 @@ def undo_interrupted_switches() -> None:
     their outputs are all the earlier run's again, before this run touches any output."""
     for journal in Path(".").glob(JOURNAL.format(pid="*")):
         pid = journal.name.split(".")[2]
-        if pid != str(os.getpid()) and _running(pid):
+        if pid != str(os.getpid()) and process_running(pid):
             continue  # a stage switching right now
         try:
             moves = json.loads(journal.read_text())

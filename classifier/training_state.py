@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from .errors import DISCARDED, PipelineError, printable
-from .outputs import atomic_file, write_json
+from .outputs import atomic_file, process_running, write_json
 
 STATE_VARIABLE = "TRAIN_STATE_DIR"
 MINUTES_VARIABLE = "TRAIN_STATE_MINUTES"  # within a long epoch, a state about this often (default 10; 0: epoch ends)
@@ -119,16 +119,10 @@ class Identity:
 
 
 def _still_running(about: dict) -> bool:
-    """Whether the run that wrote `about` (a state's JSON) is still training, on this machine."""
-    if about.get("host") != socket.gethostname() or not isinstance(about.get("pid"), int):
-        return False
-    try:
-        os.kill(about["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return about["pid"] != os.getpid()
+    """Whether the run that wrote `about` (a state's JSON), another process of this machine, still trains."""
+    pid = about.get("pid")
+    return (about.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
+            and process_running(str(pid)))
 
 
 class StateKeeper:
