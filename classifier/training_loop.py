@@ -1,5 +1,6 @@
 """The training loop, as plain PyTorch (no framework between reader and loop): fit, two-phase
-fine-tuning, and the one training step that lr_find's range test takes too. Used by train and lr_find.
+fine-tuning and the training step. Used by train, and by lr_find, whose range test is fit with a
+StepRule (each step's rate, and when to stop).
 
 Data: when it fits, the whole split sits on the device as one uint8 N×C×H×W tensor and a batch
 is an index slice (airbench style: no DataLoader, no workers); otherwise batches are gathered from
@@ -17,7 +18,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -238,9 +239,10 @@ class _Steps:
 
     def epoch(self, train: DeviceDataset, batches: list[torch.Tensor], normalize: Normalizer,
               augment: OnlineAugment | None, draws: Draws | None, within: _Within,
-              checkpoint: Callable[[_Within], object]) -> None:
+              after_step: Callable[[_Within], bool]) -> bool:
         """The epoch's steps from `within.step` on, their records (plain loss, objective, learning rate)
-        and correct count kept in `within`, on the device; `checkpoint(within)` after each step."""
+        and correct count kept in `within`, on the device; `after_step(within)` after each, True to end
+        the run there (a StepRule's stop). Whether it did."""
         for batch in batches[within.step:]:
             images, y = train.get(batch)
             inputs, targets = batch_inputs(images, y, normalize, self.amp, augment, draws)
@@ -254,7 +256,9 @@ class _Steps:
             if self.per_step:
                 self.scheduler.step()
             within.correct += (logits.detach().argmax(1) == y).sum()
-            checkpoint(within)
+            if after_step(within):
+                return True
+        return False
 
     def end_epoch(self) -> None:
         if self.scheduler is not None and not self.per_step:
@@ -356,12 +360,18 @@ class _Saving:
     last: float = field(default_factory=time.perf_counter)
     every_steps: int = 0
 
-    def due(self, within: _Within, steps: int) -> bool:
+    def within_epoch(self, run: _Run, steps_of: _Steps, streams: _Streams, within: _Within, started: float,
+                     steps: int) -> bool:
+        """After a step: save if due. Never ends the run (False)."""
         if self.keep is None or within.step >= steps:  # the epoch's end saves anyway
             return False
         if self.world.distributed:
-            return bool(self.every_steps) and within.step % self.every_steps == 0
-        return bool(self.keep.every) and time.perf_counter() - self.last >= self.keep.every
+            due = bool(self.every_steps) and within.step % self.every_steps == 0
+        else:
+            due = bool(self.keep.every) and time.perf_counter() - self.last >= self.keep.every
+        if due:
+            self(run, steps_of, streams, within, started, steps)
+        return False
 
     def __call__(self, run: _Run, steps_of: _Steps, streams: _Streams, within: _Within | None = None,
                  started: float = 0.0, steps: int = 0) -> None:
@@ -478,11 +488,28 @@ def _for_the_world(model: nn.Module, train: DeviceDataset, params: TrainParams,
     return model, amp, trained, total, steps_per_epoch
 
 
+class StepRule(Protocol):
+    """A run whose steps decide (lr_find's range test): after each step, with its plain loss (on the
+    device) and the optimiser, set the rate of the next one, and say whether the run ends here."""
+
+    def after(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool: ...
+
+
+def _resumed(resume: dict, params: TrainParams, steps_of: _Steps, streams: _Streams, world: World,
+             device: torch.device) -> tuple[_Run, _Within | None]:
+    """A kept state put back: the step machinery and random streams restored; the run and, when it was
+    kept within an epoch, that epoch under way."""
+    steps_of.restore(resume)
+    streams.restore(resume["random"][world.rank])
+    within = resume["random"][world.rank].get("within")
+    return _Run.restored(resume, params), _Within.restored(within, device) if within is not None else None
+
+
 def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer, params: TrainParams,
         weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
         phase: Phase = Phase(), augment: OnlineAugment | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None, resume: dict | None = None,
-        keep: Keeping | None = None) -> FitResult:
+        keep: Keeping | None = None, rule: StepRule | None = None) -> FitResult:
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
     Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly. The
@@ -493,17 +520,15 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
     the weights. `phase`: a part of a longer run (fit_phases). `augment` transforms every batch on the
     device; `on_epoch` sees each epoch's record (live progress). With params.ema_decay the moving
     average is what is validated, returned and left in the model. `keep` takes the run's state after
-    each epoch (and within long ones); from such a state, `resume` continues exactly as a run never stopped."""
+    each epoch (and within long ones); from such a state, `resume` continues exactly as a run never stopped.
+    `rule` sets each step's rate and may end the run after any step (no epoch is recorded then)."""
     model, amp, trained, total, steps_per_epoch = _for_the_world(model, train, params, world)
     steps_of = _Steps.build(model, trained, params, weights, steps_per_epoch, amp)
     judged = steps_of.average.module if steps_of.average is not None else model  # validated and kept
     streams = _Streams.seeded(params.seed, world, phase.first_epoch, augment, train.device)
     run, saving, within = _Run(_Monitor(params)), _Saving(keep, world, train.device), None
     if resume is not None:
-        run, within = _Run.restored(resume, params), resume["random"][world.rank].get("within")
-        steps_of.restore(resume)
-        streams.restore(resume["random"][world.rank])
-        within = _Within.restored(within, train.device) if within is not None else None
+        run, within = _resumed(resume, params, steps_of, streams, world, train.device)
     last_epoch, stopped = phase.first_epoch + params.epochs - 1, False
     for epoch in range(phase.first_epoch + len(run.history), last_epoch + 1):
         started = time.perf_counter()
@@ -512,8 +537,10 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
                                    torch.zeros((), device=train.device, dtype=torch.long))
         streams.order.set_state(within.order)  # a resumed epoch draws its batches again
         batches = _epoch_order(train, streams.order, steps_per_epoch, params.batch_size, world)
-        steps_of.epoch(train, batches, normalize, augment, streams.draws, within, lambda now: saving.due(
-            now, len(batches)) and saving(run, steps_of, streams, now, started, len(batches)))
+        if steps_of.epoch(train, batches, normalize, augment, streams.draws, within, lambda now: bool(
+                rule and rule.after(now.losses[-1], steps_of.optimizer)) or saving.within_epoch(
+                run, steps_of, streams, now, started, len(batches))):
+            break  # the rule ended the run
         losses, objectives, sizes, correct_count = _epoch_totals(within.losses, within.objectives, batches,
                                                                  within.correct, world)
         run.train_seconds += within.seconds + time.perf_counter() - started  # _epoch_totals waited for the device
@@ -571,7 +598,7 @@ def _validate(judged: nn.Module, val: DeviceDataset | None, normalize: Normalize
               world: World) -> tuple[float, float]:
     """Val loss and accuracy, scored by rank 0 and shared with every process."""
     scores = [math.nan, math.nan]
-    if world.leader:
+    if world.leader and val is not None:  # none: a range test
         scores = list(loss_and_accuracy(predict_logits(judged, val, normalize, amp=amp), val.labels))
     return from_leader(scores, world, next(judged.parameters()).device) if world.distributed else scores
 

@@ -102,10 +102,11 @@ def test_discriminative_rates_give_the_features_their_share_through_every_schedu
 
 def test_the_range_test_keeps_the_features_at_their_share(monkeypatch) -> None:
     from tools import lr_find
+    from classifier import training_loop
     from classifier.device_dataset import DeviceDataset
     from classifier.preprocessing import Normalizer
-    made = []
-    monkeypatch.setattr(lr_find, "make_optimizer", lambda *a: made.append(make_optimizer(*a)) or made[-1])
+    made = []  # the range test runs training's own loop, which makes the optimiser
+    monkeypatch.setattr(training_loop, "make_optimizer", lambda *a: made.append(make_optimizer(*a)) or made[-1])
     images, labels = tiny_images()
     model = build_model(dataclasses.replace(PARAMS.model, name="cnn", head=(16,)), InputShape(1, 12, 12, 3))
     train = dataclasses.replace(PARAMS.train, features_lr_factor=0.25, batch_size=16)

@@ -27,15 +27,14 @@ from classifier.device_dataset import DeviceDataset
 from classifier.devices import claim_device, release_all, select_device
 from classifier.errors import PipelineError, run_stage
 from classifier.models import InputShape, build_model
-from classifier.optim import class_weights, make_optimizer
+from classifier.optim import class_weights
 from classifier.outputs import atomic_dir
 from classifier.params.checks import load_sections
 from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams
 from classifier.preprocessing import Normalizer
-from classifier.training_loop import (batch_inputs, epoch_batches, for_training, load_training_inputs, train_mode,
-                             train_step, training_criterion)
+from classifier.training_loop import epoch_batches, fit, load_training_inputs
 
 PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)  # what training reads, online augmentation too
 OUT = paths.LR_FIND_PLOTS
@@ -88,46 +87,58 @@ class RangeTest:
                             f"the range is too low to learn in; raise --end (or --steps)")
 
 
+class RangeRule:
+    """The range test as training's StepRule: after step k the rate of step k + 1 is start × growth^(k+1);
+    the plain loss of each step is recorded (a sync per step: the stop rule needs it) and smoothed; the
+    run ends after `steps` steps, or once the smoothed loss passes 4× its lowest (or is not finite):
+    past there it only diverges."""
+
+    def __init__(self, start: float, end: float, steps: int, smoothing: float, log) -> None:
+        self.start, self.steps, self.smoothing, self.log = start, steps, smoothing, log
+        self.growth = (end / start) ** (1 / max(steps - 1, 1))
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.average = 0.0
+
+    def after(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        step = len(self.lrs)
+        lr = self.start * self.growth ** step
+        value = loss.item()
+        self.average = self.smoothing * self.average + (1 - self.smoothing) * value
+        self.lrs.append(lr)
+        self.losses.append(value)
+        self.smoothed.append(self.average / (1 - self.smoothing ** (step + 1)))  # bias-corrected from the first
+        if (step + 1) % max(1, self.steps // 10) == 0:
+            self.log(f"lr_find: step {step + 1}/{self.steps}: lr {lr:.3g}, smoothed loss {self.smoothed[-1]:.4g}")
+        if (step + 1 >= self.steps or not math.isfinite(self.smoothed[-1])
+                or (step > 10 and self.smoothed[-1] > 4 * min(self.smoothed))):
+            return True
+        for group in optimizer.param_groups:  # the next step's; train.features_lr_factor: the features' share
+            group["lr"] = self.start * self.growth ** (step + 1) * group["lr_factor"]
+        return False
+
+    def result(self) -> RangeTest:
+        finite = [i for i, v in enumerate(self.smoothed) if math.isfinite(v)]
+        return RangeTest([self.lrs[i] for i in finite], [self.losses[i] for i in finite],
+                         [self.smoothed[i] for i in finite])
+
+
 def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer, params: TrainParams,
                   start: float = 1e-6, end: float = 10.0, steps: int = 200, smoothing: float = 0.9, log=lambda _: None,
                   weights: torch.Tensor | None = None, augment: OnlineAugment | None = None) -> RangeTest:
     """Train `model` for up to `steps` batches with the learning rate growing exponentially from
-    `start` to `end` (Smith 2017). Each step is training's own (classifier/training_loop.py: train_step): the
-    optimizer (SAM too), L1, label smoothing, class `weights`, gradient clipping, AMP on CUDA, and
-    the online `augment` of every batch. Stops once the smoothed loss passes 4× its lowest (or is
-    not finite): past there it only diverges. The loss recorded is the plain cross-entropy."""
-    device = train.device
-    model, amp = for_training(model, params, device)  # training's own setup: what it measures is what trains
-    optimizer = make_optimizer(model, dataclasses.replace(params, lr=start))
-    criterion = training_criterion(params, weights, device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    order = torch.Generator().manual_seed(params.seed)
-    draws = augment.draws(device, 0) if augment else None
-    growth = (end / start) ** (1 / max(steps - 1, 1))
-    lrs, losses, smoothed, average = [], [], [], 0.0
-    batches: list[torch.Tensor] = []
-    train_mode(model)
-    for step in range(steps):
-        if not batches:
-            shuffled = torch.randperm(len(train), generator=order)
-            batches = epoch_batches(shuffled.to(device) if train.resident else shuffled, params.batch_size)
-        images, y = train.get(batches.pop(0))
-        lr = start * growth ** step
-        for group in optimizer.param_groups:  # train.features_lr_factor: the features' group at its share
-            group["lr"] = lr * group["lr_factor"]
-        inputs, targets = batch_inputs(images, y, normalize, amp, augment, draws)
-        logits, _ = train_step(model, inputs, targets, criterion, optimizer, trainable, params, amp)
-        value = nn.functional.cross_entropy(logits.detach(), y).item()  # a sync per step: the stop rule needs it
-        average = smoothing * average + (1 - smoothing) * value
-        lrs.append(lr)
-        losses.append(value)
-        smoothed.append(average / (1 - smoothing ** (step + 1)))  # bias-corrected from the first step
-        if (step + 1) % max(1, steps // 10) == 0:
-            log(f"lr_find: step {step + 1}/{steps}: lr {lr:.3g}, smoothed loss {smoothed[-1]:.4g}")
-        if not math.isfinite(smoothed[-1]) or (step > 10 and smoothed[-1] > 4 * min(smoothed)):
-            break
-    finite = [i for i, v in enumerate(smoothed) if math.isfinite(v)]
-    return RangeTest([lrs[i] for i in finite], [losses[i] for i in finite], [smoothed[i] for i in finite])
+    `start` to `end` (Smith 2017), through training's own loop (classifier/training_loop.py: fit): the
+    optimizer (SAM too), L1, label smoothing, class `weights`, gradient clipping, AMP on CUDA, the
+    online `augment` of every batch and the batch order, with RangeRule setting each step's rate and
+    ending the run. No schedule, warm-up, moving average or early stopping: the rule alone decides.
+    The loss recorded is the plain cross-entropy."""
+    rule = RangeRule(start, end, steps, smoothing, log)
+    per_epoch = len(epoch_batches(torch.arange(len(train)), params.batch_size))
+    test_params = dataclasses.replace(params, lr=start, epochs=math.ceil(steps / per_epoch), scheduler="none",
+                                      warmup_epochs=0, ema_decay=0.0, patience=0, finetune_epochs=0)
+    fit(model, train, None, normalize, test_params, weights, log=lambda _: None, augment=augment, rule=rule)
+    return rule.result()
 
 
 def build_parser() -> argparse.ArgumentParser:
