@@ -6,7 +6,10 @@ Data: when it fits, the whole split sits on the device as one uint8 N×C×H×W t
 is an index slice (airbench style: no DataLoader, no workers); otherwise batches are gathered from
 the memory-mapped array and copied over (classifier/device_dataset.py). Either way a batch is converted to
 float and normalised on the device. On CUDA: bf16 autocast and channels_last (train.amp), optional
-torch.compile. A process training alone never calls into classifier/distributed.py: its reductions
+torch.compile. The best epoch by train.monitor keeps its weights (early stopping: _Monitor); with
+train.ema_decay the moving average is what is validated, returned and left in the model.
+Data-parallel, each step takes its 1/size share of the batch, DDP averages the gradients, and the
+history and steps are of all processes. A process training alone never calls into classifier/distributed.py: its reductions
 are the values themselves. What a run has done lives in fit's _Run, _Steps and _Streams, which are
 also what train keeps after every epoch to resume an interrupted run (classifier/training_state.py).
 """
@@ -102,6 +105,7 @@ class FitResult:
     last_state: dict = field(repr=False, default_factory=dict)
     train_seconds: float = 0.0   # in the training steps (validation excluded), all epochs
     images_trained: int = 0      # by all processes together
+    pruned: bool = False         # ended by on_epoch's verdict (a search's pruner), not by early stopping
 
     @property
     def images_per_second(self) -> float:
@@ -438,6 +442,7 @@ class _Run:
     steps: list[tuple[int, int, float, float, float]] = field(default_factory=list)
     train_seconds: float = 0.0   # in the training steps, all epochs so far
     images_trained: int = 0
+    pruned: bool = False         # ended by on_epoch's verdict
 
     def state(self) -> dict:
         return {"monitor": self.monitor.state(), "history": [dataclasses.asdict(r) for r in self.history],
@@ -451,7 +456,7 @@ class _Run:
 
     def result(self, stopped: bool, last_state: dict) -> FitResult:
         return FitResult(self.history, self.steps, self.monitor.best_epoch, self.monitor.best_state, stopped,
-                         last_state, self.train_seconds, self.images_trained)
+                         last_state, self.train_seconds, self.images_trained, self.pruned)
 
 
 @dataclass(frozen=True)
@@ -512,16 +517,12 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
         keep: Keeping | None = None, rule: StepRule | None = None) -> FitResult:
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
-    Batch order comes from a CPU generator seeded with params.seed, so a CPU run repeats exactly. The
-    best epoch by params.monitor keeps its weights; early stopping is _Monitor's. A NaN or infinite
-    loss stops the run with an error. Data-parallel (`world.size` > 1): `train` is this process's
-    shard, each step takes its 1/size share of the batch and DDP averages the gradients; history and
-    steps are of all processes together, and rank 0 alone scores `val` (None elsewhere) and returns
-    the weights. `phase`: a part of a longer run (fit_phases). `augment` transforms every batch on the
-    device; `on_epoch` sees each epoch's record (live progress). With params.ema_decay the moving
-    average is what is validated, returned and left in the model. `keep` takes the run's state after
-    each epoch (and within long ones); from such a state, `resume` continues exactly as a run never stopped.
-    `rule` sets each step's rate and may end the run after any step (no epoch is recorded then)."""
+    The batch order comes from params.seed, so a CPU run repeats exactly; a NaN loss is an error.
+    Data-parallel: `train` is this process's shard; rank 0 alone scores `val` and returns weights.
+    `phase`: a part of a longer run (fit_phases). `augment`: every batch, on the device. `on_epoch`
+    sees each epoch's record (live progress); True from it (rank 0's) ends the run there (pruned).
+    `keep` takes the run's state after each epoch (and within long ones), which `resume` continues
+    exactly. `rule` sets each step's rate and may end the run after any step (lr_find)."""
     model, amp, trained, total, steps_per_epoch = _for_the_world(model, train, params, world)
     steps_of = _Steps.build(model, trained, params, weights, steps_per_epoch, amp)
     judged = steps_of.average.module if steps_of.average is not None else model  # validated and kept
@@ -554,17 +555,24 @@ def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, norma
         run.history.append(record)
         stopped, within = run.monitor.update(record, judged, world.leader), None
         log(_epoch_line(record, phase.total_epochs or last_epoch, run.monitor.best_epoch == epoch))
-        if on_epoch is not None:
-            on_epoch(record)
+        run.pruned = _ends_here(on_epoch, record, world, train.device)
         steps_of.end_epoch()
-        if stopped:
-            log(run.monitor.stop_line())
+        if stopped or run.pruned:
+            log(run.monitor.stop_line() if stopped else f"pruned after epoch {epoch}: the search stopped this run")
             break
         saving(run, steps_of, streams)
         saving.paced(len(batches), record.seconds)
     if steps_of.average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
         model.load_state_dict(judged.state_dict())
     return run.result(stopped, _snapshot(model) if world.leader else {})
+
+
+def _ends_here(on_epoch: Callable[[EpochRecord], object] | None, record: EpochRecord, world: World,
+               device: torch.device) -> bool:
+    """on_epoch's verdict on an epoch (rank 0's, where it runs, shared with every process): True ends
+    the run (a search pruning it)."""
+    verdict = bool(on_epoch(record)) if on_epoch is not None else False
+    return bool(from_leader([float(verdict)], world, device)[0]) if world.distributed else verdict
 
 
 def _epoch_line(record: EpochRecord, epochs: int, best: bool) -> str:
@@ -649,6 +657,8 @@ def fit_phases(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None
     else:
         head = fit(model, train, val, normalize, params, weights, log, world, Phase("head", 1, total), augment,
                    on_epoch, resumed("head"), kept_as("head"))
+    if head.pruned:
+        return head
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
@@ -677,4 +687,4 @@ def _joined(head: FitResult, tuned: FitResult, monitor: str) -> FitResult:
                      tuned.best_epoch if tuned_wins else head.best_epoch,
                      tuned.best_state if tuned_wins else head.best_state,
                      tuned.stopped_early, tuned.last_state, head.train_seconds + tuned.train_seconds,
-                     head.images_trained + tuned.images_trained)
+                     head.images_trained + tuned.images_trained, tuned.pruned)

@@ -496,3 +496,25 @@ def test_a_process_training_alone_never_calls_the_distributed_module(monkeypatch
     result = fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
                  Normalizer((0.3,), (0.3,)), train, log=lambda _: None, keep=Keeping(kept.append))
     assert len(result.history) == 2 and len(kept) == 2  # the last one too: a kill while writing resumes there
+
+
+def test_on_epoch_saying_stop_ends_the_run_there_as_pruned() -> None:
+    """A search's pruner speaks through on_epoch: True after epoch 2 of 6 ends the run, marked pruned
+    (not early-stopped), and two-phase fine-tuning never starts its second phase."""
+    from classifier.training_loop import fit_phases
+    lines = []
+    images, labels = tiny_images()
+    train = dataclasses.replace(PARAMS.train, epochs=6, batch_size=16, lr=0.05, scheduler="none", patience=0,
+                                finetune_epochs=3, finetune_lr=0.01)
+    model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0, freeze="features"),
+                        InputShape(1, 12, 12, 3))
+    result = fit_phases(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
+                        Normalizer((0.3,), (0.3,)), train, log=lines.append, on_epoch=lambda record: record.epoch == 2)
+    assert [r.epoch for r in result.history] == [1, 2] and result.pruned and not result.stopped_early
+    assert "pruned after epoch 2: the search stopped this run" in lines
+    assert not any(line.startswith("fine-tuning") for line in lines)
+    model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0), InputShape(1, 12, 12, 3))
+    whole = fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
+                Normalizer((0.3,), (0.3,)), dataclasses.replace(train, finetune_epochs=0), log=lambda _: None,
+                on_epoch=lambda record: None)  # live progress says nothing: the run goes on
+    assert not whole.pruned and len(whole.history) == 6
