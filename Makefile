@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.lr_find
 	$(BIN)/python -m benchmarks.policy
 	$(BIN)/python -m benchmarks.resume
+	$(BIN)/python -m benchmarks.tune
 
 generated: $(STAMP)
 	$(BIN)/python -m tools.dvc_yaml
