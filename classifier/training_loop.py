@@ -335,7 +335,7 @@ class _Within:
         stacked = {name: torch.stack(values).cpu() if values else torch.zeros(0)
                    for name, values in (("losses", self.losses), ("objectives", self.objectives))}
         return {"order": self.order, "lr": self.lr, "correct": self.correct.cpu(), "lrs": list(self.lrs),
-                "seconds": seconds, "steps": steps, **stacked}
+                "seconds": seconds, "step": self.step, "steps": steps, **stacked}
 
     @classmethod
     def restored(cls, state: dict, device: torch.device) -> _Within:

@@ -75,11 +75,11 @@ def main() -> None:
             os.environ[CLAIMED_VARIABLE] = ",".join(map(str, gpus))
         print(f"train: starting {params.train.processes} processes with torchrun"
               f"{f' as node 0 of {params.train.nodes} at {params.train.rendezvous}' if params.train.nodes > 1 else ''}")
-        keeper = run_state(params, device, print)
         try:
             launch(params.train.processes, params.train.nodes, params.train.rendezvous, "stages.train")
-        except KeyboardInterrupt as exc:  # its workers' rank 0 kept the state: the last line says so
-            exc.note = keeper.interrupted()
+        except KeyboardInterrupt as exc:  # its workers' rank 0 kept the state: the last line says which
+            # Its identity hashes the data: only now, not on every run beside rank 0, which hashes it too.
+            exc.note = run_state(params, device, print).interrupted()
             raise
         return
     world = world or World()
@@ -131,7 +131,7 @@ def train_process(params: Sections, world: World) -> None:
 
         def keep(state: dict) -> None:  # rank 0's; the others' streams reach it inside fit
             within = state["fit"]["random"][0].get("within") or {}
-            keeper.save(state, records[-1].epoch if records else 0, len(within.get("lrs", ())), within.get("steps", 0))
+            keeper.save(state, records[-1].epoch if records else 0, within.get("step", 0), within.get("steps", 0))
 
         try:
             result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
