@@ -52,13 +52,15 @@ from classifier.params.checks import Sections, as_plain, load_sections
 from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams, check_with_model
+from classifier.params.tune import TuneParams
 from classifier.preprocessing import Preprocessing
 from classifier.source_files import code_digest
 from classifier.training_loop import (EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs,
                                       Keeping, resumed_history, shard_rows)
 from classifier.training_state import Identity, StateKeeper, data_digest, state_every_seconds
+from classifier.tuning import TrialReport
 
-PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)
+PARAMS = (ModelParams, TrainParams, OnlineAugmentParams, TuneParams)
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
 OUTS = (paths.MODEL_FILE, paths.TRAIN_METRICS, paths.TIME_METRICS, paths.TRAIN_PLOTS)
 
@@ -116,6 +118,7 @@ def train_process(params: Sections, world: World) -> None:
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
         f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
     keeper = run_state(params, device, log) if world.leader else None
+    trial = TrialReport(params.tune if world.leader else TuneParams("", 0), log)  # a tools.tune trial, or none
     resume = share_from_leader(keeper.load() if keeper else None, world)
     with live_outputs() as rewrite:
         records: list[EpochRecord] = resumed_history(resume)
@@ -129,6 +132,10 @@ def train_process(params: Sections, world: World) -> None:
             with rewrite(paths.TIME_METRICS) as tmp:
                 write_json(tmp, progress(records))
 
+        def after_epoch(record: EpochRecord) -> bool:  # rank 0's; True (the pruner's) ends the run
+            publish(record)
+            return trial.after_epoch(record)
+
         def keep(state: dict) -> None:  # rank 0's; the others' streams reach it inside fit
             within = state["fit"]["random"][0].get("within") or {}
             keeper.save(state, records[-1].epoch if records else 0, within.get("step", 0), within.get("steps", 0))
@@ -136,15 +143,21 @@ def train_process(params: Sections, world: World) -> None:
         try:
             result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
                                 class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                                augment, on_epoch=publish if world.leader else None, resume=resume,
+                                augment, on_epoch=after_epoch if world.leader else None, resume=resume,
                                 keep=Keeping(keep, state_every_seconds()))
+            if world.leader:
+                saved_epoch = write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels),
+                                            world)
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (a spot instance taken back): its last line says more
             if keeper is not None:
                 exc.note = keeper.interrupted()
+            raise  # a trial stays running in its study: the same run resumes it
+        except PipelineError:  # a NaN loss, an orphaned worker: the study records the trial failed, and goes on
+            trial.failed()
             raise
         if world.leader:
-            write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels), world)
             keeper.remove()
+            trial.ended(result.pruned, result.history[saved_epoch - 1])
 
 
 def run_state(params: Sections, device: torch.device, log) -> StateKeeper:
@@ -167,8 +180,9 @@ def progress(records: list[EpochRecord]) -> dict:
 
 
 def write_outputs(params: Sections, result: FitResult, classes: list[str], preprocessing: Preprocessing, trainable: int,
-                  train_images: int, world: World) -> None:
-    """models/model.pt, metrics/train.json and time.json, plots/train: all written, then switched in."""
+                  train_images: int, world: World) -> int:
+    """models/model.pt, metrics/train.json and time.json, plots/train: all written, then switched in; the
+    saved epoch."""
     state, saved_epoch = result.saved(params.train.checkpoint)
     history = history_table(result.history)
     steps = pd.DataFrame(result.steps, columns=list(STEP_COLUMNS))
@@ -189,6 +203,7 @@ def write_outputs(params: Sections, result: FitResult, classes: list[str], prepr
             "saved_epoch": saved_epoch,
             "best_epoch": result.best_epoch,  # by train.monitor; its val scores are in plots/train/history.csv
             "stopped_early": result.stopped_early,
+            "pruned": result.pruned,  # a tools.tune trial its study's pruner stopped (after `epochs`)
             "parameters": trainable,
             "params_per_sample": trainable / train_images,
             # At the saved epoch, averaged over its steps in train mode; val scores: metrics/eval.json.
@@ -198,12 +213,14 @@ def write_outputs(params: Sections, result: FitResult, classes: list[str], prepr
             "images_per_second": result.images_per_second,
             "processes": world.size,
         })
-        write_json(out[paths.TIME_METRICS], progress(result.history))  # declared: columns of dvc exp show
+        # Declared metrics: columns of dvc exp show (a tools.tune trial's row says whether it was pruned).
+        write_json(out[paths.TIME_METRICS], {**progress(result.history), "pruned": result.pruned})
         history.to_csv(out[paths.TRAIN_PLOTS] / paths.HISTORY_FILE.name, index=False)
         steps.to_csv(out[paths.TRAIN_PLOTS] / "steps.csv", index=False)
     which = f"the best by {params.train.monitor}" if params.train.checkpoint == "best" else "the last"
     print(f"train: saved epoch {saved_epoch} ({which}; best {params.train.monitor}: epoch {result.best_epoch}) "
           f"to {paths.MODEL_FILE}")
+    return saved_epoch
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@ files run first, so that under `make test`'s two workers (pytest-xdist, a file e
 starts last and runs alone."""
 from __future__ import annotations
 
+import fcntl
 import os
+from pathlib import Path
 
 import pytest
 
 from classifier.decode_cache import CACHE_VARIABLE
+from tests.helpers import CONVERGED, STAGES, copy_project, init_repo, stages_run
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,7 +24,23 @@ def private_decode_cache(tmp_path_factory):
         os.environ[CACHE_VARIABLE] = saved
 
 
-LONGEST_FIRST = ("test_pipeline.py", "test_sharing.py", "test_resume.py", "test_staleness.py", "test_faults.py", "test_recipes.py")
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory, worker_id) -> Path:
+    """A committed project (CONVERGED params) after its first `dvc repro`, made once for the whole
+    run, by whichever of `make test`'s workers needs it first (a lock in the run's shared folder):
+    the files that need one copy it (helpers.copy_of) instead of making their own (15 s each)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base  # the run's folder, above each worker's
+    template = shared / "trained-template"
+    with open(shared / "trained-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (template / ".made").exists():
+            assert stages_run(init_repo(copy_project(template, CONVERGED))) == STAGES
+            (template / ".made").touch()
+    return template
+
+
+LONGEST_FIRST = ("test_pipeline.py", "test_tune.py", "test_sharing.py", "test_resume.py", "test_staleness.py", "test_faults.py", "test_recipes.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

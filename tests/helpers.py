@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +25,11 @@ TINY_PARAMS = {
     "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "scheduler": "none"},
     "evaluate": {"train_sample": 1000},  # of 1,259: the sample is taken and stated
 }
+
+
+# Trained to convergence (still seconds on a CPU), so that runs which differ only in how they were
+# computed (one process or several) can be held to the same accuracy: conftest's trained_template.
+CONVERGED = {"model": {"hidden": [64]}, "train": {"epochs": 10, "batch_size": 64, "lr": 0.1}}
 
 
 def env() -> dict[str, str]:
@@ -109,6 +115,15 @@ def git(*args: str, cwd: Path) -> None:
     run(["git", *args], cwd)
 
 
+def stop_queue_workers(root: Path) -> None:
+    """`dvc queue stop`, and wait until no worker is left: an idle one would run the next test's queue."""
+    dvc("queue", "stop", cwd=root)
+    deadline = time.monotonic() + 300
+    while "Worker status: 0 active, 0 idle" not in dvc("queue", "status", cwd=root).stdout:
+        assert time.monotonic() < deadline, "the queue worker did not stop in 5 minutes"
+        time.sleep(1)
+
+
 def init_repo(root: Path) -> subprocess.CompletedProcess:
     """Make the copy in `root` a git + DVC repo, run `dvc repro` and commit everything; the repro's output."""
     git("init", "-q", "-b", "main", cwd=root)  # the branch the docs name
@@ -173,6 +188,15 @@ def copy_project(dest: Path, overrides: dict | None = None) -> Path:
     for section, values in (overrides or {}).items():
         merged.setdefault(section, {}).update(values)
     write_params(dest / "params.yaml", merged)
+    return dest
+
+
+def copy_of(template: Path, dest: Path) -> Path:
+    """A copy of a committed, reproduced project (conftest's trained_template) at `dest`: its git
+    history, DVC cache and outputs; not its .dvc/tmp (locks, queue, states: the copy's own)."""
+    shutil.copytree(template, dest, symlinks=True, dirs_exist_ok=True,
+                    ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [])
+    (dest / ".made").unlink()
     return dest
 
 

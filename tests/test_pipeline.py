@@ -19,23 +19,16 @@ import torch
 from classifier.artifacts import load_array_set
 from classifier.errors import PipelineError
 from classifier.raw_shards import read_index
-from tests.helpers import (ROOT, STAGES, assert_picture, changed_stages, copy_project, dvc, env, init_repo,
-                           most_advanced, read_params, restore_baseline, run, set_params, stages_run)
+from tests.helpers import (ROOT, assert_picture, changed_stages, copy_of, dvc, env, most_advanced, read_params,
+                           restore_baseline, run, set_params, stages_run, stop_queue_workers)
 
 pytestmark = pytest.mark.integration
 
 
-# Trained to convergence (still seconds on a CPU), so that runs which differ only in how they were
-# computed (one process or several) can be held to the same accuracy.
-CONVERGED = {"model": {"hidden": [64]}, "train": {"epochs": 10, "batch_size": 64, "lr": 0.1}}
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tmp_path_factory, trained_template) -> Path:
     """A committed project after a first `dvc repro`."""
-    root = copy_project(tmp_path_factory.mktemp("project"), CONVERGED)
-    assert stages_run(init_repo(root)) == STAGES
-    return root
+    return copy_of(trained_template, tmp_path_factory.mktemp("project"))
 
 
 def exp_run(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -412,15 +405,6 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
         assert finished["metrics/time.json"]["data"]["epoch"] == epochs and "metrics/summary.json" in finished
     finally:
         stop_queue_workers(project)  # whatever happened: an idle worker would run the next test's queue
-
-
-def stop_queue_workers(root: Path) -> None:
-    """`dvc queue stop`, and wait until no worker is left: an idle one would run the next test's queue."""
-    dvc("queue", "stop", cwd=root)
-    deadline = time.monotonic() + 300
-    while "Worker status: 0 active, 0 idle" not in dvc("queue", "status", cwd=root).stdout:
-        assert time.monotonic() < deadline, "the queue worker did not stop in 5 minutes"
-        time.sleep(1)
 
 
 def test_the_seed_recipe_queues_one_experiment_a_seed(project) -> None:

@@ -19,19 +19,16 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import (ROOT, STAGES, changed_stages, copy_project, dvc, git, init_repo, raw_image_files,
+from tests.helpers import (ROOT, changed_stages, copy_of, dvc, git, raw_image_files,
                            restore_baseline, run, set_params, stages_run)
-from tests.test_pipeline import CONVERGED
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tmp_path_factory, trained_template) -> Path:
     """A committed project after a first `dvc repro` (test_pipeline.py's, made again for this file)."""
-    root = copy_project(tmp_path_factory.mktemp("project"), CONVERGED)
-    assert stages_run(init_repo(root)) == STAGES
-    return root
+    return copy_of(trained_template, tmp_path_factory.mktemp("project"))
 
 
 def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) -> None:

@@ -2,6 +2,7 @@
 
     python -m tools.report [-o report.md] [--sort-by val_acc] [--seeds]
     python -m tools.report --per-class [--split test]     # this workspace's per-class scores
+    python -m tools.report --study NAME                   # a tools.tune study: trials ranked, pictures
 
 Reads `dvc exp show --json`: one row per commit and experiment, its state (done, running, queued,
 failed), the params that differ between them, and the key metrics, sorted best first. A running
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", action="store_true", help="one row per params, mean ± std over the seeds")
     parser.add_argument("--per-class", action="store_true",
                         help=f"instead: {PER_CLASS_FILE} of this workspace as a table, worst F1 first")
+    parser.add_argument("--study", help="instead: the tools.tune study NAME, its trials ranked, the best one's "
+                                        "command, and pictures in plots/tune/NAME (tools/study_report.py)")
     parser.add_argument("--split", default="test", help="with --per-class: train, val or test (default: %(default)s)")
     parser.add_argument("--width", type=int, default=None,
                         help="characters a line on the screen (default: the terminal's, 160 when not a terminal); "
@@ -330,6 +333,10 @@ def write_table(table: str, output: Path | None, shown: str | None = None) -> No
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_output(args.output)
+    if args.study:
+        from tools.study_report import report
+        write_table(report(args.study), args.output)
+        return
     if args.per_class:
         if not PER_CLASS_FILE.is_file():
             raise PipelineError(f"{PER_CLASS_FILE} not found: it is made by the evaluate stage; run `dvc repro` first")

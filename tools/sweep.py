@@ -53,8 +53,13 @@ class Distribution:
         if self.kind == "randint":
             return rng.randint(int(low), int(high))
         if self.kind == "loguniform":
-            return float(f"{math.exp(rng.uniform(math.log(low), math.log(high))):.3g}")
-        return float(f"{rng.uniform(low, high):.4g}")
+            return self.rounded(math.exp(rng.uniform(math.log(low), math.log(high))))
+        return self.rounded(rng.uniform(low, high))
+
+    def rounded(self, value: float) -> float:
+        """A drawn float as it is queued: 3 significant digits for a log scale, 4 for a linear one
+        (readable in `dvc exp show`; finer differences train alike)."""
+        return float(f"{value:.3g}") if self.kind == "loguniform" else float(f"{value:.4g}")
 
 
 def _yaml_value(text: str, spec: str) -> Any:

@@ -20,12 +20,13 @@ from .online_augment import OnlineAugmentParams
 from .prepare import PrepareParams
 from .split import SplitParams
 from .train import TrainParams, check_with_model
+from .tune import TuneParams
 
 # params.yaml's sections in order, each with the dataclasses that read it.
 SECTIONS: dict[str, tuple[type, ...]] = {
     "data": (DataParams,), "split": (SplitParams,), "prepare": (PrepareParams,),
     "augment": (AugmentParams, OnlineAugmentParams), "model": (ModelParams,), "train": (TrainParams,),
-    "evaluate": (EvaluateParams,),
+    "evaluate": (EvaluateParams,), "tune": (TuneParams,),
 }
 EVERY_CLASS = tuple(cls for classes in SECTIONS.values() for cls in classes)
 
