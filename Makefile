@@ -25,7 +25,7 @@ repro: $(STAMP)
 # Two workers, a test file each (pytest-xdist): a file's module fixtures (a trained project) are made
 # once. (Three workers on two cores measured slower: 6.5 against 5.3 minutes.)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The edit loop: unit tests only (no dvc), about 25 s on 2 cores (README.md says the same).
 test-fast: $(STAMP)

@@ -7,9 +7,10 @@ weights:
 
 - grid: lr in {0.001, 0.01, 0.1, 1.0} × momentum in {0, 0.5, 0.9, 0.99};
 - random: lr log-uniform in [0.001, 1], momentum uniform in [0, 0.99], seeded;
-- TPE with pruning: Optuna's TPE sampler over the same ranges, seeded, and its median pruner (from
-  the 5th run on, after 2 epochs, a run whose val accuracy is below the median of the earlier runs'
-  at the same epoch stops there: fit's on_epoch says so).
+- TPE with pruning: Optuna's TPE sampler over the same ranges, seeded, and the median pruner as
+  tools.tune makes it by default (classifier/tuning.py: from the 5th run on, after 2 epochs, a run
+  whose val accuracy is below the median of the earlier runs' at the same epoch stops there: fit's
+  on_epoch says so).
 
 A run whose loss turns NaN (an absurd rate) fails and scores 0. For each search: the best val
 accuracy (at the run's last epoch), that run's test accuracy, and the epochs trained in all; with
@@ -39,6 +40,7 @@ from classifier.inference import loss_and_accuracy, predict_logits
 from classifier.models import InputShape, build_model
 from classifier.params.whole_file import load_params
 from classifier.training_loop import EpochRecord, fit, load_training_inputs
+from classifier.tuning import StudySettings, make_pruner
 
 LRS, MOMENTA = (0.001, 0.01, 0.1, 1.0), (0.0, 0.5, 0.9, 0.99)
 RUNS = 16
@@ -92,7 +94,7 @@ def random_search(data: Data, seed: int) -> list[tuple[float, float, int]]:
 def tpe_with_pruning(data: Data, seed: int) -> list[tuple[float, float, int]]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2))
+                                pruner=make_pruner(StudySettings(objective="val_accuracy")))  # tools.tune's default
     results = []
     for _ in range(RUNS):
         trial = study.ask()

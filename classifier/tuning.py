@@ -129,6 +129,12 @@ class TrialReport:
             self.reported.add(record.epoch)
         return self.trial.should_prune()
 
+    def resumed(self, history: list) -> None:
+        """A run resumed from a kept state (this trial's, or another's with the same params): the epochs
+        it did not run itself are reported too, so that the pruner compares whole curves."""
+        for record in history:
+            self.after_epoch(record)
+
     def ended(self, pruned: bool, saved) -> None:
         """Tell the study: pruned, or complete with the objective of the saved epoch (its EpochRecord)."""
         if self.trial is None:

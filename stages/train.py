@@ -122,6 +122,7 @@ def train_process(params: Sections, world: World) -> None:
     resume = share_from_leader(keeper.load() if keeper else None, world)
     with live_outputs() as rewrite:
         records: list[EpochRecord] = resumed_history(resume)
+        trial.resumed(records)
 
         def publish(record: EpochRecord) -> None:
             """Each epoch, the history so far and the epochs done: live rows and curves of a running

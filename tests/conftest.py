@@ -40,7 +40,7 @@ def trained_template(tmp_path_factory, worker_id) -> Path:
     return template
 
 
-LONGEST_FIRST = ("test_pipeline.py", "test_tune.py", "test_sharing.py", "test_resume.py", "test_staleness.py", "test_faults.py", "test_recipes.py")
+LONGEST_FIRST = ("test_tune.py", "test_pipeline.py", "test_sharing.py", "test_resume.py", "test_staleness.py", "test_faults.py", "test_recipes.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

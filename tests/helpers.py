@@ -116,12 +116,37 @@ def git(*args: str, cwd: Path) -> None:
 
 
 def stop_queue_workers(root: Path) -> None:
-    """`dvc queue stop`, and wait until no worker is left: an idle one would run the next test's queue."""
+    """`dvc queue stop`, and wait until no worker is left: an idle one would run the next test's queue.
+    Watched by the pids DVC records for its workers (.dvc/tmp/exps/celery/*.pid), not by `dvc queue
+    status` in a loop: a dvc command costs a second of CPU, taken from the other tests running."""
     dvc("queue", "stop", cwd=root)
     deadline = time.monotonic() + 300
-    while "Worker status: 0 active, 0 idle" not in dvc("queue", "status", cwd=root).stdout:
-        assert time.monotonic() < deadline, "the queue worker did not stop in 5 minutes"
-        time.sleep(1)
+    while alive := [pid for pid in queue_worker_pids(root) if process_alive(pid)]:
+        assert time.monotonic() < deadline, f"queue workers {alive} did not stop in 5 minutes"
+        time.sleep(0.5)
+
+
+def queue_worker_pids(root: Path) -> list[int]:
+    pids = []
+    for file in (root / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"):
+        try:
+            pids.append(int(file.read_text().strip()))
+        except (OSError, ValueError):  # being written or removed
+            continue
+    return pids
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) has stopped
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def init_repo(root: Path) -> subprocess.CompletedProcess:

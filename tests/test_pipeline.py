@@ -89,8 +89,9 @@ def test_eval_metrics_have_the_expected_keys(project) -> None:
     steps = pd.read_csv(project / "plots/train/steps.csv")
     assert steps.columns.tolist() == ["step", "epoch", "loss", "objective", "lr"] and steps["step"].is_monotonic_increasing
     train = json.loads((project / "metrics/train.json").read_text())
-    assert set(train) == {"epochs", "saved_epoch", "best_epoch", "stopped_early", "parameters", "params_per_sample",
-                          "train_loss", "train_accuracy", "seconds", "images_per_second", "processes"}
+    assert set(train) == {"epochs", "saved_epoch", "best_epoch", "stopped_early", "pruned", "parameters",
+                          "params_per_sample", "train_loss", "train_accuracy", "seconds", "images_per_second", "processes"}
+    assert train["pruned"] is False  # not a tools.tune trial (test_tune.py prunes some)
     train_images = len(pd.read_csv(project / "data/augmented/train/index.csv"))
     best = int(history["val_loss"].idxmin()) + 1  # train.monitor: val_loss, the first of equal ones
     assert train["saved_epoch"] == 10 and train["best_epoch"] == best and train["params_per_sample"] == pytest.approx(

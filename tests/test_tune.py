@@ -129,6 +129,18 @@ def test_train_reports_each_epoch_and_the_median_pruner_stops_a_bad_trial(journa
     assert study.get_trials()[good.number].state.name == "FAIL"
 
 
+def test_a_resumed_trial_reports_the_epochs_it_did_not_run_itself(journals) -> None:
+    """A state kept by another run with the same params (resume is exact): its history is reported
+    first, each epoch once, so the pruner compares whole curves."""
+    study, _ = new_study("r")
+    trial = study.ask()
+    trial.report(0.9, 1)  # this trial's own first epoch, before it was killed
+    report = TrialReport(TuneParams("r", trial.number), print)
+    report.resumed([record(1, 0.8), record(2, 0.7)])
+    report.after_epoch(record(3, 0.6))
+    assert study.get_trials()[0].intermediate_values == pytest.approx({1: 0.9, 2: 0.7, 3: 0.6})
+
+
 def test_a_run_outside_a_study_never_prunes_and_a_missing_study_is_one_line(journals) -> None:
     outside = TrialReport(TuneParams("", 0), print)
     assert not outside.active and not outside.after_epoch(record(1, 99.0))

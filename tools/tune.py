@@ -28,6 +28,9 @@ from __future__ import annotations
 import argparse
 import re
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -183,6 +186,19 @@ def queue_states() -> dict[str, str]:
     return states
 
 
+def start_workers(jobs: int) -> None:
+    """`dvc queue start -j JOBS`: the workers not already running are started. Its output goes to a
+    file, not a pipe: DVC forks a daemon per worker that keeps the files it inherits open while the
+    worker lives, and whoever reads a pipe of ours (`dvc queue start`'s here, tools.tune's in a test
+    or a `| tee`) would wait for the workers to exit."""
+    with tempfile.TemporaryFile("w+") as errors:
+        done = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+        if done.returncode != 0:
+            errors.seek(0)
+            raise PipelineError(f"dvc queue start -j {jobs} failed: {' '.join(errors.read().split())[:300]}")
+
+
 def queue_trial(study, distributions: list[Distribution], name: str, raw: dict, flight: InFlight) -> None:
     """Ask the sampler for a trial and queue it as experiment `name`; a combination the stages would
     refuse is recorded failed instead (the search goes on)."""
@@ -268,7 +284,7 @@ def search(study, settings: StudySettings, distributions: list[Distribution], co
                 queue_trial(study, distributions, next(names), raw, flight)
                 asked, queued_now = asked + 1, True
             if queued_now or stalled > STALLED_POLLS:  # DVC's idle workers stop after 10 s: start them again
-                run_dvc("queue", "start", "-j", str(jobs))
+                start_workers(jobs)
                 stalled = 0
             time.sleep(POLL_SECONDS)
             polls += 1
