@@ -54,6 +54,8 @@ def record(epoch: int, val_loss: float) -> EpochRecord:
 def test_a_bad_spec_is_one_line_and_makes_nothing(spec, message, journals, monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(tune, "run_dvc", lambda *args, **kw: calls.append(args))
+    monkeypatch.setattr(tune, "start_workers", lambda jobs: calls.append(("queue", "start")))
+    monkeypatch.setattr(tune, "search", lambda *args: calls.append(("search",)))
     with pytest.raises(PipelineError, match=re.escape(message)):
         tune.main(["4", *spec, "--study", "bad"])
     assert calls == [] and not journals.exists()  # nothing queued, no study made
