@@ -96,13 +96,7 @@ def train_process(params: Sections, world: World) -> None:
     log = print if world.leader else (lambda _: None)
     device = claim_device(select_device(params.train.device), log, world.local_rank)
     join(world, device)
-    classes, preprocessing, train_set, val_set = load_training_inputs(params.model)
-    augment = online_augment(params.augment, params.train, len(classes))
-    topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
-    check_same_inputs(world, fingerprint(
-        as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology},
-        augment, classes,
-        preprocessing.to_dict(), train_set.images.shape, train_set.labels, val_set.images.shape, val_set.labels))
+    classes, preprocessing, train_set, val_set, augment = checked_inputs(params, world)
     _, height, width, channels = train_set.images.shape
     shape = InputShape(channels, height, width, len(classes))
 
@@ -159,6 +153,18 @@ def train_process(params: Sections, world: World) -> None:
         if world.leader:
             keeper.remove()
             trial.ended(result.pruned, result.history[saved_epoch - 1])
+
+
+def checked_inputs(params: Sections, world: World):
+    """Train's inputs and its batch augmentation, checked to be the same on every process."""
+    classes, preprocessing, train_set, val_set = load_training_inputs(params.model)
+    augment = online_augment(params.augment, params.train, len(classes))
+    topology = {"processes", "nodes", "rendezvous"}  # may differ between nodes; torchrun checks them
+    check_same_inputs(world, fingerprint(
+        as_plain(params.model), {k: v for k, v in as_plain(params.train).items() if k not in topology},
+        augment, classes,
+        preprocessing.to_dict(), train_set.images.shape, train_set.labels, val_set.images.shape, val_set.labels))
+    return classes, preprocessing, train_set, val_set, augment
 
 
 def run_state(params: Sections, device: torch.device, log) -> StateKeeper:
