@@ -107,6 +107,15 @@ def parse_distribution(spec: str) -> Distribution:
     return Distribution(key, kind, values)
 
 
+def parse_distributions(specs: list[str], what: str) -> list[Distribution]:
+    """Every spec parsed; a key given twice is refused (which of the two would count?)."""
+    distributions = [parse_distribution(spec) for spec in specs]
+    repeated = sorted(key for key, n in Counter(d.key for d in distributions).items() if n > 1)
+    if repeated:
+        raise PipelineError(f"the {what} gives {', '.join(repeated)} more than once: give each key one distribution")
+    return distributions
+
+
 def draw_combinations(distributions: list[Distribution], count: int, seed: int) -> list[dict[str, Any]]:
     """`count` combinations {key: value}, the same for the same seed."""
     rng = random.Random(seed)
@@ -186,10 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not 1 <= args.count <= 1000:
         raise PipelineError(f"the count of combinations must be 1 to 1000. Got {args.count}")
-    distributions = [parse_distribution(spec) for spec in args.distributions]
-    repeated = sorted(key for key, n in Counter(d.key for d in distributions).items() if n > 1)
-    if repeated:
-        raise PipelineError(f"the sweep gives {', '.join(repeated)} more than once: give each key one distribution")
+    distributions = parse_distributions(args.distributions, "sweep")
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", args.name):
         raise PipelineError(f"--name must be letters, digits, '_', '-' or '.'. Got {args.name!r}")
     raw = read_yaml(PARAMS_FILE)

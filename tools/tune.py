@@ -40,7 +40,7 @@ from classifier.dvc_command import run_dvc
 from classifier.errors import PipelineError, Stopped, run_stage
 from classifier.params.checks import PARAMS_FILE, read_yaml
 from classifier.tuning import OBJECTIVES, PRUNERS, StudySettings, journal_path, make_pruner, open_storage
-from tools.sweep import (Distribution, as_override, check_combination, free_names, left_queued, parse_distribution,
+from tools.sweep import (Distribution, as_override, check_combination, free_names, left_queued, parse_distributions,
                          taken_names)
 
 SAMPLERS = ("tpe", "random")
@@ -83,10 +83,7 @@ def check_request(args: argparse.Namespace) -> list[Distribution]:
     for flag in ("seed", "prune_after_trials", "prune_after_epochs"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise PipelineError(f"--{flag.replace('_', '-')} must be 0 or more. Got {getattr(args, flag)}")
-    distributions = [parse_distribution(spec) for spec in args.distributions]
-    repeated = sorted(key for key, n in Counter(d.key for d in distributions).items() if n > 1)
-    if repeated:
-        raise PipelineError(f"the search gives {', '.join(repeated)} more than once: give each key one distribution")
+    distributions = parse_distributions(args.distributions, "search")
     reserved = [d.key for d in distributions if d.key.startswith(RESERVED)]
     if reserved:
         raise PipelineError(f"{reserved[0]} is set by tools.tune for each trial: it cannot be searched")
