@@ -371,6 +371,13 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
         # The worker it starts keeps running: no pipes to wait on.
         subprocess.run([sys.executable, "-m", "dvc", "queue", "start"], cwd=project, env=quiet, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # `dvc exp show` costs seconds of CPU a call, taken from the other tests: it is asked from the
+        # moment the experiment's train starts writing its epochs (in its temporary copy of the project),
+        # not through DVC's set-up before it.
+        deadline = time.monotonic() + 600
+        while not any(live_epoch(path) for path in project.glob(".dvc/tmp/exps/tmp*/metrics/time.json")):
+            assert time.monotonic() < deadline, "the queued experiment's train did not start in 10 minutes"
+            time.sleep(0.2)
         epochs_seen, polls, side_checks = set(), [], {}
         deadline = time.monotonic() + 900
         while True:
@@ -406,6 +413,15 @@ def test_a_queued_experiment_shows_its_own_progress_while_it_trains(project) -> 
         assert finished["metrics/time.json"]["data"]["epoch"] == epochs and "metrics/summary.json" in finished
     finally:
         stop_queue_workers(project)  # whatever happened: an idle worker would run the next test's queue
+
+
+def live_epoch(path: Path) -> int:
+    """The epoch a running train has published in metrics/time.json (its last write adds `pruned`), or 0."""
+    try:
+        progress = json.loads(path.read_text())
+    except (OSError, ValueError):  # being replaced, or its folder removed
+        return 0
+    return 0 if "pruned" in progress else progress.get("epoch", 0)
 
 
 def test_the_seed_recipe_queues_one_experiment_a_seed(project) -> None:

@@ -34,10 +34,12 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from classifier.dvc_command import run_dvc
 from classifier.errors import PipelineError, Stopped, run_stage
+from classifier.outputs import process_running
 from classifier.params.checks import PARAMS_FILE, read_yaml
 from classifier.tuning import OBJECTIVES, PRUNERS, StudySettings, journal_path, make_pruner, open_storage
 from tools.sweep import (Distribution, as_override, check_combination, free_names, left_queued, parse_distributions,
@@ -183,6 +185,20 @@ def queue_states() -> dict[str, str]:
     return states
 
 
+def workers_running(jobs: int) -> bool:
+    """Whether DVC's queue workers 1..JOBS all run, by the pid files DVC keeps for them: then there is
+    nothing to start (`dvc queue start` costs a second of CPU to find that out)."""
+    folder = Path(".dvc") / "tmp" / "exps" / "celery"
+    for number in range(1, jobs + 1):
+        try:
+            pid = (folder / f"dvc-exp-worker-{number}.pid").read_text().strip()
+        except OSError:
+            return False
+        if not process_running(pid):
+            return False
+    return True
+
+
 def start_workers(jobs: int) -> None:
     """`dvc queue start -j JOBS`: the workers not already running are started. Its output goes to a
     file, not a pipe: DVC forks a daemon per worker that keeps the files it inherits open while the
@@ -280,8 +296,8 @@ def search(study, settings: StudySettings, distributions: list[Distribution], co
             while asked < count and len(flight.trials) < jobs:
                 queue_trial(study, distributions, next(names), raw, flight)
                 asked, queued_now = asked + 1, True
-            if queued_now or stalled > STALLED_POLLS:  # DVC's idle workers stop after 10 s: start them again
-                start_workers(jobs)
+            if (queued_now and not workers_running(jobs)) or stalled > STALLED_POLLS:
+                start_workers(jobs)  # DVC's idle workers stop after 10 s: started again when needed
                 stalled = 0
             time.sleep(POLL_SECONDS)
             polls += 1
