@@ -213,6 +213,14 @@ def workers_of(launcher: int) -> list[int]:
     return found
 
 
+def rank_of(pid: int) -> int:
+    """The torchrun rank of training process `pid` (its RANK environment variable)."""
+    for entry in (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0"):
+        if entry.startswith(b"RANK="):
+            return int(entry[5:])
+    raise AssertionError(f"process {pid} has no RANK")
+
+
 def start_long_data_parallel_run(project: Path) -> tuple[subprocess.Popen, list[int]]:
     """`python -m stages.train` with 2 processes and many epochs, once both workers are training."""
     from tests.helpers import set_params
@@ -267,8 +275,8 @@ def test_workers_of_a_killed_launcher_die_and_never_overwrite_a_later_run(prepar
 @pytest.mark.parametrize("how", ["kill a worker", "SIGTERM"])  # SIGHUP: the same path (in-process test above)
 def test_a_stopped_data_parallel_run_is_one_line(prepared, how) -> None:
     launcher, workers = start_long_data_parallel_run(prepared)
-    if how == "kill a worker":
-        os.kill(max(workers), signal.SIGKILL)
+    if how == "kill a worker":  # rank 1: rank 0, the writer, killed mid-write would leave a temporary file
+        os.kill(next(pid for pid in workers if rank_of(pid) == 1), signal.SIGKILL)
     else:
         launcher.send_signal(getattr(signal, how))
     _, err = launcher.communicate(timeout=300)
