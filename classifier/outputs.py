@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -59,11 +61,27 @@ def remove_stale_temporaries(target: Path) -> None:
     undo any switch a killed run left half done (its old outputs wait among those siblings)."""
     undo_interrupted_switches()
     target = Path(target)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+    # ..<name>.*.tmp.*.tmp: a file written atomically inside one of those (write_json on a staged path)
+    for stale in (*target.parent.glob(f".{target.name}.*.tmp"), *target.parent.glob(f"..{target.name}.*.tmp")):
         _remove(stale)
     for aside in target.parent.glob(f".{target.name}~before.*.tmp"):
         if not process_running(aside.name.rsplit(".", 2)[-2]):
             _remove(aside)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """A clean-up that a signal must not cut short (a failure's clean-up, then torchrun's SIGTERM in the
+    middle of it, left temporaries): SIGINT, SIGTERM and SIGHUP are held until it is done, and arrive
+    right after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def process_running(pid: str) -> bool:
@@ -113,8 +131,9 @@ def _switch(staged: dict[Path, Path]) -> None:
                 os.replace(move["target"], move["aside"])
             os.replace(move["new"], move["target"])
     except BaseException:
-        _undo(moves)
-        journal.unlink()
+        with _uninterrupted():
+            _undo(moves)
+            journal.unlink()
         raise
     journal.unlink()  # switched: from here on the new outputs stand, all of them
     for move in moves:
@@ -272,9 +291,10 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
             _changed = _changed or not all(_same_content(target, tmp) for target, tmp in staged.items())
             _switch(staged)  # written: all switched in, or (a failure, a signal, a kill) none
     finally:
-        for tmp in staged.values():
-            if tmp.exists():
-                _remove(tmp)
+        with _uninterrupted():
+            for tmp in staged.values():
+                if tmp.exists():
+                    _remove(tmp)
 
 
 @contextlib.contextmanager
@@ -317,12 +337,13 @@ def live_outputs() -> Iterator[Callable[[Path], contextlib.AbstractContextManage
     try:
         yield rewrite
     except BaseException:
-        for target, aside in saved.items():
-            if aside is None:
-                _remove(target)  # there was none before this run
-            elif aside.exists():
-                os.replace(aside, target)
-            # else: stopped before the move, `target` is still the earlier file
+        with _uninterrupted():
+            for target, aside in saved.items():
+                if aside is None:
+                    _remove(target)  # there was none before this run
+                elif aside.exists():
+                    os.replace(aside, target)
+                # else: stopped before the move, `target` is still the earlier file
         raise
     for aside in saved.values():
         if aside is not None:

@@ -610,3 +610,39 @@ def test_a_kill_between_two_renames_is_undone_by_the_next_stage_that_runs(tmp_pa
     assert later.returncode == 0
     assert contents(tmp_path, files) == ["old"] * 3
     assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_signal_during_a_failures_clean_up_waits_until_it_is_done(tmp_path, monkeypatch) -> None:
+    """A failure's clean-up, then a SIGTERM in the middle of it (torchrun stops rank 0 when rank 1
+    died, while rank 0 cleans up after its own error): the signal waits until every temporary is
+    gone and the live outputs are back, then stops the run."""
+    from classifier import outputs
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stop()
+    previous = signal.signal(signal.SIGTERM, stop)  # restored below
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "time.json").write_text("before")
+    real_remove = outputs._remove
+    removed = []
+
+    def remove_with_a_signal(path: Path) -> None:
+        if not removed:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while clean-up goes on
+        removed.append(path)
+        real_remove(path)
+    monkeypatch.setattr(outputs, "_remove", remove_with_a_signal)
+    try:
+        with pytest.raises(Stop):
+            with outputs.live_outputs() as rewrite:
+                with rewrite(tmp_path / "time.json") as tmp:
+                    outputs.write_json(tmp, {"epoch": 1})
+                with staged_outputs(files=(tmp_path / "a", tmp_path / "b")):
+                    raise RuntimeError("a lost peer")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["time.json"] and len(removed) >= 2
+    assert (tmp_path / "time.json").read_text() == "before"
