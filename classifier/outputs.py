@@ -74,14 +74,25 @@ def _uninterrupted() -> Iterator[None]:
     """A clean-up that a signal must not cut short (a failure's clean-up, then torchrun's SIGTERM in the
     middle of it, left temporaries): SIGINT, SIGTERM and SIGHUP are held until it is done, and arrive
     right after it."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():  # only its handlers can be changed
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    # Handlers, not a signal mask: a mask holds signals for one thread only, and torch's, gloo's or
+    # execnet's threads would take them (Python then runs the handler in the main thread all the same).
+    caught: list[tuple[int, Any]] = []
+    held = {signum: signal.signal(signum, lambda number, frame: caught.append((number, frame)))
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+        if caught:
+            signum, frame = caught[0]
+            if callable(held[signum]):
+                held[signum](signum, frame)  # raises Stopped or KeyboardInterrupt, now
+            elif held[signum] == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)  # its default action: the process ends
 
 
 def process_running(pid: str) -> bool:
