@@ -113,3 +113,21 @@ def test_the_help_names_the_distributions(capsys) -> None:
         sweep.build_parser().parse_args(["--help"])
     shown = capsys.readouterr().out
     assert all(f"{name}(" in shown for name in ("loguniform", "uniform", "randint", "choice")), shown
+
+
+def test_a_dvc_lock_held_for_a_moment_is_waited_for(monkeypatch) -> None:
+    """`dvc exp run --queue` while a queue worker takes the next experiment: DVC's stash is busy for
+    a moment (it failed tools.tune's test once); the command is asked again, and a real failure is not."""
+    import subprocess
+    from classifier import dvc_command
+    busy = subprocess.CompletedProcess([], 255, "", "ERROR: 'refs/exps/celery/stash' is busy, it is being blocked by: (PID 1)")
+    answers = [busy, busy, subprocess.CompletedProcess([], 0, "queued", "")]
+    calls = []
+    monkeypatch.setattr(dvc_command.subprocess, "run", lambda *a, **k: calls.append(a) or answers.pop(0))
+    monkeypatch.setattr(dvc_command, "BUSY_WAIT_SECONDS", 0)
+    assert dvc_command.run_dvc("exp", "run", "--queue") == "queued" and len(calls) == 3
+    failed = subprocess.CompletedProcess([], 1, "", "ERROR: unknown params")
+    answers[:] = [failed]
+    with pytest.raises(PipelineError, match="dvc exp run --queue failed: ERROR: unknown params"):
+        dvc_command.run_dvc("exp", "run", "--queue")
+    assert len(calls) == 4  # not asked again
