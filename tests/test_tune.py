@@ -164,6 +164,28 @@ def test_a_failed_experiment_is_recorded_failed_and_named(journals, capsys) -> N
     assert "f-1 (trial 0) failed after 0 epochs" in capsys.readouterr().out
 
 
+def test_ctrl_c_lists_the_trials_left_queued_and_running_with_their_commands(journals, monkeypatch) -> None:
+    """Ctrl-C of the controller: the queued trials with the command that removes them, the running
+    ones with the one that stops them (they report to the study as they end)."""
+    from classifier.errors import Stopped
+    study, settings = new_study("c")
+    monkeypatch.setattr(tune, "taken_names", lambda: set())
+    monkeypatch.setattr(tune, "adopt_running", lambda study, flight: None)
+    monkeypatch.setattr(tune, "start_workers", lambda jobs: None)
+    monkeypatch.setattr(tune, "queue_states", lambda: {"c-1": "running", "c-2": "queued"})
+
+    def queue_trial(study, distributions, name, raw, flight) -> None:
+        if len(flight.trials) == 2:
+            raise KeyboardInterrupt
+        flight.trials[name] = len(flight.trials)
+    monkeypatch.setattr(tune, "queue_trial", queue_trial)
+    with pytest.raises(Stopped) as stopped:
+        tune.search(study, settings, [parse_distribution("train.lr=uniform(0.1,1)")], 3, 3)
+    message = stopped.value.note
+    assert "c-2 stay queued: `dvc queue remove c-2` removes them" in message, message
+    assert "c-1 still run and report to the study as they end (`dvc queue kill c-1` stops them)" in message
+
+
 def test_the_report_ranks_trials_and_gives_the_best_as_a_command(journals, tmp_path) -> None:
     study, settings = new_study("r")
     for lr, value, state in ((0.1, 0.3, "complete"), (0.01, 0.2, "complete"), (1e-5, 2.3, "pruned"), (9.0, None, "fail")):
