@@ -98,15 +98,7 @@ def train_process(params: Sections, world: World) -> None:
     join(world, device)
     classes, preprocessing, train_set, val_set, augment = checked_inputs(params, world)
     _, height, width, channels = train_set.images.shape
-    shape = InputShape(channels, height, width, len(classes))
-
-    torch.manual_seed(params.train.seed)  # weight initialisation: the same on every process
-    model = build_model(params.model, shape).to(device)
-    if world.rank:
-        torch.manual_seed(params.train.seed + world.rank)  # dropout masks of their own
-    train = DeviceDataset(train_set.images, train_set.labels, device,
-                    rows=shard_rows(len(train_set.labels), world, params.train.seed))
-    val = DeviceDataset(val_set.images, val_set.labels, device) if world.leader else None
+    model, train, val = model_and_data(params, world, device, len(classes), train_set, val_set)
     trainable = count_parameters(model)
     where = f"{world.size} processes on {device.type}" if world.distributed else str(device)
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
@@ -153,6 +145,20 @@ def train_process(params: Sections, world: World) -> None:
         if world.leader:
             keeper.remove()
             trial.ended(result.pruned, result.history[saved_epoch - 1])
+
+
+def model_and_data(params: Sections, world: World, device: torch.device, num_classes: int, train_set, val_set):
+    """This process's model (the same initial weights on every process) and its device datasets: its
+    shard of train, and val on rank 0 (the one that validates)."""
+    _, height, width, channels = train_set.images.shape
+    torch.manual_seed(params.train.seed)  # weight initialisation: the same on every process
+    model = build_model(params.model, InputShape(channels, height, width, num_classes)).to(device)
+    if world.rank:
+        torch.manual_seed(params.train.seed + world.rank)  # dropout masks of their own
+    train = DeviceDataset(train_set.images, train_set.labels, device,
+                          rows=shard_rows(len(train_set.labels), world, params.train.seed))
+    val = DeviceDataset(val_set.images, val_set.labels, device) if world.leader else None
+    return model, train, val
 
 
 def checked_inputs(params: Sections, world: World):
