@@ -127,13 +127,8 @@ def stop_queue_workers(root: Path) -> None:
 
 
 def queue_worker_pids(root: Path) -> list[int]:
-    pids = []
-    for file in (root / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"):
-        try:
-            pids.append(int(file.read_text().strip()))
-        except (OSError, ValueError):  # being written or removed
-            continue
-    return pids
+    from tools.tune import worker_pids
+    return [int(pid) for pid in worker_pids(root).values() if pid.isdigit()]
 
 
 def process_alive(pid: int) -> bool:

@@ -185,18 +185,22 @@ def queue_states() -> dict[str, str]:
     return states
 
 
-def workers_running(jobs: int) -> bool:
-    """Whether DVC's queue workers 1..JOBS all run, by the pid files DVC keeps for them: then there is
-    nothing to start (`dvc queue start` costs a second of CPU to find that out)."""
-    folder = Path(".dvc") / "tmp" / "exps" / "celery"
-    for number in range(1, jobs + 1):
+def worker_pids(root: Path = Path(".")) -> dict[str, str]:
+    """DVC's queue workers (dvc-exp-worker-N) -> pid, from the pid files DVC keeps for them."""
+    pids = {}
+    for file in (root / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
         try:
-            pid = (folder / f"dvc-exp-worker-{number}.pid").read_text().strip()
-        except OSError:
-            return False
-        if not process_running(pid):
-            return False
-    return True
+            pids[file.stem] = file.read_text().strip()
+        except OSError:  # being written or removed
+            continue
+    return pids
+
+
+def workers_running(jobs: int) -> bool:
+    """Whether DVC's queue workers 1..JOBS all run: then there is nothing to start (`dvc queue start`
+    costs a second of CPU to find that out)."""
+    pids = worker_pids()
+    return all(process_running(pids.get(f"dvc-exp-worker-{number}", "")) for number in range(1, jobs + 1))
 
 
 def start_workers(jobs: int) -> None:
@@ -259,13 +263,15 @@ def settle(study, settings: StudySettings, flight: InFlight, states: dict[str, s
     """Each trial that ended since the last look: one line; a failed experiment recorded failed."""
     import optuna
     running = optuna.trial.TrialState.RUNNING
+    trials = study.get_trials(deepcopy=False)  # read once; again only after a tell
     for name, number in list(flight.trials.items()):
-        trial = study.get_trials(deepcopy=False)[number]
+        trial = trials[number]
         state = states.get(name)
         flight.missing[name] = 0 if state else flight.missing[name] + 1
         if trial.state == running and (state == "failed" or state == "done" or flight.missing[name] > GONE_POLLS):
             study.tell(number, state=optuna.trial.TrialState.FAIL)  # its train never told the end (kill -9, removed)
-            trial = study.get_trials(deepcopy=False)[number]
+            trials = study.get_trials(deepcopy=False)
+            trial = trials[number]
         if trial.state == running:
             continue
         del flight.trials[name]
