@@ -42,7 +42,7 @@ def trained_template(tmp_path_factory, worker_id) -> Path:
 
 # test_resume.py second: it makes its own project while the first file makes trained_template, which
 # test_pipeline.py and test_sharing.py would otherwise wait for.
-LONGEST_FIRST = ("test_tune.py", "test_resume.py", "test_pipeline.py", "test_sharing.py", "test_staleness.py",
+LONGEST_FIRST = ("test_cluster.py", "test_tune.py", "test_resume.py", "test_pipeline.py", "test_sharing.py", "test_staleness.py",
                  "test_faults.py", "test_recipes.py")
 
 

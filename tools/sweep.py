@@ -122,7 +122,7 @@ def draw_combinations(distributions: list[Distribution], count: int, seed: int) 
     return [{d.key: d.draw(rng) for d in distributions} for _ in range(count)]
 
 
-def check_combination(raw_params: dict, combination: dict[str, Any]) -> None:
+def check_combination(raw_params: dict, combination: dict[str, Any], what: str = "drawn") -> None:
     """The params file with `combination` applied, checked as every stage checks it (cross-field
     rules and the model's name included); raises naming the key otherwise."""
     tree = copy.deepcopy(raw_params)
@@ -137,7 +137,7 @@ def check_combination(raw_params: dict, combination: dict[str, Any]) -> None:
         check_name(checked.model.name)
     except PipelineError as exc:
         drawn = " ".join(as_override(k, v) for k, v in combination.items())
-        raise PipelineError(f"{exc} (drawn: {drawn}; nothing was queued)") from None
+        raise PipelineError(f"{exc} ({what}: {drawn}; nothing was queued)") from None
 
 
 def taken_names() -> set[str]:

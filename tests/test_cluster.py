@@ -1,0 +1,257 @@
+"""tools.cluster (issue 30): DVC experiments on a Ray cluster. The real thing on one machine: `ray start
+--head` and a second `ray start` on 127.0.0.1 (one CPU each), a bare git repository and a DVC remote
+folder; plus what is checked before anything is sent, and the node side (tools/cluster_node.py)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from classifier.errors import PipelineError
+from tests.helpers import ROOT, copy_of, dvc, env, git, set_params
+from tests.ray_cluster import LocalCluster
+from tools import cluster, cluster_node
+
+# Seconds of training, long enough to lose a node in the middle; one thread (the nodes have one CPU each).
+LONG = ["-S", "train.epochs=120", "-S", "train.cpu_threads=1"]
+KILL_AT_EPOCH = 3    # a run on the second node that has kept this many epochs' state loses its node
+
+
+def shared_project(root: Path, template: Path) -> Path:
+    """A copy of the trained project with a bare git remote and a DVC remote folder, both pushed."""
+    project = copy_of(template, root / "user")
+    git("init", "-q", "--bare", "-b", "main", str(root / "remote.git"), cwd=root)
+    git("remote", "add", "origin", str(root / "remote.git"), cwd=project)
+    dvc("remote", "add", "-d", "store", str(root / "dvc-store"), cwd=project)
+    git("commit", "-qam", "shared remotes", cwd=project)
+    git("push", "-q", "origin", "main", cwd=project)
+    return project
+
+
+def cluster_command(project: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tools.cluster", *args], cwd=project, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def landed_models(project: Path, names: list[str]) -> dict[str, bool]:
+    """Each experiment's model file: whether its bytes are in this repository's DVC cache."""
+    found = {}
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=project,
+                          capture_output=True, text=True, check=True).stdout.split()
+    for name in names:
+        ref = next(r for r in refs if r.endswith(f"/{name}"))
+        lock = subprocess.run(["git", "show", f"{ref}:dvc.lock"], cwd=project, capture_output=True, text=True,
+                              check=True).stdout
+        md5 = re.search(r"path: models/model\.pt\n\s+hash: md5\n\s+md5: (\w+)", lock).group(1)
+        found[name] = (project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    return found
+
+
+@pytest.mark.integration
+def test_four_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure_is_told_once(tmp_path, trained_template) -> None:
+    """And a fifth whose params the params stage refuses (DVC's queue takes any value): reported once with
+    its log, not run again."""
+    project = shared_project(tmp_path, trained_template)
+    names = [f"ray-{k}" for k in range(1, 5)]
+    dvc("exp", "run", "--queue", "-q", "-n", "bad-lr", "-S", "train.lr=1e6", *LONG, cwd=project)
+    for k, name in enumerate(names, start=1):
+        dvc("exp", "run", "--queue", "-q", "-n", name, "-S", f"train.lr=0.0{k}", *LONG, cwd=project)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with LocalCluster(["head", "second"]) as ray_nodes:
+        command = cluster_command(project, "--address", ray_nodes.address, "--shared-dir", str(shared))
+        lines, killed_during = [], None
+        try:
+            for line in command.stdout:
+                lines.append(line.rstrip())
+                # Once an experiment has landed from the second node, the next one it trains loses it.
+                landed_there = [n for n in names if f"cluster: {n} landed from second" in "\n".join(lines)]
+                epoch = re.match(r"cluster: (\S+) epoch (\d+) on second", line)
+                if (landed_there and epoch and epoch.group(1) in set(names) - set(landed_there) and killed_during is None
+                        and int(epoch.group(2)) > KILL_AT_EPOCH):
+                    killed_during = epoch.group(1)
+                    ray_nodes.kill("second")
+            command.wait(timeout=600)
+        finally:
+            if command.poll() is None:
+                command.kill()
+    output = "\n".join(lines)
+    assert command.returncode == 1 and lines[-1] == "error: bad-lr failed on the cluster: its log is above", output
+    assert re.search(r"cluster: bad-lr failed on (head|second) \(exit \d+\), not run again; its log:\n(    .*\n)*"
+                     r"    error: The 'train.lr' parameter must be a float > 0 and <= 100. Got 1000000.0", output), output
+    assert output.count("cluster: bad-lr started") == 1, output
+    assert killed_during, f"no experiment trained on the second node after one landed from it:\n{output}"
+    assert f"cluster: {killed_during} started again on head: the run on second was lost" in output
+    # From the state the second node kept in the shared folder (it keeps an epoch's after showing it), not epoch 1.
+    resumed = re.search(rf"cluster: {killed_during} on head: train: resuming from epoch (\d+) of 120", output)
+    last_there = max(int(m) for m in re.findall(rf"cluster: {killed_during} epoch (\d+) on second", output))
+    assert resumed and KILL_AT_EPOCH <= int(resumed.group(1)) >= last_there - 1, output
+    assert "4 landed, 1 failed" in output
+    rows = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    experiments = {e["name"]: e for row in rows for e in row.get("experiments") or []}
+    for name in names:
+        metrics = experiments[name]["revs"][0]["data"]["metrics"]["metrics/summary.json"]["data"]
+        assert 0.5 < metrics["test_acc"] <= 1, (name, metrics)
+    assert landed_models(project, names) == {name: True for name in names}
+    assert "No experiment tasks in the queue" in dvc("queue", "status", cwd=project).stdout
+    remote_refs = subprocess.run(["git", "ls-remote", str(tmp_path / "remote.git")], capture_output=True,
+                                 text=True).stdout
+    assert "refs/cluster/" not in remote_refs and remote_refs.count("refs/exps/") == 4
+    assert not runs_in_clones("dvc-exp-")
+
+
+def runs_in_clones(prefix: str) -> list[psutil.Process]:
+    """Processes still working in a node's clone (cluster_node makes them as TMPDIR/PREFIX...)."""
+    left = []
+    for process in psutil.process_iter():
+        try:
+            if f"/{prefix}" in process.cwd():
+                left.append(process)
+        except psutil.Error:
+            continue
+    return left
+
+
+# What is checked here, before the cluster is reached: each refusal names what to set up.
+
+def local_project(root: Path, monkeypatch, origin: bool = True, config: str = "", local_config: str = "") -> Path:
+    """A git repository with a DVC config (no dvc run: only what tools.cluster reads), as the cwd."""
+    (root / ".dvc").mkdir(parents=True)
+    (root / ".dvc" / "config").write_text(config)
+    (root / ".dvc" / "config.local").write_text(local_config)
+    (root / "params.yaml").write_text("train:\n  cpu_threads: 2\n")
+    git("init", "-q", cwd=root)
+    if origin:
+        git("remote", "add", "origin", str(root.parent / "remote.git"), cwd=root)
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return root
+
+
+STORE = "[core]\n    remote = store\n['remote \"store\"']\n    url = /srv/dvc-store\n"
+
+
+def refusal(argv: list[str]) -> str:
+    with pytest.raises(PipelineError) as caught:
+        cluster.check_request(cluster.build_parser().parse_args(argv))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_request_names_its_remotes_and_the_cluster(tmp_path, monkeypatch) -> None:
+    local_project(tmp_path / "p", monkeypatch, config=STORE)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    request = cluster.check_request(cluster.build_parser().parse_args(["--shared-dir", "/mnt/shared"]))
+    assert (request.address, request.git_url, request.dvc_remote, request.dvc_url, request.shared_dir) == (
+        "10.0.0.1:6379", str(tmp_path / "remote.git"), "store", "/srv/dvc-store", "/mnt/shared")
+
+
+@pytest.mark.parametrize("argv, origin, config, local_config, expected", [
+    ([], True, STORE, "", "no Ray cluster given: pass --address"),
+    (["--address", "h:1"], False, STORE, "", "no git remote 'origin'"),
+    (["--address", "h:1"], True, "", "", "no default DVC remote in .dvc/config"),
+    (["--address", "h:1"], True, "[core]\n    remote = mine\n", "['remote \"mine\"']\n    url = /x\n",
+     "DVC remote 'mine' is not in .dvc/config"),
+    (["--address", "h:1", "--shared-dir", "shared"], True, STORE, "", "--shared-dir must be an absolute path"),
+    (["--address", "h:1", "-n", "exp"], True, STORE, "", "-n names the experiment -S describes"),
+    (["--address", "h:1", "--cpus-per-run", "0"], True, STORE, "", "--cpus-per-run must be more than 0"),
+    (["--address", "h:1", "--retries", "-1"], True, STORE, "", "--retries must be 0 to 100"),
+])
+def test_a_request_that_cannot_work_is_refused_in_one_line(tmp_path, monkeypatch, argv, origin, config, local_config,
+                                                           expected) -> None:
+    local_project(tmp_path / "p", monkeypatch, origin=origin, config=config, local_config=local_config)
+    assert expected in refusal(argv)
+
+
+def test_an_experiment_holds_as_many_cpus_as_train_has_threads(tmp_path, monkeypatch) -> None:
+    local_project(tmp_path / "p", monkeypatch, config=STORE)
+    default = cluster.check_request(cluster.build_parser().parse_args(["--address", "h:1"]))
+    given = cluster.check_request(cluster.build_parser().parse_args(["--address", "h:1", "--cpus-per-run", "3"]))
+    baseline = cluster.Experiment("a", "", "", {})
+    one_thread = cluster.Experiment("b", "", "", {"train.cpu_threads": 1})
+    all_cores = cluster.Experiment("c", "", "", {"train.cpu_threads": 0})
+    assert [cluster.run_cpus(default, e) for e in (baseline, one_thread, all_cores)] == [2, 1, 1]
+    assert cluster.run_cpus(given, baseline) == 3
+
+
+@pytest.mark.parametrize("url, folder", [("/srv/store", "/srv/store"), ("file:///srv/store", "/srv/store"),
+                                         ("../store", "../store"), ("s3://bucket/store", None),
+                                         ("ssh://host/store", None), ("git@host:repo.git", None)])
+def test_local_folder_is_a_path_of_this_machine(url, folder) -> None:
+    assert cluster.local_folder(url) == folder
+
+
+def test_a_node_lacking_the_remotes_or_folders_says_what(tmp_path) -> None:
+    git("init", "-q", "--bare", str(tmp_path / "remote.git"), cwd=tmp_path)
+    fine = {"git_url": str(tmp_path / "remote.git"), "folders": [(str(tmp_path), "data.source folder")],
+            "shared_dir": str(tmp_path)}
+    assert cluster_node.probe(fine) == []
+    lacking = {"git_url": str(tmp_path / "nowhere.git"), "folders": [(str(tmp_path / "store"), "DVC remote folder 'store'")]}
+    problems = cluster_node.probe(lacking)
+    assert len(problems) == 2 and problems[0].startswith(f"cannot reach the git remote {tmp_path / 'nowhere.git'}")
+    assert problems[1] == f"no DVC remote folder 'store' {tmp_path / 'store'}"
+
+
+def test_ray_messages_are_cut_to_their_first_line(capsys) -> None:
+    cluster.ray_message({"lines": ["The node with node id: abc has been marked dead\nstate dump\nmore", "next"]})
+    assert capsys.readouterr().out == "cluster: ray: The node with node id: abc has been marked dead\n"
+
+
+# The node side.
+
+def write_epochs(clone: Path, epoch_in_time: int, history_epochs: int) -> None:
+    (clone / "metrics").mkdir(parents=True, exist_ok=True)
+    (clone / "plots" / "train").mkdir(parents=True, exist_ok=True)
+    (clone / "plots" / "train" / "history.csv").write_text("epoch,train_loss,val_loss,val_accuracy\n" + "".join(
+        f"{e},0.5,0.{e},0.9{e}\n" for e in range(1, history_epochs + 1)))
+    (clone / "metrics" / "time.json").write_text(json.dumps({"epoch": epoch_in_time, "seconds": 1.0}))
+
+
+def test_live_epoch_reads_the_newest_epoch_of_this_run_only(tmp_path) -> None:
+    write_epochs(tmp_path, 3, 3)
+    assert cluster_node.live_epoch(tmp_path, 0) == {"epoch": 3, "val_accuracy": 0.93, "val_loss": 0.3}
+    assert cluster_node.live_epoch(tmp_path, time.time() + 60) is None   # the checkout's files, older than the run
+    write_epochs(tmp_path, 4, 3)                                          # caught between the two rewrites
+    assert cluster_node.live_epoch(tmp_path, 0) is None
+    assert cluster_node.live_epoch(tmp_path / "missing", 0) is None
+
+
+def test_resumed_from_is_trains_resume_line() -> None:
+    output = "Running stage 'train':\ntrain: resuming from epoch 7 of 200 (state of ...)\ntrain: saved epoch 200\n"
+    assert cluster_node.resumed_from(output) == "train: resuming from epoch 7 of 200 (state of ...)"
+    assert cluster_node.resumed_from("train: saved epoch 200\n") == ""
+
+
+def test_a_run_dies_with_the_task_that_started_it(tmp_path) -> None:
+    """The task's process killed (-9, as a force-cancel does): the guard kills the command's whole group."""
+    pid_file = tmp_path / "pid"
+    task = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys; from pathlib import Path; from tools.cluster_node import _run\n"
+        f"_run(['sh', '-c', 'sleep 120 & echo $! > {pid_file}; wait'], Path('.'), dict(os.environ))")], cwd=ROOT, env=env())
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text().strip():
+        assert task.poll() is None and time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    sleeper = psutil.Process(int(pid_file.read_text()))
+    task.kill()
+    task.wait()
+    deadline = time.monotonic() + 30
+    while alive(sleeper):
+        assert time.monotonic() < deadline, "the run outlived the task that started it"
+        time.sleep(0.05)
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,410 @@
+"""Many experiments on many machines: DVC's queue run on a Ray cluster.
+
+    python -m tools.cluster [--address HOST:PORT] [--cpus-per-run C] [--gpus-per-run G] [--shared-dir DIR]
+    python -m tools.cluster -S train.lr=0.01 -S train.epochs=30 [-n NAME]   # one experiment, as dvc exp run -S
+
+Without -S, every experiment in DVC's queue is sent (`dvc exp run --queue -S ...`, tools.sweep's);
+with -S, the one experiment they describe. Each runs as a Ray task on a node with C CPUs and G GPUs
+free (G is 1 where the cluster has GPUs), in a fresh clone of the git remote at the experiment's base
+commit: `dvc exp run --pull --allow-missing` takes the data stages' outputs from the DVC remote (they
+run once, here, not once per node) and `dvc exp push` sends the result back. This command pulls each
+experiment as it lands, so `dvc exp show`, tools.report and `dvc plots diff` show it as if it had run
+here. One line per experiment as it is sent, starts, finishes an epoch, lands or fails.
+
+Before anything is sent: the git remote (--git-remote), a default DVC remote in .dvc/config, the
+cluster (--address, else $RAY_ADDRESS), and on every node the git remote, a DVC remote or a data
+folder that is a local path, and --shared-dir are checked: what is missing is named in one line.
+A node lost mid-run: Ray runs the experiment again on another node (--retries), and with --shared-dir
+(a folder every node mounts at the same path) train continues from the last epoch the lost node
+finished. A run that fails (its params, a NaN loss) is reported once with its log and not run again.
+Ctrl-C cancels what has not started (it stays in DVC's queue) and waits for what runs; a second
+Ctrl-C stops those too.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classifier.dvc_command import run_dvc
+from classifier.errors import PipelineError, Stopped, run_stage
+from classifier.params.checks import PARAMS_FILE, read_yaml
+from tools import cluster_node
+from tools.report import experiments_from_json, dvc_experiments, flatten, markdown_table
+from tools.sweep import as_override, check_combination
+
+TRANSFER_REFS = "refs/cluster"   # where each experiment's stashed changes travel to the nodes
+POLL_SECONDS = 1.0
+LOG_INDENT = "    "
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a run of tools.cluster was asked to do, checked."""
+    address: str
+    cpus: float | None         # None: each experiment's train.cpu_threads (at least 1)
+    gpus: float | None         # None: 1 where the cluster has GPUs, else 0
+    git_remote: str
+    git_url: str
+    dvc_remote: str
+    dvc_url: str
+    shared_dir: str
+    retries: int
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One queued experiment: DVC's queue entry and the params it changes."""
+    name: str
+    stash_rev: str
+    baseline_rev: str
+    changes: dict[str, Any]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.cluster", description=__doc__.splitlines()[0],
+                                     epilog=__doc__[__doc__.index("Without -S"):],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="send one experiment with this param changed (repeat for more keys)")
+    parser.add_argument("-n", "--name", help="with -S: the experiment's name (default: DVC's)")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", ""),
+                        help="the Ray cluster's head, HOST:PORT (default: $RAY_ADDRESS)")
+    parser.add_argument("--cpus-per-run", type=float, help="CPUs each experiment holds (default: its "
+                                                           "train.cpu_threads, at least 1)")
+    parser.add_argument("--gpus-per-run", type=float, help="GPUs each experiment holds (default: 1 where the "
+                                                           "cluster has GPUs, else 0)")
+    parser.add_argument("--git-remote", default="origin", help="the git remote every node clones and pushes to "
+                                                               "(default: %(default)s)")
+    parser.add_argument("--dvc-remote", help="the DVC remote the nodes pull from and push to (default: the "
+                                             "default one)")
+    parser.add_argument("--shared-dir", default="", help="a folder every node mounts at this path: train's state, "
+                                                         "so a run lost with its node continues elsewhere")
+    parser.add_argument("--retries", type=int, default=3, help="runs again of an experiment whose node was lost "
+                                                               "(default: %(default)s)")
+    return parser
+
+
+def git_remote_url(remote: str) -> str:
+    import subprocess
+    found = subprocess.run(["git", "remote", "get-url", remote], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise PipelineError(f"no git remote '{remote}': every node clones the experiments from it; add the shared "
+                            f"repository with `git remote add {remote} URL` (or give --git-remote)")
+    return found.stdout.strip()
+
+
+def dvc_remote(name: str | None) -> tuple[str, str]:
+    """(name, url) of the DVC remote the nodes use: it must be in .dvc/config, which the nodes' clones have."""
+    from dvc.config import Config
+    shared = Config.from_cwd(validate=False).load_one("repo")
+    remotes = shared.get("remote", {})
+    name = name or shared.get("core", {}).get("remote")
+    if not name:
+        raise PipelineError("no default DVC remote in .dvc/config: the nodes pull the data stages' outputs from it "
+                            "and push their results to it; add one with `dvc remote add -d NAME URL` (not --local)")
+    if name not in remotes:
+        raise PipelineError(f"DVC remote '{name}' is not in .dvc/config (a --local or global remote never reaches "
+                            f"the nodes): add it with `dvc remote add {name} URL` and commit .dvc/config")
+    return name, str(remotes[name]["url"])
+
+
+def local_folder(url: str) -> str | None:
+    """The path of a remote or source that is a folder of this machine's, else None (s3://, ssh://, ...)."""
+    if url.startswith("file://"):
+        return url[len("file://"):]
+    return None if re.match(r"^[a-z][a-z0-9+.-]*://", url) or re.match(r"^[\w.-]+@[\w.-]+:", url) else url
+
+
+def check_request(args: argparse.Namespace) -> Request:
+    """Every argument and the local set-up, before the cluster is reached."""
+    if not args.address:
+        raise PipelineError("no Ray cluster given: pass --address HOST:PORT or set RAY_ADDRESS (`ray start --head` "
+                            "prints it)")
+    if (args.cpus_per_run is not None and args.cpus_per_run <= 0) or (args.gpus_per_run is not None and
+                                                                       args.gpus_per_run < 0):
+        raise PipelineError("--cpus-per-run must be more than 0 and --gpus-per-run 0 or more")
+    if not 0 <= args.retries <= 100:
+        raise PipelineError(f"--retries must be 0 to 100. Got {args.retries}")
+    if args.name and not args.set_param:
+        raise PipelineError("-n names the experiment -S describes: give -S KEY=VALUE too")
+    if args.shared_dir and not Path(args.shared_dir).is_absolute():
+        raise PipelineError(f"--shared-dir must be an absolute path, the same on every node. Got {args.shared_dir!r}")
+    git_url = git_remote_url(args.git_remote)
+    name, url = dvc_remote(args.dvc_remote)
+    return Request(args.address, args.cpus_per_run, args.gpus_per_run, args.git_remote, git_url, name, url,
+                   args.shared_dir, args.retries)
+
+
+def parse_overrides(texts: list[str]) -> dict[str, Any]:
+    """-S KEY=VALUE texts checked as tools.sweep checks a combination (the stages' own rules)."""
+    from ruamel.yaml import YAML
+    combination = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not re.fullmatch(r"\w+\.\w+", key.strip()):
+            raise PipelineError(f"-S {text!r}: expected KEY=VALUE, e.g. -S train.lr=0.01")
+        combination[key.strip()] = YAML(typ="safe").load(value) if value.strip() else value
+    check_combination(read_yaml(PARAMS_FILE), combination, what="given")
+    return combination
+
+
+def queued_experiments(only: set[str] | None = None) -> list[Experiment]:
+    """DVC's queued experiments (or those named `only`), oldest first, with the params each changes."""
+    from dvc.repo import Repo
+    from ruamel.yaml import YAML
+    with Repo() as repo:
+        entries = [e for e in repo.experiments.celery_queue.iter_queued() if only is None or e.name in only]
+        found = []
+        for entry in entries:
+            params = [YAML(typ="safe").load(repo.scm.get_fs(rev).read_text(PARAMS_FILE))
+                      for rev in (entry.baseline_rev, entry.stash_rev)]
+            before, after = flatten(params[0]), flatten(params[1])
+            changes = {key: value for key, value in after.items() if before.get(key) != value}
+            found.append(Experiment(entry.name, entry.stash_rev, entry.baseline_rev, changes))
+    return found
+
+
+def queue_one(overrides: dict[str, Any], name: str | None) -> list[Experiment]:
+    """`dvc exp run --queue -S ...` for the experiment -S describes; it, as queued."""
+    from dvc.repo import Repo
+    with Repo() as repo:
+        before = {entry.stash_rev for entry in repo.experiments.celery_queue.iter_queued()}
+    arguments = [arg for key, value in overrides.items() for arg in ("-S", as_override(key, value))]
+    run_dvc("exp", "run", "--queue", *(["-n", name] if name else []), *arguments)
+    return [e for e in queued_experiments() if e.stash_rev not in before]
+
+
+def ray_message(data: dict, ignore_prefix: bool = False) -> None:
+    """What Ray's raylets tell the driver (a node died, a task runs again): its first line, not its
+    twenty lines of state dump; our own line says what it means for the experiment."""
+    for line in data.get("lines", [])[:1]:
+        print(f"cluster: ray: {line.strip().splitlines()[0][:200] if line.strip() else ''}", flush=True)
+
+
+def connect(address: str):
+    """Ray, connected to the cluster at `address` (a one-line error if it cannot be reached)."""
+    import ray
+    import ray._private.worker
+    from ray import cloudpickle
+    ray._private.worker.print_to_stdstream = ray_message  # read by name where raylets' errors are printed
+    cloudpickle.register_pickle_by_value(cluster_node)  # the nodes need the packages, not this checkout
+    try:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise PipelineError(f"cannot reach the Ray cluster at {address}: {' '.join(str(exc).split())[:200]}") from None
+    return ray
+
+
+def node_names(ray) -> dict[str, str]:
+    """Node id -> its name (`ray start --node-name`, by default its address), alive or not."""
+    return {node["NodeID"]: node.get("NodeName") or node["NodeManagerAddress"] for node in ray.nodes()}
+
+
+def run_cpus(request: Request, experiment: Experiment) -> float:
+    """The CPUs an experiment holds on its node: --cpus-per-run, else the threads train is pinned to
+    (train.cpu_threads: two runs of 2 threads on 2 cores took 6x as long as one; 0 is Ray's 1 thread)."""
+    if request.cpus is not None:
+        return request.cpus
+    threads = experiment.changes.get("train.cpu_threads", read_yaml(PARAMS_FILE)["train"]["cpu_threads"])
+    return float(max(1, int(threads)))
+
+
+def check_nodes(ray, request: Request, experiments: list[Experiment]) -> float:
+    """Every alive node can run the experiments (cluster_node.probe): else one line naming the node and
+    what to set up. The GPUs each run holds."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    alive = [node for node in ray.nodes() if node["Alive"]]
+    gpus = request.gpus if request.gpus is not None else (1.0 if any(n["Resources"].get("GPU") for n in alive) else 0.0)
+    cpus = max(run_cpus(request, e) for e in experiments)
+    if not any(n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus for n in alive):
+        raise PipelineError(f"no node of the cluster at {request.address} has {cpus:g} CPUs and {gpus:g} GPUs: "
+                            f"lower --cpus-per-run (or train.cpu_threads) or --gpus-per-run")
+    folders = [(path, f"DVC remote folder '{request.dvc_remote}'") for path in [local_folder(request.dvc_url)] if path]
+    sources = {e.changes.get("data.source") or read_yaml(PARAMS_FILE)["data"]["source"] for e in experiments}
+    folders += [(source, "data.source folder") for source in sorted(sources) if Path(source).is_absolute()]
+    checks = {"git_url": request.git_url, "folders": folders, "shared_dir": request.shared_dir}
+    probe = ray.remote(cluster_node.probe)
+    answers = ray.get([probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(checks) for node in alive])
+    for node, problems in zip(alive, answers):
+        if problems:
+            raise PipelineError(f"node {node.get('NodeName') or node['NodeManagerAddress']} cannot run the experiments: "
+                                f"{problems[0]} (nothing was sent)")
+    return gpus
+
+
+@dataclass
+class Flight:
+    """The experiments sent, by name, and what is known of each."""
+    refs: dict[str, Any] = field(default_factory=dict)         # name -> the Ray task's ObjectRef
+    nodes: dict[str, list[str]] = field(default_factory=dict)  # name -> the nodes it started on, in order
+    landed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> seconds of each phase, landed ones
+
+    def running(self) -> list[str]:
+        return [name for name in self.refs if self.nodes.get(name)]
+
+    def waiting(self) -> list[str]:
+        return [name for name in self.refs if not self.nodes.get(name)]
+
+
+def say(name: str, text: str) -> None:
+    print(f"cluster: {name} {text}", flush=True)
+
+
+def send(ray, request: Request, experiments: list[Experiment], gpus: float, progress) -> Flight:
+    """Each experiment's changes pushed to the git remote, and one Ray task per experiment."""
+    refspecs = [f"+{e.stash_rev}:{TRANSFER_REFS}/{e.name}" for e in experiments]
+    import subprocess
+    pushed = subprocess.run(["git", "push", "-q", request.git_remote, *refspecs], capture_output=True, text=True)
+    if pushed.returncode != 0:
+        raise PipelineError(f"git push {request.git_remote} failed: {' '.join(pushed.stderr.split())[:200]}")
+    task = ray.remote(cluster_node.run_experiment)
+    env = {"TRAIN_STATE_DIR": f"{request.shared_dir}/train-state"} if request.shared_dir else {}
+    flight = Flight()
+    for experiment in experiments:
+        job = {"name": experiment.name, "git_url": request.git_url, "git_remote": "origin",
+               "baseline": experiment.baseline_rev, "dvc_remote": request.dvc_remote, "env": env}
+        flight.refs[experiment.name] = task.options(
+            num_cpus=run_cpus(request, experiment), num_gpus=gpus, max_retries=request.retries, retry_exceptions=False,
+            name=f"dvc exp {experiment.name}").remote(job, progress)
+        changes = " ".join(as_override(k, v) for k, v in experiment.changes.items())
+        say(experiment.name, f"sent ({changes or 'no params changed'})")
+    return flight
+
+
+def report_progress(progress, flight: Flight, names: dict[str, str], ray) -> None:
+    """A line for each event the nodes told since the last look."""
+    from ray.exceptions import RayError
+    try:
+        events = ray.get(progress.take.remote())
+    except RayError:  # its node is gone (it lives on this one's): the runs' results still come
+        return
+    for name, event, node_id, detail in events:
+        if node_id not in names:
+            names.update(node_names(ray))
+        node = names.get(node_id, node_id[:8])
+        if event == "started":
+            before = flight.nodes.setdefault(name, [])
+            lost = f": the run on {before[-1]} was lost" if before else ""
+            say(name, f"started{' again' if before else ''} on {node}{lost}")
+            before.append(node)
+        elif event == "epoch":
+            scores = ", ".join(f"{key} {value:.4f}" for key, value in detail.items() if key != "epoch")
+            say(name, f"epoch {detail['epoch']} on {node}" + (f": {scores}" if scores else ""))
+
+
+def land(ray, request: Request, flight: Flight, name: str, names: dict[str, str]) -> None:
+    """An experiment's task ended: pulled into this repository, or its failure told with its log."""
+    try:
+        result = ray.get(flight.refs.pop(name))
+    except Exception as exc:  # the task itself died: its retries used up, or cancelled
+        flight.failed.append(name)
+        say(name, f"lost: {str(exc).strip().splitlines()[0][:200]}")
+        return
+    node = names.get(result["node"], result["node"][:8])
+    if result["status"] != "done":
+        flight.failed.append(name)
+        say(name, f"failed on {node} (exit {result['exit']}), not run again; its log:")
+        print("\n".join(LOG_INDENT + line for line in result["log"].splitlines()), flush=True)
+        run_dvc("queue", "remove", name)
+        return
+    if result.get("resumed"):
+        say(name, f"on {node}: {result['resumed']}")
+    pulling = time.monotonic()
+    run_dvc("exp", "pull", request.git_remote, name, context=f": `dvc exp pull {request.git_remote} {name}` again")
+    run_dvc("queue", "remove", name)  # it ran: not again by `dvc queue start` or the next tools.cluster
+    flight.landed.append(name)
+    phases = dict(result.get("phases", {}), pull=round(time.monotonic() - pulling, 1))
+    flight.phases[name] = phases
+    say(name, f"landed from {node} in {result['seconds'] + phases['pull']:.1f} s "
+              f"({', '.join(f'{phase} {seconds:g} s' for phase, seconds in phases.items())})")
+
+
+def wait(ray, request: Request, flight: Flight, progress) -> None:
+    """Until every experiment has landed or failed; Ctrl-C cancels those not started, a second one the rest."""
+    names = node_names(ray)
+    stopping = False
+    while flight.refs:
+        try:
+            done, _ = ray.wait(list(flight.refs.values()), num_returns=1, timeout=POLL_SECONDS)
+            report_progress(progress, flight, names, ray)
+            by_ref = {ref: name for name, ref in flight.refs.items()}
+            for ref in done:
+                land(ray, request, flight, by_ref[ref], names)
+        except KeyboardInterrupt as exc:
+            if stopping:
+                for ref in flight.refs.values():
+                    ray.cancel(ref, force=True)
+                raise Stopped(getattr(exc, "signum", signal.SIGINT),
+                              f"cluster stopped {', '.join(flight.refs)}: they stay in DVC's queue") from None
+            stopping = True
+            cancel_waiting(ray, flight)
+
+
+def cancel_waiting(ray, flight: Flight) -> None:
+    waiting, running = flight.waiting(), flight.running()
+    for name in waiting:
+        ray.cancel(flight.refs.pop(name))
+    left = f"{', '.join(waiting)} not started: cancelled, still in DVC's queue" if waiting else "nothing waited to start"
+    runs = f"; {', '.join(running)} still run and land as they end (Ctrl-C again stops them)" if running else ""
+    print(f"cluster: Ctrl-C: {left}{runs}", flush=True)
+
+
+def forget_transfer_refs(request: Request, names: list[str]) -> None:
+    """The refs that carried the experiments' changes, deleted from the git remote (best effort)."""
+    import subprocess
+    if names:
+        subprocess.run(["git", "push", "-q", request.git_remote, "--delete", *(f"{TRANSFER_REFS}/{n}" for n in names)],
+                       capture_output=True)
+
+
+def final_table(landed: list[str]) -> str:
+    """The landed experiments as tools.report's table."""
+    experiments = [e for e in experiments_from_json(dvc_experiments()) if e.name in landed]
+    return markdown_table(experiments, "val_acc") if experiments else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    request = check_request(args)
+    overrides = parse_overrides(args.set_param) if args.set_param else None
+    experiments = [] if overrides else queued_experiments()
+    if overrides is None and not experiments:
+        raise PipelineError("DVC's queue is empty: queue experiments with `dvc exp run --queue -S KEY=VALUE` or "
+                            "tools.sweep, or give -S KEY=VALUE here")
+    ray = connect(request.address)
+    # What the nodes pull instead of computing it (the data stages' outputs): in the DVC remote first.
+    run_dvc("push", "-q", "-r", request.dvc_remote, context=": the nodes pull the data stages' outputs from it")
+    gpus = check_nodes(ray, request, experiments or [Experiment(args.name or "", "", "", overrides)])
+    if overrides is not None:
+        experiments = queue_one(overrides, args.name)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    progress = ray.remote(cluster_node.Progress).options(num_cpus=0, scheduling_strategy=here).remote()  # dies with this node only
+    started = time.monotonic()
+    flight = send(ray, request, experiments, gpus, progress)
+    try:
+        wait(ray, request, flight, progress)
+    finally:
+        forget_transfer_refs(request, [e.name for e in experiments if e.name not in flight.refs])
+    table = final_table(flight.landed)
+    if table:
+        print(table)
+    print(f"cluster: {len(flight.landed)} landed, {len(flight.failed)} failed in {time.monotonic() - started:.0f} s; "
+          f"`dvc exp show` and `python -m tools.report` compare them", flush=True)
+    if flight.failed:
+        raise PipelineError(f"{', '.join(flight.failed)} failed on the cluster: "
+                            f"{'their logs are' if len(flight.failed) > 1 else 'its log is'} above")
+
+
+if __name__ == "__main__":
+    run_stage(main, exclusive=False)  # writes through dvc's commands, which lock for themselves
