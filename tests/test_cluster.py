@@ -56,7 +56,8 @@ def landed_models(project: Path, names: list[str]) -> dict[str, bool]:
 
 
 @pytest.mark.integration
-def test_four_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure_is_told_once(tmp_path, trained_template) -> None:
+def test_four_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure_is_told_once(
+        tmp_path, trained_template) -> None:
     """And a fifth whose params the params stage refuses (DVC's queue takes any value): reported once with
     its log, not run again."""
     project = shared_project(tmp_path, trained_template)
@@ -106,6 +107,39 @@ def test_four_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure_
                                  text=True).stdout
     assert "refs/cluster/" not in remote_refs and remote_refs.count("refs/exps/") == 4
     assert not runs_in_clones("dvc-exp-")
+
+
+@pytest.mark.integration
+def test_a_study_runs_its_trials_on_the_cluster_and_they_report_to_the_shared_journal(tmp_path,
+                                                                                      trained_template) -> None:
+    project = shared_project(tmp_path, trained_template)
+    set_params(project, train={"cpu_threads": 1, "epochs": 40})   # one thread: the nodes have one CPU each
+    git("commit", "-qam", "one thread", cwd=project)
+    git("push", "-q", "origin", "main", cwd=project)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with LocalCluster(["head", "second"]) as ray_nodes:
+        done = subprocess.run([sys.executable, "-m", "tools.tune", "2", "train.lr=loguniform(0.01,0.1)", "--study",
+                               "wide", "--jobs", "2", "--pruner", "none", "--address", ray_nodes.address,
+                               "--shared-dir", str(shared)], cwd=project, env=env(), capture_output=True, text=True,
+                              timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for name in ("wide-1", "wide-2"):
+        assert re.search(rf"tune: {name} \(trial \d\) complete: val_loss [\d.]+ after 40 epochs", output), output
+    started = dict(re.findall(r"cluster: (wide-\d) started on (\w+)", output))
+    assert sorted(started.values()) == ["head", "second"], output   # two at a time: one on each node
+    assert (shared / "tune" / "wide.journal").is_file() and not (project / ".dvc" / "tmp" / "tune").exists()
+    assert landed_models(project, ["wide-1", "wide-2"]) == {"wide-1": True, "wide-2": True}
+    assert "No experiment tasks in the queue" in dvc("queue", "status", cwd=project).stdout
+    assert not runs_in_clones("dvc-exp-")
+
+
+def test_a_study_on_a_cluster_needs_a_shared_folder(tmp_path, monkeypatch) -> None:
+    local_project(tmp_path / "p", monkeypatch, config=STORE)
+    from tools import tune
+    with pytest.raises(PipelineError, match="--address needs --shared-dir: a folder every node mounts"):
+        tune.cluster_queue(tune.build_parser().parse_args(["2", "train.lr=uniform(0.01,0.1)", "--address", "h:1"]))
 
 
 def runs_in_clones(prefix: str) -> list[psutil.Process]:
@@ -255,3 +289,37 @@ def alive(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.integration
+def test_ctrl_c_cancels_what_waits_and_a_second_one_stops_what_runs(tmp_path, trained_template) -> None:
+    project = shared_project(tmp_path, trained_template)
+    for name in ("first", "second"):
+        dvc("exp", "run", "--queue", "-q", "-n", name, *LONG, cwd=project)
+    with LocalCluster(["head"]) as ray_nodes:   # one CPU: the second experiment waits for the first
+        command = cluster_command(project, "--address", ray_nodes.address)
+        lines = []
+        try:
+            for line in command.stdout:
+                lines.append(line.rstrip())
+                if line.startswith("cluster: first epoch ") and "Ctrl-C" not in "\n".join(lines):
+                    command.send_signal(signal.SIGINT)
+                elif line.startswith("cluster: Ctrl-C"):
+                    command.send_signal(signal.SIGINT)
+            command.wait(timeout=120)
+        finally:
+            if command.poll() is None:
+                command.kill()
+        output = "\n".join(lines)
+        assert ("cluster: Ctrl-C: second not started: cancelled, still in DVC's queue; first still run and land as "
+                "they end (Ctrl-C again stops them)") in output, output
+        assert command.returncode == 130 and "cluster stopped first: they stay in DVC's queue" in output, output
+        deadline = time.monotonic() + 60
+        while runs_in_clones("dvc-exp-first-"):   # the node's worker is killed; the guard takes its run along
+            assert time.monotonic() < deadline, "the stopped run outlived its task"
+            time.sleep(0.2)
+    queued = dvc("queue", "status", cwd=project).stdout
+    assert re.search(r"\bfirst\b.*Queued", queued) and re.search(r"\bsecond\b.*Queued", queued), queued
+    remote_refs = subprocess.run(["git", "ls-remote", str(tmp_path / "remote.git")], capture_output=True,
+                                 text=True).stdout
+    assert "refs/cluster/" not in remote_refs and "refs/exps/" not in remote_refs

@@ -235,7 +235,8 @@ def check_nodes(ray, request: Request, experiments: list[Experiment]) -> float:
         node["NodeID"], soft=False)).remote(checks) for node in alive])
     for node, problems in zip(alive, answers):
         if problems:
-            raise PipelineError(f"node {node.get('NodeName') or node['NodeManagerAddress']} cannot run the experiments: "
+            name = node.get("NodeName") or node["NodeManagerAddress"]
+            raise PipelineError(f"node {name} cannot run the experiments: "
                                 f"{problems[0]} (nothing was sent)")
     return gpus
 
@@ -260,16 +261,17 @@ def say(name: str, text: str) -> None:
     print(f"cluster: {name} {text}", flush=True)
 
 
-def send(ray, request: Request, experiments: list[Experiment], gpus: float, progress) -> Flight:
-    """Each experiment's changes pushed to the git remote, and one Ray task per experiment."""
+def send(ray, request: Request, experiments: list[Experiment], gpus: float, progress, flight: Flight) -> None:
+    """Each experiment's changes pushed to the git remote, and one Ray task per experiment, in `flight`."""
     refspecs = [f"+{e.stash_rev}:{TRANSFER_REFS}/{e.name}" for e in experiments]
     import subprocess
     pushed = subprocess.run(["git", "push", "-q", request.git_remote, *refspecs], capture_output=True, text=True)
     if pushed.returncode != 0:
         raise PipelineError(f"git push {request.git_remote} failed: {' '.join(pushed.stderr.split())[:200]}")
     task = ray.remote(cluster_node.run_experiment)
-    env = {"TRAIN_STATE_DIR": f"{request.shared_dir}/train-state"} if request.shared_dir else {}
-    flight = Flight()
+    # The shared folder: train's states (a lost node's run resumes) and tools.tune's study journals.
+    env = {"TRAIN_STATE_DIR": f"{request.shared_dir}/train-state", "TUNE_DIR": f"{request.shared_dir}/tune"} \
+        if request.shared_dir else {}
     for experiment in experiments:
         job = {"name": experiment.name, "git_url": request.git_url, "git_remote": "origin",
                "baseline": experiment.baseline_rev, "dvc_remote": request.dvc_remote, "env": env}
@@ -278,7 +280,6 @@ def send(ray, request: Request, experiments: list[Experiment], gpus: float, prog
             name=f"dvc exp {experiment.name}").remote(job, progress)
         changes = " ".join(as_override(k, v) for k, v in experiment.changes.items())
         say(experiment.name, f"sent ({changes or 'no params changed'})")
-    return flight
 
 
 def report_progress(progress, flight: Flight, names: dict[str, str], ray) -> None:
@@ -329,32 +330,106 @@ def land(ray, request: Request, flight: Flight, name: str, names: dict[str, str]
               f"({', '.join(f'{phase} {seconds:g} s' for phase, seconds in phases.items())})")
 
 
-def wait(ray, request: Request, flight: Flight, progress) -> None:
-    """Until every experiment has landed or failed; Ctrl-C cancels those not started, a second one the rest."""
-    names = node_names(ray)
-    stopping = False
-    while flight.refs:
+class Session:
+    """A connection to the cluster, checked: experiments sent as they come, landed as they end.
+    tools.cluster sends DVC's queue at once; tools.tune a trial at a time (ClusterQueue)."""
+
+    def __init__(self, request: Request, experiments: list[Experiment]) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        self.request, self.ray = request, connect(request.address)
+        # What the nodes pull instead of computing it (the data stages' outputs): in the DVC remote first.
+        run_dvc("push", "-q", "-r", request.dvc_remote, context=": the nodes pull the data stages' outputs from it")
+        self.gpus = check_nodes(self.ray, request, experiments)
+        here = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=False)
+        self.progress = self.ray.remote(cluster_node.Progress).options(  # dies with this node only
+            num_cpus=0, scheduling_strategy=here).remote()
+        self.flight, self.names, self.sent = Flight(), node_names(self.ray), []
+
+    def send(self, experiments: list[Experiment]) -> None:
+        send(self.ray, self.request, experiments, self.gpus, self.progress, self.flight)
+        self.sent += [e.name for e in experiments]
+
+    def poll(self, timeout: float) -> None:
+        """The nodes' news as lines, and an experiment that ended landed (waiting up to `timeout` for one)."""
+        if self.flight.refs:
+            done, _ = self.ray.wait(list(self.flight.refs.values()), num_returns=1, timeout=timeout)
+        else:
+            done = []
+        report_progress(self.progress, self.flight, self.names, self.ray)
+        by_ref = {ref: name for name, ref in self.flight.refs.items()}
+        for ref in done:
+            land(self.ray, self.request, self.flight, by_ref[ref], self.names)
+
+    def states(self) -> dict[str, str]:
+        """Each experiment sent: queued (not started), running, done (landed) or failed, as DVC's queue says."""
+        flight = self.flight
+        return {**{name: "queued" for name in flight.waiting()}, **{name: "running" for name in flight.running()},
+                **{name: "done" for name in flight.landed}, **{name: "failed" for name in flight.failed}}
+
+    def wait(self) -> None:
+        """Until every experiment has landed or failed; Ctrl-C cancels those not started, a second one the rest."""
+        stopping = False
+        while self.flight.refs:
+            try:
+                self.poll(POLL_SECONDS)
+            except KeyboardInterrupt as exc:
+                if stopping:
+                    raise Stopped(getattr(exc, "signum", signal.SIGINT), self.stop()) from None
+                stopping = True
+                cancel_waiting(self.ray, self.flight)
+
+    def stop(self) -> str:
+        """Every experiment not landed cancelled, its run killed: what stays in DVC's queue."""
+        stopped = list(self.flight.refs)
+        for ref in self.flight.refs.values():
+            self.ray.cancel(ref, force=True)
+        self.flight.refs.clear()
+        return f"cluster stopped {', '.join(stopped)}: they stay in DVC's queue"
+
+    def close(self) -> None:
+        """The git remote's transfer refs of the experiments that ended or were cancelled, deleted."""
+        forget_transfer_refs(self.request, [name for name in self.sent if name not in self.flight.refs])
+
+
+class ClusterQueue:
+    """Where tools.tune --address runs its trials: each sent to the cluster once DVC has queued it, and
+    pulled back as it ends (the trials report to the study's journal in --shared-dir as they train)."""
+    failure_hint = "its log is above"
+
+    def __init__(self, request: Request) -> None:
+        self.session = Session(request, [Experiment("", "", "", {})])
+
+    def send(self, names: list[str]) -> None:
+        experiments = queued_experiments(set(names))
+        if experiments:
+            self.session.send(experiments)
+
+    def keep_running(self, jobs: int, queued_now: bool, stalled: int) -> bool:
+        self.session.poll(0)
+        return False
+
+    def states(self) -> dict[str, str]:
+        return self.session.states()
+
+    def finish(self) -> None:
+        """Every trial sent, landed: train has told the study its end, evaluate and the pull may still run."""
         try:
-            done, _ = ray.wait(list(flight.refs.values()), num_returns=1, timeout=POLL_SECONDS)
-            report_progress(progress, flight, names, ray)
-            by_ref = {ref: name for name, ref in flight.refs.items()}
-            for ref in done:
-                land(ray, request, flight, by_ref[ref], names)
-        except KeyboardInterrupt as exc:
-            if stopping:
-                for ref in flight.refs.values():
-                    ray.cancel(ref, force=True)
-                raise Stopped(getattr(exc, "signum", signal.SIGINT),
-                              f"cluster stopped {', '.join(flight.refs)}: they stay in DVC's queue") from None
-            stopping = True
-            cancel_waiting(ray, flight)
+            self.session.wait()
+        finally:
+            self.session.close()
+
+    def stop(self) -> str:
+        line = self.session.stop()
+        self.session.close()
+        return line
 
 
 def cancel_waiting(ray, flight: Flight) -> None:
     waiting, running = flight.waiting(), flight.running()
     for name in waiting:
         ray.cancel(flight.refs.pop(name))
-    left = f"{', '.join(waiting)} not started: cancelled, still in DVC's queue" if waiting else "nothing waited to start"
+    left = (f"{', '.join(waiting)} not started: cancelled, still in DVC's queue" if waiting
+            else "nothing waited to start")
     runs = f"; {', '.join(running)} still run and land as they end (Ctrl-C again stops them)" if running else ""
     print(f"cluster: Ctrl-C: {left}{runs}", flush=True)
 
@@ -381,21 +456,15 @@ def main(argv: list[str] | None = None) -> None:
     if overrides is None and not experiments:
         raise PipelineError("DVC's queue is empty: queue experiments with `dvc exp run --queue -S KEY=VALUE` or "
                             "tools.sweep, or give -S KEY=VALUE here")
-    ray = connect(request.address)
-    # What the nodes pull instead of computing it (the data stages' outputs): in the DVC remote first.
-    run_dvc("push", "-q", "-r", request.dvc_remote, context=": the nodes pull the data stages' outputs from it")
-    gpus = check_nodes(ray, request, experiments or [Experiment(args.name or "", "", "", overrides)])
+    session = Session(request, experiments or [Experiment(args.name or "", "", "", overrides)])
     if overrides is not None:
         experiments = queue_one(overrides, args.name)
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    progress = ray.remote(cluster_node.Progress).options(num_cpus=0, scheduling_strategy=here).remote()  # dies with this node only
-    started = time.monotonic()
-    flight = send(ray, request, experiments, gpus, progress)
+    started, flight = time.monotonic(), session.flight
+    session.send(experiments)
     try:
-        wait(ray, request, flight, progress)
+        session.wait()
     finally:
-        forget_transfer_refs(request, [e.name for e in experiments if e.name not in flight.refs])
+        session.close()
     table = final_table(flight.landed)
     if table:
         print(table)

@@ -2,6 +2,7 @@
 
     python -m tools.tune N KEY=DISTRIBUTION [KEY=DISTRIBUTION ...] [--study NAME] [--jobs J]
                          [--pruner median|halving|none] [--sampler tpe|random] [--seed S]
+                         [--address HOST:PORT --shared-dir DIR]     # the trials on a Ray cluster
     python -m tools.report --study NAME
 
 Distributions as tools.sweep takes them: loguniform(LOW,HIGH), uniform(LOW,HIGH), randint(LOW,HIGH)
@@ -41,7 +42,8 @@ from classifier.dvc_command import run_dvc
 from classifier.errors import PipelineError, Stopped, run_stage
 from classifier.outputs import process_running
 from classifier.params.checks import PARAMS_FILE, read_yaml
-from classifier.tuning import OBJECTIVES, PRUNERS, StudySettings, journal_path, make_pruner, open_storage
+from classifier.tuning import (FOLDER_VARIABLE, OBJECTIVES, PRUNERS, StudySettings, journal_path, make_pruner,
+                               open_storage)
 from tools.sweep import (Distribution, as_override, check_combination, free_names, left_queued, parse_distributions,
                          taken_names)
 
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       "(default: train.monitor)")
     parser.add_argument("--prune-after-trials", type=int, help="median: complete trials before any is pruned (default: 4)")
     parser.add_argument("--prune-after-epochs", type=int, help="epochs every trial runs before it may be pruned (default: 2)")
+    parser.add_argument("--address", help="run the trials on this Ray cluster, HOST:PORT, as tools.cluster does "
+                                          "(default: DVC's queue on this machine)")
+    parser.add_argument("--shared-dir", help="with --address: a folder every node mounts at this path, where the "
+                                             "study's journal is (the trials report to it)")
     return parser
 
 
@@ -216,6 +222,31 @@ def start_workers(jobs: int) -> None:
             raise PipelineError(f"dvc queue start -j {jobs} failed: {' '.join(errors.read().split())[:300]}")
 
 
+class DvcQueue:
+    """Where tools.tune runs its trials by default: DVC's queue workers on this machine."""
+    failure_hint = "`dvc queue logs {name}` says why"
+
+    def send(self, names: list[str]) -> None:
+        """Nothing to do: DVC's workers take what is queued."""
+
+    def keep_running(self, jobs: int, queued_now: bool, stalled: int) -> bool:
+        """DVC's workers started again when a trial was queued and they are gone (idle workers stop after
+        10 s), or when trials wait and none runs: whether they were."""
+        if (queued_now and not workers_running(jobs)) or stalled > STALLED_POLLS:
+            start_workers(jobs)
+            return True
+        return False
+
+    def states(self) -> dict[str, str]:
+        return queue_states()
+
+    def finish(self) -> None:
+        """Nothing to wait for: DVC's workers finish the trials' evaluate on their own."""
+
+    def stop(self) -> str:
+        return ""
+
+
 def queue_trial(study, distributions: list[Distribution], name: str, raw: dict, flight: InFlight) -> None:
     """Ask the sampler for a trial and queue it as experiment `name`; a combination the stages would
     refuse is recorded failed instead (the search goes on)."""
@@ -259,7 +290,8 @@ def adopt_running(study, flight: InFlight) -> None:
                   f"is {states.get(name, 'gone')}: recorded failed", flush=True)
 
 
-def settle(study, settings: StudySettings, flight: InFlight, states: dict[str, str]) -> None:
+def settle(study, settings: StudySettings, flight: InFlight, states: dict[str, str],
+           failure_hint: str = DvcQueue.failure_hint) -> None:
     """Each trial that ended since the last look: one line; a failed experiment recorded failed."""
     import optuna
     running = optuna.trial.TrialState.RUNNING
@@ -275,47 +307,56 @@ def settle(study, settings: StudySettings, flight: InFlight, states: dict[str, s
         if trial.state == running:
             continue
         del flight.trials[name]
-        print(f"tune: {name} (trial {number}) {ended_line(trial, settings, name, state)}", flush=True)
+        print(f"tune: {name} (trial {number}) {ended_line(trial, settings, name, state, failure_hint)}", flush=True)
 
 
-def ended_line(trial, settings: StudySettings, name: str, queue_state: str | None) -> str:
+def ended_line(trial, settings: StudySettings, name: str, queue_state: str | None,
+               failure_hint: str = DvcQueue.failure_hint) -> str:
     epochs = len(trial.intermediate_values)
     last = trial.intermediate_values[max(trial.intermediate_values)] if epochs else None
     if trial.state.name == "COMPLETE":
         return f"complete: {settings.objective} {trial.value:.4g} after {epochs} epochs"
     if trial.state.name == "PRUNED":
         return f"pruned after {epochs} epochs ({settings.objective} {last:.4g})"
-    why = f"`dvc queue logs {name}` says why" if queue_state else "its experiment is gone from DVC's queue"
+    why = failure_hint.format(name=name) if queue_state else "its experiment is gone from DVC's queue"
     return f"failed after {epochs} epochs: {why}"
 
 
-def search(study, settings: StudySettings, distributions: list[Distribution], count: int, jobs: int) -> None:
-    """Keep `jobs` trials in DVC's queue until `count` more have been asked and every one has ended."""
+def search(study, settings: StudySettings, distributions: list[Distribution], count: int, jobs: int,
+           runner=None) -> None:
+    """Keep `jobs` trials in DVC's queue until `count` more have been asked and every one has ended;
+    `runner` runs them (DvcQueue, or tools.cluster's ClusterQueue)."""
+    runner = runner or DvcQueue()
     raw = read_yaml(PARAMS_FILE)
     flight = InFlight()
     adopt_running(study, flight)
+    runner.send(list(flight.trials))
     names = iter(free_names(study.study_name, count, taken_names()))
     asked, stalled, polls = 0, 0, 0
     try:
         while asked < count or flight.trials:
             queued_now = False
             while asked < count and len(flight.trials) < jobs:
-                queue_trial(study, distributions, next(names), raw, flight)
+                name = next(names)
+                queue_trial(study, distributions, name, raw, flight)
                 asked, queued_now = asked + 1, True
-            if (queued_now and not workers_running(jobs)) or stalled > STALLED_POLLS:
-                start_workers(jobs)  # DVC's idle workers stop after 10 s: started again when needed
+                if name in flight.trials:
+                    runner.send([name])
+            if runner.keep_running(jobs, queued_now, stalled):
                 stalled = 0
             time.sleep(POLL_SECONDS)
             polls += 1
             if polls % QUEUE_EVERY == 0 or not flight.all_running(study):
                 # The journal says when a trial ends (its train tells it); DVC's queue, slower to read,
                 # is looked at now and then, for a run killed before it could tell.
-                states = queue_states()
+                states = runner.states()
                 waiting = [name for name in flight.trials if states.get(name) == "queued"]
                 stalled = stalled + 1 if waiting and not any(states.get(n) == "running" for n in flight.trials) else 0
-                settle(study, settings, flight, states)
+                settle(study, settings, flight, states, runner.failure_hint)
+        runner.finish()
     except KeyboardInterrupt as exc:
-        raise Stopped(getattr(exc, "signum", signal.SIGINT), stopped_line(flight)) from None
+        stopped = runner.stop()
+        raise Stopped(getattr(exc, "signum", signal.SIGINT), stopped or stopped_line(flight)) from None
 
 
 def stopped_line(flight: InFlight) -> str:
@@ -330,11 +371,26 @@ def stopped_line(flight: InFlight) -> str:
     return line
 
 
+def cluster_queue(args: argparse.Namespace):
+    """--address: tools.cluster's checks and connection, and the study's journal in --shared-dir, which
+    the trials on every node write to (TUNE_DIR, there and here)."""
+    import os
+    from tools import cluster
+    if not args.shared_dir:
+        raise PipelineError("--address needs --shared-dir: a folder every node mounts at the same path, where the "
+                            "trials on the cluster report to the study")
+    request = cluster.check_request(cluster.build_parser().parse_args(
+        ["--address", args.address, "--shared-dir", args.shared_dir]))
+    os.environ[FOLDER_VARIABLE] = f"{request.shared_dir}/tune"
+    return cluster.ClusterQueue(request)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     distributions = check_request(args)
+    runner = cluster_queue(args) if args.address else None
     study, settings = open_study(args)
-    search(study, settings, distributions, args.count, args.jobs)
+    search(study, settings, distributions, args.count, args.jobs, runner)
     print(f"tune: study '{args.study}' has {len(study.trials)} trials; `python -m tools.report --study {args.study}` "
           f"ranks them and draws what was learnt")
 
