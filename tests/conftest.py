@@ -40,10 +40,9 @@ def trained_template(tmp_path_factory, worker_id) -> Path:
     return template
 
 
-# test_resume.py second: it makes its own project while the first file makes trained_template, which
-# test_pipeline.py and test_sharing.py would otherwise wait for.
-LONGEST_FIRST = ("test_cluster.py", "test_tune.py", "test_resume.py", "test_pipeline.py", "test_sharing.py", "test_staleness.py",
-                 "test_faults.py", "test_recipes.py")
+# test_resume.py makes its own project; the others copy trained_template, made by the first that asks.
+LONGEST_FIRST = ("test_cluster.py", "test_tune.py", "test_resume.py", "test_pipeline.py", "test_sharing.py",
+                 "test_staleness.py", "test_faults.py", "test_recipes.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

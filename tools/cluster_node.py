@@ -112,7 +112,8 @@ def checkout(job: dict, clone: Path, env: dict[str, str]) -> tuple[int, str]:
     steps = [["git", "clone", "-q", "--no-checkout", job["git_url"], str(clone)],
              ["git", "fetch", "-q", "origin", f"+{ref}:{ref}"],
              ["git", "checkout", "-q", "--detach", job["baseline"]],
-             ["sh", "-c", f"git diff --binary {job['baseline']} {ref} -- . ':(exclude).dvc/tmp' | git apply --allow-empty"]]
+             ["sh", "-c", f"git diff --binary {job['baseline']} {ref} -- . ':(exclude).dvc/tmp' "
+                          f"| git apply --allow-empty"]]
     if job.get("dvc_remote"):
         steps.append(["dvc", "remote", "default", "--local", job["dvc_remote"]])
     for step in steps:
