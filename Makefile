@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.policy
 	$(BIN)/python -m benchmarks.resume
 	$(BIN)/python -m benchmarks.tune
+	$(BIN)/python -m benchmarks.cluster
 
 generated: $(STAMP)
 	$(BIN)/python -m tools.dvc_yaml
