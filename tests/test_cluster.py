@@ -265,6 +265,16 @@ def test_resumed_from_is_trains_resume_line() -> None:
     assert cluster_node.resumed_from("train: saved epoch 200\n") == ""
 
 
+def test_runs_given_other_gpus_by_ray_lock_them_apart() -> None:
+    """Ray shows each run its own GPU as cuda:0: without their own lock folders, two runs on one node
+    would wait on one gpu0.lock."""
+    from classifier import devices
+    assert cluster_node.GPU_LOCKS_VARIABLE == devices.LOCK_DIR_VARIABLE
+    first, second = cluster_node.gpu_locks(["0"]), cluster_node.gpu_locks(["1"])
+    assert first[devices.LOCK_DIR_VARIABLE] != second[devices.LOCK_DIR_VARIABLE]
+    assert cluster_node.gpu_locks(["0", "1"]) != first and cluster_node.gpu_locks([]) == {}
+
+
 def test_a_run_dies_with_the_task_that_started_it(tmp_path) -> None:
     """The task's process killed (-9, as a force-cancel does): the guard kills the command's whole group."""
     pid_file = tmp_path / "pid"

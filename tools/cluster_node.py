@@ -30,6 +30,7 @@ LOG_LINES = 15          # of a failed command's output, in the result
 POLL_SECONDS = 0.5      # how often a run's live epoch is looked at
 TIME_METRICS = "metrics/time.json"           # train rewrites it after every epoch (classifier.paths)
 HISTORY_FILE = "plots/train/history.csv"     # the epochs so far, the last row the newest
+GPU_LOCKS_VARIABLE = "IMAGE_PIPELINE_GPU_LOCKS"   # classifier/devices.py's lock folder
 RESUME_LINE = "train: resuming from "         # what train says on taking up a kept state (training_state)
 
 # Run as `python -c GUARD command...`: the command in a process group of its own that is killed,
@@ -139,6 +140,17 @@ class Progress:
         return events
 
 
+def gpu_locks(gpu_ids: list) -> dict[str, str]:
+    """The GPU lock folder of a run that Ray gave these GPUs (classifier/devices.py). Ray shows a task
+    only its own GPUs (CUDA_VISIBLE_DEVICES), each as cuda:0, ...: two runs on one node, given GPUs
+    0 and 1, would both lock gpu0.lock in one folder and take turns. A folder per set of GPUs keeps
+    them apart (Ray gives no GPU to two tasks at once)."""
+    if not gpu_ids:
+        return {}
+    folder = Path(tempfile.gettempdir()) / f"image-pipeline-gpus-{os.getuid()}" / f"ray-{'-'.join(map(str, gpu_ids))}"
+    return {GPU_LOCKS_VARIABLE: str(folder)}
+
+
 def resumed_from(output: str) -> str:
     """train's line on taking up a kept state ('train: resuming from epoch 37 of 150 (...)'), or ''."""
     return next((line.strip() for line in output.splitlines() if line.startswith(RESUME_LINE)), "")
@@ -159,7 +171,7 @@ def run_experiment(job: dict, progress=None) -> dict:
     tell("started")
     workspace = Path(tempfile.mkdtemp(prefix=f"dvc-exp-{name}-", dir=job.get("workdir") or None))
     clone = workspace / "repo"
-    env = _environment(job.get("env", {}))
+    env = _environment({**job.get("env", {}), **gpu_locks(ray.get_gpu_ids())})
     last = {"epoch": 0, "since": float("inf")}  # since: when the run began (the checkout's files are older)
     phases, resumed = {}, ""
 
