@@ -235,6 +235,17 @@ def test_a_node_lacking_the_remotes_or_folders_says_what(tmp_path) -> None:
     assert problems[1] == f"no DVC remote folder 'store' {tmp_path / 'store'}"
 
 
+def test_a_cluster_nobody_listens_at_is_refused_at_once() -> None:
+    from tests.ray_cluster import free_port
+    address = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=rf"^cannot reach the Ray cluster at {address}: Connection refused \(is"):
+        cluster.connect(address)
+    assert time.monotonic() - started < 5
+    with pytest.raises(PipelineError, match="cannot reach the Ray cluster at no-such-host.invalid:6379"):
+        cluster.check_reachable("no-such-host.invalid:6379")
+
+
 def test_ray_messages_are_cut_to_their_first_line(capsys) -> None:
     cluster.ray_message({"lines": ["The node with node id: abc has been marked dead\nstate dump\nmore", "next"]})
     assert capsys.readouterr().out == "cluster: ray: The node with node id: abc has been marked dead\n"

@@ -41,6 +41,7 @@ from tools.sweep import as_override, check_combination
 
 TRANSFER_REFS = "refs/cluster"   # where each experiment's stashed changes travel to the nodes
 POLL_SECONDS = 1.0
+CONNECT_SECONDS = 10.0   # for the head's port to answer
 LOG_INDENT = "    "
 
 
@@ -188,8 +189,25 @@ def ray_message(data: dict, ignore_prefix: bool = False) -> None:
         print(f"cluster: ray: {line.strip().splitlines()[0][:200] if line.strip() else ''}", flush=True)
 
 
+def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
+    """A HOST:PORT that takes no connection refused at once: Ray itself tries for minutes, printing
+    a warning every few seconds. (Other forms, ray://... or auto, are left to Ray.)"""
+    import socket
+    found = re.fullmatch(r"\[?([\w.:-]+?)\]?:(\d+)", address)
+    if not found:
+        return
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__  # refused, no such host, timed out
+        raise PipelineError(f"cannot reach the Ray cluster at {address}: {reason} (is `ray start --head` "
+                            f"running there, and the port open?)") from None
+
+
 def connect(address: str):
     """Ray, connected to the cluster at `address` (a one-line error if it cannot be reached)."""
+    check_reachable(address)
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # not the core's warnings while it retries
     import ray
     import ray._private.worker
     from ray import cloudpickle
