@@ -5,8 +5,8 @@
 
 Without -S, every experiment in DVC's queue is sent (`dvc exp run --queue -S ...`, tools.sweep's);
 with -S, the one experiment they describe. Each runs as a Ray task on a node with C CPUs and G GPUs
-free (G is 1 where the cluster has GPUs), in a fresh clone of the git remote at the experiment's base
-commit: `dvc exp run --pull --allow-missing` takes the data stages' outputs from the DVC remote (they
+free (C: its train.cpu_threads; G: 1 where the cluster has GPUs), in a fresh clone of the git remote
+at the experiment's base commit: `dvc exp run --pull --allow-missing` takes the data stages' outputs from the DVC remote (they
 run once, here, not once per node) and `dvc exp push` sends the result back. This command pulls each
 experiment as it lands, so `dvc exp show`, tools.report and `dvc plots diff` show it as if it had run
 here. One line per experiment as it is sent, starts, finishes an epoch, lands or fails.
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dvc-remote", help="the DVC remote the nodes pull from and push to (default: the "
                                              "default one)")
     parser.add_argument("--shared-dir", default="", help="a folder every node mounts at this path: train's state, "
-                                                         "so a run lost with its node continues elsewhere")
+                                                         "so a run lost with its node continues elsewhere; "
+                                                         "tools.tune's journals")
     parser.add_argument("--retries", type=int, default=3, help="runs again of an experiment whose node was lost "
                                                                "(default: %(default)s)")
     return parser
