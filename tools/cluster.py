@@ -6,8 +6,9 @@
 Without -S, every experiment in DVC's queue is sent (`dvc exp run --queue -S ...`, tools.sweep's);
 with -S, the one experiment they describe. Each runs as a Ray task on a node with C CPUs and G GPUs
 free (C: its train.cpu_threads; G: 1 where the cluster has GPUs), in a fresh clone of the git remote
-at the experiment's base commit: `dvc exp run --pull --allow-missing` takes the data stages' outputs from the DVC remote (they
-run once, here, not once per node) and `dvc exp push` sends the result back. This command pulls each
+at the experiment's base commit: `dvc exp run --pull --allow-missing` takes the data stages'
+outputs from the DVC remote (they run once, here, not once per node) and `dvc exp push` sends the
+result back. This command pulls each
 experiment as it lands, so `dvc exp show`, tools.report and `dvc plots diff` show it as if it had run
 here. One line per experiment as it is sent, starts, finishes an epoch, lands or fails.
 
