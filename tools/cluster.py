@@ -8,9 +8,9 @@ with -S, the one experiment they describe. Each runs as a Ray task on a node wit
 free (C: its train.cpu_threads; G: 1 where the cluster has GPUs), in a fresh clone of the git remote
 at the experiment's base commit: `dvc exp run --pull --allow-missing` takes the data stages'
 outputs from the DVC remote (they run once, here, not once per node) and `dvc exp push` sends the
-result back. This command pulls each
-experiment as it lands, so `dvc exp show`, tools.report and `dvc plots diff` show it as if it had run
-here. One line per experiment as it is sent, starts, finishes an epoch, lands or fails.
+result back. This command pulls each experiment as it lands, so `dvc exp show`, tools.report and
+`dvc plots diff` show it as if it had run here. One line per experiment as it is sent, starts,
+finishes an epoch, lands or fails.
 
 Before anything is sent: the git remote (--git-remote), a default DVC remote in .dvc/config, the
 cluster (--address, else $RAY_ADDRESS), and on every node the git remote, a DVC remote or a data
