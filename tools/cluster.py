@@ -209,7 +209,6 @@ def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
 def connect(address: str):
     """Ray, connected to the cluster at `address` (a one-line error if it cannot be reached)."""
     check_reachable(address)
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # not the core's warnings while it retries
     import ray
     import ray._private.worker
     from ray import cloudpickle
