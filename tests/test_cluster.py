@@ -343,7 +343,7 @@ def test_ctrl_c_cancels_what_waits_and_a_second_one_stops_what_runs(tmp_path, tr
         try:
             for line in command.stdout:
                 lines.append(line.rstrip())
-                if line.startswith("cluster: first epoch ") and "Ctrl-C" not in "\n".join(lines):
+                if line.startswith("cluster: first started on head"):
                     command.send_signal(signal.SIGINT)
                 elif line.startswith("cluster: Ctrl-C"):
                     command.send_signal(signal.SIGINT)

@@ -313,10 +313,10 @@ def report_progress(progress, flight: Flight, names: dict[str, str], ray) -> Non
             names.update(node_names(ray))
         node = names.get(node_id, node_id[:8])
         if event == "started":
-            before = flight.nodes.setdefault(name, [])
+            before = list(flight.nodes.get(name, []))
+            flight.nodes[name] = [*before, node]  # before the line: a Ctrl-C just after it finds it running
             lost = f": the run on {before[-1]} was lost" if before else ""
             say(name, f"started{' again' if before else ''} on {node}{lost}")
-            before.append(node)
         elif event == "epoch":
             scores = ", ".join(f"{key} {value:.4f}" for key, value in detail.items() if key != "epoch")
             say(name, f"epoch {detail['epoch']} on {node}" + (f": {scores}" if scores else ""))
