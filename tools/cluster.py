@@ -387,15 +387,17 @@ class Session:
 
     def wait(self) -> None:
         """Until every experiment has landed or failed; Ctrl-C cancels those not started, a second one the rest."""
-        stopping = False
+        stopping = cancelling = False
         while self.flight.refs:
             try:
+                if cancelling:  # here, not in the handler: a second Ctrl-C while it prints is caught too
+                    cancelling = False
+                    cancel_waiting(self.ray, self.flight)
                 self.poll(POLL_SECONDS)
             except KeyboardInterrupt as exc:
                 if stopping:
                     raise Stopped(getattr(exc, "signum", signal.SIGINT), self.stop()) from None
-                stopping = True
-                cancel_waiting(self.ray, self.flight)
+                stopping = cancelling = True
 
     def stop(self) -> str:
         """Every experiment not landed cancelled, its run killed: what stays in DVC's queue."""
