@@ -62,7 +62,7 @@ class LocalCluster:
         log = self.root / f"{name}.log"
         with log.open("w") as out:
             work = self.root / "work" / name  # the node's TMPDIR: its clones, gone with the cluster
-            work.mkdir(parents=True)
+            work.mkdir(parents=True, exist_ok=True)  # a node started again keeps its folder
             self.nodes[name] = subprocess.Popen(
                 [str(Path(sys.executable).parent / "ray"), "start", *where, "--node-name", name,
                  "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus), "--num-gpus", "0",
