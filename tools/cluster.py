@@ -28,7 +28,9 @@ import logging
 import os
 import re
 import signal
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,7 +190,7 @@ def ray_message(data: dict, ignore_prefix: bool = False) -> None:
     """What Ray's raylets tell the driver (a node died, a task runs again): its first line, not its
     twenty lines of state dump; our own line says what it means for the experiment."""
     for line in data.get("lines", [])[:1]:
-        print(f"cluster: ray: {line.strip().splitlines()[0][:200] if line.strip() else ''}", flush=True)
+        tell(f"cluster: ray: {line.strip().splitlines()[0][:200] if line.strip() else ''}")
 
 
 def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
@@ -268,6 +270,7 @@ class Flight:
     landed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     phases: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> seconds of each phase, landed ones
+    landing: set[str] = field(default_factory=set)             # ended on the cluster, being pulled here
 
     def running(self) -> list[str]:
         return [name for name in self.refs if self.nodes.get(name)]
@@ -277,7 +280,13 @@ class Flight:
 
 
 def say(name: str, text: str) -> None:
-    print(f"cluster: {name} {text}", flush=True)
+    tell(f"cluster: {name} {text}")
+
+
+def tell(text: str) -> None:
+    """Lines in one write: the landing thread, Ray's and the main one print side by side."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def send(ray, request: Request, experiments: list[Experiment], gpus: float, progress, flight: Flight) -> None:
@@ -322,10 +331,18 @@ def report_progress(progress, flight: Flight, names: dict[str, str], ray) -> Non
             say(name, f"epoch {detail['epoch']} on {node}" + (f": {scores}" if scores else ""))
 
 
-def land(ray, request: Request, flight: Flight, name: str, names: dict[str, str]) -> None:
-    """An experiment's task ended: pulled into this repository, or its failure told with its log."""
+def land(ray, request: Request, flight: Flight, name: str, task, names: dict[str, str]) -> None:
+    """An experiment's task ended: pulled into this repository, or its failure told with its log. Run
+    by Session's landing thread, so that the other experiments' lines go on meanwhile."""
     try:
-        result = ray.get(flight.refs.pop(name))
+        _land(ray, request, flight, name, task, names)
+    finally:
+        flight.landing.discard(name)
+
+
+def _land(ray, request: Request, flight: Flight, name: str, task, names: dict[str, str]) -> None:
+    try:
+        result = ray.get(task)
     except Exception as exc:  # the task itself died: its retries used up, or cancelled
         flight.failed.append(name)
         say(name, f"lost: {str(exc).strip().splitlines()[0][:200]}")
@@ -333,8 +350,8 @@ def land(ray, request: Request, flight: Flight, name: str, names: dict[str, str]
     node = names.get(result["node"], result["node"][:8])
     if result["status"] != "done":
         flight.failed.append(name)
-        say(name, f"failed on {node} (exit {result['exit']}), not run again; its log:")
-        print("\n".join(LOG_INDENT + line for line in result["log"].splitlines()), flush=True)
+        log = "".join(f"\n{LOG_INDENT}{line}" for line in result["log"].splitlines())
+        say(name, f"failed on {node} (exit {result['exit']}), not run again; its log:{log}")
         run_dvc("queue", "remove", name)
         return
     if result.get("resumed"):
@@ -363,6 +380,8 @@ class Session:
         self.progress = self.ray.remote(cluster_node.Progress).options(  # dies with this node only
             num_cpus=0, scheduling_strategy=here).remote()
         self.flight, self.names, self.sent = Flight(), node_names(self.ray), []
+        # One experiment pulled at a time (DVC locks the repository), while the loop goes on telling.
+        self.lander, self.landings = ThreadPoolExecutor(max_workers=1, thread_name_prefix="land"), []
 
     def send(self, experiments: list[Experiment]) -> None:
         send(self.ray, self.request, experiments, self.gpus, self.progress, self.flight)
@@ -374,21 +393,29 @@ class Session:
             done, _ = self.ray.wait(list(self.flight.refs.values()), num_returns=1, timeout=timeout)
         else:
             done = []
+            time.sleep(timeout if self.flight.landing else 0)
         report_progress(self.progress, self.flight, self.names, self.ray)
         by_ref = {ref: name for name, ref in self.flight.refs.items()}
         for ref in done:
-            land(self.ray, self.request, self.flight, by_ref[ref], self.names)
+            name = by_ref[ref]
+            del self.flight.refs[name]
+            self.flight.landing.add(name)
+            self.landings.append(self.lander.submit(land, self.ray, self.request, self.flight, name, ref, self.names))
+        for landing in [f for f in self.landings if f.done()]:
+            self.landings.remove(landing)
+            landing.result()  # a pull that failed: its error, here
 
     def states(self) -> dict[str, str]:
         """Each experiment sent: queued (not started), running, done (landed) or failed, as DVC's queue says."""
         flight = self.flight
         return {**{name: "queued" for name in flight.waiting()}, **{name: "running" for name in flight.running()},
-                **{name: "done" for name in flight.landed}, **{name: "failed" for name in flight.failed}}
+                **{name: "running" for name in list(flight.landing)},
+                **{name: "done" for name in list(flight.landed)}, **{name: "failed" for name in list(flight.failed)}}
 
     def wait(self) -> None:
         """Until every experiment has landed or failed; Ctrl-C cancels those not started, a second one the rest."""
         stopping = cancelling = False
-        while self.flight.refs:
+        while self.flight.refs or self.landings:
             try:
                 if cancelling:  # here, not in the handler: a second Ctrl-C while it prints is caught too
                     cancelling = False
@@ -408,7 +435,9 @@ class Session:
         return f"cluster stopped {', '.join(stopped)}: they stay in DVC's queue"
 
     def close(self) -> None:
-        """The git remote's transfer refs of the experiments that ended or were cancelled, deleted."""
+        """The landings under way finished, and the git remote's transfer refs of the experiments that
+        ended or were cancelled deleted."""
+        self.lander.shutdown(wait=True)
         forget_transfer_refs(self.request, [name for name in self.sent if name not in self.flight.refs])
 
 
@@ -452,7 +481,7 @@ def cancel_waiting(ray, flight: Flight) -> None:
     left = (f"{', '.join(waiting)} not started: cancelled, still in DVC's queue" if waiting
             else "nothing waited to start")
     runs = f"; {', '.join(running)} still run and land as they end (Ctrl-C again stops them)" if running else ""
-    print(f"cluster: Ctrl-C: {left}{runs}", flush=True)
+    tell(f"cluster: Ctrl-C: {left}{runs}")
 
 
 def forget_transfer_refs(request: Request, names: list[str]) -> None:
