@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.helpers import CONVERGED, copy_project, dvc, env, git, init_repo
+from tests.helpers import CONVERGED, add_shared_remotes, copy_project, dvc, env, git, init_repo
 from tests.ray_cluster import LocalCluster
 
 EXPERIMENTS = 4
@@ -41,11 +41,7 @@ def shared_project(root: Path) -> Path:
     """The reproduced project with a git remote and a DVC remote, both pushed."""
     project = copy_project(root / "project", CONVERGED)
     init_repo(project)
-    git("init", "-q", "--bare", "-b", "main", str(root / "remote.git"), cwd=root)
-    git("remote", "add", "origin", str(root / "remote.git"), cwd=project)
-    dvc("remote", "add", "-d", "store", str(root / "dvc-store"), cwd=project)
-    git("commit", "-qam", "shared remotes", cwd=project)
-    git("push", "-q", "origin", "main", cwd=project)
+    add_shared_remotes(project, root)
     dvc("push", "-q", cwd=project)
     return project
 

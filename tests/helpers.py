@@ -211,6 +211,17 @@ def copy_project(dest: Path, overrides: dict | None = None) -> Path:
     return dest
 
 
+def add_shared_remotes(project: Path, root: Path) -> Path:
+    """`project` given what tools.cluster's nodes share: a bare git remote (origin, root/remote.git) and a
+    default DVC remote folder (store, root/dvc-store) committed in .dvc/config, and main pushed."""
+    git("init", "-q", "--bare", "-b", "main", str(root / "remote.git"), cwd=root)
+    git("remote", "add", "origin", str(root / "remote.git"), cwd=project)
+    dvc("remote", "add", "-d", "store", str(root / "dvc-store"), cwd=project)
+    git("commit", "-qam", "shared remotes", cwd=project)
+    git("push", "-q", "origin", "main", cwd=project)
+    return project
+
+
 def copy_of(template: Path, dest: Path) -> Path:
     """A copy of a committed, reproduced project (conftest's trained_template) at `dest`: its git
     history, DVC cache and outputs; not its .dvc/tmp (locks, queue, states: the copy's own)."""

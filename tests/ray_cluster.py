@@ -4,7 +4,6 @@ killed alone (every process it started, as a machine's loss would) and `stop()` 
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.helpers import env
+
 START_SECONDS = 90      # for a node to say it started, on a loaded machine
 OBJECT_STORE_BYTES = 80_000_000   # Ray's least: the experiments pass nothing big through it
 
@@ -24,12 +25,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def ray_environment() -> dict[str, str]:
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", DVC_NO_ANALYTICS="1", PYTHONPATH="")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 class LocalCluster:
@@ -67,7 +62,7 @@ class LocalCluster:
                 [str(Path(sys.executable).parent / "ray"), "start", *where, "--node-name", name,
                  "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus), "--num-gpus", "0",
                  "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats", "--block"],
-                env=dict(ray_environment(), TMPDIR=str(work)), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                env=dict(env(), RAY_USAGE_STATS_ENABLED="0", TMPDIR=str(work)), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_SECONDS
         while "Ray runtime started" not in log.read_text():
             if self.nodes[name].poll() is not None or time.monotonic() > deadline:

@@ -4,7 +4,6 @@ folder; plus what is checked before anything is sent, and the node side (tools/c
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import psutil
 import pytest
 
 from classifier.errors import PipelineError
-from tests.helpers import ROOT, copy_of, dvc, env, git, set_params
+from tests.helpers import ROOT, add_shared_remotes, copy_of, dvc, env, git, set_params
 from tests.ray_cluster import LocalCluster
 from tools import cluster, cluster_node
 
@@ -28,13 +27,7 @@ KILL_AT_EPOCH = 3    # a run on the second node that has kept this many epochs' 
 
 def shared_project(root: Path, template: Path) -> Path:
     """A copy of the trained project with a bare git remote and a DVC remote folder, both pushed."""
-    project = copy_of(template, root / "user")
-    git("init", "-q", "--bare", "-b", "main", str(root / "remote.git"), cwd=root)
-    git("remote", "add", "origin", str(root / "remote.git"), cwd=project)
-    dvc("remote", "add", "-d", "store", str(root / "dvc-store"), cwd=project)
-    git("commit", "-qam", "shared remotes", cwd=project)
-    git("push", "-q", "origin", "main", cwd=project)
-    return project
+    return add_shared_remotes(copy_of(template, root / "user"), root)
 
 
 def cluster_command(project: Path, *args: str) -> subprocess.Popen:
@@ -231,9 +224,9 @@ def test_an_experiment_holds_as_many_cpus_as_train_has_threads(tmp_path, monkeyp
     local_project(tmp_path / "p", monkeypatch, config=STORE)
     default = cluster.check_request(cluster.build_parser().parse_args(["--address", "h:1"]))
     given = cluster.check_request(cluster.build_parser().parse_args(["--address", "h:1", "--cpus-per-run", "3"]))
-    baseline = cluster.Experiment("a", "", "", {})
-    one_thread = cluster.Experiment("b", "", "", {"train.cpu_threads": 1})
-    all_cores = cluster.Experiment("c", "", "", {"train.cpu_threads": 0})
+    baseline = cluster.Experiment.given("a", {})
+    one_thread = cluster.Experiment.given("b", {"train.cpu_threads": 1})
+    all_cores = cluster.Experiment.given("c", {"train.cpu_threads": 0})
     assert [cluster.run_cpus(default, e) for e in (baseline, one_thread, all_cores)] == [2, 1, 1]
     assert cluster.run_cpus(given, baseline) == 3
 
@@ -265,6 +258,11 @@ def test_a_cluster_nobody_listens_at_is_refused_at_once() -> None:
     assert time.monotonic() - started < 5
     with pytest.raises(PipelineError, match="cannot reach the Ray cluster at no-such-host.invalid:6379"):
         cluster.check_reachable("no-such-host.invalid:6379")
+
+
+def test_a_given_value_that_is_no_yaml_is_refused_naming_it() -> None:
+    with pytest.raises(PipelineError, match=r"^-S 'train.lr=\[1': '\[1' is not a YAML value$"):
+        cluster.parse_overrides(["train.lr=[1"])
 
 
 def test_ray_messages_are_cut_to_their_first_line(capsys) -> None:

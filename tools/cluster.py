@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,7 @@ from classifier.errors import PipelineError, Stopped, run_stage
 from classifier.params.checks import PARAMS_FILE, read_yaml
 from tools import cluster_node
 from tools.report import experiments_from_json, dvc_experiments, flatten, markdown_table
-from tools.sweep import as_override, check_combination
+from tools.sweep import as_override, check_combination, yaml_value
 
 TRANSFER_REFS = "refs/cluster"   # where each experiment's stashed changes travel to the nodes
 POLL_SECONDS = 1.0
@@ -64,11 +65,17 @@ class Request:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One queued experiment: DVC's queue entry and the params it changes."""
+    """One queued experiment: DVC's queue entry, the params it changes and all its params (flat keys)."""
     name: str
     stash_rev: str
     baseline_rev: str
     changes: dict[str, Any]
+    params: dict[str, Any]
+
+    @classmethod
+    def given(cls, name: str, changes: dict[str, Any]) -> "Experiment":
+        """One not queued yet: this workspace's params with `changes`."""
+        return cls(name, "", "", changes, {**flatten(read_yaml(PARAMS_FILE)), **changes})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def git_remote_url(remote: str) -> str:
-    import subprocess
     found = subprocess.run(["git", "remote", "get-url", remote], capture_output=True, text=True)
     if found.returncode != 0:
         raise PipelineError(f"no git remote '{remote}': every node clones the experiments from it; add the shared "
@@ -149,13 +155,12 @@ def check_request(args: argparse.Namespace) -> Request:
 
 def parse_overrides(texts: list[str]) -> dict[str, Any]:
     """-S KEY=VALUE texts checked as tools.sweep checks a combination (the stages' own rules)."""
-    from ruamel.yaml import YAML
     combination = {}
     for text in texts:
         key, sep, value = text.partition("=")
         if not sep or not re.fullmatch(r"\w+\.\w+", key.strip()):
             raise PipelineError(f"-S {text!r}: expected KEY=VALUE, e.g. -S train.lr=0.01")
-        combination[key.strip()] = YAML(typ="safe").load(value) if value.strip() else value
+        combination[key.strip()] = yaml_value(value, f"-S {text!r}") if value.strip() else value
     check_combination(read_yaml(PARAMS_FILE), combination, what="given")
     return combination
 
@@ -172,7 +177,7 @@ def queued_experiments(only: set[str] | None = None) -> list[Experiment]:
                       for rev in (entry.baseline_rev, entry.stash_rev)]
             before, after = flatten(params[0]), flatten(params[1])
             changes = {key: value for key, value in after.items() if before.get(key) != value}
-            found.append(Experiment(entry.name, entry.stash_rev, entry.baseline_rev, changes))
+            found.append(Experiment(entry.name, entry.stash_rev, entry.baseline_rev, changes, after))
     return found
 
 
@@ -233,8 +238,7 @@ def run_cpus(request: Request, experiment: Experiment) -> float:
     (train.cpu_threads: two runs of 2 threads on 2 cores took 6x as long as one; 0 is Ray's 1 thread)."""
     if request.cpus is not None:
         return request.cpus
-    threads = experiment.changes.get("train.cpu_threads", read_yaml(PARAMS_FILE)["train"]["cpu_threads"])
-    return float(max(1, int(threads)))
+    return float(max(1, int(experiment.params["train.cpu_threads"])))
 
 
 def check_nodes(ray, request: Request, experiments: list[Experiment]) -> float:
@@ -248,7 +252,7 @@ def check_nodes(ray, request: Request, experiments: list[Experiment]) -> float:
         raise PipelineError(f"no node of the cluster at {request.address} has {cpus:g} CPUs and {gpus:g} GPUs: "
                             f"lower --cpus-per-run (or train.cpu_threads) or --gpus-per-run")
     folders = [(path, f"DVC remote folder '{request.dvc_remote}'") for path in [local_folder(request.dvc_url)] if path]
-    sources = {e.changes.get("data.source") or read_yaml(PARAMS_FILE)["data"]["source"] for e in experiments}
+    sources = {e.params["data.source"] for e in experiments}
     folders += [(source, "data.source folder") for source in sorted(sources) if Path(source).is_absolute()]
     checks = {"git_url": request.git_url, "folders": folders, "shared_dir": request.shared_dir}
     probe = ray.remote(cluster_node.probe)
@@ -269,7 +273,6 @@ class Flight:
     nodes: dict[str, list[str]] = field(default_factory=dict)  # name -> the nodes it started on, in order
     landed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    phases: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> seconds of each phase, landed ones
     landing: set[str] = field(default_factory=set)             # ended on the cluster, being pulled here
 
     def running(self) -> list[str]:
@@ -292,7 +295,6 @@ def tell(text: str) -> None:
 def send(ray, request: Request, experiments: list[Experiment], gpus: float, progress, flight: Flight) -> None:
     """Each experiment's changes pushed to the git remote, and one Ray task per experiment, in `flight`."""
     refspecs = [f"+{e.stash_rev}:{TRANSFER_REFS}/{e.name}" for e in experiments]
-    import subprocess
     pushed = subprocess.run(["git", "push", "-q", request.git_remote, *refspecs], capture_output=True, text=True)
     if pushed.returncode != 0:
         raise PipelineError(f"git push {request.git_remote} failed: {' '.join(pushed.stderr.split())[:200]}")
@@ -361,7 +363,6 @@ def _land(ray, request: Request, flight: Flight, name: str, task, names: dict[st
     run_dvc("queue", "remove", name)  # it ran: not again by `dvc queue start` or the next tools.cluster
     flight.landed.append(name)
     phases = dict(result.get("phases", {}), pull=round(time.monotonic() - pulling, 1))
-    flight.phases[name] = phases
     say(name, f"landed from {node} in {result['seconds'] + phases['pull']:.1f} s "
               f"({', '.join(f'{phase} {seconds:g} s' for phase, seconds in phases.items())})")
 
@@ -447,10 +448,10 @@ class ClusterQueue:
     failure_hint = "its log is above"
 
     def __init__(self, request: Request) -> None:
-        self.session = Session(request, [Experiment("", "", "", {})])
+        self.session = Session(request, [Experiment.given("", {})])
 
     def send(self, names: list[str]) -> None:
-        experiments = queued_experiments(set(names))
+        experiments = queued_experiments(set(names)) if names else []
         if experiments:
             self.session.send(experiments)
 
@@ -486,7 +487,6 @@ def cancel_waiting(ray, flight: Flight) -> None:
 
 def forget_transfer_refs(request: Request, names: list[str]) -> None:
     """The refs that carried the experiments' changes, deleted from the git remote (best effort)."""
-    import subprocess
     if names:
         subprocess.run(["git", "push", "-q", request.git_remote, "--delete", *(f"{TRANSFER_REFS}/{n}" for n in names)],
                        capture_output=True)
@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     if overrides is None and not experiments:
         raise PipelineError("DVC's queue is empty: queue experiments with `dvc exp run --queue -S KEY=VALUE` or "
                             "tools.sweep, or give -S KEY=VALUE here")
-    session = Session(request, experiments or [Experiment(args.name or "", "", "", overrides)])
+    session = Session(request, experiments or [Experiment.given(args.name or "", overrides)])
     if overrides is not None:
         experiments = queue_one(overrides, args.name)
     started, flight = time.monotonic(), session.flight

@@ -62,7 +62,7 @@ class Distribution:
         return float(f"{value:.3g}") if self.kind == "loguniform" else float(f"{value:.4g}")
 
 
-def _yaml_value(text: str, spec: str) -> Any:
+def yaml_value(text: str, spec: str) -> Any:
     try:
         return YAML(typ="safe").load(text)
     except Exception:
@@ -92,7 +92,7 @@ def parse_distribution(spec: str) -> Distribution:
         raise PipelineError(f"{spec!r}: expected KEY=DISTRIBUTION, e.g. train.lr=loguniform(1e-4,1e-1); distributions: "
                             f"loguniform(LOW,HIGH), uniform(LOW,HIGH), randint(LOW,HIGH), choice(A,B,...)")
     kind = match.group(1)
-    values = tuple(_yaml_value(v, spec) for v in _split_arguments(match.group(2)))
+    values = tuple(yaml_value(v, spec) for v in _split_arguments(match.group(2)))
     if kind == "choice":
         if not values:
             raise PipelineError(f"{spec!r}: choice needs at least one value")
