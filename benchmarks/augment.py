@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from classifier.augment_offline import AugmentPlan, augmentation_variants
+from classifier.augment.offline import AugmentPlan, augmentation_variants
 from stages.augment import write_augmented
 
 # The seed experiment's setting: 8 blur strengths, each also mirrored: ×18 images.

@@ -3,7 +3,7 @@
     python -m benchmarks.cpu_kernels [--repeats 3]     # after `dvc repro` (it trains on data/augmented)
 
 The data stages are bit-exact on any CPU (tests/test_reproducible.py). Train and evaluate are when
-`train.cpu_threads` is N >= 1 (portable kernels, N threads: classifier/cpu_kernels.py) and are not
+`train.cpu_threads` is N >= 1 (portable kernels, N threads: classifier/training/cpu_kernels.py) and are not
 with 0 (the fastest kernels this CPU has, all cores). With one CPU type at hand, other CPUs are
 simulated by what differs between them: ATen's and MKL's instruction set held to AVX2 (a CPU without
 AVX-512), and one core (`taskset`). Each run trains and evaluates the committed params

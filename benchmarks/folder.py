@@ -170,7 +170,7 @@ from torch import nn
 from torchvision import transforms as T
 sys_path = {str(ROOT)!r}
 import sys; sys.path.insert(0, sys_path)
-from classifier.models import InputShape, build_model
+from classifier.models.registry import InputShape, build_model
 from classifier.params.checks import parse_section
 from classifier.params.model import ModelParams
 from benchmarks.plain import plain_epoch

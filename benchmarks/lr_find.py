@@ -20,7 +20,7 @@ from benchmarks.scratch import scratch_project, set_param, run_tool, train_and_e
 def main() -> None:
     with scratch_project() as work:
         params = YAML(typ="safe").load((work / "params.yaml").read_text())
-        output = run_tool(work, "from classifier.errors import run_stage; from tools import lr_find; "
+        output = run_tool(work, "from classifier.runtime.errors import run_stage; from tools import lr_find; "
                                 "run_stage(lr_find.main)")
         suggestion = float(re.search(r"suggested train.lr ([0-9.e+-]+)", output).group(1))
         results = {}

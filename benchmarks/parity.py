@@ -11,7 +11,7 @@ augmented as the pipeline does (blur 3 and a horizontal flip).
 
 Reported, as mean ± sample std of test accuracy over the seeds:
     plain loop             the textbook loop: DataLoader, train, keep the last epoch's weights
-    pipeline, last epoch   classifier.training_loop.fit, the weights after the last epoch
+    pipeline, last epoch   classifier.training.loop.fit, the weights after the last epoch
                            (train.checkpoint: last, the default)
     pipeline, val_loss     train.checkpoint: best with train.monitor: val_loss
     pipeline, val_accuracy train.checkpoint: best with train.monitor: val_accuracy
@@ -29,14 +29,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.plain import plain_epoch
-from classifier.augment_offline import AugmentPlan, augment_block, augmentation_variants
-from classifier.device_dataset import DeviceDataset
-from classifier.inference import predict_logits
-from classifier.models import InputShape, build_model
-from classifier.optim import make_scheduler
+from classifier.augment.offline import AugmentPlan, augment_block, augmentation_variants
+from classifier.training.device_dataset import DeviceDataset
+from classifier.models.inference import predict_logits
+from classifier.models.registry import InputShape, build_model
+from classifier.training.optim import make_scheduler
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Preprocessing
-from classifier.training_loop import fit
+from classifier.data.preprocessing import Preprocessing
+from classifier.training.loop import fit
 
 SIZE = 32
 

@@ -119,9 +119,9 @@ def plain_loop(work: Path, changes: dict, seeds: tuple[int, ...]) -> dict:
     TrivialAugment and erasing in a DataLoader, MixUp/CutMix per batch, the last epoch's weights."""
     from torchvision.transforms import v2
 
-    from classifier.artifacts import load_array_set
-    from classifier.training_loop import load_training_inputs
-    from classifier.models import InputShape, build_model, head_parameters
+    from classifier.data.artifacts import load_array_set
+    from classifier.training.loop import load_training_inputs
+    from classifier.models.registry import InputShape, build_model, head_parameters
     from classifier.params.whole_file import load_params
     params = load_params("model", "train", "augment", path=work / "params.yaml")
     with chdir(work):  # the inputs and normalisation train has (the weights' constants when pretrained)
@@ -199,7 +199,7 @@ def main() -> None:
                                  "train": {"epochs": args.epochs}})
         write_params(work, recipe)
         for stage in ("ingest", "split", "prepare", "augment"):
-            run_tool(work, f"from classifier.errors import run_stage; from stages import {stage}; "
+            run_tool(work, f"from classifier.runtime.errors import run_stage; from stages import {stage}; "
                            f"run_stage({stage}.main)")
         classes = len(json.loads((work / "data/split/classes.json").read_text()))
         results = {"recipe": run_config(work, recipe, seeds)}

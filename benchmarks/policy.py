@@ -1,4 +1,4 @@
-"""Benchmark: augment.online_policy's batched ops (classifier/augment_policies.py: each op once a batch, on the
+"""Benchmark: augment.online_policy's batched ops (classifier/augment/policies.py: each op once a batch, on the
 images that drew it) against the plain way, torchvision's TrivialAugmentWide / RandAugment called
 on each image of the batch in a Python loop. Both give the same bytes for the same draws
 (tests/test_augment_online.py); this measures the time.
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from classifier.augment_policies import apply_policy
+from classifier.augment.policies import apply_policy
 
 
 def per_image(images: torch.Tensor, policy: str) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Benchmark: what resuming costs a run that is never interrupted. The same fit twice, side by side
 in one process: without a kept state, and keeping it after every epoch as train does
-(classifier/training_state.py: the state assembled, torch.save to memory, written atomically with
+(classifier/training/resume.py: the state assembled, torch.save to memory, written atomically with
 its JSON beside it); best of --repeats, interleaved. Two models: the default LeNet-5 on the default
 data's shape (digits at 32×32: 1,259 train images, batch 64), and EfficientNet-Lite0 (4.7M weights,
 SGD with momentum: the state holds the weights three times, with the best epoch's and the momentum).
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from classifier.device_dataset import DeviceDataset
-from classifier.models import InputShape, build_model
+from classifier.training.device_dataset import DeviceDataset
+from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Normalizer
-from classifier.training_loop import fit_phases
-from classifier.training_state import Identity, StateKeeper
+from classifier.data.preprocessing import Normalizer
+from classifier.training.loop import fit_phases
+from classifier.training.resume import Identity, StateKeeper
 
 CASES = {  # name: (model.name, images, side, channels, batch size)
     "lenet5 (default), 1,259 digits 32×32": ("lenet5", 1259, 32, 1, 64),

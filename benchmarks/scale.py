@@ -43,9 +43,9 @@ def write_arrays(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
 def synthetic_project(root: Path, images: int, size: int, epochs: int) -> None:
     """A copy of the project whose train inputs are `images` random size×size grey images of 10 classes."""
-    from classifier import paths
+    from classifier.runtime import paths
     from classifier.params.whole_file import load_params
-    from classifier.preprocessing import Preprocessing
+    from classifier.data.preprocessing import Preprocessing
     for name in ("stages", "classifier", "params.yaml"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, root / name)
     rng = np.random.default_rng(0)
@@ -102,11 +102,11 @@ def processes_benchmark(args: argparse.Namespace) -> None:
 STREAM_CHILD = """
 import sys, threading, time, dataclasses
 import numpy as np, torch
-from classifier.device_dataset import DeviceDataset
-from classifier.models import InputShape, build_model
+from classifier.training.device_dataset import DeviceDataset
+from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Normalizer
-from classifier.training_loop import fit
+from classifier.data.preprocessing import Normalizer
+from classifier.training.loop import fit
 
 path, resident = sys.argv[1], sys.argv[2] == "resident"
 peak = {"anon": 0}

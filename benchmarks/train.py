@@ -1,4 +1,4 @@
-"""Benchmark: our train loop (classifier.training_loop.fit: uint8 data resident on the device, index
+"""Benchmark: our train loop (classifier.training.loop.fit: uint8 data resident on the device, index
 batches, on-device normalisation, per-step loss kept on the device) against a minimal plain
 PyTorch loop (pre-normalised float tensors, DataLoader over a TensorDataset, shuffle=True), for
 the same model, data, batch size and epochs, on the CPU and, when there is one, on CUDA.
@@ -19,11 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.plain import plain_epoch
-from classifier.device_dataset import DeviceDataset
-from classifier.models import InputShape, build_model
+from classifier.training.device_dataset import DeviceDataset
+from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Normalizer
-from classifier.training_loop import fit
+from classifier.data.preprocessing import Normalizer
+from classifier.training.loop import fit
 
 MEAN, STD = (0.3,), (0.3,)
 

@@ -2,13 +2,13 @@
 
 Three searches of 16 runs each over train.lr × train.momentum, side by side in one process, on the
 workspace's default data (digits, after `dvc repro`) and the default LeNet-5, every run the
-training loop of train (classifier/training_loop.fit) for --epochs epochs from the same initial
+training loop of train (classifier/training/loop.fit) for --epochs epochs from the same initial
 weights:
 
 - grid: lr in {0.001, 0.01, 0.1, 1.0} × momentum in {0, 0.5, 0.9, 0.99};
 - random: lr log-uniform in [0.001, 1], momentum uniform in [0, 0.99], seeded;
 - TPE with pruning: Optuna's TPE sampler over the same ranges, seeded, and the median pruner as
-  tools.tune makes it by default (classifier/tuning.py: from the 5th run on, after 2 epochs, a run
+  tools.tune makes it by default (classifier/training/tuning.py: from the 5th run on, after 2 epochs, a run
   whose val accuracy is below the median of the earlier runs' at the same epoch stops there: fit's
   on_epoch says so).
 
@@ -32,15 +32,15 @@ from typing import Callable
 import optuna
 import torch
 
-from classifier import paths
-from classifier.artifacts import load_array_set
-from classifier.device_dataset import DeviceDataset
-from classifier.errors import PipelineError
-from classifier.inference import loss_and_accuracy, predict_logits
-from classifier.models import InputShape, build_model
+from classifier.runtime import paths
+from classifier.data.artifacts import load_array_set
+from classifier.training.device_dataset import DeviceDataset
+from classifier.runtime.errors import PipelineError
+from classifier.models.inference import loss_and_accuracy, predict_logits
+from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.training_loop import EpochRecord, fit, load_training_inputs
-from classifier.tuning import StudySettings, make_pruner
+from classifier.training.loop import EpochRecord, fit, load_training_inputs
+from classifier.training.tuning import StudySettings, make_pruner
 
 LRS, MOMENTA = (0.001, 0.01, 0.1, 1.0), (0.0, 0.5, 0.9, 0.99)
 RUNS = 16

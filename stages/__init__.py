@@ -3,5 +3,5 @@
 import sys
 
 if sys.argv[:1] == ["-m"]:  # `python -m <this package>.<module>` is starting: no traceback for a Ctrl-C while it imports
-    from classifier.errors import guard_start
+    from classifier.runtime.errors import guard_start
     guard_start()

@@ -23,17 +23,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from classifier import paths
-from classifier.artifacts import finish_array_set, load_array_set, read_json
-from classifier.augment_offline import AugmentPlan, AugmentedBlock, augment_block, augmentation_variants
-from classifier.errors import PipelineError, run_stage
-from classifier.image_files import decode_image
-from classifier.outputs import staged_outputs, write_json
+from classifier.runtime import paths
+from classifier.data.artifacts import finish_array_set, load_array_set, read_json
+from classifier.augment.offline import AugmentPlan, AugmentedBlock, augment_block, augmentation_variants
+from classifier.runtime.errors import PipelineError, run_stage
+from classifier.data.image_files import decode_image
+from classifier.runtime.outputs import staged_outputs, write_json
 from classifier.params.augment import AugmentParams
 from classifier.params.checks import load_sections
-from classifier.plotting import DPI, first_of_each_class, plot_image_grid, pyplot
-from classifier.raw_shards import RawImages
-from classifier.stale_summary import retire_summary
+from classifier.evaluation.plotting import DPI, first_of_each_class, plot_image_grid, pyplot
+from classifier.data.shards import RawImages
+from classifier.runtime.stale_summary import retire_summary
 
 PARAMS = (AugmentParams,)  # augment.online*: train's (OnlineAugmentParams), applied batch by batch
 DEPS = (paths.PREPARED_DIR, paths.SPLIT_DIR, paths.RAW_DIR)  # raw: the preview's first column, ingest.json

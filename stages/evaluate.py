@@ -13,7 +13,7 @@ plots/eval/: {val,test}_predictions.csv (actual, predicted: DVC's confusion temp
 per_class_{train,val,test}.csv, confusion_{val,test}.png (normalised heatmaps with class names),
 learning_curves.png (the saved epoch and a fine-tuning phase marked), worst_val.png (the most
 confidently wrong val images, with their true and predicted labels and confidence), and inside the
-network: weights.png, first_layer.png and feature_maps.png (classifier/network_views.py).
+network: weights.png, first_layer.png and feature_maps.png (classifier/evaluation/network_views.py).
 metrics/summary.json: the handful of numbers `dvc exp show` compares runs by.
 
 Health checks print one line each: collapsed predictions, a diverging loss, loss spikes,
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from classifier.cpu_kernels import pin_for_this_run
+from classifier.training.cpu_kernels import pin_for_this_run
 
 if __name__ == "__main__":  # train.cpu_threads's kernels, as train computed, before any tensor operation
     pin_for_this_run()
@@ -32,23 +32,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from classifier import paths
-from classifier.artifacts import ArraySet, load_array_set
-from classifier.checkpoint import Checkpoint
-from classifier.device_dataset import DeviceDataset, images_to_tensor
-from classifier.devices import claim_device
-from classifier.errors import run_stage
-from classifier.eval_charts import plot_confusion, plot_learning_curves, plot_weight_histograms
-from classifier.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
+from classifier.runtime import paths
+from classifier.data.artifacts import ArraySet, load_array_set
+from classifier.models.checkpoint import Checkpoint
+from classifier.training.device_dataset import DeviceDataset, images_to_tensor
+from classifier.training.devices import claim_device
+from classifier.runtime.errors import run_stage
+from classifier.evaluation.charts import plot_confusion, plot_learning_curves, plot_weight_histograms
+from classifier.evaluation.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
                                collapse_remedy)
-from classifier.inference import loss_and_accuracy, predict_logits_and_tta
-from classifier.network_views import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
-from classifier.outputs import staged_outputs, write_json
+from classifier.models.inference import loss_and_accuracy, predict_logits_and_tta
+from classifier.evaluation.network_views import MAX_CHANNELS, feature_maps, first_layer_images, to_uint8, weight_layers
+from classifier.runtime.outputs import staged_outputs, write_json
 from classifier.params.checks import load_sections
 from classifier.params.evaluate import EvaluateParams
 from classifier.params.train import TrainParams
-from classifier.plotting import first_of_each_class, plot_image_grid, rows_of
-from classifier.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
+from classifier.evaluation.plotting import first_of_each_class, plot_image_grid, rows_of
+from classifier.evaluation.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
                                summary_block, top_k_scores)
 
 PARAMS = (EvaluateParams, TrainParams)  # train.cpu_threads: compute as train did

@@ -11,9 +11,9 @@ removing or editing an image reruns ingest and everything after it.
 data.source = a folder of class subfolders (`<folder>/<class>/<image>`), or a folder already
 split into `train/` and optionally `val/` and `test/`, each with class subfolders (every
 subfolder of the source is one of those three), or either packed as a .tar or .zip archive or a
-folder of .tar shards (classifier/sources.py; `python -m tools.pack` makes them): each image is
+folder of .tar shards (classifier/data/sources.py; `python -m tools.pack` makes them): each image is
 decoded (the same reader predict uses) and its bytes are stored as they are in data/raw's shards
-(classifier/raw_shards.py), under the key data/raw/[<split>/]<class>/<file>, a name that is valid
+(classifier/data/shards.py), under the key data/raw/[<split>/]<class>/<file>, a name that is valid
 UTF-8. What is not an image is skipped and counted; a corrupt, truncated or empty image stops
 ingest with its path, or with data.skip_corrupt is skipped and listed. Images with the same decoded
 pixels are listed and, with data.duplicates: drop, left out (the same picture in two given splits
@@ -29,17 +29,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from classifier import paths
-from classifier.decode_cache import DecodeCache
-from classifier.duplicates import near_duplicates, thumbnail
-from classifier.errors import PipelineError, printable, run_stage
-from classifier.image_files import decode_image, encode_png, pixel_hash
-from classifier.outputs import atomic_dir, write_json
+from classifier.runtime import paths
+from classifier.data.decode_cache import DecodeCache
+from classifier.data.duplicates import near_duplicates, thumbnail
+from classifier.runtime.errors import PipelineError, printable, run_stage
+from classifier.data.image_files import decode_image, encode_png, pixel_hash
+from classifier.runtime.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections
 from classifier.params.data import DataParams
-from classifier.raw_shards import ShardWriter, raw_key, shard_count
-from classifier.sources import SourceImage, list_source
-from classifier.stale_summary import retire_summary
+from classifier.data.shards import ShardWriter, raw_key, shard_count
+from classifier.data.sources import SourceImage, list_source
+from classifier.runtime.stale_summary import retire_summary
 
 PARAMS = (DataParams,)
 DEPS = (paths.PARAMS_OK, "${data.source}")  # PARAMS_OK: the params stage runs first; ${data.source}: DVC

@@ -3,7 +3,7 @@
     python -m stages.prepare
 
 Writes data/prepared/{train,val,test}/ array sets (images.npy uint8 N×H×W×C, labels.npy,
-index.csv) and data/prepared/stats.json: the preprocessing contract (classifier/preprocessing.py:
+index.csv) and data/prepared/stats.json: the preprocessing contract (classifier/data/preprocessing.py:
 the prepare params and the per-channel normalisation x' = (x / 255 - mean) / std that train,
 evaluate and predict apply, measured on the train split only) and the train pixels' statistics.
 
@@ -17,18 +17,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classifier import paths
-from classifier.artifacts import allocate_images, class_ids, finish_array_set, read_file_list, read_json
-from classifier.decode_cache import PreparedCache
-from classifier.errors import run_stage
-from classifier.image_files import decode_image
-from classifier.image_format import format_image
-from classifier.outputs import atomic_dir
+from classifier.runtime import paths
+from classifier.data.artifacts import allocate_images, class_ids, finish_array_set, read_file_list, read_json
+from classifier.data.decode_cache import PreparedCache
+from classifier.runtime.errors import run_stage
+from classifier.data.image_files import decode_image
+from classifier.data.image_format import format_image
+from classifier.runtime.outputs import atomic_dir
 from classifier.params.checks import load_sections
 from classifier.params.prepare import PrepareParams
-from classifier.preprocessing import Preprocessing
-from classifier.raw_shards import RawImages
-from classifier.stale_summary import retire_summary
+from classifier.data.preprocessing import Preprocessing
+from classifier.data.shards import RawImages
+from classifier.runtime.stale_summary import retire_summary
 
 PARAMS = (PrepareParams,)
 DEPS = (paths.SPLIT_DIR, paths.RAW_DIR)

@@ -18,14 +18,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from classifier import paths
-from classifier.artifacts import class_ids, read_json, write_file_list
-from classifier.errors import PipelineError, run_stage
-from classifier.outputs import atomic_dir, write_json
+from classifier.runtime import paths
+from classifier.data.artifacts import class_ids, read_json, write_file_list
+from classifier.runtime.errors import PipelineError, run_stage
+from classifier.runtime.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections
 from classifier.params.split import SplitParams
-from classifier.raw_shards import read_index
-from classifier.stale_summary import retire_summary
+from classifier.data.shards import read_index
+from classifier.runtime.stale_summary import retire_summary
 
 PARAMS = (SplitParams,)
 DEPS = (paths.RAW_DIR,)

@@ -4,17 +4,17 @@
 
 With model.freeze: features and train.finetune_epochs, the head is trained first, then every layer
 (two-phase fine-tuning, one history). Uses a GPU no other experiment holds when there is one
-(train.device: auto; classifier/devices.py) and the CPU otherwise. With train.processes (or
-train.nodes) > 1 it restarts itself as torchrun's data-parallel processes (classifier/distributed.py);
+(train.device: auto; classifier/training/devices.py) and the CPU otherwise. With train.processes (or
+train.nodes) > 1 it restarts itself as torchrun's data-parallel processes (classifier/training/distributed.py);
 rank 0 writes the outputs. Prints one line per epoch and, as each epoch ends, rewrites
 plots/train/history.csv and metrics/time.json (epochs done, seconds), so that `dvc exp show` and
 `dvc plots diff` follow a running experiment; until evaluate scores this run, metrics/summary.json
 is removed (it held the last run's scores). Keeps the last epoch's weights, or with
 train.checkpoint: best the best epoch's by train.monitor on the val split (early stopping with
-train.patience). Writes models/model.pt (classifier/checkpoint.py: those weights plus everything
+train.patience). Writes models/model.pt (classifier/models/checkpoint.py: those weights plus everything
 evaluate and predict need), metrics/train.json and plots/train/: history.csv (per epoch: lr, train
 and val cross-entropy, the train objective, accuracies) and steps.csv (per batch). After every
-epoch it keeps the run's whole state (classifier/training_state.py); an interrupted run (a signal,
+epoch it keeps the run's whole state (classifier/training/resume.py); an interrupted run (a signal,
 kill -9) resumes from it when the same run starts again, with the bytes of a run never stopped.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from classifier.cpu_kernels import pin_for_this_run
-from classifier.stale_summary import retire_summary
+from classifier.training.cpu_kernels import pin_for_this_run
+from classifier.runtime.stale_summary import retire_summary
 
 # The stage itself, not one of its torchrun workers (torchrun sets this; distributed.is_worker says the
 # same, but importing that module imports torch).
@@ -37,28 +37,28 @@ if __name__ == "__main__":  # the stage or a torchrun worker: train.cpu_threads'
 import pandas as pd
 import torch
 
-from classifier import paths
-from classifier.augment_online import online_augment
-from classifier.checkpoint import Checkpoint
-from classifier.device_dataset import DeviceDataset
-from classifier.devices import CLAIMED_VARIABLE, claim_device, claim_gpus, select_device
-from classifier.distributed import (TorchrunWorker, World, check_same_inputs, fingerprint, from_environment, join,
+from classifier.runtime import paths
+from classifier.augment.online import online_augment
+from classifier.models.checkpoint import Checkpoint
+from classifier.training.device_dataset import DeviceDataset
+from classifier.training.devices import CLAIMED_VARIABLE, claim_device, claim_gpus, select_device
+from classifier.training.distributed import (TorchrunWorker, World, check_same_inputs, fingerprint, from_environment, join,
                                     launch, launcher_alive, leave, share_from_leader)
-from classifier.errors import PipelineError, run_stage
-from classifier.models import InputShape, build_model, count_parameters
-from classifier.optim import class_weights
-from classifier.outputs import live_outputs, staged_outputs, write_json
+from classifier.runtime.errors import PipelineError, run_stage
+from classifier.models.registry import InputShape, build_model, count_parameters
+from classifier.training.optim import class_weights
+from classifier.runtime.outputs import live_outputs, staged_outputs, write_json
 from classifier.params.checks import Sections, as_plain, load_sections
 from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams, check_with_model
 from classifier.params.tune import TuneParams
-from classifier.preprocessing import Preprocessing
-from classifier.source_files import code_digest
-from classifier.training_loop import (EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs,
+from classifier.data.preprocessing import Preprocessing
+from classifier.runtime.code_deps import code_digest
+from classifier.training.loop import (EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs,
                                       Keeping, resumed_history, shard_rows)
-from classifier.training_state import Identity, StateKeeper, data_digest, state_every_seconds
-from classifier.tuning import TrialReport
+from classifier.training.resume import Identity, StateKeeper, data_digest, state_every_seconds
+from classifier.training.tuning import TrialReport
 
 PARAMS = (ModelParams, TrainParams, OnlineAugmentParams, TuneParams)
 DEPS = (paths.AUGMENTED_DIR, paths.PREPARED_DIR, paths.SPLIT_DIR, paths.PRETRAINED_DIR)
@@ -174,7 +174,7 @@ def checked_inputs(params: Sections, world: World):
 
 
 def run_state(params: Sections, device: torch.device, log) -> StateKeeper:
-    """The keeper of this run's state (classifier/training_state.py): its identity is the params train
+    """The keeper of this run's state (classifier/training/resume.py): its identity is the params train
     reads (torchrun's meeting address aside), its input folders' bytes, its code and the device kind."""
     sections = {"model": as_plain(params.model), "augment": as_plain(params.augment),
                 "train": {k: v for k, v in as_plain(params.train).items() if k != "rendezvous"}}

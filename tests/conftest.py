@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.decode_cache import CACHE_VARIABLE
+from classifier.data.decode_cache import CACHE_VARIABLE
 from tests.helpers import CONVERGED, STAGES, copy_project, init_repo, stages_run
 
 

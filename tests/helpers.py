@@ -90,14 +90,14 @@ def most_advanced(rows: list[dict]) -> dict:
 
 def raw_bytes(project: Path, key: str) -> bytes:
     """The bytes data/raw holds for an image key (data/raw/<class>/<file>), read from its shard."""
-    from classifier.raw_shards import RawImages
+    from classifier.data.shards import RawImages
     return RawImages(project / "data/raw").bytes(key)
 
 
 def raw_image_files(project: Path, prefix: str, count: int, dest: Path) -> list[str]:
     """The first `count` images of data/raw whose key starts with `prefix`, written out as files in
     `dest` (for commands that take image files, like tools.predict)."""
-    from classifier.raw_shards import RawImages, read_index
+    from classifier.data.shards import RawImages, read_index
     raw = RawImages(project / "data/raw")
     dest.mkdir(parents=True, exist_ok=True)
     keys = [key for key in read_index(project / "data/raw")["key"] if key.startswith(prefix)][:count]

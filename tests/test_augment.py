@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier.augment_offline import AugmentPlan, Variant, augment_block, augmentation_variants
-from classifier.errors import PipelineError
-from classifier.image_files import read_image
+from classifier.augment.offline import AugmentPlan, Variant, augment_block, augmentation_variants
+from classifier.runtime.errors import PipelineError
+from classifier.data.image_files import read_image
 from classifier.params.augment import AugmentParams
 from classifier.params.checks import load_sections
 from stages.augment import augmented_mask, plan_from, write_augmented

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from classifier.augment_online import ERASED_AREA, OnlineAugment, erase, mix, online_augment
-from classifier.augment_policies import OPS, apply_ops, apply_policy, draw, magnitudes
+from classifier.augment.online import ERASED_AREA, OnlineAugment, erase, mix, online_augment
+from classifier.augment.policies import OPS, apply_ops, apply_policy, draw, magnitudes
 from classifier.params.checks import load_sections
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams
@@ -152,7 +152,7 @@ def test_the_same_seed_gives_the_same_batch() -> None:
 
 def test_mixed_training_learns_with_label_smoothing_and_class_weights() -> None:
     """Soft targets go through the same criterion: label smoothing and class weights compose."""
-    from classifier import training_loop as loop
+    from classifier.training import loop as loop
     plain_model, plain = train_once(epochs=8)
     captured = []
     original = loop.train_step

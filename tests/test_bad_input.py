@@ -15,13 +15,13 @@ import cv2
 import numpy as np
 import pytest
 
-from classifier.artifacts import allocate_images
-from classifier.duplicates import near_duplicates, thumbnail
-from classifier.errors import PipelineError, run_stage
-from classifier.folder_listing import list_class_folder
-from classifier.image_files import read_image
-from classifier.outputs import atomic_dir, atomic_file
-from classifier.raw_shards import read_index
+from classifier.data.artifacts import allocate_images
+from classifier.data.duplicates import near_duplicates, thumbnail
+from classifier.runtime.errors import PipelineError, run_stage
+from classifier.data.folder_listing import list_class_folder
+from classifier.data.image_files import read_image
+from classifier.runtime.outputs import atomic_dir, atomic_file
+from classifier.data.shards import read_index
 from stages import ingest
 from tests.helpers import copy_project, make_image_folder
 

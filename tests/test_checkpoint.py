@@ -8,11 +8,11 @@ import dataclasses
 import pytest
 import torch
 
-from classifier.checkpoint import Checkpoint, FORMAT
-from classifier.errors import PipelineError
-from classifier.models import InputShape, build_model
+from classifier.models.checkpoint import Checkpoint, FORMAT
+from classifier.runtime.errors import PipelineError
+from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Preprocessing
+from classifier.data.preprocessing import Preprocessing
 from tests.helpers import ROOT
 
 PARAMS = load_params("model", "prepare", path=ROOT / "params.yaml")
@@ -140,7 +140,7 @@ def test_evaluation_runs_where_and_how_training_ran(saved, monkeypatch, gpu, dev
 def test_a_pretrained_efficientnet_lite0_run_records_its_weights_constants(tmp_path, capsys) -> None:
     """prepare.normalize: auto with efficientnet_lite0's weights: train normalises as they were trained,
     (pixel - 127) / 128, the checkpoint says so, and evaluate rebuilds the model from it alone."""
-    from classifier.efficientnet_lite import EfficientNetLite0
+    from classifier.models.efficientnet_lite import EfficientNetLite0
     from tests.helpers import copy_project, make_image_folder, run_stage_in_process
     photos = make_image_folder(tmp_path / "photos", {"a": 10, "b": 10})  # a few images: lite0 is slow on a CPU
     project = copy_project(tmp_path / "p", {

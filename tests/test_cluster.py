@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from classifier.errors import PipelineError
+from classifier.runtime.errors import PipelineError
 from tests.helpers import ROOT, add_shared_remotes, copy_of, dvc, env, git, set_params
 from tests.ray_cluster import LocalCluster
 from tools import cluster, cluster_node
@@ -298,7 +298,7 @@ def test_resumed_from_is_trains_resume_line() -> None:
 def test_runs_given_other_gpus_by_ray_lock_them_apart() -> None:
     """Ray shows each run its own GPU as cuda:0: without their own lock folders, two runs on one node
     would wait on one gpu0.lock."""
-    from classifier import devices
+    from classifier.training import devices
     assert cluster_node.GPU_LOCKS_VARIABLE == devices.LOCK_DIR_VARIABLE
     first, second = cluster_node.gpu_locks(["0"]), cluster_node.gpu_locks(["1"])
     assert first[devices.LOCK_DIR_VARIABLE] != second[devices.LOCK_DIR_VARIABLE]

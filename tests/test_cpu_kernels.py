@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 STEPS = """
 import hashlib, sys
-from classifier.cpu_kernels import pin_cpu_kernels
+from classifier.training.cpu_kernels import pin_cpu_kernels
 pin_cpu_kernels(int(sys.argv[1]))
 import torch
 from torch import nn

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifier.artifacts import load_array_set
-from classifier.image_files import decode_image
-from classifier.image_format import format_image
+from classifier.data.artifacts import load_array_set
+from classifier.data.image_files import decode_image
+from classifier.data.image_format import format_image
 from classifier.params.checks import parse_section
 from classifier.params.prepare import PrepareParams
-from classifier.raw_shards import RawImages
+from classifier.data.shards import RawImages
 from tests.helpers import assert_picture, copy_project, make_image_folder, read_params, run_stage_in_process
 
 pytestmark = pytest.mark.slow

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from classifier.errors import PipelineError
-from classifier.folder_listing import list_class_folder
-from classifier.image_files import read_image
-from classifier.outputs import atomic_dir, atomic_file
+from classifier.runtime.errors import PipelineError
+from classifier.data.folder_listing import list_class_folder
+from classifier.data.image_files import read_image
+from classifier.runtime.outputs import atomic_dir, atomic_file
 from stages.split import downsample, merge_and_drop, stratified_split
 from tests.helpers import make_image_folder
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from classifier.devices import LOCK_DIR_VARIABLE, claim_gpu, release_all
-from classifier.errors import PipelineError
+from classifier.training.devices import LOCK_DIR_VARIABLE, claim_gpu, release_all
+from classifier.runtime.errors import PipelineError
 from tests.helpers import ROOT
 
 # A claimant: claims a GPU among `count`, prints the index it got, then holds it until killed or stdin closes.
 CLAIMANT = """
 import sys
-from classifier.devices import claim_gpus
+from classifier.training.devices import claim_gpus
 devices, wanted, count = int(sys.argv[1]), (None if sys.argv[2] == '-' else int(sys.argv[2])), int(sys.argv[3])
 got = claim_gpus(devices, count, wanted, poll_s=0.05, log=lambda m: print('LOG', m, flush=True))
 print(','.join(map(str, got)), flush=True)
@@ -111,7 +111,7 @@ def test_a_multi_gpu_run_takes_all_its_gpus_at_once_and_holds_none_while_waiting
 
 
 def test_more_processes_than_gpus_is_refused(tmp_path) -> None:
-    from classifier.devices import claim_gpus
+    from classifier.training.devices import claim_gpus
     with pytest.raises(PipelineError, match=r"'train.processes' parameter asks for 3 GPUs \(one per process\), but "
                                             r"this machine has 2"):
         claim_gpus(2, 3, folder=tmp_path)
@@ -131,7 +131,7 @@ def test_claims_in_one_process_are_kept_and_released(tmp_path) -> None:
 def claim_elsewhere(lock_dir: Path) -> str:
     """What a second process claiming GPU 0 of 1 with a 0.1 s time limit prints: the index, or its error."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    code = ("from classifier.devices import claim_gpu; from pathlib import Path\n"
+    code = ("from classifier.training.devices import claim_gpu; from pathlib import Path\n"
             "try: print(claim_gpu(1, folder=Path(%r), timeout_s=0.1, poll_s=0.02, log=lambda m: None))\n"
             "except Exception as e: print(e)" % str(lock_dir))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier import duplicates
-from classifier.duplicates import near_duplicates, thumbnail
+from classifier.data import duplicates
+from classifier.data.duplicates import near_duplicates, thumbnail
 
 
 def every_pair(thumbs: np.ndarray, max_rms: float = 2.0) -> list[tuple[int, int]]:

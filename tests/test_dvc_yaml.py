@@ -30,7 +30,7 @@ def test_dvc_yaml_is_up_to_date_with_the_code() -> None:
 
 
 def test_a_missing_code_dep_is_put_back_and_comments_stay() -> None:
-    dropped = TEXT.replace("      - classifier/augment_policies.py\n", "", 1)
+    dropped = TEXT.replace("      - classifier/augment/policies.py\n", "", 1)
     assert dropped != TEXT
     assert dvc_yaml.render(dropped) == TEXT
     assert "      - models/model.pt      # with the training record" in dvc_yaml.render(TEXT)
@@ -39,27 +39,25 @@ def test_a_missing_code_dep_is_put_back_and_comments_stay() -> None:
 def test_code_deps_follow_imports_relative_lazy_and_packages() -> None:
     deps = dvc_yaml.code_deps("stages.train")
     assert deps[0] == "stages/train.py"
-    # through classifier/training_loop.py -> .augment_online -> .augment_policies (relative imports)
-    assert {"classifier/augment_policies.py", "classifier/__init__.py", "classifier/params/__init__.py",
+    # through classifier/training/loop.py -> .augment_online -> .augment_policies (relative imports)
+    assert {"classifier/augment/policies.py", "classifier/__init__.py", "classifier/params/__init__.py",
             "stages/__init__.py"} <= set(deps)
-    assert "classifier/params/evaluate.py" not in deps and "classifier/health.py" not in deps
-    # tools.sweep imports classifier.models inside a function: a dependency all the same
-    assert "classifier/models.py" in dvc_yaml.code_deps("tools.sweep")
+    assert "classifier/params/evaluate.py" not in deps and "classifier/evaluation/health.py" not in deps
+    # tools.sweep imports classifier.models.registry inside a function: a dependency all the same
+    assert "classifier/models/registry.py" in dvc_yaml.code_deps("tools.sweep")
 
 
 def test_a_stage_depends_only_on_the_params_modules_of_the_sections_it_reads() -> None:
     ingest = set(dvc_yaml.code_deps("stages.ingest"))
     assert {p for p in ingest if p.startswith("classifier/params/")} == {
         "classifier/params/__init__.py", "classifier/params/checks.py", "classifier/params/data.py"}
-    assert not {"classifier/devices.py", "classifier/distributed.py"} & ingest
+    assert not {"classifier/training/devices.py", "classifier/training/distributed.py"} & ingest
 
 
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_outs_are_its_modules_outs(name: str) -> None:
     stage = STAGES[name]
     module_name = dvc_yaml.stage_module(stage["cmd"])
-    if name == "params":
-        module_name += ".__main__"
     module = importlib.import_module(module_name)
     outs = entries(stage.get("outs")) + entries(stage.get("metrics")) + entries(stage.get("plots"))
     assert sorted(outs) == sorted(p.as_posix() for p in module.OUTS)
@@ -74,7 +72,7 @@ def test_every_param_is_read_by_some_stage() -> None:
 
 def test_the_params_stage_runs_first_and_every_stage_follows_it() -> None:
     assert list(STAGES) == ["params", "ingest", "split", "prepare", "augment", "train", "evaluate"]
-    assert STAGES["params"]["cmd"] == "python -m classifier.params"
+    assert STAGES["params"]["cmd"] == "python -m stages.params"
     assert "params.yaml" in STAGES["params"]["deps"] and "data/params.ok" in STAGES["ingest"]["deps"]
     assert all(STAGES[name]["cmd"] == f"python -m stages.{name}" for name in list(STAGES)[1:])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from classifier.preprocessing import Normalizer
+from classifier.data.preprocessing import Normalizer
 from tools.export import Served
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from classifier import paths
-from classifier.errors import PipelineError, missing_input, run_stage
-from classifier.outputs import staged_outputs
+from classifier.runtime import paths
+from classifier.runtime.errors import PipelineError, missing_input, run_stage
+from classifier.runtime.outputs import staged_outputs
 from tests.helpers import ROOT, copy_project, env, run_stage as run_stage_process
 
 SMALL = {"data": {"digits_size": 8}, "prepare": {"image_size": 8}, "augment": {"blur_kernels": []},
@@ -85,7 +85,7 @@ def test_outputs_are_not_switched_in_when_params_yaml_changed_under_the_stage(tm
 def test_a_full_disk_names_the_output_on_the_full_volume(tmp_path, monkeypatch) -> None:
     """A write's ENOSPC names no file: the message names the output whose volume has no space left
     (data/ on a volume of its own, say), not the stage's first output."""
-    from classifier import outputs
+    from classifier.runtime import outputs
     model, data = tmp_path / "models/model.pt", tmp_path / "data/augmented"
     model.parent.mkdir()
     data.parent.mkdir()
@@ -313,7 +313,7 @@ def test_a_node_that_never_joins_is_one_line_after_the_rendezvous_timeout(prepar
 
 # ------------------------------------------------------------------------------ live progress
 def test_live_outputs_show_progress_and_a_failed_run_puts_the_last_runs_back(tmp_path) -> None:
-    from classifier.outputs import live_outputs
+    from classifier.runtime.outputs import live_outputs
     history, progress = tmp_path / "plots/train/history.csv", tmp_path / "metrics/time.json"
     history.parent.mkdir(parents=True)
     history.write_text("last run's history")
@@ -337,7 +337,7 @@ def test_live_outputs_show_progress_and_a_failed_run_puts_the_last_runs_back(tmp
 def test_the_earlier_file_a_killed_live_run_set_aside_is_removed_by_the_next_run(tmp_path) -> None:
     """kill -9 during a live run leaves `.<name>~before.<pid>.tmp`; the next rewrite removes it, and
     not the one of a process still running."""
-    from classifier.outputs import live_outputs
+    from classifier.runtime.outputs import live_outputs
     history = tmp_path / "history.csv"
     history.write_text("partial")
     dead = subprocess.Popen(["true"])
@@ -370,8 +370,8 @@ def test_a_stage_that_changed_nothing_puts_the_last_scores_back(tmp_path, monkey
     """The git-tracked metrics/summary.json is set aside while a data stage runs: back when the stage
     fails or is stopped (its outputs are unchanged) or wrote the very bytes its outputs held (rerun
     for a param that changed nothing), gone when it changed them; nothing left beside it."""
-    from classifier.outputs import atomic_dir
-    from classifier.stale_summary import retire_summary
+    from classifier.runtime.outputs import atomic_dir
+    from classifier.runtime.stale_summary import retire_summary
     monkeypatch.chdir(tmp_path)
     (tmp_path / "metrics").mkdir()
     (tmp_path / paths.SUMMARY_METRICS).write_text('{"test_acc": 0.99}')
@@ -433,14 +433,14 @@ class FakeFailure:
 ])
 def test_a_failed_data_parallel_run_names_its_cause_not_the_echoes(failures, expected) -> None:
     from types import SimpleNamespace
-    from classifier.distributed import _first_message
+    from classifier.training.distributed import _first_message
     assert _first_message(SimpleNamespace(failures=failures)).startswith(expected)
 
 
 def test_a_signal_while_the_process_exits_is_no_traceback(tmp_path) -> None:
     """torchrun's agent stops the other workers with SIGTERM once one died; one that is already on its
     way out (in an error handler, or torch's exit callbacks) must end quietly, not print a traceback."""
-    late_sigterm = ("import atexit, os, signal\nfrom classifier.errors import run_stage\n"
+    late_sigterm = ("import atexit, os, signal\nfrom classifier.runtime.errors import run_stage\n"
                     "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
                     "def main():\n    pass\nrun_stage(main, exclusive=False)\n")
     result = subprocess.run([sys.executable, "-c", late_sigterm], cwd=ROOT, env=env(), capture_output=True, text=True)
@@ -451,7 +451,7 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path, monkeypatch, 
                                                           restore_signal_handlers) -> None:
     """The first SIGTERM starts the clean-up; one more (a launcher forwarding it, say) arriving while
     the temporaries are being removed must not stop that halfway."""
-    from classifier import outputs as io
+    from classifier.runtime import outputs as io
     monkeypatch.chdir(tmp_path)
     real_remove = io._remove
 
@@ -474,7 +474,7 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path, monkeypatch, 
 def test_staged_outputs_switch_only_after_the_body_and_put_the_old_folder_aside_first(tmp_path, monkeypatch) -> None:
     """Nothing is renamed while the stage writes; a folder's old content is moved aside before the new
     one takes its place and removed only after, so no instant is without the output."""
-    from classifier import outputs
+    from classifier.runtime import outputs
     monkeypatch.chdir(tmp_path)
     folder, file = Path("data/out"), Path("metrics/out.json")
     folder.mkdir(parents=True)
@@ -504,8 +504,8 @@ def test_staged_outputs_switch_only_after_the_body_and_put_the_old_folder_aside_
 SWITCHING_STAGE = '''
 import os, signal, sys, time
 from pathlib import Path
-from classifier import outputs
-from classifier.errors import run_stage
+from classifier.runtime import outputs
+from classifier.runtime.errors import run_stage
 
 how = sys.argv[1]
 real_replace = outputs.os.replace
@@ -558,7 +558,7 @@ def start_switching(folder: Path, how: str) -> subprocess.Popen:
 
 
 def test_a_failing_rename_in_the_switch_puts_every_output_back(tmp_path, monkeypatch) -> None:
-    from classifier import outputs
+    from classifier.runtime import outputs
     monkeypatch.chdir(tmp_path)
     files = switch_outputs(tmp_path)
     real_replace = outputs.os.replace
@@ -616,7 +616,7 @@ def test_a_signal_during_a_failures_clean_up_waits_until_it_is_done(tmp_path, mo
     """A failure's clean-up, then a SIGTERM in the middle of it (torchrun stops rank 0 when rank 1
     died, while rank 0 cleans up after its own error): the signal waits until every temporary is
     gone and the live outputs are back, then stops the run."""
-    from classifier import outputs
+    from classifier.runtime import outputs
 
     class Stop(Exception):
         pass

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from classifier import device_dataset
-from classifier import training_loop as training  # fit and FitResult
-from classifier.device_dataset import DeviceDataset
-from classifier.models import InputShape, build_model
+from classifier.training import device_dataset
+from classifier.training import loop as training  # fit and FitResult
+from classifier.training.device_dataset import DeviceDataset
+from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Normalizer
+from classifier.data.preprocessing import Normalizer
 from tests.helpers import copy_project, run_stage, set_params
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -85,7 +85,7 @@ def test_no_host_synchronisation_per_step(resident) -> None:
 
 def test_erasing_and_mixing_run_on_the_gpu_without_host_syncs() -> None:
     """Their draws: per image on the device (erasing), per batch on the host (mixing: plain numbers)."""
-    from classifier.augment_online import OnlineAugment
+    from classifier.augment.online import OnlineAugment
     augment = OnlineAugment(crop_scale=0.6, translate=0.1, hflip=True, seed=0, erasing=0.5, mixup_alpha=0.4,
                             cutmix_alpha=1.0, num_classes=10)
     images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, device=CUDA)
@@ -106,7 +106,7 @@ def test_erasing_and_mixing_run_on_the_gpu_without_host_syncs() -> None:
 def test_policies_run_on_the_gpu_without_host_syncs_as_on_the_cpu(policy) -> None:
     """The ops are known on the host, so gathering each op's images needs nothing back from the device;
     the pixels are the CPU's, but for float rounding at a few interpolation boundaries."""
-    from classifier.augment_policies import apply_policy
+    from classifier.augment.policies import apply_policy
     images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
     on_gpu = images.to(CUDA)
     apply_policy(on_gpu, policy, np.random.default_rng(0))  # warm-up
@@ -120,7 +120,7 @@ def test_policies_run_on_the_gpu_without_host_syncs_as_on_the_cpu(policy) -> Non
 
 
 def test_online_augmentation_runs_on_the_gpu_without_host_syncs() -> None:
-    from classifier.augment_online import OnlineAugment
+    from classifier.augment.online import OnlineAugment
     augment = OnlineAugment(crop_scale=0.6, translate=0.1, hflip=True, seed=0)
     images = torch.rand((256, 3, 32, 32), device=CUDA)
     generator = augment.generator(CUDA)

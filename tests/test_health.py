@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from classifier.health import Curves, check_collapse, check_divergence, check_fit, check_spikes, faded_learning_rate, find_spikes
-from classifier.inference import predict_logits
-from classifier.preprocessing import Normalizer
+from classifier.evaluation.health import Curves, check_collapse, check_divergence, check_fit, check_spikes, faded_learning_rate, find_spikes
+from classifier.models.inference import predict_logits
+from classifier.data.preprocessing import Normalizer
 
 CLASSES = ["rock", "paper", "scissors"]
 
@@ -67,10 +67,10 @@ def imbalanced_images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("rho, collapses", [(0.05, False), (1.0, True)])
 def test_sharpness_aware_minimisation_that_collapses_is_caught(rho, collapses) -> None:
     """The hand-gesture log's failure: SAM with too large a radius ends predicting one class."""
-    from classifier.models import InputShape, build_model
+    from classifier.models.registry import InputShape, build_model
     from classifier.params.whole_file import load_params
-    from classifier.device_dataset import DeviceDataset
-    from classifier.training_loop import fit
+    from classifier.training.device_dataset import DeviceDataset
+    from classifier.training.loop import fit
     params = load_params("model", "train")
     train = dataclasses.replace(params.train, optimizer="sam", sam_rho=rho, lr=0.05, epochs=8, batch_size=16,
                                 scheduler="none", patience=0, device="cpu")
@@ -155,7 +155,7 @@ def test_the_default_schedule_keeps_learning_through_the_default_epochs() -> Non
     the first; and with three times the epochs the schedule stretches, so the health checks never
     call the learning rate the limit (the "train longer" remedy works)."""
     from classifier.params.whole_file import load_params
-    from classifier.optim import make_scheduler
+    from classifier.training.optim import make_scheduler
     train = load_params("train").train
     for epochs in (train.epochs, 3 * train.epochs):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=train.lr)
@@ -215,7 +215,7 @@ def test_verdicts_never_contradict(train_accuracy, val_loss) -> None:
 def test_collapse_advice_follows_the_loss(losses, spiked, expected, not_expected) -> None:
     """A learning rate far too low keeps the loss flat at chance and needs the opposite advice to one that
     diverged or spiked; the message of the collapse carries it."""
-    from classifier.health import collapse_remedy
+    from classifier.evaluation.health import collapse_remedy
     remedy = collapse_remedy(losses, [5e-05] * len(losses), 10, spiked)
     assert expected in remedy and not_expected not in remedy
     finding = check_collapse(np.arange(20) % 2, np.zeros(20, dtype=int), ["a", "b"], remedy=remedy)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.augment_offline import (add_noise, augment_into, augmentation_variants, box_blur, hflip, rotate, Variant,
+from classifier.augment.offline import (add_noise, augment_into, augmentation_variants, box_blur, hflip, rotate, Variant,
                                       vflip)
-from classifier.image_format import resize, resize_stretch, to_grayscale, to_rgb
+from classifier.data.image_format import resize, resize_stretch, to_grayscale, to_rgb
 
 
 def reference_box_blur(image: np.ndarray, k: int) -> np.ndarray:

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, top_k_accuracy_score
 
-from classifier.eval_charts import plot_confusion, plot_learning_curves
-from classifier.plotting import plot_image_grid
-from classifier.scores import classification_report, per_class_json, predictions_table, top_k_accuracy, top_k_scores
+from classifier.evaluation.charts import plot_confusion, plot_learning_curves
+from classifier.evaluation.plotting import plot_image_grid
+from classifier.evaluation.scores import classification_report, per_class_json, predictions_table, top_k_accuracy, top_k_scores
 
 CLASSES = ["cat", "dog", "owl"]
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from classifier.blurpool import BlurPool2d
-from classifier.errors import PipelineError
-from classifier.models import InputShape, MODELS, build_model, count_parameters, head_name, register
+from classifier.models.blurpool import BlurPool2d
+from classifier.runtime.errors import PipelineError
+from classifier.models.registry import InputShape, MODELS, build_model, count_parameters, head_name, register
 from classifier.params.whole_file import load_params
 from tests.helpers import ROOT
 
@@ -183,7 +183,7 @@ def test_hub_reads_torchvisions_file_name_from_the_declared_folder(resnet18_file
 
 
 def test_same_padding_pads_the_odd_pixel_after_as_tensorflow_does() -> None:
-    from classifier.efficientnet_lite import SamePadConv2d
+    from classifier.models.efficientnet_lite import SamePadConv2d
     torch.manual_seed(0)
     conv = SamePadConv2d(2, 3, 3, stride=2, bias=False)
     for size in (7, 8):  # odd: one pixel each side; even: none before, one after
@@ -199,7 +199,7 @@ def test_efficientnet_lite0_has_the_published_layout_and_loads_its_weights(tmp_p
     """The published file (efficientnet-lite0-57934424.pth) holds 296 entries and 4,652,008 weights
     under these names: a file of this layout loads, grey inputs get the summed RGB filters of the
     stem, whose TensorFlow padding is kept, and the classifier is fitted to the classes."""
-    from classifier.efficientnet_lite import EfficientNetLite0, SamePadConv2d
+    from classifier.models.efficientnet_lite import EfficientNetLite0, SamePadConv2d
     torch.manual_seed(5)
     reference = EfficientNetLite0()
     state = reference.state_dict()
@@ -245,6 +245,6 @@ def test_dense_layers_too_big_to_allocate_are_refused() -> None:
 
 def test_the_params_know_which_architectures_are_the_projects_own() -> None:
     """model.pretrained is refused for them when params.yaml is checked, before any stage works."""
-    from classifier.models import MODELS
+    from classifier.models.registry import MODELS
     from classifier.params.model import OWN_ARCHITECTURES
     assert set(OWN_ARCHITECTURES) == set(MODELS)

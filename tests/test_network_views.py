@@ -5,9 +5,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifier.eval_charts import plot_weight_histograms
-from classifier.network_views import feature_maps, first_layer_images, to_uint8, weight_layers
-from classifier.preprocessing import Normalizer
+from classifier.evaluation.charts import plot_weight_histograms
+from classifier.evaluation.network_views import feature_maps, first_layer_images, to_uint8, weight_layers
+from classifier.data.preprocessing import Normalizer
 from tests.helpers import assert_picture
 
 
@@ -72,7 +72,7 @@ def test_every_weight_layer_gets_a_histogram(tmp_path) -> None:
 
 
 def test_a_deep_network_shows_twelve_layers_from_first_to_last(tmp_path, monkeypatch) -> None:
-    import classifier.eval_charts as metrics
+    import classifier.evaluation.charts as metrics
     drawn = []
     real = metrics.pyplot
 

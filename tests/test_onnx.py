@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from classifier.checkpoint import Checkpoint
-from classifier.models import InputShape, build_model
+from classifier.models.checkpoint import Checkpoint
+from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Preprocessing
+from classifier.data.preprocessing import Preprocessing
 from tests.helpers import ROOT
 from tools import export
 

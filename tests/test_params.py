@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from classifier.errors import PipelineError
+from classifier.runtime.errors import PipelineError
 from classifier.params.checks import load_sections, parse_section
 from classifier.params.data import DataParams
 from classifier.params.train import TrainParams

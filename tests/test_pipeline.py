@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from classifier.artifacts import load_array_set
-from classifier.errors import PipelineError
-from classifier.raw_shards import read_index
+from classifier.data.artifacts import load_array_set
+from classifier.runtime.errors import PipelineError
+from classifier.data.shards import read_index
 from tests.helpers import (ROOT, assert_picture, changed_stages, copy_of, dvc, env, most_advanced, read_params,
                            restore_baseline, run, set_params, stages_run, stop_queue_workers)
 
@@ -162,8 +162,8 @@ def test_exp_show_only_changed_fits_a_terminal_and_shows_the_changed_params(proj
 
 def test_a_code_edit_marks_only_the_stages_that_run_it(project) -> None:
     """tests/test_rerun_policy.py's table, asked of the real `dvc status` for a few files."""
-    for file, expected in (("classifier/scores.py", {"evaluate"}), ("stages/split.py", {"split"}),
-                           ("classifier/augment_offline.py", {"augment"}), ("tools/lr_find.py", set())):
+    for file, expected in (("classifier/evaluation/scores.py", {"evaluate"}), ("stages/split.py", {"split"}),
+                           ("classifier/augment/offline.py", {"augment"}), ("tools/lr_find.py", set())):
         path = project / file
         original = path.read_text()
         try:
@@ -319,9 +319,9 @@ def test_the_exported_program_gives_the_checkpoints_logits_on_the_test_split(pro
     """python -m tools.export on the pipeline's model: the checkpoint's logits for any batch size,
     without this project's model code; its class names and preprocessing travel inside."""
     from tools.export import export_checkpoint, load_exported
-    from classifier.checkpoint import Checkpoint
-    from classifier.device_dataset import DeviceDataset
-    from classifier.inference import predict_logits
+    from classifier.models.checkpoint import Checkpoint
+    from classifier.training.device_dataset import DeviceDataset
+    from classifier.models.inference import predict_logits
     checkpoint = Checkpoint.load(project / "models/model.pt")
     export_checkpoint(checkpoint, tmp_path / "served.pt2")
     program, classes, preprocessing = load_exported(tmp_path / "served.pt2")

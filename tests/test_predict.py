@@ -1,5 +1,5 @@
 """predict applies exactly the preprocessing the checkpoint carries: colour, trim, invert, resize
-mode, padding and size (classifier/image_format.py's format_image with prepare's params), whatever the
+mode, padding and size (classifier/data/image_format.py's format_image with prepare's params), whatever the
 photo's own size; a test with the default params, where raw and prepared sizes agree, could not tell."""
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from classifier.checkpoint import Checkpoint
-from classifier.image_files import read_image
-from classifier.image_format import format_image
-from classifier.models import InputShape, build_model
+from classifier.models.checkpoint import Checkpoint
+from classifier.data.image_files import read_image
+from classifier.data.image_format import format_image
+from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Preprocessing
+from classifier.data.preprocessing import Preprocessing
 from tests.helpers import ROOT
 from tools import predict as predict_module
 
@@ -49,7 +49,7 @@ def test_predict_feeds_the_model_what_prepare_would_have_made(tmp_path, monkeypa
 
 
 def test_a_folder_or_a_missing_file_is_one_line_saying_which(tmp_path, monkeypatch) -> None:
-    from classifier.errors import PipelineError
+    from classifier.runtime.errors import PipelineError
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photos").mkdir()
     with pytest.raises(PipelineError, match=r"^photos is a folder: give its image files, e.g. photos/\*.jpg"):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from classifier.errors import PipelineError
-from classifier.image_format import format_image
-from classifier.models import pretrained_input_stats
+from classifier.runtime.errors import PipelineError
+from classifier.data.image_format import format_image
+from classifier.models.registry import pretrained_input_stats
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Normalizer, Preprocessing, channel_stats
+from classifier.data.preprocessing import Normalizer, Preprocessing, channel_stats
 from tests.helpers import ROOT
 
 PREPARE = load_params("prepare", path=ROOT / "params.yaml").prepare
@@ -100,7 +100,7 @@ def test_invert_makes_dark_ink_on_paper_and_light_ink_on_a_screen_one_kind() -> 
 
 
 def test_trim_crops_a_uniform_margin_so_the_sign_fills_the_frame() -> None:
-    from classifier.image_format import trim_border
+    from classifier.data.image_format import trim_border
     sign = _sign(ink=20, paper=235)
     rng = np.random.default_rng(0)
     scanned = _sign(ink=20, paper=235, margin=30, margin_grey=120)
@@ -140,7 +140,7 @@ def test_channel_stats_take_the_same_values_in_any_chunks_and_bounded_memory(mon
     holds STATS_CHUNK_BYTES of pixels, whatever the image size (4,096 images of 224×224 took 9.5 GB)."""
     import tracemalloc
 
-    from classifier import preprocessing
+    from classifier.data import preprocessing
     images = np.random.default_rng(0).integers(0, 256, (40, 96, 96, 3), dtype=np.uint8)
     whole = preprocessing.channel_stats(images, chunk=len(images))
     assert preprocessing.channel_stats(images, chunk=1) == preprocessing.channel_stats(images, chunk=7) == whole

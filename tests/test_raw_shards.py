@@ -5,8 +5,8 @@ import hashlib
 
 import pytest
 
-from classifier.errors import PipelineError
-from classifier.raw_shards import SHARD_BYTES, RawImages, ShardWriter, read_index, shard_count, shard_name
+from classifier.runtime.errors import PipelineError
+from classifier.data.shards import SHARD_BYTES, RawImages, ShardWriter, read_index, shard_count, shard_name
 
 
 def write(folder, images: dict[str, bytes], count: int) -> None:
@@ -54,7 +54,7 @@ def test_the_shard_count_grows_by_powers_of_two_with_the_data() -> None:
 
 
 def test_the_key_is_data_raw_split_class_file_and_matches_the_raw_folder() -> None:
-    from classifier import paths
-    from classifier.raw_shards import KEY_ROOT, raw_key
+    from classifier.runtime import paths
+    from classifier.data.shards import KEY_ROOT, raw_key
     assert KEY_ROOT == paths.RAW_DIR.as_posix()
     assert raw_key("", "cat", "a/b.png") == "data/raw/cat/a/b.png" and raw_key("test", "dog", "x.jpg") == "data/raw/test/dog/x.jpg"

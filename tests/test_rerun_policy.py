@@ -20,34 +20,34 @@ from tests.helpers import ROOT
 RUN_BY = {
     "stages.split:stratified_split": {"split"},
     "stages.split:merge_and_drop": {"split"},
-    "classifier.folder_listing:list_class_folder": {"ingest"},  # split reads data/raw's index
-    "classifier.raw_shards:read_index": {"ingest", "split", "prepare", "augment"},
-    "classifier.image_files:decode_image": {"ingest", "prepare", "augment"},  # not split: the index is all it reads
-    "classifier.duplicates:near_duplicates": {"ingest"},  # not in image_files.py, which prepare runs too
-    "classifier.image_format:format_image": {"prepare"},
-    "classifier.augment_offline:augment_block": {"augment"},
+    "classifier.data.folder_listing:list_class_folder": {"ingest"},  # split reads data/raw's index
+    "classifier.data.shards:read_index": {"ingest", "split", "prepare", "augment"},
+    "classifier.data.image_files:decode_image": {"ingest", "prepare", "augment"},  # not split: the index is all it reads
+    "classifier.data.duplicates:near_duplicates": {"ingest"},  # not in image_files.py, which prepare runs too
+    "classifier.data.image_format:format_image": {"prepare"},
+    "classifier.augment.offline:augment_block": {"augment"},
     "stages.augment:plot_class_counts": {"augment"},
-    "classifier.plotting:plot_image_grid": {"augment", "evaluate"},
-    "classifier.scores:summary_block": {"evaluate"},
-    "classifier.scores:classification_report": {"evaluate"},
-    "classifier.eval_charts:plot_confusion": {"evaluate"},
-    "classifier.health:check_collapse": {"evaluate"},
-    "classifier.optim:make_optimizer": {"train"},
-    "classifier.training_loop:fit": {"train"},
-    "classifier.augment_online:online_augment": {"train"},
-    "classifier.augment_policies:apply_policy": {"train"},  # lr_find too, a tool
-    "classifier.inference:predict_logits": {"train", "evaluate"},  # train: its val scores each epoch
+    "classifier.evaluation.plotting:plot_image_grid": {"augment", "evaluate"},
+    "classifier.evaluation.scores:summary_block": {"evaluate"},
+    "classifier.evaluation.scores:classification_report": {"evaluate"},
+    "classifier.evaluation.charts:plot_confusion": {"evaluate"},
+    "classifier.evaluation.health:check_collapse": {"evaluate"},
+    "classifier.training.optim:make_optimizer": {"train"},
+    "classifier.training.loop:fit": {"train"},
+    "classifier.augment.online:online_augment": {"train"},
+    "classifier.augment.policies:apply_policy": {"train"},  # lr_find too, a tool
+    "classifier.models.inference:predict_logits": {"train", "evaluate"},  # train: its val scores each epoch
     "tools.lr_find:lr_range_test": set(),
-    "classifier.outputs:staged_outputs": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
+    "classifier.runtime.outputs:staged_outputs": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
     "classifier.params.checks:parse_section": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
     # not ingest: a stage reads its own sections; evaluate computes with train.cpu_threads as train did
     "classifier.params.train:TrainParams": {"params", "train", "evaluate"},
     "classifier.params.online_augment:OnlineAugmentParams": {"params", "train"},
     "classifier.params.augment:AugmentParams": {"params", "augment"},
     "classifier.params.whole_file:validate": {"params"},
-    "classifier.distributed:TorchrunWorker": {"train"},  # the worker handling left errors.py (every stage)
+    "classifier.training.distributed:TorchrunWorker": {"train"},  # the worker handling left errors.py (every stage)
     "tools.export:export_checkpoint": set(),  # a tool, run on the checkpoint one serves
-    "classifier.checkpoint:Checkpoint": {"train", "evaluate"},
+    "classifier.models.checkpoint:Checkpoint": {"train", "evaluate"},
 }
 
 STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -83,14 +83,16 @@ def test_no_stage_module_imports_another_or_a_tool() -> None:
     for path in (ROOT / "stages").glob("*.py"):
         for module in imported(path):
             assert not module.startswith(("stages", "tools")), f"stages/{path.name} imports {module}"
-    assert "classifier/training_loop.py" not in {next(iter(d)) if isinstance(d, dict) else d for d in STAGES["evaluate"]["deps"]}
+    assert "classifier/training/loop.py" not in {next(iter(d)) if isinstance(d, dict) else d for d in STAGES["evaluate"]["deps"]}
 
 
 def test_the_layout_keeps_stages_tools_and_shared_code_apart() -> None:
-    """stages/ holds the six pipeline stages and nothing else; the tools import no stage; the shared
-    code in classifier/ imports neither."""
-    pipeline = {name for name in STAGES if name != "params"}
-    assert {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"} == pipeline
+    """stages/ holds dvc.yaml's stages and nothing else; classifier/ holds sub-packages named for their
+    job, no loose module; the tools import no stage; the shared code in classifier/ imports neither."""
+    assert {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"} == set(STAGES)
+    assert [p.name for p in (ROOT / "classifier").glob("*.py")] == ["__init__.py"]
+    assert {p.name for p in (ROOT / "classifier").iterdir() if p.is_dir() and p.name != "__pycache__"} == {
+        "augment", "data", "evaluation", "models", "params", "runtime", "training"}
     for path in (ROOT / "tools").glob("*.py"):
         assert not {m for m in imported(path) if m.startswith("stages")}, f"tools/{path.name} imports a stage"
     for path in (ROOT / "classifier").rglob("*.py"):
@@ -102,8 +104,8 @@ def test_every_listed_suffix_is_a_format_the_decoder_reads() -> None:
     suffixes listed as images must stay the formats decoded."""
     import cv2
     import numpy as np
-    from classifier.image_files import FORMATS, decode_image
-    from classifier.folder_listing import FORMATS as LISTED, IMAGE_SUFFIXES
+    from classifier.data.image_files import FORMATS, decode_image
+    from classifier.data.folder_listing import FORMATS as LISTED, IMAGE_SUFFIXES
     assert FORMATS == LISTED
     image = np.random.default_rng(0).integers(0, 255, (6, 9, 3), dtype=np.uint8)
     for suffix in IMAGE_SUFFIXES:

@@ -23,13 +23,13 @@ import pandas as pd
 import pytest
 import torch
 
-from classifier import paths
-from classifier.augment_online import OnlineAugment
-from classifier.device_dataset import DeviceDataset
-from classifier.models import InputShape, build_model
-from classifier.preprocessing import Normalizer
-from classifier.training_loop import Keeping, fit_phases
-from classifier.training_state import (KEPT, MINUTES_VARIABLE, STATE_VARIABLE, Identity, StateKeeper, data_digest,
+from classifier.runtime import paths
+from classifier.augment.online import OnlineAugment
+from classifier.training.device_dataset import DeviceDataset
+from classifier.models.registry import InputShape, build_model
+from classifier.data.preprocessing import Normalizer
+from classifier.training.loop import Keeping, fit_phases
+from classifier.training.resume import (KEPT, MINUTES_VARIABLE, STATE_VARIABLE, Identity, StateKeeper, data_digest,
                                        project_root, state_every_seconds, state_folder)
 from tests.helpers import ROOT, copy_project, dvc, env, git, run, run_stage, run_stage_in_process, set_params
 from tests.test_training import CPU, PARAMS, tiny_images
@@ -237,7 +237,7 @@ def test_the_state_is_kept_within_an_epoch_every_train_state_minutes(monkeypatch
 
 @pytest.mark.parametrize("value", ["-1", "ten", "inf", "nan"])
 def test_a_bad_train_state_minutes_is_one_line_naming_it(monkeypatch, value) -> None:
-    from classifier.errors import PipelineError
+    from classifier.runtime.errors import PipelineError
     monkeypatch.setenv(MINUTES_VARIABLE, value)
     with pytest.raises(PipelineError, match=r"^TRAIN_STATE_MINUTES must be a number of minutes >= 0 \(0: a state at "
                                             r"epoch ends only\)\. Got '.*' instead\.$"):
@@ -274,14 +274,14 @@ def test_the_data_digest_changes_with_any_byte_of_any_input(tmp_path) -> None:
 
 
 def test_the_code_digest_is_of_the_files_train_runs(tmp_path, monkeypatch) -> None:
-    from classifier import source_files
+    from classifier.runtime import code_deps as source_files
     copy = copy_project(tmp_path / "p")
     monkeypatch.setattr(source_files, "ROOT", copy)
     before = source_files.code_digest("stages.train")
     with open(copy / "classifier" / "report_only.py", "w") as f:  # no module of train's imports it
         f.write("# not train's\n")
     assert source_files.code_digest("stages.train") == before
-    with open(copy / "classifier" / "optim.py", "a") as f:
+    with open(copy / "classifier" / "training" / "optim.py", "a") as f:
         f.write("# an edit\n")
     assert source_files.code_digest("stages.train") != before
 
@@ -333,7 +333,7 @@ def wait_for_epoch(process: subprocess.Popen, epoch: int) -> list[str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A DVC project with SLOW params whose data stages ran and were committed (a baseline for experiments)."""
-    from classifier.params.__main__ import PASSED
+    from stages.params import PASSED
     root = copy_project(tmp_path_factory.mktemp("resume") / "p", SLOW)
     git("init", "-q", "-b", "main", cwd=root)
     dvc("init", "-q", cwd=root)
@@ -397,7 +397,7 @@ def test_sigterm_keeps_the_state_and_says_how_to_resume(project, never_stopped) 
 @pytest.mark.integration
 def test_the_stage_keys_its_state_by_params_data_and_code(project, monkeypatch) -> None:
     """run_state's identity, as the stage makes it: each of a param, a data file and a code file changes it."""
-    from classifier import source_files
+    from classifier.runtime import code_deps as source_files
     from classifier.params.checks import load_sections
     from stages import train
     monkeypatch.chdir(project)
@@ -417,7 +417,7 @@ def test_the_stage_keys_its_state_by_params_data_and_code(project, monkeypatch) 
     stats.write_bytes(original + b" ")
     assert key() != before
     stats.write_bytes(original)
-    optim = project / "classifier" / "optim.py"
+    optim = project / "classifier" / "training" / "optim.py"
     code = optim.read_bytes()
     optim.write_bytes(code + b"# an edit\n")
     assert key() != before

@@ -69,9 +69,9 @@ def test_the_model_is_a_registered_artifact_fetched_by_stage(project, tmp_path) 
     from tools import export
     export.main(["--model", str(tmp_path / "prod.pt"), "--output", str(tmp_path / "prod.pt2")])
     program, classes, _ = export.load_exported(tmp_path / "prod.pt2")
-    from classifier.image_files import read_image
-    from classifier.image_format import format_image
-    from classifier.checkpoint import Checkpoint
+    from classifier.data.image_files import read_image
+    from classifier.data.image_format import format_image
+    from classifier.models.checkpoint import Checkpoint
     image_params = Checkpoint.load(tmp_path / "prod.pt").preprocessing.image
     batch = torch.from_numpy(np.stack([format_image(read_image(Path(t)), image_params) for t in threes])).permute(0, 3, 1, 2)
     with torch.no_grad():
@@ -159,7 +159,7 @@ def test_two_nodes_on_localhost_train_one_model(project, ddp_experiment, tmp_pat
     """Node 0 is the DVC workspace (`python -m stages.train`, as `dvc repro` runs it); node 1 is another
     checkout with the same data, started with the torchrun command docs/scaling-out.md shows."""
     import shutil
-    from classifier.checkpoint import Checkpoint
+    from classifier.models.checkpoint import Checkpoint
     node1 = tmp_path / "node1"
     shutil.copytree(project, node1, ignore=shutil.ignore_patterns(".git", "cache"))
     before = (node1 / "models/model.pt").read_bytes()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from classifier.errors import PipelineError
-from classifier.raw_shards import read_index
-from classifier.sources import list_source
+from classifier.runtime.errors import PipelineError
+from classifier.data.shards import read_index
+from classifier.data.sources import list_source
 from stages import ingest
 from stages import prepare as prepare_stage
 from tests.helpers import copy_project, make_image_folder
@@ -112,7 +112,7 @@ def test_a_second_ingest_decodes_only_what_changed_and_writes_the_same_bytes(tmp
     contents are decoded, and data/raw is byte for byte what an ingest with no cache writes."""
     import cv2
     import numpy as np
-    from classifier import decode_cache
+    from classifier.data import decode_cache
     source = photos(tmp_path / "photos")
     monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
     ingest_source(tmp_path, source, monkeypatch, "first")
@@ -152,7 +152,7 @@ def test_a_second_prepare_decodes_only_what_changed_and_writes_the_same_bytes(tm
     decode everything; and data/prepared is byte for byte what a prepare with no cache writes."""
     import cv2
     import numpy as np
-    from classifier import decode_cache
+    from classifier.data import decode_cache
     source = photos(tmp_path / "photos")
     monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
     prepare_source(tmp_path, source, monkeypatch, "first")
@@ -173,7 +173,7 @@ def test_a_second_prepare_decodes_only_what_changed_and_writes_the_same_bytes(tm
 
 
 def test_a_cache_entry_is_keyed_by_the_code_that_made_it(tmp_path, monkeypatch) -> None:
-    from classifier import decode_cache
+    from classifier.data import decode_cache
     before = decode_cache.code_version(*decode_cache.PREPARED_CODE)
     module = tmp_path / "classifier"
     shutil.copytree(Path(decode_cache.__file__).parent, module)
@@ -184,7 +184,7 @@ def test_a_cache_entry_is_keyed_by_the_code_that_made_it(tmp_path, monkeypatch) 
 
 def test_large_prepared_images_are_not_kept(tmp_path) -> None:
     import numpy as np
-    from classifier.decode_cache import PreparedCache
+    from classifier.data.decode_cache import PreparedCache
     with PreparedCache("r", (224, 224, 3), tmp_path) as big, PreparedCache("r", (32, 32, 3), tmp_path) as small:
         for cache in (big, small):
             cache.put("a" * 40, np.zeros(cache.shape, np.uint8))
@@ -193,7 +193,7 @@ def test_large_prepared_images_are_not_kept(tmp_path) -> None:
 
 
 def test_an_unusable_cache_folder_only_costs_time(tmp_path, monkeypatch) -> None:
-    from classifier import decode_cache
+    from classifier.data import decode_cache
     (tmp_path / "blocked").write_text("a file where the cache folder should be")
     monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "blocked"))
     source = photos(tmp_path / "photos")
@@ -205,7 +205,7 @@ def test_a_failed_ingest_leaves_the_cache_usable_at_once(tmp_path, monkeypatch) 
     ingest neither waits for a lock nor decodes those images again."""
     import time
 
-    from classifier import decode_cache
+    from classifier.data import decode_cache
     monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
     source = photos(tmp_path / "photos")
     (source / "owl" / "zzz.png").write_bytes(b"not a png")  # the last file read: the others are decoded first

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier.artifacts import load_array_set
+from classifier.data.artifacts import load_array_set
 from tests.helpers import copy_project, make_image_folder, run_stage
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from classifier.checkpoint import Checkpoint
+from classifier.models.checkpoint import Checkpoint
 from tests.helpers import (ROOT, STAGES, changed_stages, copy_project, dvc, init_repo, make_image_folder,
                            raw_bytes, read_params, restore_baseline, served, set_params, stages_run)
 
@@ -113,7 +113,7 @@ def test_pretrained_weights_imported_by_url_train_and_dvc_update_reruns_train(pr
     the file (any torchvision classifier is one param away), `prepare.normalize: auto` follows the
     weights; the host's new file comes with `dvc update`, and train reruns. Served from 127.0.0.1."""
     import torchvision
-    from classifier.preprocessing import imagenet_stats
+    from classifier.data.preprocessing import imagenet_stats
     host, name = tmp_path / "host", "shufflenet-start.pth"
     host.mkdir()
 

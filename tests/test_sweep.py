@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from classifier.errors import PipelineError
+from classifier.runtime.errors import PipelineError
 from classifier.params.whole_file import read_yaml
 from tests.helpers import ROOT
 from tools.sweep import as_override, check_combination, draw_combinations, parse_distribution
@@ -96,7 +96,7 @@ def test_a_sweep_outside_a_dvc_repository_is_one_error(tmp_path, monkeypatch) ->
 @pytest.mark.slow
 def test_a_dvc_command_that_fails_or_hangs_is_one_line(tmp_path, monkeypatch) -> None:
     """The tools' one way to run dvc (report's `exp show`, sweep's `exp run --queue`)."""
-    from classifier.dvc_command import run_dvc
+    from classifier.runtime.dvc_client import run_dvc
     monkeypatch.chdir(tmp_path)  # not a DVC repository
     with pytest.raises(PipelineError) as failed:
         run_dvc("exp", "show", "--json", context="; rs-1 stays queued")
@@ -119,7 +119,7 @@ def test_a_dvc_lock_held_for_a_moment_is_waited_for(monkeypatch) -> None:
     """`dvc exp run --queue` while a queue worker takes the next experiment: DVC's stash is busy for
     a moment (it failed tools.tune's test once); the command is asked again, and a real failure is not."""
     import subprocess
-    from classifier import dvc_command
+    from classifier.runtime import dvc_client as dvc_command
     busy = subprocess.CompletedProcess([], 255, "", "ERROR: 'refs/exps/celery/stash' is busy, it is being blocked by: (PID 1)")
     answers = [busy, busy, subprocess.CompletedProcess([], 0, "queued", "")]
     calls = []

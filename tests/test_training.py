@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from classifier.device_dataset import DeviceDataset
-from classifier.devices import select_device
-from classifier.errors import PipelineError
-from classifier.inference import loss_and_accuracy, predict_logits
-from classifier.models import InputShape, build_model
-from classifier.optim import class_weights, clip_gradients, make_optimizer, make_scheduler
+from classifier.training.device_dataset import DeviceDataset
+from classifier.training.devices import select_device
+from classifier.runtime.errors import PipelineError
+from classifier.models.inference import loss_and_accuracy, predict_logits
+from classifier.models.registry import InputShape, build_model
+from classifier.training.optim import class_weights, clip_gradients, make_optimizer, make_scheduler
 from classifier.params.whole_file import load_params
-from classifier.preprocessing import Normalizer
-from classifier.training_loop import STEP_COLUMNS, fit
+from classifier.data.preprocessing import Normalizer
+from classifier.training.loop import STEP_COLUMNS, fit
 from tests.helpers import ROOT
 
 PARAMS = load_params("model", "train", path=ROOT / "params.yaml")
@@ -278,7 +278,7 @@ def test_training_runs_on_cuda_with_amp(resident) -> None:
 
 
 def test_a_one_image_last_batch_joins_the_one_before() -> None:
-    from classifier.training_loop import epoch_batches
+    from classifier.training.loop import epoch_batches
     assert [len(b) for b in epoch_batches(torch.arange(33), 16)] == [16, 17]
     assert [len(b) for b in epoch_batches(torch.arange(34), 16)] == [16, 16, 2]
     assert [len(b) for b in epoch_batches(torch.arange(1), 16)] == [1]
@@ -304,8 +304,8 @@ def test_batch_size_one_with_batch_norm_is_refused_in_one_line() -> None:
 
 
 def test_data_parallel_shards_split_the_train_set_at_random() -> None:
-    from classifier.distributed import World
-    from classifier.training_loop import shard_rows
+    from classifier.training.distributed import World
+    from classifier.training.loop import shard_rows
     labels = np.repeat(np.arange(4), 250)  # stored by class, as augment writes them
     shards = [shard_rows(1000, World(rank, 3), seed=7) for rank in range(3)]
     assert sorted(np.concatenate(shards).tolist()) == list(range(1000))  # every image once
@@ -368,7 +368,7 @@ def test_sam_steps_with_the_gradient_at_the_perturbed_weights() -> None:
 
 
 def test_two_phase_fine_tuning_trains_the_head_then_everything() -> None:
-    from classifier.training_loop import fit_phases
+    from classifier.training.loop import fit_phases
     images, labels = tiny_images()
     train = dataclasses.replace(PARAMS.train, epochs=2, finetune_epochs=3, finetune_lr=0.01, lr=0.05, batch_size=16,
                                 scheduler="none", patience=0, checkpoint="last")
@@ -426,7 +426,7 @@ def small_photo_set(n_per_class: int, rng: np.random.Generator) -> tuple[np.ndar
 def test_online_augmentation_raises_test_accuracy_on_a_small_photo_set() -> None:
     """40 training photos: the random crops, shifts and flips of every batch let a small CNN
     generalise to 400 new photos far better than the same run without them."""
-    from classifier.augment_online import OnlineAugment
+    from classifier.augment.online import OnlineAugment
     rng = np.random.default_rng(0)
     train_x, train_y = small_photo_set(20, rng)
     test_x, test_y = small_photo_set(200, rng)
@@ -450,7 +450,7 @@ def test_online_augmentation_raises_test_accuracy_on_a_small_photo_set() -> None
 
 
 def test_online_augmentation_is_seeded_and_does_what_it_says() -> None:
-    from classifier.augment_online import OnlineAugment
+    from classifier.augment.online import OnlineAugment
     images = torch.zeros((64, 1, 16, 16))
     images[:, :, :, 2] = 1.0  # a bright column near the left edge
     shift_only = OnlineAugment(crop_scale=1.0, translate=0.25, hflip=False, seed=3)
@@ -469,8 +469,8 @@ def test_online_augmentation_is_seeded_and_does_what_it_says() -> None:
 def test_a_large_split_streams_on_the_cpu_and_a_copy_is_never_held_twice(monkeypatch) -> None:
     """On the CPU a split above CPU_RESIDENT_BYTES stays in its memory map; a resident copy is the
     NCHW tensor filled chunk by chunk, equal to the array."""
-    from classifier import device_dataset
-    from classifier.device_dataset import DeviceDataset, images_to_tensor
+    from classifier.training import device_dataset
+    from classifier.training.device_dataset import DeviceDataset, images_to_tensor
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 5, 6, 3), dtype=np.uint8)
     monkeypatch.setattr(device_dataset, "CPU_RESIDENT_BYTES", images.nbytes - 1)
@@ -482,11 +482,11 @@ def test_a_large_split_streams_on_the_cpu_and_a_copy_is_never_held_twice(monkeyp
 
 
 def test_a_process_training_alone_never_calls_the_distributed_module(monkeypatch) -> None:
-    from classifier import training_loop
-    from classifier.training_loop import Keeping
+    from classifier.training import loop as training_loop
+    from classifier.training.loop import Keeping
 
     def refuse(*_args, **_kwargs):
-        raise AssertionError("a single process called into classifier/distributed.py")
+        raise AssertionError("a single process called into classifier/training/distributed.py")
     for name in ("sum_all", "min_all", "from_leader", "gather_to_leader"):
         monkeypatch.setattr(training_loop, name, refuse)
     kept = []
@@ -501,7 +501,7 @@ def test_a_process_training_alone_never_calls_the_distributed_module(monkeypatch
 def test_on_epoch_saying_stop_ends_the_run_there_as_pruned() -> None:
     """A search's pruner speaks through on_epoch: True after epoch 2 of 6 ends the run, marked pruned
     (not early-stopped), and two-phase fine-tuning never starts its second phase."""
-    from classifier.training_loop import fit_phases
+    from classifier.training.loop import fit_phases
     lines = []
     images, labels = tiny_images()
     train = dataclasses.replace(PARAMS.train, epochs=6, batch_size=16, lr=0.05, scheduler="none", patience=0,

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from classifier.errors import PipelineError
-from classifier.models import InputShape, build_model, head_parameters
-from classifier.optim import make_optimizer, make_scheduler, parameter_groups
+from classifier.runtime.errors import PipelineError
+from classifier.models.registry import InputShape, build_model, head_parameters
+from classifier.training.optim import make_optimizer, make_scheduler, parameter_groups
 from classifier.params.whole_file import read_yaml, validate
 from tests.helpers import ROOT
 from tests.test_training import PARAMS, tiny_images, train_once
@@ -102,9 +102,9 @@ def test_discriminative_rates_give_the_features_their_share_through_every_schedu
 
 def test_the_range_test_keeps_the_features_at_their_share(monkeypatch) -> None:
     from tools import lr_find
-    from classifier import training_loop
-    from classifier.device_dataset import DeviceDataset
-    from classifier.preprocessing import Normalizer
+    from classifier.training import loop as training_loop
+    from classifier.training.device_dataset import DeviceDataset
+    from classifier.data.preprocessing import Normalizer
     made = []  # the range test runs training's own loop, which makes the optimiser
     monkeypatch.setattr(training_loop, "make_optimizer", lambda *a: made.append(make_optimizer(*a)) or made[-1])
     images, labels = tiny_images()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from classifier.inference import predict_logits, predict_logits_and_tta, tta_views
-from classifier.preprocessing import Normalizer
+from classifier.models.inference import predict_logits, predict_logits_and_tta, tta_views
+from classifier.data.preprocessing import Normalizer
 from tests.helpers import copy_project, run_stage_in_process
 
 NORMALIZE = Normalizer((0.5,), (0.25,))
@@ -75,10 +75,10 @@ def test_evaluate_reports_tta_beside_the_plain_scores_and_predict_takes_tta(tmp_
     assert summary["test_acc"] == round(scores["test"]["accuracy"], 4)  # the plain score stays the reference
     assert "evaluate: test  accuracy" in out and "with test-time augmentation (crops)" in out
     # The TTA scores are those of the checkpoint's model over the test split's views.
-    from classifier.checkpoint import Checkpoint
-    from classifier.artifacts import load_array_set
-    from classifier.device_dataset import DeviceDataset
-    from classifier.inference import loss_and_accuracy
+    from classifier.models.checkpoint import Checkpoint
+    from classifier.data.artifacts import load_array_set
+    from classifier.training.device_dataset import DeviceDataset
+    from classifier.models.inference import loss_and_accuracy
     checkpoint = Checkpoint.load(project / "models/model.pt")
     test = load_array_set(project / "data/prepared/test")
     data = DeviceDataset(test.images, test.labels, torch.device("cpu"))

@@ -1,5 +1,5 @@
 """tools.tune (issue 29): Bayesian search with pruning, each trial a DVC experiment; train's side
-(classifier/tuning.py) and the study report (tools.report --study)."""
+(classifier/training/tuning.py) and the study report (tools.report --study)."""
 from __future__ import annotations
 
 import json
@@ -16,10 +16,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from classifier.errors import PipelineError
+from classifier.runtime.errors import PipelineError
 from classifier.params.tune import TuneParams
-from classifier.training_loop import EpochRecord
-from classifier.tuning import FOLDER_VARIABLE, TrialReport, journal_path
+from classifier.training.loop import EpochRecord
+from classifier.training.tuning import FOLDER_VARIABLE, TrialReport, journal_path
 from tests.helpers import ROOT, copy_of, dvc, env, run_stage_in_process, set_params, stop_queue_workers
 from tools import tune
 from tools.study_report import load, ranked, report, reproduce_line
@@ -167,7 +167,7 @@ def test_a_failed_experiment_is_recorded_failed_and_named(journals, capsys) -> N
 def test_ctrl_c_lists_the_trials_left_queued_and_running_with_their_commands(journals, monkeypatch) -> None:
     """Ctrl-C of the controller: the queued trials with the command that removes them, the running
     ones with the one that stops them (they report to the study as they end)."""
-    from classifier.errors import Stopped
+    from classifier.runtime.errors import Stopped
     study, settings = new_study("c")
     monkeypatch.setattr(tune, "taken_names", lambda: set())
     monkeypatch.setattr(tune, "adopt_running", lambda study, flight: None)
@@ -215,7 +215,7 @@ def test_the_report_ranks_trials_and_gives_the_best_as_a_command(journals, tmp_p
 
 
 def study_trials(project: Path, study: str) -> list:
-    from classifier.tuning import open_storage
+    from classifier.training.tuning import open_storage
     path = project / ".dvc" / "tmp" / "tune" / f"{study}.journal"
     if not path.is_file():
         return []

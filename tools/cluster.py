@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifier.dvc_command import run_dvc
-from classifier.errors import PipelineError, Stopped, run_stage
+from classifier.runtime.dvc_client import run_dvc
+from classifier.runtime.errors import PipelineError, Stopped, run_stage
 from classifier.params.checks import PARAMS_FILE, read_yaml
 from tools import cluster_node
 from tools.report import experiments_from_json, dvc_experiments, flatten, markdown_table

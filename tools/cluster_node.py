@@ -28,9 +28,9 @@ from pathlib import Path
 
 LOG_LINES = 15          # of a failed command's output, in the result
 POLL_SECONDS = 0.5      # how often a run's live epoch is looked at
-TIME_METRICS = "metrics/time.json"           # train rewrites it after every epoch (classifier.paths)
+TIME_METRICS = "metrics/time.json"           # train rewrites it after every epoch (classifier.runtime.paths)
 HISTORY_FILE = "plots/train/history.csv"     # the epochs so far, the last row the newest
-GPU_LOCKS_VARIABLE = "IMAGE_PIPELINE_GPU_LOCKS"   # classifier/devices.py's lock folder
+GPU_LOCKS_VARIABLE = "IMAGE_PIPELINE_GPU_LOCKS"   # classifier/training/devices.py's lock folder
 RESUME_LINE = "train: resuming from "         # what train says on taking up a kept state (training_state)
 
 # Run as `python -c GUARD command...`: the command in a process group of its own that is killed,
@@ -141,7 +141,7 @@ class Progress:
 
 
 def gpu_locks(gpu_ids: list) -> dict[str, str]:
-    """The GPU lock folder of a run that Ray gave these GPUs (classifier/devices.py). Ray shows a task
+    """The GPU lock folder of a run that Ray gave these GPUs (classifier/training/devices.py). Ray shows a task
     only its own GPUs (CUDA_VISIBLE_DEVICES), each as cuda:0, ...: two runs on one node, given GPUs
     0 and 1, would both lock gpu0.lock in one folder and take turns. A folder per set of GPUs keeps
     them apart (Ray gives no GPU to two tasks at once)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from classifier.source_files import ROOT, code_deps, module_file
+from classifier.runtime.code_deps import ROOT, code_deps, module_file
 
 DVC_YAML = ROOT / "dvc.yaml"
 ITEM = re.compile(r"^      - (\S+)(\s+#.*)?$")

@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from classifier import paths
-from classifier.checkpoint import Checkpoint
-from classifier.errors import PipelineError, run_stage
-from classifier.outputs import atomic_file
-from classifier.preprocessing import Normalizer
+from classifier.runtime import paths
+from classifier.models.checkpoint import Checkpoint
+from classifier.runtime.errors import PipelineError, run_stage
+from classifier.runtime.outputs import atomic_file
+from classifier.data.preprocessing import Normalizer
 
 MAX_BATCH = 65_536  # the exported program takes any batch from 1 image to this many
 ONNX_MODEL = Path("models/model.onnx")  # --format onnx; `dvc add` it to register it (dvc.yaml: classifier-onnx)

@@ -21,20 +21,20 @@ import pandas as pd
 import torch
 from torch import nn
 
-from classifier import paths
-from classifier.augment_online import OnlineAugment, online_augment
-from classifier.device_dataset import DeviceDataset
-from classifier.devices import claim_device, release_all, select_device
-from classifier.errors import PipelineError, run_stage
-from classifier.models import InputShape, build_model
-from classifier.optim import class_weights
-from classifier.outputs import atomic_dir
+from classifier.runtime import paths
+from classifier.augment.online import OnlineAugment, online_augment
+from classifier.training.device_dataset import DeviceDataset
+from classifier.training.devices import claim_device, release_all, select_device
+from classifier.runtime.errors import PipelineError, run_stage
+from classifier.models.registry import InputShape, build_model
+from classifier.training.optim import class_weights
+from classifier.runtime.outputs import atomic_dir
 from classifier.params.checks import load_sections
 from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams
-from classifier.preprocessing import Normalizer
-from classifier.training_loop import epoch_batches, fit, load_training_inputs
+from classifier.data.preprocessing import Normalizer
+from classifier.training.loop import epoch_batches, fit, load_training_inputs
 
 PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)  # what training reads, online augmentation too
 OUT = paths.LR_FIND_PLOTS
@@ -42,7 +42,7 @@ MIN_STEPS, MAX_STEPS = 20, 10_000  # a range test is a few hundred steps; 10,000
 
 
 def plot_range_test(table: pd.DataFrame, suggestion: float, path) -> None:
-    from classifier.plotting import pyplot
+    from classifier.evaluation.plotting import pyplot
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(table["lr"], table["loss"], color="tab:blue", alpha=0.3, label="loss per step")
@@ -128,7 +128,7 @@ def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer,
                   start: float = 1e-6, end: float = 10.0, steps: int = 200, smoothing: float = 0.9, log=lambda _: None,
                   weights: torch.Tensor | None = None, augment: OnlineAugment | None = None) -> RangeTest:
     """Train `model` for up to `steps` batches with the learning rate growing exponentially from
-    `start` to `end` (Smith 2017), through training's own loop (classifier/training_loop.py: fit): the
+    `start` to `end` (Smith 2017), through training's own loop (classifier/training/loop.py: fit): the
     optimizer (SAM too), L1, label smoothing, class `weights`, gradient clipping, AMP on CUDA, the
     online `augment` of every batch and the batch order, with RangeRule setting each step's rate and
     ending the run. No schedule, warm-up, moving average or early stopping: the rule alone decides.

@@ -18,10 +18,10 @@ import io
 import tarfile
 from pathlib import Path
 
-from classifier.errors import PipelineError, printable, run_stage
-from classifier.outputs import atomic_dir
-from classifier.raw_shards import shard_count, shard_of
-from classifier.sources import list_folder
+from classifier.runtime.errors import PipelineError, printable, run_stage
+from classifier.runtime.outputs import atomic_dir
+from classifier.data.shards import shard_count, shard_of
+from classifier.data.sources import list_folder
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ HEADER = """# Params
 
 Every key of `params.yaml`, generated from `classifier/params/` by `make generated` (a test fails
 when this page and the code differ). `dvc repro` checks the whole file first (the `params` stage,
-`python -m classifier.params`): an unknown key (`unknown key 'train.lerning_rate' in params.yaml;
+`python -m stages.params`): an unknown key (`unknown key 'train.lerning_rate' in params.yaml;
 did you mean 'train.lr'?`) or a bad value (`The 'train.lr' parameter must be a float > 0 and <= 100.
 Got -0.1 instead.`) stops it in one line, with exit status 1, before any stage does work. Each stage
 then reads only its own sections, so changing a key reruns the stages listed beside its section

@@ -3,7 +3,7 @@
     python -m tools.predict IMAGE [IMAGE ...] [--model models/model.pt] [--top-k 3] [--json] [--tta flip]
 
 Applies exactly the training-time preprocessing, read from the checkpoint (the one contract of
-classifier/preprocessing.py): the prepare params (grayscale, size, resize mode, interpolation,
+classifier/data/preprocessing.py): the prepare params (grayscale, size, resize mode, interpolation,
 padding) and the train split's normalisation.
 An image is a file, or an image of data/raw named by its key as data/split's file lists name it
 (data/raw/<class>/<file>: read from the shards). Every image is read before anything is printed: an
@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from classifier import paths
-from classifier.checkpoint import Checkpoint
-from classifier.device_dataset import images_to_tensor
-from classifier.errors import PipelineError, printable, run_stage
-from classifier.image_files import decode_image, read_image
-from classifier.image_format import format_image
-from classifier.inference import TTA_MODES, predict_logits
-from classifier.raw_shards import INDEX_NAME, RawImages
+from classifier.runtime import paths
+from classifier.models.checkpoint import Checkpoint
+from classifier.training.device_dataset import images_to_tensor
+from classifier.runtime.errors import PipelineError, printable, run_stage
+from classifier.data.image_files import decode_image, read_image
+from classifier.data.image_format import format_image
+from classifier.models.inference import TTA_MODES, predict_logits
+from classifier.data.shards import INDEX_NAME, RawImages
 
 
 def read_any(files: list[Path]) -> list[np.ndarray]:

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from classifier import paths
-from classifier.dvc_command import run_dvc
-from classifier.errors import PipelineError, printable, run_stage
-from classifier.outputs import atomic_file
+from classifier.runtime import paths
+from classifier.runtime.dvc_client import run_dvc
+from classifier.runtime.errors import PipelineError, printable, run_stage
+from classifier.runtime.outputs import atomic_file
 
 SEED_KEYS = ("train.seed", "split.seed", "augment.seed")
 SUMMARY_FILE = paths.SUMMARY_METRICS.as_posix()  # evaluate's scores, as `dvc exp show` names the file

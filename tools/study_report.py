@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from classifier.errors import PipelineError
-from classifier.outputs import atomic_file
-from classifier.plotting import pyplot
-from classifier.tuning import OBJECTIVES, StudySettings, journal_path, open_storage
+from classifier.runtime.errors import PipelineError
+from classifier.runtime.outputs import atomic_file
+from classifier.evaluation.plotting import pyplot
+from classifier.training.tuning import OBJECTIVES, StudySettings, journal_path, open_storage
 
 STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "failed": 3, "waiting": 4}
 STATE_COLOURS = {"complete": "tab:blue", "pruned": "tab:orange", "failed": "tab:red", "running": "tab:grey"}

@@ -32,8 +32,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from classifier.dvc_command import run_dvc
-from classifier.errors import PipelineError, Stopped, run_stage
+from classifier.runtime.dvc_client import run_dvc
+from classifier.runtime.errors import PipelineError, Stopped, run_stage
 from classifier.params.checks import PARAMS_FILE, read_yaml
 from classifier.params.whole_file import SECTIONS, validate
 
@@ -133,7 +133,7 @@ def check_combination(raw_params: dict, combination: dict[str, Any], what: str =
         tree[section][name] = value
     try:
         checked = validate(tree)
-        from classifier.models import check_name  # torch: only once the cheap checks passed
+        from classifier.models.registry import check_name  # torch: only once the cheap checks passed
         check_name(checked.model.name)
     except PipelineError as exc:
         drawn = " ".join(as_override(k, v) for k, v in combination.items())

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifier.dvc_command import run_dvc
-from classifier.errors import PipelineError, Stopped, run_stage
-from classifier.outputs import process_running
+from classifier.runtime.dvc_client import run_dvc
+from classifier.runtime.errors import PipelineError, Stopped, run_stage
+from classifier.runtime.outputs import process_running
 from classifier.params.checks import PARAMS_FILE, read_yaml
-from classifier.tuning import (FOLDER_VARIABLE, OBJECTIVES, PRUNERS, StudySettings, journal_path, make_pruner,
+from classifier.training.tuning import (FOLDER_VARIABLE, OBJECTIVES, PRUNERS, StudySettings, journal_path, make_pruner,
                                open_storage)
 from tools.sweep import (Distribution, as_override, check_combination, free_names, left_queued, parse_distributions,
                          taken_names)

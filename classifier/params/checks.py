@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from ruamel.yaml import YAML
 
-from ..errors import PipelineError
-from ..outputs import expect_unchanged
+from classifier.runtime.errors import PipelineError
+from classifier.runtime.outputs import expect_unchanged
 
 PARAMS_FILE = Path("params.yaml")
 # DVC's run cache drops every key with these names, at any depth, from a stage's cache key (upstream

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..paths import DIGITS_SOURCE, MADE_BY
+from classifier.runtime.paths import DIGITS_SOURCE, MADE_BY
 from .checks import Invalid, boolean, choice, number, spec
 
 

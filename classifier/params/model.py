@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import PipelineError
-from ..paths import PRETRAINED_DIR
+from classifier.runtime.errors import PipelineError
+from classifier.runtime.paths import PRETRAINED_DIR
 from .checks import Invalid, MAX_WIDTH, boolean, choice, int_list, number, spec, string
 
 
@@ -25,7 +25,7 @@ def _pretrained(value: Any) -> str:
     return path.name
 
 
-OWN_ARCHITECTURES = ("mlp", "lenet5", "cnn")  # classifier/models.py registers each (a test keeps them equal)
+OWN_ARCHITECTURES = ("mlp", "lenet5", "cnn")  # classifier/models/registry.py registers each (a test keeps them equal)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..errors import PipelineError
+from classifier.runtime.errors import PipelineError
 from .checks import Invalid, MAX_COUNT, MAX_SEED, boolean, choice, number, spec, string_list
 
 

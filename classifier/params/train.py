@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..errors import PipelineError
+from classifier.runtime.errors import PipelineError
 from .checks import Invalid, MAX_COUNT, MAX_SEED, MAX_WIDTH, boolean, choice, number, spec
 
 

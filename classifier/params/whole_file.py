@@ -1,6 +1,6 @@
 """The whole of params.yaml: every section, and the rules that read more than one.
 
-Run first by `dvc repro` as the params stage (`python -m classifier.params`), so that a typo or a
+Run first by `dvc repro` as the params stage (`python -m stages.params`), so that a typo or a
 bad value anywhere stops the pipeline in one line before any stage does work; also what the sweep
 checks each drawn combination with, and what docs/params.md is generated from.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import PipelineError
+from classifier.runtime.errors import PipelineError
 from .augment import AugmentParams
 from .checks import (PARAMS_FILE, Sections, describe, parse_section, read_yaml, refuse_run_cache_blind_keys,
                      sections_from, unknown_key)

@@ -1,0 +1,216 @@
+"""The one error type a user can cause, and the runner that turns every way a stage ends into one line.
+
+Every stage and tool module ends with `run_stage(main)`:
+- a `PipelineError` (bad param, unreadable image, missing folder, full disk, NaN loss) prints
+  `error: <message>` on stderr and exits 1 without a traceback;
+- an input another stage makes that is missing (a fresh clone, a stage run by hand out of order)
+  is one line naming the file and the `dvc repro <stage>` that makes it, exit 1;
+- Ctrl-C, SIGTERM and SIGHUP print one line naming the signal and exit 128 + its number; the
+  outputs being written (temporary siblings) are removed on the way out; the same while the stage
+  is still importing its modules (guard_start);
+- a second run of the same stage or writing tool in the same folder is refused with one line while
+  the first runs (each holds a lock on its own module file: it vanishes with the process, kill -9
+  too), so that it cannot delete the first one's temporaries;
+- anything else is a bug and keeps its traceback.
+train passes `worker=`, the torchrun worker's side of these (classifier/training/distributed.py): in a
+data-parallel worker the message goes to torchrun's error file instead, and the launcher prints it
+once.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn, Protocol
+
+from classifier.runtime import paths
+
+
+def printable(path: Path | str) -> str:
+    """A path as text that prints and encodes: bytes of a name that are not UTF-8 become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+class PipelineError(ValueError):
+    """A problem with the user's input or params; its message names the file or key."""
+
+
+DISCARDED = "outputs being written were discarded"
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same
+    clean-up runs (temporary outputs removed); `note` says what was left (a tool's own words)."""
+
+    def __init__(self, signum: int, note: str = DISCARDED) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.note = signum, note
+
+
+def signal_name(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """('Ctrl-C', 2) or ('SIGTERM', 15): how the user stopped the run."""
+    if isinstance(exc, Stopped) and exc.signum != signal.SIGINT:
+        return signal.Signals(exc.signum).name, exc.signum
+    return "Ctrl-C", signal.SIGINT
+
+
+class Worker(Protocol):
+    """How a process started by another (a torchrun worker) ends: classifier/training/distributed.py's TorchrunWorker."""
+
+    def active(self) -> bool: ...                        # this process is such a worker
+    def start(self) -> None: ...                         # die with the launcher
+    def report(self, message: str, kind: str) -> bool: ...  # leave the one-line error for the launcher
+    def lost_contact(self, exc: Exception) -> bool: ...  # exc: another process of the run went away
+
+
+def missing_input(exc: FileNotFoundError) -> PipelineError | None:
+    """A missing file that a pipeline stage makes: the one line saying which stage makes it."""
+    name = Path(os.fsdecode(exc.filename)) if exc.filename else None
+    if name is None:
+        return None
+    if name.is_absolute():
+        try:
+            name = name.relative_to(Path.cwd())
+        except ValueError:
+            return None
+    for output, stage in paths.MADE_BY.items():
+        if name == output or output in name.parents:
+            return PipelineError(f"{name} not found: it is made by the {stage} stage; run `dvc repro {stage}` "
+                                 f"(or `make repro`) first")
+    return None
+
+
+def guard_start() -> None:
+    """Called by stages/__init__.py and tools/__init__.py when Python starts one of them with -m: until
+    run_stage takes over, Ctrl-C, SIGTERM and SIGHUP (e.g. while torch imports, the first seconds)
+    end the process with one line and 128 + n, not a traceback or silence. Nothing is written yet."""
+    def starting(signum: int, _frame) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        _settle_all(False)
+        print(f"error: interrupted ({name}) while starting; nothing was written", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, starting)
+
+
+_settle: list[Callable[[bool], None]] = []
+
+
+def settle_at_exit(callback: Callable[[bool], None]) -> None:
+    """run_stage calls `callback(succeeded)` as the stage ends, last registered first: e.g. a file set
+    aside at the start is put back when the stage fails (classifier/runtime/stale_summary.py)."""
+    _settle.append(callback)
+
+
+def _settle_all(succeeded: bool) -> None:
+    while _settle:
+        _settle.pop()(succeeded)
+
+
+def _run_settled(main: Callable[[], None]) -> None:
+    try:
+        main()
+    except BaseException:
+        _settle_all(False)
+        raise
+    _settle_all(True)
+
+
+def _raise_stopped(signum: int, _frame) -> None:
+    # Once: a second SIGTERM (torchrun's agent and the user both send one) must not interrupt the
+    # clean-up the first one started (temporary outputs being removed).
+    for other in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+def _hold_stage_lock(main: Callable) -> object | None:
+    """Lock the module that defines `main` (flock: released when the process ends, however it ends).
+    A second run of the stage in this folder is refused instead of deleting the first one's temporaries."""
+    module = sys.modules.get(main.__module__)
+    source = getattr(module, "__file__", None)
+    if not source:
+        return None
+    handle = open(source, "rb")  # close-on-exec: child processes do not inherit the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        spec = getattr(module, "__spec__", None)  # `python -m stages.augment`: __main__, spec stages.augment
+        name = spec.name if spec is not None else main.__module__
+        raise PipelineError(f"another `python -m {name}` is running in this folder ({Path.cwd()}): wait for it to "
+                            f"finish, or stop it, and run again") from None
+    return handle
+
+
+def run_stage(main: Callable[[], None], exclusive: bool = True, worker: Worker | None = None) -> NoReturn:
+    """Run a stage's main(); exit 0 on success, 1 with a one-line message on PipelineError, 128 + n
+    with one line on a signal. `exclusive`: one run at a time in this folder (every stage and tool
+    that writes; predict and report, which only read, run side by side). `worker`: how a process
+    started as one of several (train's torchrun workers) reports instead."""
+    in_worker = worker is not None and worker.active()
+    if in_worker:
+        worker.start()
+    # Each line as it happens, also through a pipe (`dvc queue logs -f`), whatever PYTHONUNBUFFERED is.
+    if hasattr(sys.stdout, "reconfigure"):  # a real text stream (a test's capture may not be one)
+        sys.stdout.reconfigure(line_buffering=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # guard_start's, until here
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stopped)
+    lock = None
+    try:
+        lock = _hold_stage_lock(main) if exclusive and not in_worker else None
+        if exclusive and not in_worker:
+            from classifier.runtime.outputs import undo_interrupted_switches  # outputs imports this module
+            undo_interrupted_switches()  # a killed run's half-done switch, before anything else
+        _run_settled(main)
+    except PipelineError as exc:
+        _quiet_signals()
+        _fail(str(exc), worker if in_worker else None)
+    except FileNotFoundError as exc:
+        _quiet_signals()
+        error = missing_input(exc)
+        if error is None:
+            raise
+        _fail(str(error), worker if in_worker else None)
+    except Exception as exc:
+        _quiet_signals()
+        if not (in_worker and worker.lost_contact(exc)):
+            raise  # a bug: its traceback
+        # Another process died first (a kill, a crash): its launcher names that one, not this echo.
+        worker.report(f"lost contact with the other training processes ({' '.join(str(exc).split())[:120]})",
+                      kind="lost")
+        sys.exit(1)
+    except KeyboardInterrupt as exc:
+        _quiet_signals()
+        name, signum = signal_name(exc)
+        if in_worker:
+            sys.exit(128 + signum)  # its launcher says it once for all
+        # Outputs are written to temporary siblings: the ones in progress were removed on the way out.
+        print(f"error: interrupted ({name}); {getattr(exc, 'note', DISCARDED)}", file=sys.stderr)
+        sys.exit(128 + signum)
+    finally:
+        if lock is not None:
+            lock.close()
+        _quiet_signals()
+    sys.exit(0)
+
+
+def _quiet_signals() -> None:
+    """From here the process only exits: a late SIGTERM (torchrun's agent stopping a worker whose peer
+    died) must not raise in an error handler or inside interpreter shutdown, printing a traceback."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_quietly)
+
+
+def _exit_quietly(signum: int, _frame) -> None:
+    os._exit(128 + signum)
+
+
+def _fail(message: str, worker: Worker | None) -> NoReturn:
+    message = " ".join(message.split())  # always one line
+    if worker is None or not worker.report(message, kind="pipeline"):
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
