@@ -26,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, exclusive=False)
+    run_stage(main)

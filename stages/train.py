@@ -47,7 +47,7 @@ from classifier.training.distributed import (TorchrunWorker, World, check_same_i
 from classifier.runtime.errors import PipelineError, run_stage
 from classifier.models.registry import InputShape, build_model, count_parameters
 from classifier.training.optim import class_weights
-from classifier.runtime.outputs import live_outputs, staged_outputs, write_json
+from classifier.runtime.outputs import atomic_file, staged_outputs, write_json
 from classifier.params.checks import Sections, as_plain, load_sections
 from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
@@ -106,45 +106,44 @@ def train_process(params: Sections, world: World) -> None:
     keeper = run_state(params, device, log) if world.leader else None
     trial = TrialReport(params.tune if world.leader else TuneParams("", 0), log)  # a tools.tune trial, or none
     resume = share_from_leader(keeper.load() if keeper else None, world)
-    with live_outputs() as rewrite:
-        records: list[EpochRecord] = resumed_history(resume)
-        trial.resumed(records)
+    records: list[EpochRecord] = resumed_history(resume)
+    trial.resumed(records)
 
-        def publish(record: EpochRecord) -> None:
-            """Each epoch, the history so far and the epochs done: live rows and curves of a running
-            experiment in `dvc exp show` and `dvc plots diff`."""
-            records.append(record)
-            with rewrite(paths.HISTORY_FILE) as tmp:
-                history_table(records).to_csv(tmp, index=False)
-            with rewrite(paths.TIME_METRICS) as tmp:
-                write_json(tmp, progress(records))
+    def publish(record: EpochRecord) -> None:
+        """Each epoch, the history so far and the epochs done: live rows and curves of a running
+        experiment in `dvc exp show` and `dvc plots diff`."""
+        records.append(record)
+        with atomic_file(paths.HISTORY_FILE) as tmp:
+            history_table(records).to_csv(tmp, index=False)
+        with atomic_file(paths.TIME_METRICS) as tmp:
+            write_json(tmp, progress(records))
 
-        def after_epoch(record: EpochRecord) -> bool:  # rank 0's; True (the pruner's) ends the run
-            publish(record)
-            return trial.after_epoch(record)
+    def after_epoch(record: EpochRecord) -> bool:  # rank 0's; True (the pruner's) ends the run
+        publish(record)
+        return trial.after_epoch(record)
 
-        def keep(state: dict) -> None:  # rank 0's; the others' streams reach it inside fit
-            within = state["fit"]["random"][0].get("within") or {}
-            keeper.save(state, records[-1].epoch if records else 0, within.get("step", 0), within.get("steps", 0))
+    def keep(state: dict) -> None:  # rank 0's; the others' streams reach it inside fit
+        within = state["fit"]["random"][0].get("within") or {}
+        keeper.save(state, records[-1].epoch if records else 0, within.get("step", 0), within.get("steps", 0))
 
-        try:
-            result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
-                                class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                                augment, on_epoch=after_epoch if world.leader else None, resume=resume,
-                                keep=Keeping(keep, state_every_seconds()))
-            if world.leader:
-                saved_epoch = write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels),
-                                            world)
-        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (a spot instance taken back): its last line says more
-            if keeper is not None:
-                exc.note = keeper.interrupted()
-            raise  # a trial stays running in its study: the same run resumes it
-        except PipelineError:  # a NaN loss, an orphaned worker: the study records the trial failed, and goes on
-            trial.failed()
-            raise
+    try:
+        result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
+                            class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
+                            augment, on_epoch=after_epoch if world.leader else None, resume=resume,
+                            keep=Keeping(keep, state_every_seconds()))
         if world.leader:
-            keeper.remove()
-            trial.ended(result.pruned, result.history[saved_epoch - 1])
+            saved_epoch = write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels),
+                                        world)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (a spot instance taken back): its last line says more
+        if keeper is not None:
+            exc.note = keeper.interrupted()
+        raise  # a trial stays running in its study: the same run resumes it
+    except PipelineError:  # a NaN loss, an orphaned worker: the study records the trial failed, and goes on
+        trial.failed()
+        raise
+    if world.leader:
+        keeper.remove()
+        trial.ended(result.pruned, result.history[saved_epoch - 1])
 
 
 def model_and_data(params: Sections, world: World, device: torch.device, num_classes: int, train_set, val_set):

@@ -526,4 +526,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, exclusive=False)  # writes through dvc's commands, which lock for themselves
+    run_stage(main)

@@ -97,4 +97,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, exclusive=False)  # reads only: several may run at once
+    run_stage(main)

@@ -8,9 +8,6 @@ Every stage and tool module ends with `run_stage(main)`:
 - Ctrl-C, SIGTERM and SIGHUP print one line naming the signal and exit 128 + its number; the
   outputs being written (temporary siblings) are removed on the way out; the same while the stage
   is still importing its modules (guard_start);
-- a second run of the same stage or writing tool in the same folder is refused with one line while
-  the first runs (each holds a lock on its own module file: it vanishes with the process, kill -9
-  too), so that it cannot delete the first one's temporaries;
 - anything else is a bug and keeps its traceback.
 train passes `worker=`, the torchrun worker's side of these (classifier/training/distributed.py): in a
 data-parallel worker the message goes to torchrun's error file instead, and the launcher prints it
@@ -18,7 +15,6 @@ once.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import sys
@@ -126,30 +122,10 @@ def _raise_stopped(signum: int, _frame) -> None:
     raise Stopped(signum)
 
 
-def _hold_stage_lock(main: Callable) -> object | None:
-    """Lock the module that defines `main` (flock: released when the process ends, however it ends).
-    A second run of the stage in this folder is refused instead of deleting the first one's temporaries."""
-    module = sys.modules.get(main.__module__)
-    source = getattr(module, "__file__", None)
-    if not source:
-        return None
-    handle = open(source, "rb")  # close-on-exec: child processes do not inherit the lock
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        spec = getattr(module, "__spec__", None)  # `python -m stages.augment`: __main__, spec stages.augment
-        name = spec.name if spec is not None else main.__module__
-        raise PipelineError(f"another `python -m {name}` is running in this folder ({Path.cwd()}): wait for it to "
-                            f"finish, or stop it, and run again") from None
-    return handle
-
-
-def run_stage(main: Callable[[], None], exclusive: bool = True, worker: Worker | None = None) -> NoReturn:
+def run_stage(main: Callable[[], None], worker: Worker | None = None) -> NoReturn:
     """Run a stage's main(); exit 0 on success, 1 with a one-line message on PipelineError, 128 + n
-    with one line on a signal. `exclusive`: one run at a time in this folder (every stage and tool
-    that writes; predict and report, which only read, run side by side). `worker`: how a process
-    started as one of several (train's torchrun workers) reports instead."""
+    with one line on a signal. `worker`: how a process started as one of several (train's torchrun
+    workers) reports instead."""
     in_worker = worker is not None and worker.active()
     if in_worker:
         worker.start()
@@ -159,12 +135,7 @@ def run_stage(main: Callable[[], None], exclusive: bool = True, worker: Worker |
     signal.signal(signal.SIGINT, signal.default_int_handler)  # guard_start's, until here
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stopped)
-    lock = None
     try:
-        lock = _hold_stage_lock(main) if exclusive and not in_worker else None
-        if exclusive and not in_worker:
-            from classifier.runtime.outputs import undo_interrupted_switches  # outputs imports this module
-            undo_interrupted_switches()  # a killed run's half-done switch, before anything else
         _run_settled(main)
     except PipelineError as exc:
         _quiet_signals()
@@ -192,8 +163,6 @@ def run_stage(main: Callable[[], None], exclusive: bool = True, worker: Worker |
         print(f"error: interrupted ({name}); {getattr(exc, 'note', DISCARDED)}", file=sys.stderr)
         sys.exit(128 + signum)
     finally:
-        if lock is not None:
-            lock.close()
         _quiet_signals()
     sys.exit(0)
 
