@@ -1,3 +1,4 @@
-"""The shared code of the stages and tools: typed params, image files and formats, augmentation, models,
-the training loop, scores and charts, and writing outputs safely. Each module names what it holds;
-dvc.yaml lists, per stage, exactly the modules it imports."""
+"""The shared code of the stages and tools, a sub-package per job: params/ (typed params), data/ (sources,
+decoding, shards, arrays, the preprocessing contract), augment/, models/, training/, evaluation/,
+runtime/ (errors, outputs, paths, code deps, the DVC client). dvc.yaml lists, per stage, every file
+its module imports (tools/dvc_yaml.py)."""

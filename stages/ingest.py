@@ -26,13 +26,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from classifier.runtime import paths
 from classifier.data.decode_cache import DecodeCache
 from classifier.data.duplicates import near_duplicates, thumbnail
 from classifier.runtime.errors import PipelineError, printable, run_stage
+from classifier.data.opencv import cv2
 from classifier.data.image_files import decode_image, encode_png, pixel_hash
 from classifier.runtime.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections

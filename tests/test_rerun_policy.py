@@ -111,3 +111,58 @@ def test_every_listed_suffix_is_a_format_the_decoder_reads() -> None:
     for suffix in IMAGE_SUFFIXES:
         ok, encoded = cv2.imencode(suffix, image)
         assert ok and decode_image(encoded.tobytes(), f"x{suffix}").shape == (6, 9, 3), suffix
+
+
+# ------------------------------------------------------------------ rules the docstrings state
+def project_modules() -> list[Path]:
+    return sorted(p for folder in ("stages", "classifier", "tools") for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_cv2_is_imported_only_through_its_module() -> None:
+    """classifier/data/opencv.py turns OpenCV's CPU-specific code off before anyone uses it: a module
+    importing cv2 itself could run before that (stages/ingest.py did)."""
+    from classifier.runtime.code_deps import imported_modules
+    direct = [p.relative_to(ROOT).as_posix() for p in project_modules() if "cv2" in imported_modules(p)]
+    assert direct == ["classifier/data/opencv.py"]
+
+
+def test_every_command_ends_through_run_stage() -> None:
+    """Every module of stages/ and tools/ is a command, and ends `if __name__ == "__main__": run_stage(main)`:
+    one-line errors, signals and missing inputs alike (a shared library belongs in classifier/)."""
+    import ast
+    for path in sorted([*(ROOT / "stages").glob("*.py"), *(ROOT / "tools").glob("*.py")]):
+        if path.name == "__init__.py":
+            continue
+        last = ast.parse(path.read_text()).body[-1]
+        assert isinstance(last, ast.If) and ast.unparse(last.test) == "__name__ == '__main__'", path
+        assert ast.unparse(last.body[-1]).startswith("run_stage(main"), path
+
+
+def test_a_section_module_is_a_dependency_only_of_the_stages_that_read_it() -> None:
+    """classifier/params/<section>.py is in a stage's deps exactly when the stage reads that section (or
+    those keys): then an edit to one section's rules reruns only those stages. The exceptions, stated in
+    classifier/params/__init__.py: prepare.py and model.py are the schemas of the preprocessing contract
+    and the checkpoint, dependencies of every stage that loads those. The params stage checks the whole file and depends on every module."""
+    from classifier.params.checks import dvc_params
+    shared = {"__init__", "checks", "whole_file"}
+    reads = {}
+    for path in (ROOT / "classifier" / "params").glob("*.py"):
+        if path.stem not in shared:
+            module = importlib.import_module(f"classifier.params.{path.stem}")
+            classes = tuple(v for v in vars(module).values()
+                            if inspect.isclass(v) and v.__module__ == module.__name__ and hasattr(v, "SECTION"))
+            reads[path.stem] = set(dvc_params(classes))
+    for name, stage in STAGES.items():
+        deps = {d for d in stage["deps"] if isinstance(d, str)}
+        has = {Path(d).stem for d in deps if d.startswith("classifier/params/")} - shared
+        if name == "params":
+            assert has == set(reads)
+            continue
+        declared = set(stage.get("params", []))
+        expected = {m for m, entries in reads.items()
+                    if all(e in declared or e.split(".")[0] in declared for e in entries)}
+        if "classifier/data/preprocessing.py" in deps:
+            expected.add("prepare")
+        if "classifier/models/checkpoint.py" in deps:
+            expected.add("model")
+        assert has == expected, name

@@ -1,4 +1,4 @@
-"""OpenCV as the data stages use it: import cv2 from here, never directly.
+"""OpenCV as the project uses it: every module imports cv2 from here (tests/test_rerun_policy.py holds it).
 
 Data stages must write the same bytes on every CPU, or a fresh clone's `dvc status` never matches
 the committed dvc.lock. OpenCV picks code by CPU at run time: Intel IPP's AVX-512 bicubic resize

@@ -41,7 +41,7 @@ def plot_image_grid(rows: list[list[np.ndarray]], titles: list[list[str]], path:
     written when there are none. Each image is drawn CELL_PX (128) px on its longer side, pixels
     kept sharp, however few there are. One canvas under one set of axes: a grid of 40 images
     draws in a tenth of the time of 40 matplotlib axes."""
-    import cv2
+    from classifier.data.opencv import cv2
     plt = pyplot()
     if not any(rows):
         fig, ax = plt.subplots(figsize=(4, 1))

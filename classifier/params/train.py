@@ -92,7 +92,8 @@ class TrainParams:
     rendezvous: str = spec(_endpoint, "nodes > 1: host:port of this machine, where the other nodes meet it")
     cpu_threads: int = spec(number(int, ge=0, le=1024),
                             "N >= 1: PyTorch's portable CPU kernels and N threads in train (shared by its processes × nodes) "
-                            "and evaluate, so that the model and the scores are the same bytes on every x86-64 CPU "
+                            "and evaluate, so that the model and the scores do not depend on the CPU's instruction set (shown "
+                            "by forcing other instruction sets on one CPU) "
                             "(slower: docs/benchmarks.md); 0: the fastest kernels the CPU has and all its cores, "
                             "results that differ by CPU type")
     amp: bool = spec(boolean, "CUDA only: bf16 autocast and channels_last")

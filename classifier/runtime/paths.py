@@ -6,7 +6,7 @@ from pathlib import Path
 PARAMS_OK = Path("data/params.ok")          # the params stage: params.yaml passed every check (constant bytes)
 DIGITS_SOURCE = Path("data/digits")         # data.source of the embedded default: a tracked folder (a DVC dep)
 PRETRAINED_DIR = Path("models/pretrained")  # weights files model.pretrained names: a DVC dep of train
-RAW_DIR = Path("data/raw")                  # <class>/<image> or <split>/<class>/<image>, ingest.json
+RAW_DIR = Path("data/raw")                  # shard-NNNN.bin, index.csv, ingest.json (classifier/data/shards.py)
 SPLIT_DIR = Path("data/split")              # {train,val,test}.csv (path,label) + classes.json
 PREPARED_DIR = Path("data/prepared")        # {train,val,test}/ arrays + stats.json
 AUGMENTED_DIR = Path("data/augmented")      # train/ arrays: prepared train + augmented copies

@@ -1,4 +1,4 @@
-"""The same bytes from training on any x86-64 CPU (train.cpu_threads).
+"""Training whose bytes do not depend on the CPU's instruction set or core count (train.cpu_threads).
 
 PyTorch picks CPU code by the CPU it runs on: ATen's vectorised kernels by instruction set (AVX-512
 sums 16 floats at a time, AVX2 8: other rounding), oneDNN's and NNPACK's convolutions by
@@ -6,8 +6,9 @@ instruction set, MKL's GEMMs by instruction set and thread count, and ATen's par
 split the work by the thread count. pin_cpu_kernels fixes each: ATen's portable (default)
 capability, MKL's conditional numerical reproducibility in its strict mode, the convolutions of
 ATen itself (im2col and MKL's GEMM) instead of oneDNN's and NNPACK's, and a fixed thread count.
-Measured on this project's machine with other CPUs forced on it (benchmarks/cpu_kernels.py):
-train's bytes stay the same; native kernels gave other bytes with AVX2 forced or one thread.
+How far that is shown: on this project's machine, with other instruction sets and thread counts
+forced on it (benchmarks/cpu_kernels.py), train's bytes stay the same, where native kernels gave
+other bytes with AVX2 forced or one thread. Other CPU models were simulated that way, not run.
 """
 from __future__ import annotations
 
