@@ -1,6 +1,6 @@
 """tools.cluster (issue 30): DVC experiments on a Ray cluster. The real thing on one machine: `ray start
 --head` and a second `ray start` on 127.0.0.1 (one CPU each), a bare git repository and a DVC remote
-folder; plus what is checked before anything is sent, and the node side (tools/cluster_node.py)."""
+folder; plus what is checked before anything is sent, and the node side (classifier/experiments/cluster_node.py)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,8 @@ import pytest
 from classifier.runtime.errors import PipelineError
 from tests.helpers import ROOT, add_shared_remotes, copy_of, dvc, env, git, set_params
 from tests.ray_cluster import LocalCluster
-from tools import cluster, cluster_node
+from classifier.experiments import cluster, cluster_node
+from tools import cluster as cluster_tool
 
 # Seconds of training, long enough to lose a node in the middle; one thread (the nodes have one CPU each).
 LONG = ["-S", "train.epochs=120", "-S", "train.cpu_threads=1"]
@@ -189,7 +190,7 @@ STORE = "[core]\n    remote = store\n['remote \"store\"']\n    url = /srv/dvc-st
 
 def refusal(argv: list[str]) -> str:
     with pytest.raises(PipelineError) as caught:
-        cluster.check_request(cluster.build_parser().parse_args(argv))
+        cluster.check_request(cluster_tool.build_parser().parse_args(argv))
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -198,7 +199,7 @@ def refusal(argv: list[str]) -> str:
 def test_a_request_names_its_remotes_and_the_cluster(tmp_path, monkeypatch) -> None:
     local_project(tmp_path / "p", monkeypatch, config=STORE)
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    request = cluster.check_request(cluster.build_parser().parse_args(["--shared-dir", "/mnt/shared"]))
+    request = cluster.check_request(cluster_tool.build_parser().parse_args(["--shared-dir", "/mnt/shared"]))
     assert (request.address, request.git_url, request.dvc_remote, request.dvc_url, request.shared_dir) == (
         "10.0.0.1:6379", str(tmp_path / "remote.git"), "store", "/srv/dvc-store", "/mnt/shared")
 
@@ -222,8 +223,8 @@ def test_a_request_that_cannot_work_is_refused_in_one_line(tmp_path, monkeypatch
 
 def test_an_experiment_holds_as_many_cpus_as_train_has_threads(tmp_path, monkeypatch) -> None:
     local_project(tmp_path / "p", monkeypatch, config=STORE)
-    default = cluster.check_request(cluster.build_parser().parse_args(["--address", "h:1"]))
-    given = cluster.check_request(cluster.build_parser().parse_args(["--address", "h:1", "--cpus-per-run", "3"]))
+    default = cluster.check_request(cluster_tool.build_parser().parse_args(["--address", "h:1"]))
+    given = cluster.check_request(cluster_tool.build_parser().parse_args(["--address", "h:1", "--cpus-per-run", "3"]))
     baseline = cluster.Experiment.given("a", {})
     one_thread = cluster.Experiment.given("b", {"train.cpu_threads": 1})
     all_cores = cluster.Experiment.given("c", {"train.cpu_threads": 0})
@@ -309,7 +310,7 @@ def test_a_run_dies_with_the_task_that_started_it(tmp_path) -> None:
     """The task's process killed (-9, as a force-cancel does): the guard kills the command's whole group."""
     pid_file = tmp_path / "pid"
     task = subprocess.Popen([sys.executable, "-c", (
-        "import os, sys; from pathlib import Path; from tools.cluster_node import _run\n"
+        "import os, sys; from pathlib import Path; from classifier.experiments.cluster_node import _run\n"
         f"_run(['sh', '-c', 'sleep 120 & echo $! > {pid_file}; wait'], Path('.'), dict(os.environ))")], cwd=ROOT, env=env())
     deadline = time.monotonic() + 60
     while not pid_file.is_file() or not pid_file.read_text().strip():

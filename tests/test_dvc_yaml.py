@@ -43,8 +43,8 @@ def test_code_deps_follow_imports_relative_lazy_and_packages() -> None:
     assert {"classifier/augment/policies.py", "classifier/__init__.py", "classifier/params/__init__.py",
             "stages/__init__.py"} <= set(deps)
     assert "classifier/params/evaluate.py" not in deps and "classifier/evaluation/health.py" not in deps
-    # tools.sweep imports classifier.models.registry inside a function: a dependency all the same
-    assert "classifier/models/registry.py" in dvc_yaml.code_deps("tools.sweep")
+    # tools.tune imports classifier.models.registry inside a function (check_combination): a dependency all the same
+    assert "classifier/models/registry.py" in dvc_yaml.code_deps("tools.tune")
 
 
 def test_a_stage_depends_only_on_the_params_modules_of_the_sections_it_reads() -> None:

@@ -469,33 +469,14 @@ def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_l
     assert suggestion == pytest.approx(lowest / 3, rel=1e-2)  # a third of the lowest smoothed loss's rate
 
 
-def test_sweep_queues_seeded_random_experiments(project, lr_experiment) -> None:
-    from tools import sweep
-    from tools.sweep import draw_combinations, parse_distribution, taken_names
-    specs = ["train.lr=loguniform(0.01,0.3)", "model.dropout=choice(0.0,0.2)"]
-    with pytest.MonkeyPatch.context() as patch, pytest.raises(
-            PipelineError, match="^The 'train.epochs' parameter must be an integer >= 1"):
-        patch.chdir(project)  # in this process: the command line's path runs below
-        sweep.main(["2", *specs, "train.epochs=choice(0)", "--seed", "3"])
+def test_search_names_count_past_every_experiment_name_in_use(project, lr_experiment) -> None:
+    """tools.tune names its trials STUDY-K past every name DVC knows: a finished experiment's (lr_experiment's
+    lr-small) and a queued one's alike, so no result is lost to a reused name (free_names: unit-tested)."""
+    from classifier.experiments.search import taken_names
     try:
-        result = run([sys.executable, "-m", "tools.sweep", "2", *specs, "--seed", "1", "--name", "rs"], project)
-        assert result.stdout.count("sweep: queued rs-") == 2
-        assert dvc("queue", "status", cwd=project).stdout.count("Queued") == 2  # the refused sweep queued none
-        expected = draw_combinations([parse_distribution(s) for s in specs], 2, seed=1)
-        shown = {r.get("name"): r for row in json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
-                 for e in row.get("experiments") or [] for r in e["revs"]}
-        for number, combination in enumerate(expected, 1):
-            params = shown[f"rs-{number}"]["data"]["params"]["params.yaml"]["data"]
-            assert {"train.lr": params["train"]["lr"], "model.dropout": params["model"]["dropout"]} == combination
-        # Another seed: its names count on, and no queued name is reused (each would lose a result).
-        again = run([sys.executable, "-m", "tools.sweep", "1", *specs, "--seed", "2", "--name", "rs"], project)
-        assert re.findall(r"queued (rs-\d+)", again.stdout) == ["rs-3"]
-        names = re.findall(r"\b(rs-\d+)\b", dvc("queue", "status", cwd=project).stdout)
-        assert sorted(names) == ["rs-1", "rs-2", "rs-3"]
-        # A finished experiment's name is taken too (lr_experiment's lr-small), as the queued ones are:
-        # what free_names (unit-tested) counts past.
+        dvc("exp", "run", "--queue", "-n", "rs-1", "-S", "train.lr=0.02", cwd=project)
         with pytest.MonkeyPatch.context() as patch:
             patch.chdir(project)
-            assert {"lr-small", "rs-1", "rs-2", "rs-3"} <= taken_names()
+            assert {"lr-small", "rs-1"} <= taken_names()
     finally:
         dvc("queue", "remove", "--queued", cwd=project)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.report import (Experiment, aggregate_seeds, differing_params, experiments_from_json, flatten,
-                          markdown_table, seeds_table)
+from classifier.experiments.table import (Experiment, aggregate_seeds, differing_params, experiments_from_json, flatten,
+                                          markdown_table, seeds_table)
 
 
 def rev(name: str | None, lr: float, seed: int, val: float, test: float) -> dict:
@@ -154,7 +154,7 @@ def test_bad_output_and_sort_by_are_one_line_before_any_work(tmp_path, monkeypat
 
 
 def test_a_class_name_with_a_newline_or_a_bar_keeps_its_row_on_one_line() -> None:
-    from tools.report import per_class_table
+    from classifier.experiments.table import per_class_table
     table = per_class_table({"test": {"two\nlines": {"f1": 0.5}, "a|b": {"f1": 0.7}}}, "test")
     assert table.splitlines()[2:] == ["| two lines | 0.5000 |", "| a\\|b | 0.7000 |"]
 

@@ -92,7 +92,7 @@ def test_the_layout_keeps_stages_tools_and_shared_code_apart() -> None:
     assert {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"} == set(STAGES)
     assert [p.name for p in (ROOT / "classifier").glob("*.py")] == ["__init__.py"]
     assert {p.name for p in (ROOT / "classifier").iterdir() if p.is_dir() and p.name != "__pycache__"} == {
-        "augment", "data", "evaluation", "models", "params", "runtime", "training"}
+        "augment", "data", "evaluation", "experiments", "models", "params", "runtime", "training"}
     for path in (ROOT / "tools").glob("*.py"):
         assert not {m for m in imported(path) if m.startswith("stages")}, f"tools/{path.name} imports a stage"
     for path in (ROOT / "classifier").rglob("*.py"):

@@ -22,8 +22,8 @@ from classifier.training.loop import EpochRecord
 from classifier.training.tuning import FOLDER_VARIABLE, TrialReport, journal_path
 from tests.helpers import ROOT, copy_of, dvc, env, run_stage_in_process, set_params, stop_queue_workers
 from tools import tune
-from tools.study_report import load, ranked, report, reproduce_line
-from tools.sweep import parse_distribution
+from classifier.experiments.study import load, ranked, report, reproduce_line
+from classifier.experiments.search import parse_distribution
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from classifier.runtime.code_deps import ROOT, code_deps, module_file
+from classifier.runtime.errors import PipelineError, run_stage
 
 DVC_YAML = ROOT / "dvc.yaml"
 ITEM = re.compile(r"^      - (\S+)(\s+#.*)?$")
@@ -84,8 +85,7 @@ def main() -> None:
     new = render(text)
     if args.check:
         if new != text:
-            print("dvc.yaml is out of date with the code: run `make generated`", file=sys.stderr)
-            sys.exit(1)
+            raise PipelineError("dvc.yaml is out of date with the code: run `make generated`")
         return
     if new != text:
         DVC_YAML.write_text(new)
@@ -93,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 
 from classifier.params.checks import Invalid, section_of
 from classifier.params.whole_file import SECTIONS
+from classifier.runtime.errors import PipelineError, run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "params.md"
@@ -85,8 +86,7 @@ def main() -> None:
     text = render()
     if args.check:
         if not DOC.is_file() or DOC.read_text() != text:
-            print("docs/params.md is out of date with classifier/params/: run `make generated`", file=sys.stderr)
-            sys.exit(1)
+            raise PipelineError("docs/params.md is out of date with classifier/params/: run `make generated`")
         return
     DOC.parent.mkdir(exist_ok=True)
     if not DOC.is_file() or DOC.read_text() != text:
@@ -95,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

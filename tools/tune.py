@@ -1,14 +1,18 @@
-"""Bayesian search with pruning: each trial a DVC experiment, run by DVC's queue.
+"""Search: Bayesian with pruning, or random; each trial a DVC experiment, run by DVC's queue.
 
     python -m tools.tune N KEY=DISTRIBUTION [KEY=DISTRIBUTION ...] [--study NAME] [--jobs J]
                          [--pruner median|halving|none] [--sampler tpe|random] [--seed S]
                          [--address HOST:PORT --shared-dir DIR]     # the trials on a Ray cluster
     python -m tools.report --study NAME
 
-Distributions as tools.sweep takes them: loguniform(LOW,HIGH), uniform(LOW,HIGH), randint(LOW,HIGH)
-(both ends included) and choice(A,B,...). For example
+Distributions: loguniform(LOW,HIGH) (learning rates, weight decay), uniform(LOW,HIGH),
+randint(LOW,HIGH) (both ends included) and choice(A,B,...) (values as YAML: numbers, true/false,
+names, [lists]). For example
 
     python -m tools.tune 16 'train.lr=loguniform(1e-3,1)' 'train.momentum=uniform(0,0.99)' --study lr-mom
+    python -m tools.tune 8 'train.lr=loguniform(1e-4,1e-1)' --sampler random --pruner none --study sweep
+
+The second is a random sweep: seeded random draws, every trial run to its end.
 
 Optuna's sampler (TPE by default) draws each trial's params from what the finished trials scored:
 after a few random ones, where the best were. Each trial is queued as `dvc exp run --queue -n
@@ -38,13 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifier.runtime.dvc_client import run_dvc
+from classifier.experiments.dvc_client import run_dvc
 from classifier.runtime.errors import PipelineError, Stopped, run_stage
 from classifier.runtime.outputs import process_running
 from classifier.params.checks import PARAMS_FILE, read_yaml
 from classifier.training.tuning import (FOLDER_VARIABLE, OBJECTIVES, PRUNERS, StudySettings, journal_path, make_pruner,
                                open_storage)
-from tools.sweep import (Distribution, as_override, check_combination, free_names, left_queued, parse_distributions,
+from classifier.experiments.search import (Distribution, as_override, check_combination, free_names, left_queued, parse_distributions,
                          taken_names)
 
 SAMPLERS = ("tpe", "random")
@@ -375,12 +379,13 @@ def cluster_queue(args: argparse.Namespace):
     """--address: tools.cluster's checks and connection, and the study's journal in --shared-dir, which
     the trials on every node write to (TUNE_DIR, there and here)."""
     import os
-    from tools import cluster
+    from classifier.experiments import cluster
     if not args.shared_dir:
         raise PipelineError("--address needs --shared-dir: a folder every node mounts at the same path, where the "
                             "trials on the cluster report to the study")
-    request = cluster.check_request(cluster.build_parser().parse_args(
-        ["--address", args.address, "--shared-dir", args.shared_dir]))
+    request = cluster.check_request(argparse.Namespace(  # tools.cluster's defaults
+        address=args.address, shared_dir=args.shared_dir, cpus_per_run=None, gpus_per_run=None, retries=3,
+        name=None, set_param=[], git_remote="origin", dvc_remote=None))
     os.environ[FOLDER_VARIABLE] = f"{request.shared_dir}/tune"
     return cluster.ClusterQueue(request)
 

@@ -1,4 +1,4 @@
 """How a stage runs and ends: the one error type and the runner (errors), writing outputs whole
-(outputs), every artifact path (paths), the project's code files a module runs (code_deps), the
-one way the tools talk to DVC (dvc_client), metrics/summary.json while a run is under way.
+(outputs), every artifact path (paths), the project's code files a module runs (code_deps), and
+metrics/summary.json while a run is under way (stale_summary).
 """

@@ -1,40 +1,23 @@
-"""Random search: queue N seeded random combinations of params as DVC experiments.
-
-    python -m tools.sweep N KEY=DISTRIBUTION [KEY=DISTRIBUTION ...] [--seed 0] [--name sweep]
-    dvc queue start -j 2 && python -m tools.report
+"""Search spaces, as tools.tune takes them: KEY=DISTRIBUTION parsed and checked, a combination checked
+with the stages' own rules, experiment names that are free, and KEY=VALUE as `dvc exp run -S` reads it.
 
 Distributions: loguniform(LOW,HIGH) (learning rates, weight decay), uniform(LOW,HIGH),
 randint(LOW,HIGH) (both ends included) and choice(A,B,...) (values as YAML: numbers, true/false,
-names, [lists]). For example
-
-    python -m tools.sweep 8 'train.lr=loguniform(1e-4,1e-1)' 'train.batch_size=choice(32,64,128)'
-
-Every combination is drawn and checked with the rules the stages apply (the whole params file,
-cross-field rules, model names) before the first is queued, so a typo or a value out of range
-queues nothing; a key given twice is refused. The same --seed draws the same combinations. Each is
-queued with `dvc exp run --queue -n NAME-K -S KEY=VALUE ...`, K counting on from the highest NAME-K
-any experiment (queued, running, failed or done) already has, so no result is lost to a reused
-name. DVC reruns for each only the stages its params touch, and `dvc exp show` and tools.report
-compare them when the queue is done.
+names, [lists]).
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import math
 import os
-import random
 import re
-import signal
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
 
-from classifier.runtime.dvc_client import run_dvc
-from classifier.runtime.errors import PipelineError, Stopped, run_stage
-from classifier.params.checks import PARAMS_FILE, read_yaml
+from classifier.runtime.errors import PipelineError
+from classifier.params.checks import PARAMS_FILE
 from classifier.params.whole_file import SECTIONS, validate
 
 _FORM = re.compile(r"^\s*(loguniform|uniform|randint|choice)\s*\((.*)\)\s*$", re.S)
@@ -45,16 +28,6 @@ class Distribution:
     key: str           # section.name
     kind: str          # loguniform, uniform, randint or choice
     values: tuple      # (low, high) or the choices
-
-    def draw(self, rng: random.Random) -> Any:
-        if self.kind == "choice":
-            return self.values[rng.randrange(len(self.values))]
-        low, high = self.values
-        if self.kind == "randint":
-            return rng.randint(int(low), int(high))
-        if self.kind == "loguniform":
-            return self.rounded(math.exp(rng.uniform(math.log(low), math.log(high))))
-        return self.rounded(rng.uniform(low, high))
 
     def rounded(self, value: float) -> float:
         """A drawn float as it is queued: 3 significant digits for a log scale, 4 for a linear one
@@ -116,12 +89,6 @@ def parse_distributions(specs: list[str], what: str) -> list[Distribution]:
     return distributions
 
 
-def draw_combinations(distributions: list[Distribution], count: int, seed: int) -> list[dict[str, Any]]:
-    """`count` combinations {key: value}, the same for the same seed."""
-    rng = random.Random(seed)
-    return [{d.key: d.draw(rng) for d in distributions} for _ in range(count)]
-
-
 def check_combination(raw_params: dict, combination: dict[str, Any], what: str = "drawn") -> None:
     """The params file with `combination` applied, checked as every stage checks it (cross-field
     rules and the model's name included); raises naming the key otherwise."""
@@ -129,7 +96,7 @@ def check_combination(raw_params: dict, combination: dict[str, Any], what: str =
     for key, value in combination.items():
         section, name = key.split(".")
         if section not in SECTIONS or name not in (tree.get(section) or {}):
-            raise PipelineError(f"unknown key '{key}' in the sweep: not a key of {PARAMS_FILE}")
+            raise PipelineError(f"unknown key '{key}' in the search: not a key of {PARAMS_FILE}")
         tree[section][name] = value
     try:
         checked = validate(tree)
@@ -147,7 +114,7 @@ def taken_names() -> set[str]:
     try:
         repo = Repo()
     except NotDvcRepoError:
-        raise PipelineError(f"{os.getcwd()} is not a DVC repository: run the sweep from the project root") from None
+        raise PipelineError(f"{os.getcwd()} is not a DVC repository: run the search from the project root") from None
     with repo:
         names = {name for experiments in repo.experiments.ls(all_commits=True).values() for name, _ in experiments}
         queue = repo.experiments.celery_queue
@@ -157,7 +124,7 @@ def taken_names() -> set[str]:
 
 
 def free_names(prefix: str, count: int, taken: set[str]) -> list[str]:
-    """PREFIX-K for K counting on from the highest number in `taken` (so sweep-1..3, then sweep-4..)."""
+    """PREFIX-K for K counting on from the highest number in `taken` (so tune-1..3, then tune-4..)."""
     numbers = [int(m.group(1)) for name in taken if (m := re.fullmatch(re.escape(prefix) + r"-(\d+)", name))]
     first = max(numbers, default=0) + 1
     return [f"{prefix}-{k}" for k in range(first, first + count)]
@@ -173,50 +140,7 @@ def as_override(key: str, value: Any) -> str:
 
 
 def left_queued(queued: list[str]) -> str:
-    """What a sweep that stopped early leaves behind, and the command that takes it back."""
+    """What a search that stopped early leaves behind, and the command that takes it back."""
     if not queued:
         return ""
     return f"; {', '.join(queued)} stay queued: `dvc queue remove {' '.join(queued)}` removes them"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.splitlines()[0],
-                                     epilog=__doc__[__doc__.index("Distributions:"):__doc__.index("Every combination")],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("count", type=int, help="combinations to queue")
-    parser.add_argument("distributions", nargs="+", metavar="KEY=DISTRIBUTION",
-                        help="a params key and how to draw its values (below); quote it for the shell")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
-    parser.add_argument("--name", default="sweep", help="experiment names: NAME-1, NAME-2, ... (default: %(default)s)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if not 1 <= args.count <= 1000:
-        raise PipelineError(f"the count of combinations must be 1 to 1000. Got {args.count}")
-    distributions = parse_distributions(args.distributions, "sweep")
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", args.name):
-        raise PipelineError(f"--name must be letters, digits, '_', '-' or '.'. Got {args.name!r}")
-    raw = read_yaml(PARAMS_FILE)
-    combinations = draw_combinations(distributions, args.count, args.seed)
-    for combination in combinations:
-        check_combination(raw, combination)
-    names = free_names(args.name, len(combinations), taken_names())
-    queued: list[str] = []
-    try:
-        for name, combination in zip(names, combinations):
-            overrides = [arg for key, value in combination.items() for arg in ("-S", as_override(key, value))]
-            run_dvc("exp", "run", "--queue", "-n", name, *overrides, context=left_queued(queued))
-            queued.append(name)
-            print(f"sweep: queued {name}: {' '.join(overrides[1::2])}", flush=True)
-    except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        raise Stopped(signum, f"{len(queued)} of {len(combinations)} experiments were queued{left_queued(queued)}"
-                              if queued else "nothing was queued") from None
-    print(f"sweep: {len(combinations)} experiments queued; run them with `dvc queue start -j 2`, then "
-          f"`python -m tools.report` (or `dvc exp show --only-changed`)")
-
-
-if __name__ == "__main__":
-    run_stage(main)

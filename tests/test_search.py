@@ -1,4 +1,5 @@
-"""Random search: the distributions, seeded draws and the check that runs before anything is queued."""
+"""Search spaces (classifier/experiments/search.py): the distributions, the check that runs before anything
+is queued, free names; and the tools' one client of DVC."""
 from __future__ import annotations
 
 import math
@@ -8,26 +9,9 @@ import pytest
 from classifier.runtime.errors import PipelineError
 from classifier.params.whole_file import read_yaml
 from tests.helpers import ROOT
-from tools.sweep import as_override, check_combination, draw_combinations, parse_distribution
+from classifier.experiments.search import as_override, check_combination, parse_distribution, parse_distributions
 
 RAW = read_yaml(ROOT / "params.yaml")
-
-
-def test_draws_follow_their_distributions_and_repeat_with_the_seed() -> None:
-    specs = ["train.lr=loguniform(1e-4, 1e-1)", "model.dropout=uniform(0, 0.5)", "train.epochs=randint(3,5)",
-             "train.batch_size=choice(32, 64, 128)", "model.hidden=choice([64], [128, 64])"]
-    distributions = [parse_distribution(s) for s in specs]
-    draws = draw_combinations(distributions, 400, seed=7)
-    assert draws == draw_combinations(distributions, 400, seed=7) != draw_combinations(distributions, 400, seed=8)
-    lrs = [d["train.lr"] for d in draws]
-    assert all(1e-4 <= lr <= 1e-1 for lr in lrs)
-    # Log-uniform: each decade gets about a third, not the top decade nine tenths.
-    decades = [sum(10 ** (e - 1) <= lr < 10 ** e for lr in lrs) for e in (-3, -2, -1)]
-    assert all(100 <= n <= 170 for n in decades), decades
-    assert all(0 <= d["model.dropout"] <= 0.5 for d in draws)
-    assert {d["train.epochs"] for d in draws} == {3, 4, 5}
-    assert {d["train.batch_size"] for d in draws} == {32, 64, 128}
-    assert {tuple(d["model.hidden"]) for d in draws} == {(64,), (128, 64)}
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -46,7 +30,7 @@ def test_a_malformed_distribution_is_one_error_naming_it(spec, message) -> None:
 
 def test_every_combination_is_checked_against_the_params_rules() -> None:
     check_combination(RAW, {"train.lr": 0.01, "model.hidden": [64]})
-    with pytest.raises(PipelineError, match="unknown key 'train.lerning_rate' in the sweep"):
+    with pytest.raises(PipelineError, match="unknown key 'train.lerning_rate' in the search"):
         check_combination(RAW, {"train.lerning_rate": 0.01})
     with pytest.raises(PipelineError, match="The 'model.dropout' parameter must be a float >= 0 and < 1. Got 1.5"):
         check_combination(RAW, {"model.dropout": 1.5})
@@ -71,32 +55,29 @@ def test_a_drawn_combination_the_stages_would_reject_queues_nothing(combination,
     check_combination(RAW, {"model.name": "mlp", "augment.blur_kernels": [31]})  # the same keys, allowed values
 
 
-def test_a_key_given_twice_is_refused(tmp_path, monkeypatch) -> None:
-    from tools.sweep import main
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(PipelineError, match="the sweep gives train.lr more than once"):
-        main(["2", "train.lr=uniform(0.01,0.1)", "train.lr=choice(0.5)"])
+def test_a_key_given_twice_is_refused() -> None:
+    with pytest.raises(PipelineError, match="the search gives train.lr more than once"):
+        parse_distributions(["train.lr=uniform(0.01,0.1)", "train.lr=choice(0.5)"], "search")
 
 
-def test_sweep_names_count_on_past_every_name_in_use() -> None:
-    from tools.sweep import free_names
+def test_names_count_on_past_every_name_in_use() -> None:
+    from classifier.experiments.search import free_names
     assert free_names("sweep", 2, set()) == ["sweep-1", "sweep-2"]
     assert free_names("sweep", 2, {"sweep-1", "sweep-3", "lr-sweep-9", "sweep-x"}) == ["sweep-4", "sweep-5"]
     assert free_names("a.b", 1, {"axb-4", "a.b-2"}) == ["a.b-3"]
 
 
-def test_a_sweep_outside_a_dvc_repository_is_one_error(tmp_path, monkeypatch) -> None:
-    from tools.sweep import main
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+def test_a_search_outside_a_dvc_repository_is_one_error(tmp_path, monkeypatch) -> None:
+    from classifier.experiments.search import taken_names
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(PipelineError, match=f"^{tmp_path} is not a DVC repository: run the sweep from the project root"):
-        main(["1", "train.lr=uniform(0.01,0.1)"])
+    with pytest.raises(PipelineError, match=f"^{tmp_path} is not a DVC repository: run the search from the project root"):
+        taken_names()
 
 
 @pytest.mark.slow
 def test_a_dvc_command_that_fails_or_hangs_is_one_line(tmp_path, monkeypatch) -> None:
-    """The tools' one way to run dvc (report's `exp show`, sweep's `exp run --queue`)."""
-    from classifier.runtime.dvc_client import run_dvc
+    """The tools' one way to run dvc (report's `exp show`, tune's `exp run --queue`)."""
+    from classifier.experiments.dvc_client import run_dvc
     monkeypatch.chdir(tmp_path)  # not a DVC repository
     with pytest.raises(PipelineError) as failed:
         run_dvc("exp", "show", "--json", context="; rs-1 stays queued")
@@ -107,19 +88,20 @@ def test_a_dvc_command_that_fails_or_hangs_is_one_line(tmp_path, monkeypatch) ->
         run_dvc("exp", "show", timeout=0.01, why_slow=" (why)")
 
 
-def test_the_help_names_the_distributions(capsys) -> None:
-    from tools import sweep
+def test_the_help_names_the_distributions_and_the_random_sweep(capsys) -> None:
+    from tools import tune
     with pytest.raises(SystemExit):
-        sweep.build_parser().parse_args(["--help"])
+        tune.build_parser().parse_args(["--help"])
     shown = capsys.readouterr().out
     assert all(f"{name}(" in shown for name in ("loguniform", "uniform", "randint", "choice")), shown
+    assert "--sampler random --pruner none" in shown
 
 
 def test_a_dvc_lock_held_for_a_moment_is_waited_for(monkeypatch) -> None:
     """`dvc exp run --queue` while a queue worker takes the next experiment: DVC's stash is busy for
     a moment (it failed tools.tune's test once); the command is asked again, and a real failure is not."""
     import subprocess
-    from classifier.runtime import dvc_client as dvc_command
+    from classifier.experiments import dvc_client as dvc_command
     busy = subprocess.CompletedProcess([], 255, "", "ERROR: 'refs/exps/celery/stash' is busy, it is being blocked by: (PID 1)")
     answers = [busy, busy, subprocess.CompletedProcess([], 0, "queued", "")]
     calls = []

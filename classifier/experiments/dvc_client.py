@@ -1,4 +1,4 @@
-"""`dvc` run from the tools (report, sweep) as a user would: this interpreter's DVC, its output, and
+"""`dvc` run from the tools (report, tune, cluster) as a user would: this interpreter's DVC, its output, and
 any failure as one line."""
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from classifier.experiments.table import markdown
 from classifier.runtime.errors import PipelineError
 from classifier.runtime.outputs import atomic_file
 from classifier.evaluation.plotting import pyplot
@@ -73,7 +74,6 @@ def reproduce_line(row: TrialRow) -> str:
 
 
 def table(rows: list[TrialRow], settings: StudySettings) -> str:
-    from tools.report import markdown
     header = ["rank", "experiment", "trial", "state", settings.objective, "epochs", "params"]
     body = [[str(i), row.experiment, str(row.number), row.state,
              f"{row.value:.4g}" if row.value is not None else "", str(row.epochs), " ".join(row.overrides)]
