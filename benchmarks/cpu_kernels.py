@@ -18,7 +18,7 @@ import argparse
 import shutil
 import time
 
-from benchmarks.scratch import run_tool, scratch_project, set_param, train_and_evaluate
+from benchmarks.harness import run_tool, scratch_project, set_param, train_and_evaluate
 
 AVX2_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 CPUS = [("this CPU", {}, False), ("a CPU without AVX-512", AVX2_CPU, False), ("one core", {}, True)]

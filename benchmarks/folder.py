@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import edit_params, set_param
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10
 SIDE = 32
@@ -125,21 +127,15 @@ def timed_repro(work: Path, env: dict, target: str = "") -> tuple[float, dict[st
 
 
 def scratch_repo(work: Path, source: Path, epochs: int, size: int, cpu_threads: int, env: dict) -> None:
-    from ruamel.yaml import YAML
     for name in ("stages", "classifier", "tools", "dvc.yaml", "params.yaml", ".dvcignore", "data/digits",
                  "models/pretrained"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
-    yaml = YAML()
-    params = yaml.load((work / "params.yaml").read_text())
-    params["data"]["source"] = str(source)
-    params["split"]["missing_val"] = "test"  # all of train/ trains, as in the plain script
-    params["prepare"].update(grayscale=False, image_size=size)
-    params["augment"]["blur_kernels"] = []
-    params["augment"].update(online=True, online_crop_scale=1.0, online_translate=0.125, online_hflip=False)
-    params["model"].update(MODEL)
-    params["train"].update(TRAIN, epochs=epochs, cpu_threads=cpu_threads)
-    with (work / "params.yaml").open("w") as f:
-        yaml.dump(params, f)
+    edit_params(work, {"data": {"source": str(source)},
+                       "split": {"missing_val": "test"},  # all of train/ trains, as in the plain script
+                       "prepare": {"grayscale": False, "image_size": size},
+                       "augment": {"blur_kernels": [], "online": True, "online_crop_scale": 1.0,
+                                   "online_translate": 0.125, "online_hflip": False},
+                       "model": MODEL, "train": {**TRAIN, "epochs": epochs, "cpu_threads": cpu_threads}})
     for command in (["git", "init", "-q"], ["git", "config", "user.email", "b@e.nch"], ["git", "config", "user.name", "b"],
                     [sys.executable, "-m", "dvc", "init", "-q"]):
         sh(command, work, env)
@@ -150,15 +146,6 @@ def scratch_repo(work: Path, source: Path, epochs: int, size: int, cpu_threads: 
 
 def test_accuracy(repro_output: str) -> float:
     return float(re.search(r"test accuracy +([\d.]+)%", repro_output)[1]) / 100
-
-
-def set_seed(work: Path, seed: int) -> None:
-    from ruamel.yaml import YAML
-    yaml = YAML()
-    params = yaml.load((work / "params.yaml").read_text())
-    params["train"]["seed"] = seed
-    with (work / "params.yaml").open("w") as f:
-        yaml.dump(params, f)
 
 
 def plain_script(folder: Path, epochs: int, size: int, seed: int = 0) -> tuple[float, float]:
@@ -173,7 +160,7 @@ import sys; sys.path.insert(0, sys_path)
 from classifier.models.registry import InputShape, build_model
 from classifier.params.checks import parse_section
 from classifier.params.model import ModelParams
-from benchmarks.plain import plain_epoch
+from benchmarks.harness import plain_epoch
 torch.manual_seed({seed})
 normal = T.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 resize = [T.Resize({size})] if {size} != {SIDE} else []
@@ -287,9 +274,9 @@ def main() -> None:
         print(f"dvc status, nothing changed: {status:.1f} s", flush=True)
         accuracies = [accuracy]
         for seed in range(1, args.seeds):  # before the edit below: every seed trains on the same data
-            set_seed(work, seed)
+            set_param(work, "train", "seed", seed)
             accuracies.append(test_accuracy(timed_repro(work, env)[2]))
-        set_seed(work, 0)
+        set_param(work, "train", "seed", 0)
         if not args.packed:  # a loose folder: one re-encoded image in it
             one_image_edit(scratch / "photos", work, env)
         plain_accuracies = [] if args.skip_plain else plain_runs(scratch / "photos", args, size, wall)

@@ -14,7 +14,7 @@ import re
 
 from ruamel.yaml import YAML
 
-from benchmarks.scratch import scratch_project, set_param, run_tool, train_and_evaluate
+from benchmarks.harness import scratch_project, set_param, run_tool, train_and_evaluate
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.plain import plain_epoch
+from benchmarks.harness import plain_epoch
 from classifier.augment.offline import AugmentPlan, augment_block, augmentation_variants
 from classifier.training.device_dataset import DeviceDataset
 from classifier.models.inference import predict_logits

@@ -33,12 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ruamel.yaml import YAML
 
 from contextlib import chdir
 
-from benchmarks.plain import plain_epoch
-from benchmarks.scratch import ROOT, run_tool, train_and_evaluate
+from benchmarks.harness import ROOT, edit_params, plain_epoch, run_tool, train_and_evaluate
 
 # Today's best from-scratch recipe for a small photo folder: a CNN with batch norm, online crops,
 # shifts and mirrors, the cosine schedule.
@@ -75,13 +73,7 @@ def merged(*changes: dict) -> dict:
 
 
 def write_params(work: Path, changes: dict) -> None:
-    yaml = YAML()
-    params = yaml.load((ROOT / "params.yaml").read_text())
-    for section, values in changes.items():
-        for key, value in values.items():
-            params[section][key] = value
-    with (work / "params.yaml").open("w") as f:
-        yaml.dump(params, f)
+    edit_params(work, changes, base=ROOT)
 
 
 def run_config(work: Path, changes: dict, seeds: tuple[int, ...]) -> dict:

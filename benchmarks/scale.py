@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from ruamel.yaml import YAML
+from benchmarks.harness import edit_params, set_param
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,22 +59,13 @@ def synthetic_project(root: Path, images: int, size: int, epochs: int) -> None:
     prepare = load_params("prepare", path=ROOT / "params.yaml").prepare
     prepare = dataclasses.replace(prepare, image_size=(size, size), grayscale=True)
     Preprocessing(prepare, (0.3,), (0.3,)).write(root / paths.STATS_FILE, {})
-    yaml = YAML()
-    params = yaml.load((root / "params.yaml").read_text())
-    params["prepare"]["image_size"] = size
-    params["model"]["name"] = "lenet5"
-    params["train"].update({"epochs": epochs, "device": "cpu", "scheduler": "none"})
-    with (root / "params.yaml").open("w") as f:
-        yaml.dump(params, f)
+    edit_params(root, {"prepare": {"image_size": size}, "model": {"name": "lenet5"},
+                       "train": {"epochs": epochs, "device": "cpu", "scheduler": "none"}})
 
 
 def train_stage(root: Path, processes: int) -> tuple[float, float]:
     """(images/s of the training steps, wall seconds of the whole stage) with train.processes = `processes`."""
-    yaml = YAML()
-    params = yaml.load((root / "params.yaml").read_text())
-    params["train"]["processes"] = processes
-    with (root / "params.yaml").open("w") as f:
-        yaml.dump(params, f)
+    set_param(root, "train", "processes", processes)
     started = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     subprocess.run([sys.executable, "-m", "stages.train"], cwd=root, check=True, capture_output=True, env=env)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.plain import plain_epoch
+from benchmarks.harness import plain_epoch
 from classifier.training.device_dataset import DeviceDataset
 from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params

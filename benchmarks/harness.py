@@ -1,5 +1,6 @@
-"""A scratch copy of the project holding this workspace's data, for benchmarks that train and
-evaluate with other settings without touching the workspace's outputs."""
+"""What the benchmarks share: the plain alternative they compare with (one epoch of the textbook PyTorch
+loop), editing a params.yaml, and a scratch copy of the project holding this workspace's data, for
+benchmarks that train and evaluate with other settings without touching the workspace's outputs."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import torch
 from ruamel.yaml import YAML
+from torch import nn
+from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("stages", "classifier", "params.yaml", "data/split", "data/prepared", "data/augmented", "models/pretrained")
@@ -31,12 +35,29 @@ def scratch_project() -> Iterator[Path]:
         yield work
 
 
-def set_param(work: Path, section: str, key: str, value) -> None:
+def plain_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> None:
+    """What the PyTorch tutorials write: train mode, then forward, loss, zero_grad, backward, step per batch."""
+    model.train()
+    for xb, yb in loader:
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def edit_params(work: Path, changes: dict[str, dict], base: Path | None = None) -> None:
+    """`work`/params.yaml with {section: {key: value}} changed (comments kept); read from `base`'s
+    params.yaml when given (the project's), else from the file itself."""
     yaml = YAML()
-    params = yaml.load((work / "params.yaml").read_text())
-    params[section][key] = value
+    params = yaml.load(((base or work) / "params.yaml").read_text())
+    for section, values in changes.items():
+        params[section].update(values)
     with (work / "params.yaml").open("w") as f:
         yaml.dump(params, f)
+
+
+def set_param(work: Path, section: str, key: str, value) -> None:
+    edit_params(work, {section: {key: value}})
 
 
 def run_tool(work: Path, code: str, environment: dict[str, str] | None = None, one_core: bool = False) -> str:
