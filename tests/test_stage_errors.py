@@ -35,7 +35,7 @@ def assert_fails_cleanly(result, message: str, project: Path, absent: str) -> No
 def test_bad_params_stop_the_params_stage(tmp_path, overrides, message) -> None:
     """The params stage, first in dvc.yaml, checks every section; a stage checks only its own."""
     project = copy_project(tmp_path, overrides)
-    assert_fails_cleanly(run_stage("classifier.params", project, check=False), message, project, "data/params.ok")
+    assert_fails_cleanly(run_stage("stages.params", project, check=False), message, project, "data/params.ok")
 
 
 def test_missing_data_folder(tmp_path) -> None:
