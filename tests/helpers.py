@@ -127,8 +127,14 @@ def stop_queue_workers(root: Path) -> None:
 
 
 def queue_worker_pids(root: Path) -> list[int]:
-    from tools.tune import worker_pids
-    return [int(pid) for pid in worker_pids(root).values() if pid.isdigit()]
+    """The pids DVC keeps for its queue workers (dvc-exp-worker-N.pid): a test's look inside DVC."""
+    pids = []
+    for file in (root / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+        try:
+            pids.append(file.read_text().strip())
+        except OSError:  # being written or removed
+            continue
+    return [int(pid) for pid in pids if pid.isdigit()]
 
 
 def process_alive(pid: int) -> bool:

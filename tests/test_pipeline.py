@@ -472,7 +472,7 @@ def test_lr_find_suggests_a_learning_rate_and_refuses_a_range_where_nothing_is_l
 def test_search_names_count_past_every_experiment_name_in_use(project, lr_experiment) -> None:
     """tools.tune names its trials STUDY-K past every name DVC knows: a finished experiment's (lr_experiment's
     lr-small) and a queued one's alike, so no result is lost to a reused name (free_names: unit-tested)."""
-    from classifier.experiments.search import taken_names
+    from classifier.experiments.dvc_client import taken_names
     try:
         dvc("exp", "run", "--queue", "-n", "rs-1", "-S", "train.lr=0.02", cwd=project)
         with pytest.MonkeyPatch.context() as patch:

@@ -68,7 +68,7 @@ def test_names_count_on_past_every_name_in_use() -> None:
 
 
 def test_a_search_outside_a_dvc_repository_is_one_error(tmp_path, monkeypatch) -> None:
-    from classifier.experiments.search import taken_names
+    from classifier.experiments.dvc_client import taken_names
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match=f"^{tmp_path} is not a DVC repository: run the search from the project root"):
         taken_names()
@@ -113,3 +113,19 @@ def test_a_dvc_lock_held_for_a_moment_is_waited_for(monkeypatch) -> None:
     with pytest.raises(PipelineError, match="dvc exp run --queue failed: ERROR: unknown params"):
         dvc_command.run_dvc("exp", "run", "--queue")
     assert len(calls) == 4  # not asked again
+
+
+def test_queue_states_are_read_from_dvc_queue_status(monkeypatch) -> None:
+    """DVC's public table (`dvc queue status`, captured from DVC 3.67), not its celery internals: a name
+    queued again takes the state still to end."""
+    from classifier.experiments import dvc_client
+    table = ("Task     Name    Created    Status\n"
+             "5c3bd2e  t-2     10:41 PM   Running\n"
+             "a1b2c3d  t-3     10:42 PM   Queued\n"
+             "0d9e8f7          10:40 PM   Failed\n"
+             "9f8e7d6  t-1     Dec 05, 2026  Failed\n"
+             "1a2b3c4  t-1     10:43 PM   Queued\n"
+             "7e6d5c4  t-0     10:39 PM   Success\n"
+             "\nWorker status: 1 active, 0 idle\n")
+    monkeypatch.setattr(dvc_client, "run_dvc", lambda *args, **kw: table)
+    assert dvc_client.queue_states() == {"t-0": "done", "t-1": "queued", "t-2": "running", "t-3": "queued"}

@@ -33,30 +33,24 @@ from __future__ import annotations
 import argparse
 import re
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from classifier.experiments.dvc_client import run_dvc
+from classifier.experiments.dvc_client import queue_states, run_dvc, start_workers, taken_names
 from classifier.runtime.errors import PipelineError, Stopped, run_stage
-from classifier.runtime.outputs import process_running
 from classifier.params.checks import PARAMS_FILE, read_yaml
+from classifier.experiments.search import (Distribution, as_override, check_combination, free_names, left_queued,
+                                           parse_distributions)
 from classifier.training.tuning import (FOLDER_VARIABLE, OBJECTIVES, PRUNERS, StudySettings, journal_path, make_pruner,
-                               open_storage)
-from classifier.experiments.search import (Distribution, as_override, check_combination, free_names, left_queued, parse_distributions,
-                         taken_names)
+                                        open_storage)
 
 SAMPLERS = ("tpe", "random")
 RESERVED = ("tune.",)   # set by tune itself for each trial
 POLL_SECONDS = 1.0
 QUEUE_EVERY = 5         # polls of the journal per look at DVC's queue
 GONE_POLLS = 6          # looks at DVC's queue that a running trial's experiment may be missing before it counts failed
-STALLED_POLLS = 2       # looks with trials queued and none running before the workers are started again
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,49 +177,6 @@ class InFlight:
         return all(trials[number].state == optuna.trial.TrialState.RUNNING for number in self.trials.values())
 
 
-def queue_states() -> dict[str, str]:
-    """Experiment name -> queued, running, failed or done, from DVC's queue."""
-    from dvc.repo import Repo
-    with Repo() as repo:
-        queue = repo.experiments.celery_queue
-        states = {result.entry.name: "done" for result in queue.iter_success()}
-        states.update({result.entry.name: "failed" for result in queue.iter_failed()})
-        states.update({entry.name: "running" for entry in queue.iter_active()})
-        states.update({entry.name: "queued" for entry in queue.iter_queued()})
-    return states
-
-
-def worker_pids(root: Path = Path(".")) -> dict[str, str]:
-    """DVC's queue workers (dvc-exp-worker-N) -> pid, from the pid files DVC keeps for them."""
-    pids = {}
-    for file in (root / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
-        try:
-            pids[file.stem] = file.read_text().strip()
-        except OSError:  # being written or removed
-            continue
-    return pids
-
-
-def workers_running(jobs: int) -> bool:
-    """Whether DVC's queue workers 1..JOBS all run: then there is nothing to start (`dvc queue start`
-    costs a second of CPU to find that out)."""
-    pids = worker_pids()
-    return all(process_running(pids.get(f"dvc-exp-worker-{number}", "")) for number in range(1, jobs + 1))
-
-
-def start_workers(jobs: int) -> None:
-    """`dvc queue start -j JOBS`: the workers not already running are started. Its output goes to a
-    file, not a pipe: DVC forks a daemon per worker that keeps the files it inherits open while the
-    worker lives, and whoever reads a pipe of ours (`dvc queue start`'s here, tools.tune's in a test
-    or a `| tee`) would wait for the workers to exit."""
-    with tempfile.TemporaryFile("w+") as errors:
-        done = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
-        if done.returncode != 0:
-            errors.seek(0)
-            raise PipelineError(f"dvc queue start -j {jobs} failed: {' '.join(errors.read().split())[:300]}")
-
-
 class DvcQueue:
     """Where tools.tune runs its trials by default: DVC's queue workers on this machine."""
     failure_hint = "`dvc queue logs {name}` says why"
@@ -233,13 +184,11 @@ class DvcQueue:
     def send(self, names: list[str]) -> None:
         """Nothing to do: DVC's workers take what is queued."""
 
-    def keep_running(self, jobs: int, queued_now: bool, stalled: int) -> bool:
-        """DVC's workers started again when a trial was queued and they are gone (idle workers stop after
-        10 s), or when trials wait and none runs: whether they were."""
-        if (queued_now and not workers_running(jobs)) or stalled > STALLED_POLLS:
+    def keep_running(self, jobs: int, queued_now: bool, stalled: bool) -> None:
+        """`dvc queue start -j JOBS` when a trial was queued (idle workers stop after 10 s), or when
+        trials wait and none runs: it starts the workers not running, and leaves the others be."""
+        if queued_now or stalled:
             start_workers(jobs)
-            return True
-        return False
 
     def states(self) -> dict[str, str]:
         return queue_states()
@@ -336,7 +285,7 @@ def search(study, settings: StudySettings, distributions: list[Distribution], co
     adopt_running(study, flight)
     runner.send(list(flight.trials))
     names = iter(free_names(study.study_name, count, taken_names()))
-    asked, stalled, polls = 0, 0, 0
+    asked, stalled, polls = 0, False, 0
     try:
         while asked < count or flight.trials:
             queued_now = False
@@ -346,8 +295,8 @@ def search(study, settings: StudySettings, distributions: list[Distribution], co
                 asked, queued_now = asked + 1, True
                 if name in flight.trials:
                     runner.send([name])
-            if runner.keep_running(jobs, queued_now, stalled):
-                stalled = 0
+            runner.keep_running(jobs, queued_now, stalled)
+            stalled = False
             time.sleep(POLL_SECONDS)
             polls += 1
             if polls % QUEUE_EVERY == 0 or not flight.all_running(study):
@@ -355,7 +304,7 @@ def search(study, settings: StudySettings, distributions: list[Distribution], co
                 # is looked at now and then, for a run killed before it could tell.
                 states = runner.states()
                 waiting = [name for name in flight.trials if states.get(name) == "queued"]
-                stalled = stalled + 1 if waiting and not any(states.get(n) == "running" for n in flight.trials) else 0
+                stalled = bool(waiting) and not any(states.get(n) == "running" for n in flight.trials)
                 settle(study, settings, flight, states, runner.failure_hint)
         runner.finish()
     except KeyboardInterrupt as exc:

@@ -410,9 +410,8 @@ class ClusterQueue:
         if experiments:
             self.session.send(experiments)
 
-    def keep_running(self, jobs: int, queued_now: bool, stalled: int) -> bool:
+    def keep_running(self, jobs: int, queued_now: bool, stalled: bool) -> None:
         self.session.poll(0)
-        return False
 
     def states(self) -> dict[str, str]:
         return self.session.states()

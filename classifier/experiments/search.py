@@ -8,7 +8,6 @@ names, [lists]).
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -105,22 +104,6 @@ def check_combination(raw_params: dict, combination: dict[str, Any], what: str =
     except PipelineError as exc:
         drawn = " ".join(as_override(k, v) for k, v in combination.items())
         raise PipelineError(f"{exc} ({what}: {drawn}; nothing was queued)") from None
-
-
-def taken_names() -> set[str]:
-    """Every experiment name in this repo: done (on any commit), queued, running or failed."""
-    from dvc.exceptions import NotDvcRepoError
-    from dvc.repo import Repo
-    try:
-        repo = Repo()
-    except NotDvcRepoError:
-        raise PipelineError(f"{os.getcwd()} is not a DVC repository: run the search from the project root") from None
-    with repo:
-        names = {name for experiments in repo.experiments.ls(all_commits=True).values() for name, _ in experiments}
-        queue = repo.experiments.celery_queue
-        names |= {entry.name for entry in (*queue.iter_queued(), *queue.iter_active())}
-        names |= {result.entry.name for result in queue.iter_done()}
-    return {name for name in names if name}
 
 
 def free_names(prefix: str, count: int, taken: set[str]) -> list[str]:

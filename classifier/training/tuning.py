@@ -74,7 +74,8 @@ def make_pruner(settings: StudySettings):
 
 
 def load_study(study: str, cwd: Path | None = None):
-    """The named study from its journal, with its pruner; a one-line error when there is none."""
+    """(the named study from its journal, with its pruner; its settings; its storage); a one-line error
+    when there is none."""
     import optuna
     path = journal_path(study, cwd)
     if not path.is_file():
@@ -86,7 +87,7 @@ def load_study(study: str, cwd: Path | None = None):
     except KeyError:
         raise PipelineError(f"tune.study '{study}': {path} holds no study of that name") from None
     settings = StudySettings.from_attrs(attrs)
-    return optuna.load_study(study_name=study, storage=storage, pruner=make_pruner(settings)), settings
+    return optuna.load_study(study_name=study, storage=storage, pruner=make_pruner(settings)), settings, storage
 
 
 class TrialReport:
@@ -98,8 +99,7 @@ class TrialReport:
         if not tune.study:
             return
         import optuna
-        study, self.settings = load_study(tune.study)
-        storage = study._storage  # noqa: SLF001  Optuna's API gives a study's storage no public name
+        study, self.settings, storage = load_study(tune.study)
         try:
             trial_id = storage.get_trial_id_from_study_id_trial_number(
                 storage.get_study_id_from_name(tune.study), tune.trial)
