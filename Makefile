@@ -27,7 +27,7 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-# The edit loop: unit tests only (no dvc), about 25 s on 2 cores (README.md says the same).
+# The edit loop: unit tests under 0.15 s each (no dvc, no subprocess), about 18 s on 2 cores (README.md says the same).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow and not gpu"
 

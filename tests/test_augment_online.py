@@ -100,6 +100,7 @@ def photo_like(n: int, channels: int) -> torch.Tensor:
     return images
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 @pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_op_at_every_magnitude_equals_torchvisions_to_the_bit(policy, channels) -> None:

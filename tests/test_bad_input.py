@@ -136,6 +136,7 @@ def test_ingest_keeps_non_utf8_names_under_printable_ones(tmp_path, monkeypatch,
     assert "data/raw/cat/caf\\xe9.png" in set(read_index(project / "data/raw")["key"]) and "ingest: 6 images" in out
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_duplicates_are_listed_and_dropped_or_kept(tmp_path, monkeypatch, capsys) -> None:
     source = make_image_folder(tmp_path / "photos", {"cat": 4, "dog": 4}, size=(40, 60))
     (source / "cat" / "copy.png").write_bytes((source / "cat" / "img_001.png").read_bytes())  # same pixels
@@ -153,6 +154,7 @@ def test_duplicates_are_listed_and_dropped_or_kept(tmp_path, monkeypatch, capsys
         assert "1 duplicate image(s)" in out and "1 near-duplicate image(s)" in out
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_the_same_image_in_two_given_splits_is_an_error_naming_both(tmp_path, monkeypatch, capsys) -> None:
     source = tmp_path / "photos"
     make_image_folder(source / "train", {"a": 4, "b": 4})

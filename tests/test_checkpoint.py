@@ -107,6 +107,7 @@ def test_a_folder_is_not_a_checkpoint(tmp_path) -> None:
         Checkpoint.load(tmp_path)
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_weights_of_another_architecture_are_one_error_naming_the_file(saved, tmp_path) -> None:
     model, _, path = saved
     checkpoint = Checkpoint.load(path)

@@ -196,6 +196,7 @@ def refusal(argv: list[str]) -> str:
     return message
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_request_names_its_remotes_and_the_cluster(tmp_path, monkeypatch) -> None:
     local_project(tmp_path / "p", monkeypatch, config=STORE)
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
@@ -306,6 +307,7 @@ def test_runs_given_other_gpus_by_ray_lock_them_apart() -> None:
     assert cluster_node.gpu_locks(["0", "1"]) != first and cluster_node.gpu_locks([]) == {}
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_run_dies_with_the_task_that_started_it(tmp_path) -> None:
     """The task's process killed (-9, as a force-cancel does): the guard kills the command's whole group."""
     pid_file = tmp_path / "pid"

@@ -65,6 +65,7 @@ def claimants(tmp_path):
         process.wait()
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_concurrent_runs_get_different_gpus_and_the_extra_one_waits(claimants) -> None:
     first, second = claimants(2), claimants(2)
     first_gpu, second_gpu = got(first)[0], got(second)[0]
@@ -117,6 +118,7 @@ def test_more_processes_than_gpus_is_refused(tmp_path) -> None:
         claim_gpus(2, 3, folder=tmp_path)
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_claims_in_one_process_are_kept_and_released(tmp_path) -> None:
     try:
         assert claim_gpu(2, folder=tmp_path) == 0

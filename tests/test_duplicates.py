@@ -47,6 +47,7 @@ def test_a_near_duplicate_across_a_cell_border_is_found() -> None:
     assert near_duplicates(np.stack([a, b])) == [(0, 1)]
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_only_neighbouring_cells_are_compared() -> None:
     """Distinct pictures spread over cells: far fewer distances computed than all pairs."""
     thumbs = pictures_with_copies(3000, 30, seed=1, noise=0.5)

@@ -25,10 +25,12 @@ def entries(items: list) -> list[str]:
     return [next(iter(item)) if isinstance(item, dict) else item for item in items or []]
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_dvc_yaml_is_up_to_date_with_the_code() -> None:
     assert dvc_yaml.render(TEXT) == TEXT, "dvc.yaml's deps or params differ from the code: run `make generated`"
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_missing_code_dep_is_put_back_and_comments_stay() -> None:
     dropped = TEXT.replace("      - classifier/augment/policies.py\n", "", 1)
     assert dropped != TEXT

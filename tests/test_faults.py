@@ -312,6 +312,7 @@ def test_a_killed_runs_temporaries_are_removed_by_the_next_write_and_a_running_o
     assert json.loads((tmp_path / "time.json").read_text()) == {"epoch": 1}
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_stage_that_runs_retires_the_last_scores(tmp_path, monkeypatch) -> None:
     """The scores of the last run no longer describe the data or model once a stage before evaluate runs."""
     from stages import ingest, split

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, top_k_accuracy_score
 
@@ -57,6 +58,7 @@ def test_predictions_table_for_the_confusion_template() -> None:
     assert table.iloc[1].tolist() == ["cat", "dog"]
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_pngs_are_written(tmp_path) -> None:
     plot_confusion(Y_TRUE, Y_PRED, CLASSES, "val", tmp_path / "confusion.png")
     history = pd.DataFrame({"epoch": [1, 2], "lr": [0.1, 0.1], "train_loss": [1.0, 0.5],
@@ -75,6 +77,7 @@ def _pixels_of(path, rgb: tuple[int, int, int]) -> np.ndarray:
     return (np.abs(image - np.array(rgb)).max(axis=2) <= 6)
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_learning_curves_mark_the_saved_epoch_and_the_fine_tuning_boundary(tmp_path) -> None:
     history = pd.DataFrame({"epoch": [1, 2, 3, 4], "lr": [0.1] * 4, "train_loss": [1.0, 0.5, 0.4, 0.3],
                             "train_accuracy": [0.5, 0.8, 0.85, 0.9], "val_loss": [1.1, 0.7, 0.6, 0.65],

@@ -43,6 +43,7 @@ CORNERS = [(1, 32), (3, 64)]
                                                 for channels, size in SHAPES]
                          + [(name, *CORNERS[k % 2]) for k, name in enumerate(TORCHVISION)]
                          + [("efficientnet_lite0", *corner) for corner in CORNERS])
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_model_builds_and_steps(name: str, channels: int, size: int) -> None:
     torch.manual_seed(0)
     shape = InputShape(channels, size, size, num_classes=7)
@@ -90,6 +91,7 @@ def test_custom_head_replaces_the_classifier(name: str) -> None:
     assert [m.out_features for m in head.modules() if isinstance(m, nn.Linear)] == [64, 32, 6]
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 @pytest.mark.parametrize("name", ["cnn", "resnet18"])
 @pytest.mark.parametrize("freeze", ["features", "head"])
 def test_frozen_weights_stay_bit_identical_after_a_step(name: str, freeze: str) -> None:
@@ -155,6 +157,7 @@ def resnet18_file(tmp_path, monkeypatch):
     return reference, path
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_weights_file_round_trips_and_grey_sums_rgb(resnet18_file) -> None:
     reference, path = resnet18_file
     rgb = build_model(params_for("resnet18", pretrained=path.name), InputShape(3, 32, 32, 4))
@@ -165,6 +168,7 @@ def test_weights_file_round_trips_and_grey_sums_rgb(resnet18_file) -> None:
     assert grey.fc.out_features == 4
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_hub_reads_torchvisions_file_name_from_the_declared_folder(resnet18_file, tmp_path, monkeypatch) -> None:
     reference, path = resnet18_file
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
@@ -195,6 +199,7 @@ def test_same_padding_pads_the_odd_pixel_after_as_tensorflow_does() -> None:
     assert total == 1  # at 8 px the padding is uneven: what a symmetric padding of 1 would get wrong
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_efficientnet_lite0_has_the_published_layout_and_loads_its_weights(tmp_path, monkeypatch) -> None:
     """The published file (efficientnet-lite0-57934424.pth) holds 296 entries and 4,652,008 weights
     under these names: a file of this layout loads, grey inputs get the summed RGB filters of the
@@ -218,6 +223,7 @@ def test_efficientnet_lite0_has_the_published_layout_and_loads_its_weights(tmp_p
         build_model(params_for("efficientnet_lite0", pretrained="hub"), InputShape(3, 64, 64, 2))
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_missing_or_wrong_weights_file(resnet18_file) -> None:
     with pytest.raises(PipelineError, match="no pretrained weights for resnet18 at models/pretrained/nope.pth"):
         build_model(params_for("resnet18", pretrained="nope.pth"), InputShape(3, 32, 32, 4))
@@ -228,6 +234,7 @@ def test_missing_or_wrong_weights_file(resnet18_file) -> None:
         build_model(params_for("lenet5", pretrained=path.name), InputShape(3, 32, 32, 4))
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 @pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
 def test_models_with_auxiliary_heads_train(name: str) -> None:
     shape = InputShape(3, 32, 32, 4)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -49,6 +50,7 @@ def test_feature_maps_are_the_first_conv_layers_output() -> None:
     assert feature_maps(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), images, normalize)[0] == ""  # no conv layer
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_every_weight_layer_gets_a_histogram(tmp_path) -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 8), nn.Linear(8, 2))
     layers = weight_layers(model)
@@ -71,6 +73,7 @@ def test_every_weight_layer_gets_a_histogram(tmp_path) -> None:
     assert_picture(tmp_path / "weights.png", min_side=200)
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_deep_network_shows_twelve_layers_from_first_to_last(tmp_path, monkeypatch) -> None:
     import classifier.evaluation.charts as metrics
     drawn = []

@@ -54,11 +54,13 @@ def prepared(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_the_digits_raw_images_have_their_pinned_bytes(prepared) -> None:
     assert dvc_dir_md5(prepared / "data/raw") == RAW_DIGEST
     assert locked_outs("ingest")["data/raw"] == RAW_DIGEST  # the committed lock agrees
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_the_prepared_arrays_have_their_pinned_bytes(prepared) -> None:
     images = prepared / "data/prepared/train/images.npy"
     assert hashlib.sha256(images.read_bytes()).hexdigest() == TRAIN_IMAGES_SHA256

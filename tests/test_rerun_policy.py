@@ -86,6 +86,7 @@ def test_no_stage_module_imports_another_or_a_tool() -> None:
     assert "classifier/training/loop.py" not in {next(iter(d)) if isinstance(d, dict) else d for d in STAGES["evaluate"]["deps"]}
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_the_layout_keeps_stages_tools_and_shared_code_apart() -> None:
     """stages/ holds dvc.yaml's stages and nothing else; classifier/ holds sub-packages named for their
     job, no loose module; the tools import no stage; the shared code in classifier/ imports neither."""

@@ -75,6 +75,7 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_fit_resumed_after_any_epoch_ends_exactly_as_one_never_stopped(case) -> None:
     train, model_params, augment = CASES[case]
@@ -90,6 +91,7 @@ def test_a_fit_resumed_after_any_epoch_ends_exactly_as_one_never_stopped(case) -
 
 @pytest.mark.parametrize("case", ["plain with dropout", "onecycle, EMA, mixup and cutmix, TrivialAugment, erasing",
                                   "two-phase fine-tuning with EMA"])
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_fit_resumed_within_an_epoch_ends_exactly_as_one_never_stopped(case) -> None:
     """A state kept after any step (as after every few minutes of a long epoch) resumes exactly too."""
     train, model_params, augment = CASES[case]
@@ -103,6 +105,7 @@ def test_a_fit_resumed_within_an_epoch_ends_exactly_as_one_never_stopped(case) -
         assert resumed.history == whole.history and resumed.steps == whole.steps
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_resume_without_the_random_streams_would_differ() -> None:
     """The test above can fail: drop dropout's generator from a state and the run goes elsewhere."""
     train, model_params, augment = CASES["plain with dropout"]
@@ -273,6 +276,7 @@ def test_the_data_digest_changes_with_any_byte_of_any_input(tmp_path) -> None:
     assert data_digest((tmp_path / "a", tmp_path / "missing")) != before
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_the_code_digest_is_of_the_files_train_runs(tmp_path, monkeypatch) -> None:
     from classifier.runtime import code_deps as source_files
     copy = copy_project(tmp_path / "p")

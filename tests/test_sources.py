@@ -43,6 +43,7 @@ def photos(root: Path, split: bool = False) -> Path:
     return root
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 @pytest.mark.parametrize("split", [False, True], ids=["class folders", "train/test"])
 def test_packed_shards_ingest_to_the_same_data_raw_as_the_folder(tmp_path, monkeypatch, capsys, split) -> None:
     source = photos(tmp_path / "photos", split)
@@ -54,6 +55,7 @@ def test_packed_shards_ingest_to_the_same_data_raw_as_the_folder(tmp_path, monke
     assert set(read_index(tmp_path / "b/data/raw")["split"]) == ({"train", "test"} if split else {""})
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_tar_or_zip_of_the_folder_ingests_alike(tmp_path, monkeypatch) -> None:
     source = photos(tmp_path / "photos")
     subprocess.run(["tar", "-cf", str(tmp_path / "photos.tar"), "-C", str(tmp_path), "photos"], check=True)
@@ -107,6 +109,7 @@ def test_the_pack_command_says_what_to_set(tmp_path, capsys) -> None:
     assert f"data.source={tmp_path / 'packed'}" in out
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_second_ingest_decodes_only_what_changed_and_writes_the_same_bytes(tmp_path, monkeypatch, capsys) -> None:
     """Incremental ingest: after one image edited, one added and one removed, only the two new
     contents are decoded, and data/raw is byte for byte what an ingest with no cache writes."""
@@ -147,6 +150,7 @@ def arrays(prepared: Path) -> dict[str, str]:
             for p in sorted(prepared.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_second_prepare_decodes_only_what_changed_and_writes_the_same_bytes(tmp_path, monkeypatch, capsys) -> None:
     """Incremental prepare: after one image edited, only it is decoded again; other prepare params
     decode everything; and data/prepared is byte for byte what a prepare with no cache writes."""

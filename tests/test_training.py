@@ -423,6 +423,7 @@ def small_photo_set(n_per_class: int, rng: np.random.Generator) -> tuple[np.ndar
     return np.stack(images), np.array(labels)
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_online_augmentation_raises_test_accuracy_on_a_small_photo_set() -> None:
     """40 training photos: the random crops, shifts and flips of every batch let a small CNN
     generalise to 400 new photos far better than the same run without them."""

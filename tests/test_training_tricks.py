@@ -68,6 +68,7 @@ def test_the_averaged_weights_are_the_ema_of_every_step_and_are_what_is_kept() -
     assert [r.val_loss for r in result.history] != [r.val_loss for r in plain.history]
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 @pytest.mark.parametrize("epochs", [3, 30])
 def test_the_average_is_no_worse_than_the_raw_weights_on_a_short_run_or_a_long_one(epochs) -> None:
     """EMA at 0.99 over 12 steps (3 epochs) or 120: the warmed-up average tracks the training, where

@@ -82,6 +82,7 @@ def test_values_drawn_are_those_queued() -> None:
         assert isinstance(epochs, int) and 2 <= epochs <= 4
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_the_sampler_learns_from_finished_trials(journals) -> None:
     """On a known objective (lr = 1e-2 is best), TPE's last ten draws of thirty lie far nearer the
     optimum than the random sampler's: it draws where the finished trials scored well."""
@@ -186,6 +187,7 @@ def test_ctrl_c_lists_the_trials_left_queued_and_running_with_their_commands(jou
     assert "c-1 still run and report to the study as they end (`dvc queue kill c-1` stops them)" in message
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_the_report_ranks_trials_and_gives_the_best_as_a_command(journals, tmp_path) -> None:
     study, settings = new_study("r")
     for lr, value, state in ((0.1, 0.3, "complete"), (0.01, 0.2, "complete"), (1e-5, 2.3, "pruned"), (9.0, None, "fail")):
