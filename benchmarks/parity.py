@@ -36,7 +36,7 @@ from classifier.models.registry import InputShape, build_model
 from classifier.training.optim import make_scheduler
 from classifier.params.whole_file import load_params
 from classifier.data.preprocessing import Preprocessing
-from classifier.training.loop import fit
+from classifier.training.loop import FitData, Hooks, fit
 
 SIZE = 32
 
@@ -101,8 +101,8 @@ def one_seed(seed: int, args, params) -> dict[str, float]:
     for monitor in ("val_loss", "val_accuracy"):
         torch.manual_seed(seed)
         model = build_model(params.model, shape)
-        result = fit(model, DeviceDataset(images, labels, cpu), val, preprocessing.normalizer(),
-                     dataclasses.replace(train, monitor=monitor), log=lambda _: None)
+        result = fit(model, FitData(DeviceDataset(images, labels, cpu), val, preprocessing.normalizer()),
+                     dataclasses.replace(train, monitor=monitor), Hooks(log=lambda _: None))
         for checkpoint, name in (("last", "pipeline, last epoch"), ("best", f"pipeline, {monitor}")):
             state, epoch = result.saved(checkpoint)
             model.load_state_dict(state)

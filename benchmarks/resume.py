@@ -25,7 +25,7 @@ from classifier.training.device_dataset import DeviceDataset
 from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
 from classifier.data.preprocessing import Normalizer
-from classifier.training.loop import fit_phases
+from classifier.training.loop import FitData, Hooks, fit_phases
 from classifier.training.resume import Identity, StateKeeper
 
 CASES = {  # name: (model.name, images, side, channels, batch size)
@@ -53,8 +53,9 @@ def one_run(model_name: str, images: np.ndarray, labels: np.ndarray, batch_size:
             saving[0] += time.perf_counter() - started
     data = DeviceDataset(images, labels, torch.device("cpu"))
     started = time.perf_counter()
-    fit_phases(model, data, DeviceDataset(images[:200], labels[:200], torch.device("cpu")),
-               Normalizer((0.3,) * images.shape[3], (0.3,) * images.shape[3]), train, log=lambda _: None, keep=keep)
+    val = DeviceDataset(images[:200], labels[:200], torch.device("cpu"))
+    normalize = Normalizer((0.3,) * images.shape[3], (0.3,) * images.shape[3])
+    fit_phases(model, FitData(data, val, normalize), train, Hooks(log=lambda _: None, keep=keep))
     total = time.perf_counter() - started
     size = next(folder.glob("*.pt")).stat().st_size if folder is not None else 0
     return total, saving[0], size

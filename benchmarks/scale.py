@@ -97,7 +97,7 @@ from classifier.training.device_dataset import DeviceDataset
 from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
 from classifier.data.preprocessing import Normalizer
-from classifier.training.loop import fit
+from classifier.training.loop import FitData, Hooks, fit
 
 path, resident = sys.argv[1], sys.argv[2] == "resident"
 peak = {"anon": 0}
@@ -116,7 +116,7 @@ train = dataclasses.replace(load_params("train").train, epochs=1, batch_size=256
 started = time.perf_counter()
 data = DeviceDataset(images, labels, torch.device("cpu"), resident=resident)
 val = DeviceDataset(images[:1000], labels[:1000], torch.device("cpu"))
-result = fit(model, data, val, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
+result = fit(model, FitData(data, val, Normalizer((0.3,), (0.3,))), train, Hooks(log=lambda _: None))
 total = time.perf_counter() - started
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(result.images_per_second, total, peak["anon"] / 1024, hwm / 1024)

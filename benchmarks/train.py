@@ -23,7 +23,7 @@ from classifier.training.device_dataset import DeviceDataset
 from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
 from classifier.data.preprocessing import Normalizer
-from classifier.training.loop import fit
+from classifier.training.loop import FitData, Hooks, fit
 
 MEAN, STD = (0.3,), (0.3,)
 
@@ -49,8 +49,8 @@ def ours(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_images: n
          val_labels: np.ndarray, batch_size: int, epochs: int, lr: float, device: torch.device) -> None:
     params = dataclasses.replace(load_params("train").train, epochs=epochs, batch_size=batch_size, lr=lr,
                                  scheduler="none", patience=0, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
-    fit(model, DeviceDataset(images, labels, device), DeviceDataset(val_images, val_labels, device), Normalizer(MEAN, STD, device),
-        params, log=lambda _: None)
+    fit(model, FitData(DeviceDataset(images, labels, device), DeviceDataset(val_images, val_labels, device),
+                       Normalizer(MEAN, STD, device)), params, Hooks(log=lambda _: None))
 
 
 def main() -> None:

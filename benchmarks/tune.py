@@ -39,7 +39,7 @@ from classifier.runtime.errors import PipelineError
 from classifier.models.inference import loss_and_accuracy, predict_logits
 from classifier.models.registry import InputShape, build_model
 from classifier.params.whole_file import load_params
-from classifier.training.loop import EpochRecord, fit, load_training_inputs
+from classifier.training.loop import EpochRecord, FitData, Hooks, fit, load_training_inputs
 from classifier.training.tuning import StudySettings, make_pruner
 
 LRS, MOMENTA = (0.001, 0.01, 0.1, 1.0), (0.0, 0.5, 0.9, 0.99)
@@ -74,8 +74,8 @@ class Data:
             epochs.append(record)
             return bool(on_epoch(record)) if on_epoch is not None else False
         try:
-            fit(model, self.train, self.val, self.normalize,
-                dataclasses.replace(self.train_params, lr=lr, momentum=momentum), log=lambda _: None, on_epoch=seen)
+            fit(model, FitData(self.train, self.val, self.normalize),
+                dataclasses.replace(self.train_params, lr=lr, momentum=momentum), Hooks(log=lambda _: None, on_epoch=seen))
         except PipelineError:  # the loss diverged
             return 0.0, 0.0, len(epochs) + 1
         test_accuracy = loss_and_accuracy(predict_logits(model, self.test, self.normalize), self.test.labels)[1]

@@ -84,16 +84,19 @@ def copy_title(augmentation: str, rotation: float, noise_std: float) -> str:
     return augmentation + ("\n" + " ".join(extras) if extras else "")
 
 
+PREVIEW_ROWS, PREVIEW_COPIES = 20, 12  # classes shown, copies shown of each
+
+
 def preview(images: np.ndarray, labels: np.ndarray, index: pd.DataFrame, classes: list[str], noise_std: float,
-            path: Path, read_raw: Callable[[str], np.ndarray], max_sources: int = 20, max_copies: int = 12) -> None:
-    """The first train image of every class (up to `max_sources`, one row each): the file as ingested,
-    then as prepared (grey, trimmed, inverted, resized: the prepare params) and its copies, each
-    titled with the transforms it went through."""
-    firsts = first_of_each_class(labels, len(classes), most=max_sources)
+            path: Path, read_raw: Callable[[str], np.ndarray]) -> None:
+    """The first train image of every class (up to PREVIEW_ROWS, one row each): the file as ingested,
+    then as prepared (grey, trimmed, inverted, resized: the prepare params) and its copies (up to
+    PREVIEW_COPIES), each titled with the transforms it went through."""
+    firsts = first_of_each_class(labels, len(classes), most=PREVIEW_ROWS)
     grid, titles = [], []
     for row in firsts:
         source = index["source"].iloc[row]
-        copies = np.flatnonzero((index["source"] == source).to_numpy())[:max_copies]
+        copies = np.flatnonzero((index["source"] == source).to_numpy())[:PREVIEW_COPIES]
         grid.append([read_raw(source), *(images[i] for i in copies)])
         titles.append([f"{classes[labels[row]]}: raw file", *(
             f"{classes[labels[i]]}: {copy_title(index['augmentation'].iloc[i], float(index['rotation'].iloc[i]), noise_std)}"

@@ -55,8 +55,8 @@ from classifier.params.train import TrainParams, check_with_model
 from classifier.params.tune import TuneParams
 from classifier.data.preprocessing import Preprocessing
 from classifier.runtime.code_deps import code_digest
-from classifier.training.loop import (EpochRecord, FitResult, STEP_COLUMNS, fit_phases, load_training_inputs,
-                                      Keeping, resumed_history, shard_rows)
+from classifier.training.loop import (EpochRecord, FitData, FitResult, Hooks, STEP_COLUMNS, fit_phases,
+                                      Keeping, load_training_inputs, resumed_history, shard_rows)
 from classifier.training.resume import Identity, StateKeeper, data_digest, state_every_seconds
 from classifier.training.tuning import TrialReport
 
@@ -127,10 +127,10 @@ def train_process(params: Sections, world: World) -> None:
         keeper.save(state, records[-1].epoch if records else 0, within.get("step", 0), within.get("steps", 0))
 
     try:
-        result = fit_phases(model, train, val, preprocessing.normalizer(device), params.train,
-                            class_weights(params.train.class_weights, train_set.labels, len(classes)), log, world,
-                            augment, on_epoch=after_epoch if world.leader else None, resume=resume,
-                            keep=Keeping(keep, state_every_seconds()))
+        weights = class_weights(params.train.class_weights, train_set.labels, len(classes))
+        result = fit_phases(model, FitData(train, val, preprocessing.normalizer(device), weights, augment), params.train,
+                            Hooks(log, after_epoch if world.leader else None, Keeping(keep, state_every_seconds())),
+                            world, resume)
         if world.leader:
             saved_epoch = write_outputs(params, result, classes, preprocessing, trainable, len(train_set.labels),
                                         world)

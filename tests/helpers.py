@@ -285,3 +285,21 @@ def assert_picture(path: Path, min_side: int = 100) -> np.ndarray:
     assert min(image.shape[:2]) >= min_side, (path, image.shape)
     assert image.std() > 5, f"{path} is a flat picture"
     return image
+
+
+def cpu_data(images, labels, val_rows: int | None = 15, **extra):
+    """A fit's FitData on the CPU: all of `images` to train, the first `val_rows` (None: all) as val,
+    normalised as the tests' grey images are; `extra`: weights, augment."""
+    import torch
+    from classifier.data.preprocessing import Normalizer
+    from classifier.training.device_dataset import DeviceDataset
+    from classifier.training.loop import FitData
+    cpu = torch.device("cpu")
+    return FitData(DeviceDataset(images, labels, cpu), DeviceDataset(images[:val_rows], labels[:val_rows], cpu),
+                   Normalizer((0.3,), (0.3,)), **extra)
+
+
+def quiet():
+    """Hooks that print nothing (a fit's lines would fill the test's output)."""
+    from classifier.training.loop import Hooks
+    return Hooks(log=lambda _: None)

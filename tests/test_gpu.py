@@ -34,8 +34,9 @@ def train_once(images: np.ndarray, labels: np.ndarray, resident: bool = True, **
     model = build_model(dataclasses.replace(PARAMS.model, name="lenet5"), InputShape(1, 16, 16, 3)).to(CUDA)
     train = dataclasses.replace(PARAMS.train, epochs=2, batch_size=32, scheduler="none", amp=True, **train_changes)
     data = DeviceDataset(images, labels, CUDA, resident)
-    return training.fit(model, data, DeviceDataset(images, labels, CUDA), Normalizer((0.3,), (0.3,), CUDA), train,
-                        log=lambda _: None)
+    val = DeviceDataset(images, labels, CUDA)
+    return training.fit(model, training.FitData(data, val, Normalizer((0.3,), (0.3,), CUDA)), train,
+                        training.Hooks(log=lambda _: None))
 
 
 def test_bf16_autocast_and_channels_last_are_used() -> None:
@@ -45,7 +46,8 @@ def test_bf16_autocast_and_channels_last_are_used() -> None:
     model.register_forward_hook(lambda m, i, o: seen.append((o.dtype, i[0].is_contiguous(memory_format=torch.channels_last))))
     train = dataclasses.replace(PARAMS.train, epochs=1, batch_size=64, scheduler="none", amp=True)
     data = DeviceDataset(images, labels, CUDA)
-    training.fit(model, data, data, Normalizer((0.3,), (0.3,), CUDA), train, log=lambda _: None)
+    training.fit(model, training.FitData(data, data, Normalizer((0.3,), (0.3,), CUDA)), train,
+                 training.Hooks(log=lambda _: None))
     assert seen and all(dtype == torch.bfloat16 and channels_last for dtype, channels_last in seen)
 
 

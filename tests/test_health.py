@@ -70,7 +70,8 @@ def test_sharpness_aware_minimisation_that_collapses_is_caught(rho, collapses) -
     from classifier.models.registry import InputShape, build_model
     from classifier.params.whole_file import load_params
     from classifier.training.device_dataset import DeviceDataset
-    from classifier.training.loop import fit
+    from classifier.training.loop import FitData, fit
+    from tests.helpers import quiet
     params = load_params("model", "train")
     train = dataclasses.replace(params.train, optimizer="sam", sam_rho=rho, lr=0.05, epochs=8, batch_size=16,
                                 scheduler="none", patience=0, device="cpu")
@@ -80,8 +81,8 @@ def test_sharpness_aware_minimisation_that_collapses_is_caught(rho, collapses) -
                         InputShape(1, 12, 12, 3))
     cpu = torch.device("cpu")
     normalize = Normalizer((0.3,), (0.3,))
-    fit(model, DeviceDataset(images, labels, cpu), DeviceDataset(images[:30], labels[:30], cpu), normalize, train,
-        log=lambda _: None)
+    fit(model, FitData(DeviceDataset(images, labels, cpu), DeviceDataset(images[:30], labels[:30], cpu), normalize), train,
+        quiet())
     predicted = predict_logits(model, DeviceDataset(images, labels, cpu), normalize).argmax(1).numpy()
     assert check_collapse(labels, predicted, CLASSES).seen == collapses, np.bincount(predicted, minlength=3)
 

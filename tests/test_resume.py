@@ -25,13 +25,11 @@ import torch
 
 from classifier.runtime import paths
 from classifier.augment.online import OnlineAugment
-from classifier.training.device_dataset import DeviceDataset
 from classifier.models.registry import InputShape, build_model
-from classifier.data.preprocessing import Normalizer
-from classifier.training.loop import Keeping, fit_phases
+from classifier.training.loop import Hooks, Keeping, fit_phases
 from classifier.training.resume import (KEPT, MINUTES_VARIABLE, STATE_VARIABLE, Identity, StateKeeper, data_digest,
                                        project_root, state_every_seconds, state_folder)
-from tests.helpers import ROOT, copy_project, dvc, env, git, run, run_stage, run_stage_in_process, set_params
+from tests.helpers import ROOT, copy_project, cpu_data, dvc, env, git, run, run_stage, run_stage_in_process, set_params
 from tests.test_training import CPU, PARAMS, tiny_images
 
 MLP = dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.3)  # dropout: torch's own stream
@@ -65,9 +63,8 @@ def run_fit(train, model_params, augment, resume=None, every=0.0):
         buffer = io.BytesIO()
         torch.save(state, buffer)
         states.append(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
-    result = fit_phases(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
-                        Normalizer((0.3,), (0.3,)), train, log=lambda _: None, augment=augment, resume=resume,
-                        keep=Keeping(keep, every))
+    result = fit_phases(model, cpu_data(images, labels, augment=augment), train,
+                        Hooks(log=lambda _: None, keep=Keeping(keep, every)), resume=resume)
     return result, states
 
 

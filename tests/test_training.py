@@ -18,8 +18,8 @@ from classifier.models.registry import InputShape, build_model
 from classifier.training.optim import class_weights, clip_gradients, make_optimizer, make_scheduler
 from classifier.params.whole_file import load_params
 from classifier.data.preprocessing import Normalizer
-from classifier.training.loop import STEP_COLUMNS, fit
-from tests.helpers import ROOT
+from classifier.training.loop import STEP_COLUMNS, FitData, Hooks, fit
+from tests.helpers import ROOT, cpu_data, quiet
 
 PARAMS = load_params("model", "train", path=ROOT / "params.yaml")
 CPU = torch.device("cpu")
@@ -42,8 +42,9 @@ def train_once(seed: int = 0, resident: bool = True, weights=None, augment=None,
     torch.manual_seed(seed)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0),
                         InputShape(1, 12, 12, 3))
-    result = fit(model, DeviceDataset(images, labels, CPU, resident), DeviceDataset(images[:15], labels[:15], CPU, resident),
-                 Normalizer((0.3,), (0.3,)), train, weights, log=lambda _: None, augment=augment)
+    data = FitData(DeviceDataset(images, labels, CPU, resident), DeviceDataset(images[:15], labels[:15], CPU, resident),
+                   Normalizer((0.3,), (0.3,)), weights, augment)
+    result = fit(model, data, train, quiet())
     return model, result
 
 
@@ -129,7 +130,7 @@ def noisy_run(**train_changes):
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(64,), dropout=0.0), InputShape(1, 12, 12, 3))
     val = DeviceDataset(val_images, val_labels, CPU)
-    result = fit(model, DeviceDataset(images, noisy_labels, CPU), val, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
+    result = fit(model, FitData(DeviceDataset(images, noisy_labels, CPU), val, Normalizer((0.3,), (0.3,))), train, quiet())
     return model, result, val
 
 
@@ -190,7 +191,8 @@ def test_train_loss_is_plain_cross_entropy_like_val_loss() -> None:
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0), InputShape(1, 12, 12, 3))
     data = DeviceDataset(images, labels, CPU)
-    result = fit(model, data, data, Normalizer((0.3,), (0.3,)), train, torch.tensor([5.0, 1.0, 1.0]), log=lambda _: None)
+    result = fit(model, FitData(data, data, Normalizer((0.3,), (0.3,)), weights=torch.tensor([5.0, 1.0, 1.0])), train,
+                 quiet())
     (epoch,) = result.history
     assert epoch.train_loss == pytest.approx(epoch.val_loss, rel=1e-5)
     logits = predict_logits(model, data, Normalizer((0.3,), (0.3,)))
@@ -257,7 +259,7 @@ def test_frozen_batch_norm_keeps_its_running_statistics() -> None:
         norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
         before = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
         data = DeviceDataset(images, labels, CPU)
-        fit(model, data, data, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
+        fit(model, FitData(data, data, Normalizer((0.3,), (0.3,))), train, quiet())
         after = [(m.running_mean, m.running_var, m.num_batches_tracked) for m in norms]
         unchanged = [all(torch.equal(a, b) for a, b in zip(x, y)) for x, y in zip(before, after)]
         assert unchanged == [freeze == "features"] * len(norms), freeze
@@ -272,8 +274,8 @@ def test_training_runs_on_cuda_with_amp(resident) -> None:
     device = torch.device("cuda")
     model = build_model(dataclasses.replace(PARAMS.model, name="lenet5"), InputShape(1, 16, 16, 3)).to(device)
     train = dataclasses.replace(PARAMS.train, epochs=4, batch_size=16, scheduler="none", amp=True)
-    result = fit(model, DeviceDataset(images, labels, device, resident), DeviceDataset(images, labels, device, resident),
-                 Normalizer((0.3,), (0.3,), device), train, log=lambda _: None)
+    data = DeviceDataset(images, labels, device, resident)
+    result = fit(model, FitData(data, data, Normalizer((0.3,), (0.3,), device)), train, quiet())
     assert result.history[-1].train_loss < result.history[0].train_loss
 
 
@@ -287,7 +289,7 @@ def test_a_one_image_last_batch_joins_the_one_before() -> None:
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), batch_norm=True),
                         InputShape(1, 12, 12, 3))
     data = DeviceDataset(images, labels, CPU)
-    result = fit(model, data, data, Normalizer((0.3,), (0.3,)), train, log=lambda _: None)
+    result = fit(model, FitData(data, data, Normalizer((0.3,), (0.3,))), train, quiet())
     assert len(result.steps) == 4 and all(math.isfinite(r.train_loss) for r in result.history)
 
 
@@ -297,10 +299,9 @@ def test_batch_size_one_with_batch_norm_is_refused_in_one_line() -> None:
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(8,), batch_norm=True),
                         InputShape(1, 12, 12, 3))
     with pytest.raises(PipelineError, match=r"'train.batch_size' parameter must be >= 2 for a model with batch norm"):
-        fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images, labels, CPU), Normalizer((0.3,), (0.3,)), train)
+        fit(model, cpu_data(images, labels, None), train)
     plain = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(8,)), InputShape(1, 12, 12, 3))
-    fit(plain, DeviceDataset(images, labels, CPU), DeviceDataset(images, labels, CPU), Normalizer((0.3,), (0.3,)), train,
-        log=lambda _: None)  # without batch norm a batch of one is fine
+    fit(plain, cpu_data(images, labels, None), train, quiet())  # without batch norm a batch of one is fine
 
 
 def test_data_parallel_shards_split_the_train_set_at_random() -> None:
@@ -360,7 +361,7 @@ def test_sam_steps_with_the_gradient_at_the_perturbed_weights() -> None:
     norm = torch.sqrt(sum((g ** 2).sum() for g in g0))
     g1 = gradient([w + 0.5 * g / norm for w, g in zip(start, g0)])
     expected = [w - 0.1 * g for w, g in zip(start, g1)]
-    fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images, labels, CPU), normalize, train, log=lambda _: None)
+    fit(model, FitData(DeviceDataset(images, labels, CPU), DeviceDataset(images, labels, CPU), normalize), train, quiet())
     for got, want in zip(model.parameters(), expected):
         torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
     plain_sgd = [w - 0.1 * g for w, g in zip(start, g0)]
@@ -385,10 +386,8 @@ def test_two_phase_fine_tuning_trains_the_head_then_everything() -> None:
     torch.manual_seed(0)
     head_only = fit(build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0,
                                                     freeze="features"), InputShape(1, 12, 12, 3)),
-                    DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU), Normalizer((0.3,), (0.3,)),
-                    dataclasses.replace(train, finetune_epochs=0), log=lambda _: None)
-    result = fit_phases(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
-                       Normalizer((0.3,), (0.3,)), train, log=log)
+                    cpu_data(images, labels), dataclasses.replace(train, finetune_epochs=0), quiet())
+    result = fit_phases(model, cpu_data(images, labels), train, Hooks(log=log))
     # One history: epochs 1-5, the phase of each, the second phase at its own learning rate.
     assert [r.epoch for r in result.history] == [1, 2, 3, 4, 5]
     assert [r.phase for r in result.history] == ["head", "head", "finetune", "finetune", "finetune"]
@@ -442,8 +441,8 @@ def test_online_augmentation_raises_test_accuracy_on_a_small_photo_set() -> None
                                         patience=0, seed=seed)
             torch.manual_seed(seed)
             model = build_model(model_params, InputShape(1, 24, 24, 2))
-            fit(model, DeviceDataset(train_x, train_y, CPU), DeviceDataset(train_x[:4], train_y[:4], CPU), normalize, train,
-                log=lambda _: None, augment=online)
+            fit(model, FitData(DeviceDataset(train_x, train_y, CPU), DeviceDataset(train_x[:4], train_y[:4], CPU), normalize,
+                               augment=online), train, quiet())
             scores.append((predict_logits(model, DeviceDataset(test_x, test_y, CPU), normalize).argmax(1).numpy()
                            == test_y).mean())
         accuracy[online is not None] = float(np.mean(scores))
@@ -494,8 +493,7 @@ def test_a_process_training_alone_never_calls_the_distributed_module(monkeypatch
     images, labels = tiny_images()
     train = dataclasses.replace(PARAMS.train, epochs=2, batch_size=16, lr=0.05, scheduler="none", patience=0)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0), InputShape(1, 12, 12, 3))
-    result = fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
-                 Normalizer((0.3,), (0.3,)), train, log=lambda _: None, keep=Keeping(kept.append))
+    result = fit(model, cpu_data(images, labels), train, Hooks(log=lambda _: None, keep=Keeping(kept.append)))
     assert len(result.history) == 2 and len(kept) == 2  # the last one too: a kill while writing resumes there
 
 
@@ -509,13 +507,12 @@ def test_on_epoch_saying_stop_ends_the_run_there_as_pruned() -> None:
                                 finetune_epochs=3, finetune_lr=0.01)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0, freeze="features"),
                         InputShape(1, 12, 12, 3))
-    result = fit_phases(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
-                        Normalizer((0.3,), (0.3,)), train, log=lines.append, on_epoch=lambda record: record.epoch == 2)
+    result = fit_phases(model, cpu_data(images, labels), train,
+                        Hooks(log=lines.append, on_epoch=lambda record: record.epoch == 2))
     assert [r.epoch for r in result.history] == [1, 2] and result.pruned and not result.stopped_early
     assert "pruned after epoch 2: the search stopped this run" in lines
     assert not any(line.startswith("fine-tuning") for line in lines)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0), InputShape(1, 12, 12, 3))
-    whole = fit(model, DeviceDataset(images, labels, CPU), DeviceDataset(images[:15], labels[:15], CPU),
-                Normalizer((0.3,), (0.3,)), dataclasses.replace(train, finetune_epochs=0), log=lambda _: None,
-                on_epoch=lambda record: None)  # live progress says nothing: the run goes on
+    whole = fit(model, cpu_data(images, labels), dataclasses.replace(train, finetune_epochs=0),
+                Hooks(log=lambda _: None, on_epoch=lambda record: None))  # live progress says nothing: the run goes on
     assert not whole.pruned and len(whole.history) == 6

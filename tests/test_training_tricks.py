@@ -106,12 +106,13 @@ def test_the_range_test_keeps_the_features_at_their_share(monkeypatch) -> None:
     from classifier.training import loop as training_loop
     from classifier.training.device_dataset import DeviceDataset
     from classifier.data.preprocessing import Normalizer
+    from classifier.training.loop import FitData
     made = []  # the range test runs training's own loop, which makes the optimiser
     monkeypatch.setattr(training_loop, "make_optimizer", lambda *a: made.append(make_optimizer(*a)) or made[-1])
     images, labels = tiny_images()
     model = build_model(dataclasses.replace(PARAMS.model, name="cnn", head=(16,)), InputShape(1, 12, 12, 3))
     train = dataclasses.replace(PARAMS.train, features_lr_factor=0.25, batch_size=16)
-    lr_find.lr_range_test(model, DeviceDataset(images, labels, torch.device("cpu")), Normalizer((0.3,), (0.3,)),
-                          train, start=1e-4, end=1e-2, steps=20)
+    lr_find.lr_range_test(model, FitData(DeviceDataset(images, labels, torch.device("cpu")), None,
+                                         Normalizer((0.3,), (0.3,))), train, start=1e-4, end=1e-2, steps=20)
     head, features = made[0].param_groups
     assert head["lr"] == pytest.approx(1e-2) and features["lr"] == pytest.approx(0.25e-2)

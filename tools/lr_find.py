@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from classifier.runtime import paths
-from classifier.augment.online import OnlineAugment, online_augment
+from classifier.augment.online import online_augment
 from classifier.training.device_dataset import DeviceDataset
 from classifier.training.devices import claim_device, release_all, select_device
 from classifier.runtime.errors import PipelineError, run_stage
@@ -33,8 +33,7 @@ from classifier.params.checks import load_sections
 from classifier.params.model import ModelParams
 from classifier.params.online_augment import OnlineAugmentParams
 from classifier.params.train import TrainParams
-from classifier.data.preprocessing import Normalizer
-from classifier.training.loop import epoch_batches, fit, load_training_inputs
+from classifier.training.loop import FitData, Hooks, epoch_batches, fit, load_training_inputs
 
 PARAMS = (ModelParams, TrainParams, OnlineAugmentParams)  # what training reads, online augmentation too
 OUT = paths.LR_FIND_PLOTS
@@ -124,20 +123,19 @@ class RangeRule:
                          [self.smoothed[i] for i in finite])
 
 
-def lr_range_test(model: nn.Module, train: DeviceDataset, normalize: Normalizer, params: TrainParams,
-                  start: float = 1e-6, end: float = 10.0, steps: int = 200, smoothing: float = 0.9, log=lambda _: None,
-                  weights: torch.Tensor | None = None, augment: OnlineAugment | None = None) -> RangeTest:
+def lr_range_test(model: nn.Module, data: FitData, params: TrainParams, start: float = 1e-6, end: float = 10.0,
+                  steps: int = 200, smoothing: float = 0.9, log=lambda _: None) -> RangeTest:
     """Train `model` for up to `steps` batches with the learning rate growing exponentially from
     `start` to `end` (Smith 2017), through training's own loop (classifier/training/loop.py: fit): the
-    optimizer (SAM too), L1, label smoothing, class `weights`, gradient clipping, AMP on CUDA, the
-    online `augment` of every batch and the batch order, with RangeRule setting each step's rate and
+    optimizer (SAM too), L1, label smoothing, the data's class weights, gradient clipping, AMP on CUDA,
+    its online augmentation of every batch and the batch order, with RangeRule setting each step's rate and
     ending the run. No schedule, warm-up, moving average or early stopping: the rule alone decides.
     The loss recorded is the plain cross-entropy."""
     rule = RangeRule(start, end, steps, smoothing, log)
-    per_epoch = len(epoch_batches(torch.arange(len(train)), params.batch_size))
+    per_epoch = len(epoch_batches(torch.arange(len(data.train)), params.batch_size))
     test_params = dataclasses.replace(params, lr=start, epochs=math.ceil(steps / per_epoch), scheduler="none",
                                       warmup_epochs=0, ema_decay=0.0, patience=0, finetune_epochs=0)
-    fit(model, train, None, normalize, test_params, weights, log=lambda _: None, augment=augment, rule=rule)
+    fit(model, dataclasses.replace(data, val=None), test_params, Hooks(log=lambda _: None, rule=rule))
     return rule.result()
 
 
@@ -165,10 +163,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lr_find: up to {args.steps} steps of {params.model.name} on {device}, "
               f"lr {args.start:g} to {args.end:g}", flush=True)
         train = DeviceDataset(train_set.images, train_set.labels, device)
-        test = lr_range_test(model, train, preprocessing.normalizer(device),
-                             params.train, args.start, args.end, args.steps, log=lambda line: print(line, flush=True),
-                             weights=class_weights(params.train.class_weights, train_set.labels, len(classes)),
-                             augment=online_augment(params.augment, params.train, len(classes)))
+        data = FitData(train, None, preprocessing.normalizer(device),
+                       class_weights(params.train.class_weights, train_set.labels, len(classes)),
+                       online_augment(params.augment, params.train, len(classes)))
+        test = lr_range_test(model, data, params.train, args.start, args.end, args.steps,
+                             log=lambda line: print(line, flush=True))
     finally:
         release_all()
     test.check(args.start, args.end)

@@ -510,21 +510,40 @@ def _resumed(resume: dict, params: TrainParams, steps_of: _Steps, streams: _Stre
     return _Run.restored(resume, params), _Within.restored(within, device) if within is not None else None
 
 
-def fit(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer, params: TrainParams,
-        weights: torch.Tensor | None = None, log: Callable[[str], None] = print, world: World = World(),
-        phase: Phase = Phase(), augment: OnlineAugment | None = None,
-        on_epoch: Callable[[EpochRecord], None] | None = None, resume: dict | None = None,
-        keep: Keeping | None = None, rule: StepRule | None = None) -> FitResult:
+@dataclass(frozen=True)
+class FitData:
+    """What a fit trains on: this process's `train` rows (data-parallel: its shard), `val` (scored by
+    rank 0 alone; None: a range test), `normalize` (uint8 batch -> the model's input), the class
+    `weights` of the loss, and `augment`: what is done to every batch, on the device."""
+    train: DeviceDataset
+    val: DeviceDataset | None
+    normalize: Normalizer
+    weights: torch.Tensor | None = None
+    augment: OnlineAugment | None = None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What a fit tells its caller and asks it: `log` each line; `on_epoch(record)` after each epoch
+    (live progress; True from rank 0's ends the run there, pruned); `keep` takes the run's state to
+    resume from; `rule` sets each step's rate and may end the run after any step (lr_find)."""
+    log: Callable[[str], None] = print
+    on_epoch: Callable[[EpochRecord], object] | None = None
+    keep: Keeping | None = None
+    rule: StepRule | None = None
+
+
+def fit(model: nn.Module, data: FitData, params: TrainParams, hooks: Hooks = Hooks(), world: World = World(),
+        phase: Phase = Phase(), resume: dict | None = None) -> FitResult:
     """Train `model` (already on the device) in place; returns the history and the best epoch's state.
 
     The batch order comes from params.seed, so a CPU run repeats exactly; a NaN loss is an error.
-    Data-parallel: `train` is this process's shard; rank 0 alone scores `val` and returns weights.
-    `phase`: a part of a longer run (fit_phases). `augment`: every batch, on the device. `on_epoch`
-    sees each epoch's record (live progress); True from it (rank 0's) ends the run there (pruned).
-    `keep` takes the run's state after each epoch (and within long ones), which `resume` continues
-    exactly. `rule` sets each step's rate and may end the run after any step (lr_find)."""
+    Data-parallel, rank 0 alone returns weights. `phase`: a part of a longer run (fit_phases).
+    `resume`: a state `hooks.keep` took (after each epoch, and within long ones), continued exactly."""
+    train, val, normalize, augment = data.train, data.val, data.normalize, data.augment
+    log, on_epoch, keep, rule = hooks.log, hooks.on_epoch, hooks.keep, hooks.rule
     model, amp, trained, total, steps_per_epoch = _for_the_world(model, train, params, world)
-    steps_of = _Steps.build(model, trained, params, weights, steps_per_epoch, amp)
+    steps_of = _Steps.build(model, trained, params, data.weights, steps_per_epoch, amp)
     judged = steps_of.average.module if steps_of.average is not None else model  # validated and kept
     streams = _Streams.seeded(params.seed, world, phase.first_epoch, augment, train.device)
     run, saving, within = _Run(_Monitor(params)), _Saving(keep, world, train.device), None
@@ -629,43 +648,39 @@ def _epoch_totals(step_losses: list[torch.Tensor], step_objectives: list[torch.T
             [int(t) for t in totals], int(packed[-1]))
 
 
-def fit_phases(model: nn.Module, train: DeviceDataset, val: DeviceDataset | None, normalize: Normalizer,
-               params: TrainParams, weights: torch.Tensor | None = None, log: Callable[[str], None] = print,
-               world: World = World(), augment: OnlineAugment | None = None,
-               on_epoch: Callable[[EpochRecord], None] | None = None, resume: dict | None = None,
-               keep: Keeping | None = None) -> FitResult:
+def fit_phases(model: nn.Module, data: FitData, params: TrainParams, hooks: Hooks = Hooks(), world: World = World(),
+               resume: dict | None = None) -> FitResult:
     """A whole training run, the entry point of train: fit, then with params.finetune_epochs > 0 a
     second phase: every layer unfrozen (model.freeze: features trained the head alone) and trained on
     for finetune_epochs at finetune_lr, its schedule starting afresh (without a warm-up). One history:
     epochs and steps numbered on, each epoch marked with its phase; the best epoch is the best of both.
     `keep` and `resume` as fit's, their state saying which phase it is of (and the finished head's result)."""
-    def kept_as(name: str, earlier: FitResult | None = None) -> Keeping | None:
+    def kept_as(name: str, earlier: FitResult | None = None) -> Hooks:
+        keep = hooks.keep
         if keep is None:
-            return None
-        return Keeping(lambda state: keep.save({"phase": name, "earlier": earlier.state() if earlier else None,
-                                                "fit": state}), keep.every)
+            return hooks
+        return dataclasses.replace(hooks, keep=Keeping(lambda state: keep.save(
+            {"phase": name, "earlier": earlier.state() if earlier else None, "fit": state}), keep.every))
 
     def resumed(name: str) -> dict | None:
         return resume["fit"] if resume is not None and resume["phase"] == name else None
 
     if not params.finetune_epochs:
-        return fit(model, train, val, normalize, params, weights, log, world, augment=augment, on_epoch=on_epoch,
-                   resume=resumed("train"), keep=kept_as("train"))
+        return fit(model, data, params, kept_as("train"), world, resume=resumed("train"))
     total = params.epochs + params.finetune_epochs
     if resumed("finetune") is not None:
         head = FitResult.from_state(resume["earlier"])
     else:
-        head = fit(model, train, val, normalize, params, weights, log, world, Phase("head", 1, total), augment,
-                   on_epoch, resumed("head"), kept_as("head"))
+        head = fit(model, data, params, kept_as("head"), world, Phase("head", 1, total), resumed("head"))
     if head.pruned:
         return head
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
+    hooks.log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
     second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs, warmup_epochs=0)
-    tuned = fit(model, train, val, normalize, second, weights, log, world,
-                Phase("finetune", len(head.history) + 1, len(head.history) + params.finetune_epochs), augment,
-                on_epoch, resumed("finetune"), kept_as("finetune", head))
+    tuned = fit(model, data, second, kept_as("finetune", head), world,
+                Phase("finetune", len(head.history) + 1, len(head.history) + params.finetune_epochs),
+                resumed("finetune"))
     return _joined(head, tuned, params.monitor)
 
 
