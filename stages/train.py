@@ -56,7 +56,7 @@ from classifier.params.tune import TuneParams
 from classifier.data.preprocessing import Preprocessing
 from classifier.runtime.code_deps import code_digest
 from classifier.training.loop import (EpochRecord, FitData, FitResult, Hooks, STEP_COLUMNS, fit_phases,
-                                      Keeping, load_training_inputs, resumed_history, shard_rows)
+                                      Keeping, kept_within, load_training_inputs, resumed_history, shard_rows)
 from classifier.training.resume import Identity, StateKeeper, data_digest, state_every_seconds
 from classifier.training.tuning import TrialReport
 
@@ -123,8 +123,7 @@ def train_process(params: Sections, world: World) -> None:
         return trial.after_epoch(record)
 
     def keep(state: dict) -> None:  # rank 0's; the others' streams reach it inside fit
-        within = state["fit"]["random"][0].get("within") or {}
-        keeper.save(state, records[-1].epoch if records else 0, within.get("step", 0), within.get("steps", 0))
+        keeper.save(state, records[-1].epoch if records else 0, *kept_within(state))
 
     try:
         weights = class_weights(params.train.class_weights, train_set.labels, len(classes))

@@ -684,6 +684,13 @@ def fit_phases(model: nn.Module, data: FitData, params: TrainParams, hooks: Hook
     return _joined(head, tuned, params.monitor)
 
 
+def kept_within(state: dict) -> tuple[int, int]:
+    """(steps done, steps) of the epoch under way when a fit_phases state was kept; (0, 0) when it was
+    kept at an epoch's end. The state's layout is the loop's: callers ask here, not in it."""
+    within = state["fit"]["random"][0].get("within") or {}
+    return within.get("step", 0), within.get("steps", 0)
+
+
 def resumed_history(state: dict | None) -> list[EpochRecord]:
     """The epochs a fit_phases state has done, both phases'."""
     if state is None:
