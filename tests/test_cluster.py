@@ -64,15 +64,13 @@ def test_four_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure_
     shared.mkdir()
     with LocalCluster(["head", "second"]) as ray_nodes:
         command = cluster_command(project, "--address", ray_nodes.address, "--shared-dir", str(shared))
-        lines, landed_there, killed = [], threading.Event(), {}
-        killer = threading.Thread(target=kill_mid_training, args=(ray_nodes, "second", shared, landed_there, killed,
+        lines, killed = [], {}
+        killer = threading.Thread(target=kill_mid_training, args=(ray_nodes, "second", shared, killed,
                                                                   command), daemon=True)
         killer.start()
         try:
             for line in command.stdout:
                 lines.append(line.rstrip())
-                if re.match(r"cluster: ray-\d landed from second", line):
-                    landed_there.set()   # the next run on the second node loses it
             command.wait(timeout=600)
         finally:
             if command.poll() is None:
@@ -84,7 +82,7 @@ def test_four_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure_
     assert re.search(r"cluster: bad-lr failed on (head|second) \(exit \d+\), not run again; its log:\n(    .*\n)*"
                      r"    error: The 'train.lr' parameter must be a float > 0 and <= 100. Got 1000000.0", output), output
     assert output.count("cluster: bad-lr started") == 1, output
-    assert killed_during, f"no experiment trained on the second node after one landed from it:\n{output}"
+    assert killed_during, f"no experiment trained on the second node:\n{output}"
     assert re.search(rf"cluster: {killed_during} started again on (head|second): the run on second was lost", output)
     # From the state the second node kept in the shared folder, not from epoch 1.
     resumed = re.search(rf"cluster: {killed_during} on (head|second): train: resuming from epoch (\d+) of 120", output)
@@ -136,14 +134,14 @@ def test_a_study_on_a_cluster_needs_a_shared_folder(tmp_path, monkeypatch) -> No
         tune.cluster_queue(tune.build_parser().parse_args(["2", "train.lr=uniform(0.01,0.1)", "--address", "h:1"]))
 
 
-def kill_mid_training(cluster: LocalCluster, node: str, shared: Path, armed: threading.Event, killed: dict,
-                      command: subprocess.Popen) -> None:
-    """Once `armed`, the node killed as soon as a run there has kept KILL_AT_EPOCH epochs' state in the
-    shared folder, then started again; killed: the run's experiment name and the epoch it had kept. Read on the node's side,
-    not from the command's lines, which can come late (it prints nothing while it pulls a result)."""
+def kill_mid_training(cluster: LocalCluster, node: str, shared: Path, killed: dict, command: subprocess.Popen) -> None:
+    """The node killed as soon as a run there has kept KILL_AT_EPOCH epochs' state in the shared folder,
+    then started again; killed: the run's experiment name and the epoch it had kept. Read on the node's
+    side, not from the command's lines, which come late under load (it prints nothing while it pulls a
+    result: waiting for a 'landed from second' line first let the node's next run finish unseen)."""
     clones = re.compile(rf"/work/{node}/dvc-exp-(.+)-[^/-]+/repo$")   # tempfile.mkdtemp's suffix has no '-'
     while command.poll() is None:
-        for about in (shared / "train-state").glob("train-*.json") if armed.is_set() else []:
+        for about in (shared / "train-state").glob("train-*.json"):
             try:
                 state = json.loads(about.read_text())
             except (OSError, ValueError):   # being written, or removed as its run completed
