@@ -116,16 +116,18 @@ def test_a_dvc_lock_held_for_a_moment_is_waited_for(monkeypatch) -> None:
 
 
 def test_queue_states_are_read_from_dvc_queue_status(monkeypatch) -> None:
-    """DVC's public table (`dvc queue status`, captured from DVC 3.67), not its celery internals: a name
-    queued again takes the state still to end."""
+    """DVC's public table (`dvc queue status`, its layout captured from DVC 3.67, which lists running,
+    queued, failed, then successful entries), not its celery internals: a name queued again after it
+    failed or succeeded takes the state still to end; a nameless entry is skipped."""
     from classifier.experiments import dvc_client
-    table = ("Task     Name    Created    Status\n"
-             "5c3bd2e  t-2     10:41 PM   Running\n"
-             "a1b2c3d  t-3     10:42 PM   Queued\n"
-             "0d9e8f7          10:40 PM   Failed\n"
+    table = ("Task     Name    Created       Status\n"
+             "5c3bd2e  t-2     10:41 PM      Running\n"
+             "a1b2c3d  t-3     10:42 PM      Queued\n"
+             "1a2b3c4  t-1     10:43 PM      Queued\n"
+             "0d9e8f7          10:40 PM      Failed\n"
              "9f8e7d6  t-1     Dec 05, 2026  Failed\n"
-             "1a2b3c4  t-1     10:43 PM   Queued\n"
-             "7e6d5c4  t-0     10:39 PM   Success\n"
+             "7e6d5c4  t-0     10:39 PM      Success\n"
+             "8e7d6c5  t-2     10:38 PM      Success\n"
              "\nWorker status: 1 active, 0 idle\n")
     monkeypatch.setattr(dvc_client, "run_dvc", lambda *args, **kw: table)
     assert dvc_client.queue_states() == {"t-0": "done", "t-1": "queued", "t-2": "running", "t-3": "queued"}

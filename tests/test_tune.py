@@ -61,6 +61,19 @@ def test_a_bad_spec_is_one_line_and_makes_nothing(spec, message, journals, monke
     assert calls == [] and not journals.exists()  # nothing queued, no study made
 
 
+def test_dvcs_workers_are_started_when_a_trial_is_queued_or_trials_wait_with_none_running(monkeypatch) -> None:
+    """`dvc queue start -j J` starts the workers not running (idle ones stop after 10 s); not asked when
+    nothing changed, since each call costs a second of CPU."""
+    started = []
+    monkeypatch.setattr(tune, "start_workers", started.append)
+    queue = tune.DvcQueue()
+    queue.keep_running(2, queued_now=False, stalled=False)
+    assert started == []
+    queue.keep_running(2, queued_now=True, stalled=False)
+    queue.keep_running(3, queued_now=False, stalled=True)
+    assert started == [2, 3]
+
+
 def test_bad_counts_and_names_are_refused_before_anything(journals) -> None:
     for argv, message in ((["0", "x"], "KEY=DISTRIBUTION"), (["1001", "train.lr=uniform(0.1,1)"], "0 to 1000"),
                           (["2", "train.lr=uniform(0.1,1)", "--jobs", "0"], "--jobs"),
