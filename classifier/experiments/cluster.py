@@ -174,7 +174,9 @@ def connect(address: str):
     import ray
     import ray._private.worker
     from ray import cloudpickle
-    ray._private.worker.print_to_stdstream = ray_message  # read by name where raylets' errors are printed
+    # No public hook for the raylets' errors: the listener prints them through this name, looked up at each call
+    # (tests/test_cluster.py pins it).
+    ray._private.worker.print_to_stdstream = ray_message
     cloudpickle.register_pickle_by_value(cluster_node)  # the nodes need the packages, not this checkout
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
