@@ -84,6 +84,7 @@ def test_a_fit_resumed_after_any_epoch_ends_exactly_as_one_never_stopped(case) -
         assert same_weights(resumed.best_state, whole.best_state)
         assert resumed.history == whole.history  # wall times aside (not compared)
         assert resumed.steps == whole.steps and resumed.best_epoch == whole.best_epoch
+        assert resumed.images_trained == whole.images_trained and resumed.stopped_early == whole.stopped_early
 
 
 @pytest.mark.parametrize("case", ["plain with dropout", "onecycle, EMA, mixup and cutmix, TrivialAugment, erasing",

@@ -10,8 +10,8 @@ torch.compile. The best epoch by train.monitor keeps its weights (early stopping
 train.ema_decay the moving average is what is validated, returned and left in the model.
 Data-parallel, each step takes its 1/size share of the batch, DDP averages the gradients, and the
 history and steps are of all processes. A process training alone never calls into classifier/training/distributed.py: its reductions
-are the values themselves. What a run has done lives in fit's _Run, _Steps and _Streams, which are
-also what train keeps after every epoch to resume an interrupted run (classifier/training/resume.py).
+are the values themselves. What a run has done lives in one TrainingState, whose state_dict is what
+train keeps after every epoch to resume an interrupted run (classifier/training/resume.py).
 """
 from __future__ import annotations
 
@@ -268,21 +268,6 @@ class _Steps:
         if self.scheduler is not None and not self.per_step:
             self.scheduler.step()
 
-    def state(self) -> dict:
-        """The weights, the optimiser's, the schedule's and the moving average's state (for resume)."""
-        return {"model": _snapshot(self.model), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "average": self.average.state_dict() if self.average is not None else None}
-
-    def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.average is not None:
-            self.average.load_state_dict(state["average"])
-
-
 @dataclass
 class _Monitor:
     """The best epoch by params.monitor (its weights kept) and early stopping's own reference, which
@@ -306,10 +291,6 @@ class _Monitor:
             self.waited += 1
         return bool(self.params.patience) and self.waited >= self.params.patience
 
-    def state(self) -> dict:
-        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "best_state": self.best_state,
-                "reference": self.reference, "waited": self.waited}
-
     def stop_line(self) -> str:
         return (f"early stopping: no {self.params.monitor} improvement of more than {self.params.min_delta:g} in "
                 f"{self.params.patience} epochs; best epoch {self.best_epoch}")
@@ -331,19 +312,6 @@ class _Within:
     def step(self) -> int:
         return len(self.losses)
 
-    def state(self, seconds: float, steps: int) -> dict:
-        stacked = {name: torch.stack(values).cpu() if values else torch.zeros(0)
-                   for name, values in (("losses", self.losses), ("objectives", self.objectives))}
-        return {"order": self.order, "lr": self.lr, "correct": self.correct.cpu(), "lrs": list(self.lrs),
-                "seconds": seconds, "step": self.step, "steps": steps, **stacked}
-
-    @classmethod
-    def restored(cls, state: dict, device: torch.device) -> _Within:
-        return cls(state["order"], state["lr"], state["correct"].to(device),
-                   list(state["losses"].to(device).unbind()), list(state["objectives"].to(device).unbind()),
-                   list(state["lrs"]), state["seconds"])
-
-
 @dataclass(frozen=True)
 class Keeping:
     """Where fit hands the state of its run, to resume it after an interruption (stages/train.py: a
@@ -364,8 +332,7 @@ class _Saving:
     last: float = field(default_factory=time.perf_counter)
     every_steps: int = 0
 
-    def within_epoch(self, run: _Run, steps_of: _Steps, streams: _Streams, within: _Within, started: float,
-                     steps: int) -> bool:
+    def within_epoch(self, run: TrainingState, within: _Within, started: float, steps: int) -> bool:
         """After a step: save if due. Never ends the run (False)."""
         if self.keep is None or within.step >= steps:  # the epoch's end saves anyway
             return False
@@ -374,18 +341,17 @@ class _Saving:
         else:
             due = bool(self.keep.every) and time.perf_counter() - self.last >= self.keep.every
         if due:
-            self(run, steps_of, streams, within, started, steps)
+            self(run, within.seconds + time.perf_counter() - started, steps)
         return False
 
-    def __call__(self, run: _Run, steps_of: _Steps, streams: _Streams, within: _Within | None = None,
-                 started: float = 0.0, steps: int = 0) -> None:
+    def __call__(self, run: TrainingState, seconds: float = 0.0, steps: int = 0) -> None:
+        """Keep the run's state: rank 0 gathers every process's part and hands the whole to keep.save."""
         if self.keep is None:
             return
-        mine = streams.state() | ({"within": within.state(within.seconds + time.perf_counter() - started, steps)}
-                                  if within is not None else {})
+        mine = run.rank_state(seconds, steps)
         every_rank = gather_to_leader(mine, self.world) if self.world.distributed else [mine]
         if self.world.leader:
-            self.keep.save(run.state() | steps_of.state() | {"random": every_rank})
+            self.keep.save(run.state_dict(every_rank))
         self.last = time.perf_counter()
 
     def paced(self, steps: int, seconds: float) -> None:
@@ -415,44 +381,79 @@ class _Streams:
         draws = augment.draws(device, world.rank + world.size * (first_epoch - 1)) if augment else None
         return cls(order, draws, device)
 
-    def state(self) -> dict:
-        state = {"order": self.order.get_state(), "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        if self.draws is not None:
-            state |= {"device_draws": self.draws.device.get_state(), "host_draws": self.draws.host.bit_generator.state}
-        return state
-
-    def restore(self, state: dict) -> None:
-        self.order.set_state(state["order"])
-        torch.set_rng_state(state["torch"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda"], self.device)
-        if self.draws is not None:
-            self.draws.device.set_state(state["device_draws"])
-            self.draws.host.bit_generator.state = state["host_draws"]
-
-
 @dataclass
-class _Run:
-    """Where one fit stands after its last finished epoch: what the loop updates and, with the step
-    machinery's and the random streams' own state, what resume saves."""
+class TrainingState:
+    """Everything one fit has done and needs to go on, in one object, owned by the loop: the epochs'
+    records and steps, time and images trained, the monitor (best epoch and its weights, early
+    stopping's count), the step machinery (weights, optimiser, schedule, moving average), this
+    process's random streams and the epoch under way. state_dict() is what resume keeps (rank 0's
+    with every process's streams, gathered by _Saving); load_state_dict() puts all of it back."""
+    machinery: _Steps
+    streams: _Streams
     monitor: _Monitor
     history: list[EpochRecord] = field(default_factory=list)
-    steps: list[tuple[int, int, float, float, float]] = field(default_factory=list)
+    steps: list[tuple[int, int, float, float, float]] = field(default_factory=list)  # STEP_COLUMNS
     train_seconds: float = 0.0   # in the training steps, all epochs so far
     images_trained: int = 0
     pruned: bool = False         # ended by on_epoch's verdict
+    within: _Within | None = None
 
-    def state(self) -> dict:
-        return {"monitor": self.monitor.state(), "history": [dataclasses.asdict(r) for r in self.history],
+    def rank_state(self, seconds: float = 0.0, steps: int = 0) -> dict:
+        """This process's part: its random streams and, within an epoch (`seconds` spent in it, of
+        `steps`), the steps done with their records."""
+        streams = self.streams
+        state = {"order": streams.order.get_state(), "torch": torch.get_rng_state()}
+        if streams.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(streams.device)
+        if streams.draws is not None:
+            state |= {"device_draws": streams.draws.device.get_state(),
+                      "host_draws": streams.draws.host.bit_generator.state}
+        if (within := self.within) is not None:
+            stacked = {name: torch.stack(values).cpu() if values else torch.zeros(0)
+                       for name, values in (("losses", within.losses), ("objectives", within.objectives))}
+            state["within"] = {"order": within.order, "lr": within.lr, "correct": within.correct.cpu(),
+                               "lrs": list(within.lrs), "seconds": seconds, "step": within.step, "steps": steps,
+                               **stacked}
+        return state
+
+    def state_dict(self, every_rank: list[dict]) -> dict:
+        """The whole run's state, with `every_rank`'s rank_state (this one's alone when single)."""
+        monitor, machinery = self.monitor, self.machinery
+        return {"monitor": {"best_value": monitor.best_value, "best_epoch": monitor.best_epoch,
+                            "best_state": monitor.best_state, "reference": monitor.reference,
+                            "waited": monitor.waited},
+                "history": [dataclasses.asdict(r) for r in self.history],
                 "steps": [list(step) for step in self.steps], "train_seconds": self.train_seconds,
-                "images_trained": self.images_trained}
+                "images_trained": self.images_trained,
+                "model": _snapshot(machinery.model), "optimizer": machinery.optimizer.state_dict(),
+                "scheduler": machinery.scheduler.state_dict() if machinery.scheduler is not None else None,
+                "average": machinery.average.state_dict() if machinery.average is not None else None,
+                "random": every_rank}
 
-    @classmethod
-    def restored(cls, state: dict, params: TrainParams) -> _Run:
-        return cls(_Monitor(params, **state["monitor"]), [EpochRecord.restored(r) for r in state["history"]],
-                   [tuple(step) for step in state["steps"]], state["train_seconds"], state["images_trained"])
+    def load_state_dict(self, state: dict, rank: int) -> None:
+        """A kept state put back, this process's streams (rank `rank`'s) and epoch under way included."""
+        machinery, streams, mine = self.machinery, self.streams, state["random"][rank]
+        machinery.model.load_state_dict(state["model"])
+        machinery.optimizer.load_state_dict(state["optimizer"])
+        if machinery.scheduler is not None:
+            machinery.scheduler.load_state_dict(state["scheduler"])
+        if machinery.average is not None:
+            machinery.average.load_state_dict(state["average"])
+        streams.order.set_state(mine["order"])
+        torch.set_rng_state(mine["torch"])
+        if streams.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda"], streams.device)
+        if streams.draws is not None:
+            streams.draws.device.set_state(mine["device_draws"])
+            streams.draws.host.bit_generator.state = mine["host_draws"]
+        self.monitor = _Monitor(self.monitor.params, **state["monitor"])
+        self.history = [EpochRecord.restored(r) for r in state["history"]]
+        self.steps = [tuple(step) for step in state["steps"]]
+        self.train_seconds, self.images_trained = state["train_seconds"], state["images_trained"]
+        within, device = mine.get("within"), streams.device
+        self.within = None if within is None else _Within(
+            within["order"], within["lr"], within["correct"].to(device), list(within["losses"].to(device).unbind()),
+            list(within["objectives"].to(device).unbind()), list(within["lrs"]), within["seconds"])
 
     def result(self, stopped: bool, last_state: dict) -> FitResult:
         return FitResult(self.history, self.steps, self.monitor.best_epoch, self.monitor.best_state, stopped,
@@ -500,16 +501,6 @@ class StepRule(Protocol):
     def after(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool: ...
 
 
-def _resumed(resume: dict, params: TrainParams, steps_of: _Steps, streams: _Streams, world: World,
-             device: torch.device) -> tuple[_Run, _Within | None]:
-    """A kept state put back: the step machinery and random streams restored; the run and, when it was
-    kept within an epoch, that epoch under way."""
-    steps_of.restore(resume)
-    streams.restore(resume["random"][world.rank])
-    within = resume["random"][world.rank].get("within")
-    return _Run.restored(resume, params), _Within.restored(within, device) if within is not None else None
-
-
 @dataclass(frozen=True)
 class FitData:
     """What a fit trains on: this process's `train` rows (data-parallel: its shard), `val` (scored by
@@ -546,20 +537,21 @@ def fit(model: nn.Module, data: FitData, params: TrainParams, hooks: Hooks = Hoo
     steps_of = _Steps.build(model, trained, params, data.weights, steps_per_epoch, amp)
     judged = steps_of.average.module if steps_of.average is not None else model  # validated and kept
     streams = _Streams.seeded(params.seed, world, phase.first_epoch, augment, train.device)
-    run, saving, within = _Run(_Monitor(params)), _Saving(keep, world, train.device), None
+    run, saving = TrainingState(steps_of, streams, _Monitor(params)), _Saving(keep, world, train.device)
     if resume is not None:
-        run, within = _resumed(resume, params, steps_of, streams, world, train.device)
+        run.load_state_dict(resume, world.rank)
     last_epoch, stopped = phase.first_epoch + params.epochs - 1, False
     for epoch in range(phase.first_epoch + len(run.history), last_epoch + 1):
         started = time.perf_counter()
         train_mode(trained)
-        within = within or _Within(streams.order.get_state(), steps_of.optimizer.param_groups[0]["lr"],
-                                   torch.zeros((), device=train.device, dtype=torch.long))
+        within = run.within = run.within or _Within(
+            streams.order.get_state(), steps_of.optimizer.param_groups[0]["lr"],
+            torch.zeros((), device=train.device, dtype=torch.long))
         streams.order.set_state(within.order)  # a resumed epoch draws its batches again
         batches = _epoch_order(train, streams.order, steps_per_epoch, params.batch_size, world)
         if steps_of.epoch(train, batches, normalize, augment, streams.draws, within, lambda now: bool(
                 rule and rule.after(now.losses[-1], steps_of.optimizer)) or saving.within_epoch(
-                run, steps_of, streams, now, started, len(batches))):
+                run, now, started, len(batches))):
             break  # the rule ended the run
         losses, objectives, sizes, correct_count = _epoch_totals(within.losses, within.objectives, batches,
                                                                  within.correct, world)
@@ -572,14 +564,14 @@ def fit(model: nn.Module, data: FitData, params: TrainParams, hooks: Hooks = Hoo
                              *_validate(judged, val, normalize, amp, world),
                              within.seconds + time.perf_counter() - started, phase.name)
         run.history.append(record)
-        stopped, within = run.monitor.update(record, judged, world.leader), None
+        stopped, run.within = run.monitor.update(record, judged, world.leader), None
         log(_epoch_line(record, phase.total_epochs or last_epoch, run.monitor.best_epoch == epoch))
         run.pruned = _ends_here(on_epoch, record, world, train.device)
         steps_of.end_epoch()
         if stopped or run.pruned:
             log(run.monitor.stop_line() if stopped else f"pruned after epoch {epoch}: the search stopped this run")
             break
-        saving(run, steps_of, streams)
+        saving(run)
         saving.paced(len(batches), record.seconds)
     if steps_of.average is not None:  # the model goes on (a second phase, the checkpoint) with the averaged weights
         model.load_state_dict(judged.state_dict())
