@@ -127,6 +127,7 @@ def test_a_study_runs_its_trials_on_the_cluster_and_they_report_to_the_shared_jo
     assert not runs_in_clones("dvc-exp-")
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_study_on_a_cluster_needs_a_shared_folder(tmp_path, monkeypatch) -> None:
     local_project(tmp_path / "p", monkeypatch, config=STORE)
     from tools import tune
@@ -214,12 +215,14 @@ def test_a_request_names_its_remotes_and_the_cluster(tmp_path, monkeypatch) -> N
     (["--address", "h:1", "--cpus-per-run", "0"], True, STORE, "", "--cpus-per-run must be more than 0"),
     (["--address", "h:1", "--retries", "-1"], True, STORE, "", "--retries must be 0 to 100"),
 ])
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_a_request_that_cannot_work_is_refused_in_one_line(tmp_path, monkeypatch, argv, origin, config, local_config,
                                                            expected) -> None:
     local_project(tmp_path / "p", monkeypatch, origin=origin, config=config, local_config=local_config)
     assert expected in refusal(argv)
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_an_experiment_holds_as_many_cpus_as_train_has_threads(tmp_path, monkeypatch) -> None:
     local_project(tmp_path / "p", monkeypatch, config=STORE)
     default = cluster.check_request(cluster_tool.build_parser().parse_args(["--address", "h:1"]))
@@ -265,6 +268,7 @@ def test_a_given_value_that_is_no_yaml_is_refused_naming_it() -> None:
         cluster.parse_overrides(["train.lr=[1"])
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
 def test_the_one_private_ray_name_tools_cluster_replaces_is_still_read_by_name() -> None:
     """Why a private call stays: Ray has no public hook for the errors its raylets push to the driver
     (a node died: twenty lines of state dump each), which its error listener prints through the

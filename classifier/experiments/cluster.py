@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifier.experiments.dvc_client import run_dvc
+from classifier.experiments.dvc_client import queue_states, run_dvc
 from classifier.runtime.errors import PipelineError, Stopped
 from classifier.params.checks import PARAMS_FILE, read_yaml
 from classifier.experiments import cluster_node
@@ -67,18 +67,19 @@ def git_remote_url(remote: str) -> str:
 
 
 def dvc_remote(name: str | None) -> tuple[str, str]:
-    """(name, url) of the DVC remote the nodes use: it must be in .dvc/config, which the nodes' clones have."""
-    from dvc.config import Config
-    shared = Config.from_cwd(validate=False).load_one("repo")
-    remotes = shared.get("remote", {})
-    name = name or shared.get("core", {}).get("remote")
+    """(name, url) of the DVC remote the nodes use: it must be in .dvc/config, which the nodes' clones
+    have (`dvc config --project --list`: one KEY=VALUE a line)."""
+    shared = dict(line.split("=", 1) for line in run_dvc("config", "--project", "--list").splitlines() if "=" in line)
+    remotes = {key[len("remote."):-len(".url")]: url for key, url in shared.items()
+               if key.startswith("remote.") and key.endswith(".url")}
+    name = name or shared.get("core.remote")
     if not name:
         raise PipelineError("no default DVC remote in .dvc/config: the nodes pull the data stages' outputs from it "
                             "and push their results to it; add one with `dvc remote add -d NAME URL` (not --local)")
     if name not in remotes:
         raise PipelineError(f"DVC remote '{name}' is not in .dvc/config (a --local or global remote never reaches "
                             f"the nodes): add it with `dvc remote add {name} URL` and commit .dvc/config")
-    return name, str(remotes[name]["url"])
+    return name, remotes[name]
 
 
 def local_folder(url: str) -> str | None:
@@ -120,30 +121,36 @@ def parse_overrides(texts: list[str]) -> dict[str, Any]:
     return combination
 
 
+def _params(rev: dict) -> dict[str, Any]:
+    """A `dvc exp show --json` revision's params.yaml, flat (train.lr: 0.01)."""
+    return flatten((((rev.get("data") or {}).get("params") or {}).get(PARAMS_FILE.name) or {}).get("data") or {})
+
+
 def queued_experiments(only: set[str] | None = None) -> list[Experiment]:
-    """DVC's queued experiments (or those named `only`), oldest first, with the params each changes."""
-    from dvc.repo import Repo
-    from ruamel.yaml import YAML
-    with Repo() as repo:
-        entries = [e for e in repo.experiments.celery_queue.iter_queued() if only is None or e.name in only]
-        found = []
-        for entry in entries:
-            params = [YAML(typ="safe").load(repo.scm.get_fs(rev).read_text(PARAMS_FILE))
-                      for rev in (entry.baseline_rev, entry.stash_rev)]
-            before, after = flatten(params[0]), flatten(params[1])
-            changes = {key: value for key, value in after.items() if before.get(key) != value}
-            found.append(Experiment(entry.name, entry.stash_rev, entry.baseline_rev, changes, after))
-    return found
+    """DVC's queued experiments (or those named `only`), oldest first, with the params each changes
+    against its baseline commit's: from `dvc exp show --json`, where a queued experiment's rev is its
+    entry in DVC's stash."""
+    found = []
+    for row in dvc_experiments():
+        baseline = _params(row)
+        for experiment in row.get("experiments") or []:
+            rev = experiment["revs"][0]
+            name = experiment.get("name") or rev.get("name") or ""
+            if (experiment.get("executor") or {}).get("state") != "queued" or (only is not None and name not in only):
+                continue
+            params = _params(rev)
+            changes = {key: value for key, value in params.items() if baseline.get(key) != value}
+            found.append((rev["data"].get("timestamp") or "", Experiment(name, rev["rev"], row["rev"], changes, params)))
+    return [experiment for _, experiment in sorted(found, key=lambda pair: pair[0])]
 
 
 def queue_one(overrides: dict[str, Any], name: str | None) -> list[Experiment]:
-    """`dvc exp run --queue -S ...` for the experiment -S describes; it, as queued."""
-    from dvc.repo import Repo
-    with Repo() as repo:
-        before = {entry.stash_rev for entry in repo.experiments.celery_queue.iter_queued()}
+    """`dvc exp run --queue -S ...` for the experiment -S describes; it, as queued (unnamed: the name DVC
+    gave it, the one its queue did not list before)."""
+    before = set() if name else set(queue_states())
     arguments = [arg for key, value in overrides.items() for arg in ("-S", as_override(key, value))]
     run_dvc("exp", "run", "--queue", *(["-n", name] if name else []), *arguments)
-    return [e for e in queued_experiments() if e.stash_rev not in before]
+    return queued_experiments({name} if name else set(queue_states()) - before)
 
 
 def ray_message(data: dict, ignore_prefix: bool = False) -> None:
