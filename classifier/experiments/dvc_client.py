@@ -1,5 +1,6 @@
-"""`dvc` run from the tools (report, tune, cluster) as a user would: this interpreter's DVC through its
-command line (its public interface), its output, and any failure as one line."""
+"""The tools' one way to DVC (report, tune, cluster): this interpreter's `dvc` through its command line,
+DVC's public interface, as a user would run it; its output, and any failure as one line. (Only the
+cluster's node side, which runs without this project installed, calls `dvc` itself.)"""
 from __future__ import annotations
 
 import subprocess
