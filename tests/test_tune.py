@@ -225,7 +225,8 @@ def test_the_report_ranks_trials_and_gives_the_best_as_a_command(journals, tmp_p
     from tests.helpers import assert_picture
     for name in ("history.png", "params.png"):
         assert_picture(tmp_path / "pictures" / name)
-    with pytest.raises(PipelineError, match="no study journal"):
+    with pytest.raises(PipelineError, match=r"^--study missing: no study journal at .*missing\.journal \(python -m "
+                                            r"tools\.tune --study missing makes it\)$"):
         report("missing")
 
 

@@ -18,7 +18,7 @@ from classifier.experiments.table import markdown
 from classifier.runtime.errors import PipelineError
 from classifier.runtime.outputs import atomic_file
 from classifier.evaluation.plotting import pyplot
-from classifier.training.tuning import OBJECTIVES, StudySettings, journal_path, open_storage
+from classifier.training.tuning import OBJECTIVES, StudySettings, load_study
 
 STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "failed": 3, "waiting": 4}
 STATE_COLOURS = {"complete": "tab:blue", "pruned": "tab:orange", "failed": "tab:red", "running": "tab:grey"}
@@ -37,18 +37,9 @@ class TrialRow:
 
 def load(study: str) -> tuple[list[TrialRow], StudySettings]:
     """The study's trials from its journal, and its settings; a one-line error when there is none."""
-    path = journal_path(study)
-    if not path.is_file():
-        raise PipelineError(f"--study {study}: no study journal at {path} (python -m tools.tune --study {study} "
-                            f"makes it)")
-    storage = open_storage(path)
-    try:
-        study_id = storage.get_study_id_from_name(study)
-    except KeyError:
-        raise PipelineError(f"--study {study}: {path} holds no study of that name") from None
-    settings = StudySettings.from_attrs(storage.get_study_user_attrs(study_id))
+    loaded, settings, _ = load_study(study, names=("--study {study}", "python -m tools.tune --study {study} makes it"))
     rows = []
-    for trial in storage.get_all_trials(study_id, deepcopy=False):
+    for trial in loaded.get_trials(deepcopy=False):
         reported = trial.intermediate_values
         last = reported[max(reported)] if reported else None
         value = trial.value if trial.value is not None else last

@@ -73,19 +73,22 @@ def make_pruner(settings: StudySettings):
     return optuna.pruners.NopPruner()
 
 
-def load_study(study: str, cwd: Path | None = None):
+TRAIN_NAMES = ("tune.study '{study}'", "tools.tune makes it; set tune.study to \"\" for a run outside a study")
+
+
+def load_study(study: str, cwd: Path | None = None, names: tuple[str, str] = TRAIN_NAMES):
     """(the named study from its journal, with its pruner; its settings; its storage); a one-line error
-    when there is none."""
+    when there is none, naming it as `names` say (what set it, and what makes a journal)."""
     import optuna
     path = journal_path(study, cwd)
+    given, maker = names[0].format(study=study), names[1].format(study=study)
     if not path.is_file():
-        raise PipelineError(f"tune.study '{study}': no study journal at {path} (tools.tune makes it; "
-                            f"set tune.study to \"\" for a run outside a study)")
+        raise PipelineError(f"{given}: no study journal at {path} ({maker})")
     storage = open_storage(path)
     try:
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
     except KeyError:
-        raise PipelineError(f"tune.study '{study}': {path} holds no study of that name") from None
+        raise PipelineError(f"{given}: {path} holds no study of that name") from None
     settings = StudySettings.from_attrs(attrs)
     return optuna.load_study(study_name=study, storage=storage, pruner=make_pruner(settings)), settings, storage
 
