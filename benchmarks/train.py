@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,31 +27,43 @@ from classifier.data.preprocessing import Normalizer
 from classifier.training.loop import FitData, Hooks, fit
 
 MEAN, STD = (0.3,), (0.3,)
+LR = 0.01
 
 
-def plain_loop(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
-               val_labels: np.ndarray, batch_size: int, epochs: int, lr: float, device: torch.device) -> None:
+@dataclass(frozen=True)
+class Workload:
+    """What both sides train on: uint8 N×H×W×C images with their labels, a val set scored after each
+    epoch, and the batch size and epochs."""
+    images: np.ndarray
+    labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    batch_size: int
+    epochs: int
+
+
+def plain_loop(model: nn.Module, work: Workload, device: torch.device) -> None:
     """What the PyTorch tutorials write: float tensors, a DataLoader, the textbook loop."""
     def as_float(a: np.ndarray) -> torch.Tensor:
         return ((torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255 - MEAN[0]) / STD[0]).to(device)
 
-    x, y = as_float(images), torch.from_numpy(labels).to(device)
-    val_x, val_y = as_float(val_images), torch.from_numpy(val_labels).to(device)
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    for _ in range(epochs):
+    x, y = as_float(work.images), torch.from_numpy(work.labels).to(device)
+    val_x, val_y = as_float(work.val_images), torch.from_numpy(work.val_labels).to(device)
+    loader = DataLoader(TensorDataset(x, y), batch_size=work.batch_size, shuffle=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
+    for _ in range(work.epochs):
         plain_epoch(model, loader, optimizer)
         model.eval()
         with torch.no_grad():
             nn.functional.cross_entropy(model(val_x), val_y).item()
 
 
-def ours(model: nn.Module, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
-         val_labels: np.ndarray, batch_size: int, epochs: int, lr: float, device: torch.device) -> None:
-    params = dataclasses.replace(load_params("train").train, epochs=epochs, batch_size=batch_size, lr=lr,
+def ours(model: nn.Module, work: Workload, device: torch.device) -> None:
+    params = dataclasses.replace(load_params("train").train, epochs=work.epochs, batch_size=work.batch_size, lr=LR,
                                  scheduler="none", patience=0, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
-    fit(model, FitData(DeviceDataset(images, labels, device), DeviceDataset(val_images, val_labels, device),
-                       Normalizer(MEAN, STD, device)), params, Hooks(log=lambda _: None))
+    fit(model, FitData(DeviceDataset(work.images, work.labels, device),
+                       DeviceDataset(work.val_images, work.val_labels, device), Normalizer(MEAN, STD, device)),
+        params, Hooks(log=lambda _: None))
 
 
 def main() -> None:
@@ -66,7 +79,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, args.size, args.size, args.channels), dtype=np.uint8)
     labels = rng.integers(0, 10, args.images)
-    val_images, val_labels = images[:500], labels[:500]
+    work = Workload(images, labels, images[:500], labels[:500], args.batch_size, args.epochs)
     shape = InputShape(args.channels, args.size, args.size, 10)
     model_params = dataclasses.replace(load_params("model").model, name=args.model)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -82,7 +95,7 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 started = time.perf_counter()
-                run(model, images, labels, val_images, val_labels, args.batch_size, args.epochs, 0.01, device)
+                run(model, work, device)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 best[name] = min(best[name], time.perf_counter() - started)
