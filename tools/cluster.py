@@ -27,15 +27,16 @@ import argparse
 import os
 import time
 
-from classifier.experiments.cluster import (Experiment, Session, check_request, final_table, parse_overrides,
+from classifier.experiments.cluster import (DEFAULTS, Experiment, Session, check_request, final_table, parse_overrides,
                                             queue_one, queued_experiments)
 from classifier.runtime.errors import PipelineError, run_stage
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.cluster", description=__doc__.splitlines()[0],
                                      epilog=__doc__[__doc__.index("Without -S"):],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("-S", "--set-param", action="append", metavar="KEY=VALUE",
                         help="send one experiment with this param changed (repeat for more keys)")
     parser.add_argument("-n", "--name", help="with -S: the experiment's name (default: DVC's)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", ""),
@@ -44,15 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "train.cpu_threads, at least 1)")
     parser.add_argument("--gpus-per-run", type=float, help="GPUs each experiment holds (default: 1 where the "
                                                            "cluster has GPUs, else 0)")
-    parser.add_argument("--git-remote", default="origin", help="the git remote every node clones and pushes to "
+    parser.add_argument("--git-remote", help="the git remote every node clones and pushes to "
                                                                "(default: %(default)s)")
     parser.add_argument("--dvc-remote", help="the DVC remote the nodes pull from and push to (default: the "
                                              "default one)")
-    parser.add_argument("--shared-dir", default="", help="a folder every node mounts at this path: train's state, "
+    parser.add_argument("--shared-dir", help="a folder every node mounts at this path: train's state, "
                                                          "so a run lost with its node continues elsewhere; "
                                                          "tools.tune's journals")
-    parser.add_argument("--retries", type=int, default=3, help="runs again of an experiment whose node was lost "
-                                                               "(default: %(default)s)")
+    parser.add_argument("--retries", type=int, help="runs again of an experiment whose node was lost "
+                                                    "(default: %(default)s)")
+    parser.set_defaults(**DEFAULTS)  # the library's, which tools.tune --address uses too (-S appends to a copy)
     return parser
 
 

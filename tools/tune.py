@@ -332,9 +332,8 @@ def cluster_queue(args: argparse.Namespace):
     if not args.shared_dir:
         raise PipelineError("--address needs --shared-dir: a folder every node mounts at the same path, where the "
                             "trials on the cluster report to the study")
-    request = cluster.check_request(argparse.Namespace(  # tools.cluster's defaults
-        address=args.address, shared_dir=args.shared_dir, cpus_per_run=None, gpus_per_run=None, retries=3,
-        name=None, set_param=[], git_remote="origin", dvc_remote=None))
+    request = cluster.check_request(argparse.Namespace(**{**cluster.DEFAULTS, "address": args.address,
+                                                          "shared_dir": args.shared_dir}))
     os.environ[FOLDER_VARIABLE] = f"{request.shared_dir}/tune"
     return cluster.ClusterQueue(request)
 

@@ -29,6 +29,11 @@ CONNECT_SECONDS = 10.0   # for the head's port to answer
 LOG_INDENT = "    "
 
 
+# What a run of tools.cluster is asked when an option is not given (tools.tune --address asks the same).
+DEFAULTS = {"set_param": [], "name": None, "cpus_per_run": None, "gpus_per_run": None, "git_remote": "origin",
+            "dvc_remote": None, "shared_dir": "", "retries": 3}
+
+
 @dataclass(frozen=True)
 class Request:
     """What a run of tools.cluster was asked to do, checked."""

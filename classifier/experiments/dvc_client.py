@@ -3,6 +3,7 @@ DVC's public interface, as a user would run it; its output, and any failure as o
 cluster's node side, which runs without this project installed, calls `dvc` itself.)"""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,6 @@ def start_workers(jobs: int) -> None:
 def taken_names() -> set[str]:
     """Every experiment name in this repo: done (on any commit; `dvc exp list`), queued, running or
     failed (`dvc queue status`)."""
-    import os
     if not os.path.isdir(".dvc"):
         raise PipelineError(f"{os.getcwd()} is not a DVC repository: run the search from the project root")
     done = run_dvc("exp", "list", "--all-commits", "--name-only").split()

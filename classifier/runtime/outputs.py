@@ -87,7 +87,10 @@ def _on_full_volume(targets: tuple[Path, ...]) -> Path:
     outputs may sit on several volumes (data/ mounted elsewhere)."""
     for target in targets:
         folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), Path("."))
-        stats = os.statvfs(folder)
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            continue
         if stats.f_bavail * stats.f_frsize < FULL_BYTES:
             return target
     return targets[0]
