@@ -332,8 +332,10 @@ class _Saving:
     last: float = field(default_factory=time.perf_counter)
     every_steps: int = 0
 
-    def within_epoch(self, run: TrainingState, within: _Within, started: float, steps: int) -> bool:
-        """After a step: save if due. Never ends the run (False)."""
+    def within_epoch(self, run: TrainingState, started: float, steps: int) -> bool:
+        """After a step of the epoch under way (run.within, begun at `started`, of `steps`): save if due.
+        Never ends the run (False)."""
+        within = run.within
         if self.keep is None or within.step >= steps:  # the epoch's end saves anyway
             return False
         if self.world.distributed:
@@ -551,7 +553,7 @@ def fit(model: nn.Module, data: FitData, params: TrainParams, hooks: Hooks = Hoo
         batches = _epoch_order(train, streams.order, steps_per_epoch, params.batch_size, world)
         if steps_of.epoch(train, batches, normalize, augment, streams.draws, within, lambda now: bool(
                 rule and rule.after(now.losses[-1], steps_of.optimizer)) or saving.within_epoch(
-                run, now, started, len(batches))):
+                run, started, len(batches))):
             break  # the rule ended the run
         losses, objectives, sizes, correct_count = _epoch_totals(within.losses, within.objectives, batches,
                                                                  within.correct, world)
