@@ -7,9 +7,14 @@ import fcntl
 import os
 from pathlib import Path
 
-import pytest
+# One thread for the torch of the test processes (and what they start, unless params say otherwise):
+# `make test` runs two files side by side on two cores, and two processes of two OpenMP threads each
+# spin-wait for a busy core: 7x slower training steps, measured (one thread: as fast for these models).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from classifier.data.decode_cache import CACHE_VARIABLE
+import pytest  # noqa: E402
+
+from classifier.data.decode_cache import CACHE_VARIABLE  # noqa: E402
 from tests.helpers import CONVERGED, STAGES, copy_project, init_repo, stages_run
 
 

@@ -22,7 +22,8 @@ TINY_PARAMS = {
     "data": {"digits_size": 16},
     "prepare": {"image_size": 16},
     "model": {"name": "mlp", "hidden": [32], "dropout": 0.0},
-    "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "scheduler": "none"},
+    # One thread (params.yaml: 2): two test files train side by side on two cores (conftest.py).
+    "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "scheduler": "none", "cpu_threads": 1},
     "evaluate": {"train_sample": 1000},  # of 1,259: the sample is taken and stated
 }
 

@@ -44,7 +44,8 @@ def trained(threads: int, env: dict | None = None, one_core: bool = False) -> tu
     command = [sys.executable, "-c", STEPS, str(threads)]
     if one_core:
         command = ["taskset", "-c", "0", *command]
-    inherited = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
+    inherited = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR",
+                                                                              "OMP_NUM_THREADS")}
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
                             env={**inherited, **(env or {}), "PYTHONPATH": str(ROOT)})
     capability, variable, digest = result.stdout.split()

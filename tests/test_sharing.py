@@ -166,7 +166,7 @@ def test_two_nodes_on_localhost_train_one_model(project, ddp_experiment, tmp_pat
 
     def start_nodes(port: int) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
         from tests.helpers import env
-        # train.cpu_threads (2) shared by the 2 processes, 1 each, as on one machine: the same arithmetic.
+        # train.cpu_threads shared by the 2 processes (at least 1 each), as on one machine: the same arithmetic.
         one_thread = env()
         node0 = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=one_thread, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
