@@ -70,9 +70,9 @@ class Data:
         model = build_model(self.model_params, self.shape)
         epochs = []
 
-        def seen(record: EpochRecord) -> bool:
-            epochs.append(record)
-            return bool(on_epoch(record)) if on_epoch is not None else False
+        def seen(history: list[EpochRecord]) -> bool:
+            epochs[:] = history
+            return bool(on_epoch(history[-1])) if on_epoch is not None else False
         try:
             fit(model, FitData(self.train, self.val, self.normalize),
                 dataclasses.replace(self.train_params, lr=lr, momentum=momentum), Hooks(log=lambda _: None, on_epoch=seen))

@@ -106,24 +106,19 @@ def train_process(params: Sections, world: World) -> None:
     keeper = run_state(params, device, log) if world.leader else None
     trial = TrialReport(params.tune if world.leader else TuneParams("", 0), log)  # a tools.tune trial, or none
     resume = share_from_leader(keeper.load() if keeper else None, world)
-    records: list[EpochRecord] = resumed_history(resume)
-    trial.resumed(records)
+    trial.resumed(resumed_history(resume))
 
-    def publish(record: EpochRecord) -> None:
-        """Each epoch, the history so far and the epochs done: live rows and curves of a running
-        experiment in `dvc exp show` and `dvc plots diff`."""
-        records.append(record)
+    def after_epoch(history: list[EpochRecord]) -> bool:  # rank 0's; True (the pruner's) ends the run
+        """The history so far and the epochs done: live rows and curves of a running experiment in
+        `dvc exp show` and `dvc plots diff`; the epoch reported to a search."""
         with atomic_file(paths.HISTORY_FILE) as tmp:
-            history_table(records).to_csv(tmp, index=False)
+            history_table(history).to_csv(tmp, index=False)
         with atomic_file(paths.TIME_METRICS) as tmp:
-            write_json(tmp, progress(records))
-
-    def after_epoch(record: EpochRecord) -> bool:  # rank 0's; True (the pruner's) ends the run
-        publish(record)
-        return trial.after_epoch(record)
+            write_json(tmp, progress(history))
+        return trial.after_epoch(history[-1])
 
     def keep(state: dict) -> None:  # rank 0's; the others' streams reach it inside fit
-        keeper.save(state, records[-1].epoch if records else 0, *kept_within(state))
+        keeper.save(state, *kept_within(state))
 
     try:
         weights = class_weights(params.train.class_weights, train_set.labels, len(classes))

@@ -508,11 +508,12 @@ def test_on_epoch_saying_stop_ends_the_run_there_as_pruned() -> None:
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0, freeze="features"),
                         InputShape(1, 12, 12, 3))
     result = fit_phases(model, cpu_data(images, labels), train,
-                        Hooks(log=lines.append, on_epoch=lambda record: record.epoch == 2))
+                        Hooks(log=lines.append, on_epoch=lambda history: history[-1].epoch == 2))
     assert [r.epoch for r in result.history] == [1, 2] and result.pruned and not result.stopped_early
     assert "pruned after epoch 2: the search stopped this run" in lines
     assert not any(line.startswith("fine-tuning") for line in lines)
     model = build_model(dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.0), InputShape(1, 12, 12, 3))
-    whole = fit(model, cpu_data(images, labels), dataclasses.replace(train, finetune_epochs=0),
-                Hooks(log=lambda _: None, on_epoch=lambda record: None))  # live progress says nothing: the run goes on
-    assert not whole.pruned and len(whole.history) == 6
+    seen = []  # live progress says nothing: the run goes on, through both phases, its history told whole
+    whole = fit_phases(model, cpu_data(images, labels), dataclasses.replace(train, epochs=2, finetune_epochs=2),
+                       Hooks(log=lambda _: None, on_epoch=lambda history: seen.append([r.epoch for r in history])))
+    assert not whole.pruned and len(whole.history) == 4 and seen == [[1], [1, 2], [1, 2, 3], [1, 2, 3, 4]]

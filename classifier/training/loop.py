@@ -517,11 +517,12 @@ class FitData:
 
 @dataclass(frozen=True)
 class Hooks:
-    """What a fit tells its caller and asks it: `log` each line; `on_epoch(record)` after each epoch
-    (live progress; True from rank 0's ends the run there, pruned); `keep` takes the run's state to
-    resume from; `rule` sets each step's rate and may end the run after any step (lr_find)."""
+    """What a fit tells its caller and asks it: `log` each line; `on_epoch(history)` after each epoch,
+    with the run's epochs so far, resumed ones and a first phase's included (live progress; True from
+    rank 0's ends the run there, pruned); `keep` takes the run's state to resume from; `rule` sets each
+    step's rate and may end the run after any step (lr_find)."""
     log: Callable[[str], None] = print
-    on_epoch: Callable[[EpochRecord], object] | None = None
+    on_epoch: Callable[[list[EpochRecord]], object] | None = None
     keep: Keeping | None = None
     rule: StepRule | None = None
 
@@ -568,7 +569,7 @@ def fit(model: nn.Module, data: FitData, params: TrainParams, hooks: Hooks = Hoo
         run.history.append(record)
         stopped, run.within = run.monitor.update(record, judged, world.leader), None
         log(_epoch_line(record, phase.total_epochs or last_epoch, run.monitor.best_epoch == epoch))
-        run.pruned = _ends_here(on_epoch, record, world, train.device)
+        run.pruned = _ends_here(on_epoch, run.history, world, train.device)
         steps_of.end_epoch()
         if stopped or run.pruned:
             log(run.monitor.stop_line() if stopped else f"pruned after epoch {epoch}: the search stopped this run")
@@ -580,11 +581,11 @@ def fit(model: nn.Module, data: FitData, params: TrainParams, hooks: Hooks = Hoo
     return run.result(stopped, _snapshot(model) if world.leader else {})
 
 
-def _ends_here(on_epoch: Callable[[EpochRecord], object] | None, record: EpochRecord, world: World,
+def _ends_here(on_epoch: Callable[[list[EpochRecord]], object] | None, history: list[EpochRecord], world: World,
                device: torch.device) -> bool:
-    """on_epoch's verdict on an epoch (rank 0's, where it runs, shared with every process): True ends
-    the run (a search pruning it)."""
-    verdict = bool(on_epoch(record)) if on_epoch is not None else False
+    """on_epoch's verdict on the epoch just done (rank 0's, where it runs, shared with every process):
+    True ends the run (a search pruning it)."""
+    verdict = bool(on_epoch(history)) if on_epoch is not None else False
     return bool(from_leader([float(verdict)], world, device)[0]) if world.distributed else verdict
 
 
@@ -672,17 +673,20 @@ def fit_phases(model: nn.Module, data: FitData, params: TrainParams, hooks: Hook
         parameter.requires_grad_(True)
     hooks.log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
     second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs, warmup_epochs=0)
-    tuned = fit(model, data, second, kept_as("finetune", head), world,
+    on_epoch = hooks.on_epoch
+    tuned_hooks = kept_as("finetune", head) if on_epoch is None else dataclasses.replace(
+        kept_as("finetune", head), on_epoch=lambda history: on_epoch(head.history + history))  # epochs number on
+    tuned = fit(model, data, second, tuned_hooks, world,
                 Phase("finetune", len(head.history) + 1, len(head.history) + params.finetune_epochs),
                 resumed("finetune"))
     return _joined(head, tuned, params.monitor)
 
 
-def kept_within(state: dict) -> tuple[int, int]:
-    """(steps done, steps) of the epoch under way when a fit_phases state was kept; (0, 0) when it was
-    kept at an epoch's end. The state's layout is the loop's: callers ask here, not in it."""
+def kept_within(state: dict) -> tuple[int, int, int]:
+    """(epochs done, steps done, steps) of the epoch under way when a fit_phases state was kept; steps
+    (0, 0) when it was kept at an epoch's end. The state's layout is the loop's: callers ask here, not in it."""
     within = state["fit"]["random"][0].get("within") or {}
-    return within.get("step", 0), within.get("steps", 0)
+    return len(resumed_history(state)), within.get("step", 0), within.get("steps", 0)
 
 
 def resumed_history(state: dict | None) -> list[EpochRecord]:
