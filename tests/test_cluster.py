@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from classifier.runtime.errors import PipelineError
-from tests.helpers import ROOT, add_shared_remotes, copy_of, dvc, env, git, set_params
+from tests.helpers import ROOT, add_shared_remotes, copy_of, dvc, env, git
 from tests.ray_cluster import LocalCluster
 from classifier.experiments import cluster, cluster_node
 from tools import cluster as cluster_tool
@@ -51,10 +51,12 @@ def landed_models(project: Path, names: list[str]) -> dict[str, bool]:
 
 
 @pytest.mark.integration
-def test_three_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure_is_told_once(
+def test_experiments_and_a_study_land_from_two_nodes_survive_a_lost_node_and_a_failure_is_told_once(
         tmp_path, trained_template) -> None:
-    """And a fifth whose params the params stage refuses (DVC's queue takes any value): reported once with
-    its log, not run again."""
+    """One cluster for both commands. tools.cluster: DVC's queue of three experiments and a fourth whose
+    params the params stage refuses (DVC's queue takes any value): reported once with its log, not run
+    again; a node lost mid-run. Then tools.tune --address: two trials at a time, one on each node,
+    reporting to the journal in the shared folder."""
     project = shared_project(tmp_path, trained_template)
     names = [f"ray-{k}" for k in range(1, 4)]
     dvc("exp", "run", "--queue", "-q", "-n", "bad-lr", "-S", "train.lr=1e6", *LONG, cwd=project)
@@ -76,9 +78,25 @@ def test_three_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure
             if command.poll() is None:
                 command.kill()
             killer.join()
+        study = subprocess.run([sys.executable, "-m", "tools.tune", "2", "train.lr=loguniform(0.01,0.1)", "--study",
+                                "wide", "--jobs", "2", "--pruner", "none", "--address", ray_nodes.address,
+                                "--shared-dir", str(shared)], cwd=project, env=env(), capture_output=True, text=True,
+                               timeout=600)
+    queue_run_landed(project, command.returncode, lines, killed, names)
+    study_landed(project, study, shared)
+    assert "No experiment tasks in the queue" in dvc("queue", "status", cwd=project).stdout
+    remote_refs = subprocess.run(["git", "ls-remote", str(tmp_path / "remote.git")], capture_output=True,
+                                 text=True).stdout   # the transfer refs gone, the 3 + 2 experiments there
+    assert "refs/cluster/" not in remote_refs and remote_refs.count("refs/exps/") == 5, remote_refs
+    assert not runs_in_clones("dvc-exp-")
+
+
+def queue_run_landed(project: Path, returncode: int, lines: list[str], killed: dict, names: list[str]) -> None:
+    """tools.cluster's run of the queue: the refused experiment told once, the lost node's run resumed
+    elsewhere, the others landed with their models."""
     output = "\n".join(lines)
     killed_during = killed.get("name")
-    assert command.returncode == 1 and lines[-1] == "error: bad-lr failed on the cluster: its log is above", output
+    assert returncode == 1 and lines[-1] == "error: bad-lr failed on the cluster: its log is above", output
     assert re.search(r"cluster: bad-lr failed on (head|second) \(exit \d+\), not run again; its log:\n(    .*\n)*"
                      r"    error: The 'train.lr' parameter must be a float > 0 and <= 100. Got 1000000.0", output), output
     assert output.count("cluster: bad-lr started") == 1, output
@@ -94,37 +112,18 @@ def test_three_experiments_land_from_two_nodes_survive_a_lost_node_and_a_failure
         metrics = experiments[name]["revs"][0]["data"]["metrics"]["metrics/summary.json"]["data"]
         assert 0.5 < metrics["test_acc"] <= 1, (name, metrics)
     assert landed_models(project, names) == {name: True for name in names}
-    assert "No experiment tasks in the queue" in dvc("queue", "status", cwd=project).stdout
-    remote_refs = subprocess.run(["git", "ls-remote", str(tmp_path / "remote.git")], capture_output=True,
-                                 text=True).stdout
-    assert "refs/cluster/" not in remote_refs and remote_refs.count("refs/exps/") == 3
-    assert not runs_in_clones("dvc-exp-")
 
 
-@pytest.mark.integration
-def test_a_study_runs_its_trials_on_the_cluster_and_they_report_to_the_shared_journal(tmp_path,
-                                                                                      trained_template) -> None:
-    project = shared_project(tmp_path, trained_template)
-    set_params(project, train={"cpu_threads": 1, "epochs": 40})   # one thread: the nodes have one CPU each
-    git("commit", "-qam", "one thread", cwd=project)
-    git("push", "-q", "origin", "main", cwd=project)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    with LocalCluster(["head", "second"]) as ray_nodes:
-        done = subprocess.run([sys.executable, "-m", "tools.tune", "2", "train.lr=loguniform(0.01,0.1)", "--study",
-                               "wide", "--jobs", "2", "--pruner", "none", "--address", ray_nodes.address,
-                               "--shared-dir", str(shared)], cwd=project, env=env(), capture_output=True, text=True,
-                              timeout=600)
+def study_landed(project: Path, done: subprocess.CompletedProcess, shared: Path) -> None:
+    """tools.tune --address: both trials complete, one on each node, their journal in the shared folder."""
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     for name in ("wide-1", "wide-2"):
-        assert re.search(rf"tune: {name} \(trial \d\) complete: val_loss [\d.]+ after 40 epochs", output), output
+        assert re.search(rf"tune: {name} \(trial \d\) complete: val_loss [\d.]+ after 10 epochs", output), output
     started = dict(re.findall(r"cluster: (wide-\d) started on (\w+)", output))
     assert sorted(started.values()) == ["head", "second"], output   # two at a time: one on each node
     assert (shared / "tune" / "wide.journal").is_file() and not (project / ".dvc" / "tmp" / "tune").exists()
     assert landed_models(project, ["wide-1", "wide-2"]) == {"wide-1": True, "wide-2": True}
-    assert "No experiment tasks in the queue" in dvc("queue", "status", cwd=project).stdout
-    assert not runs_in_clones("dvc-exp-")
 
 
 @pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
