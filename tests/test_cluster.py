@@ -53,12 +53,12 @@ def landed_models(project: Path, names: list[str]) -> dict[str, bool]:
 @pytest.mark.integration
 def test_experiments_and_a_study_land_from_two_nodes_survive_a_lost_node_and_a_failure_is_told_once(
         tmp_path, trained_template) -> None:
-    """One cluster for both commands. tools.cluster: DVC's queue of three experiments and a fourth whose
-    params the params stage refuses (DVC's queue takes any value): reported once with its log, not run
-    again; a node lost mid-run. Then tools.tune --address: two trials at a time, one on each node,
-    reporting to the journal in the shared folder."""
+    """One cluster for both commands. tools.cluster: DVC's queue of two experiments and one whose params
+    the params stage refuses (DVC's queue takes any value): reported once with its log, not run again;
+    a node lost mid-run (wherever the refused one runs, one of the two trains on the second node). Then
+    tools.tune --address: two trials at a time, one on each node, reporting to the shared journal."""
     project = shared_project(tmp_path, trained_template)
-    names = [f"ray-{k}" for k in range(1, 4)]
+    names = [f"ray-{k}" for k in range(1, 3)]
     dvc("exp", "run", "--queue", "-q", "-n", "bad-lr", "-S", "train.lr=1e6", *LONG, cwd=project)
     for k, name in enumerate(names, start=1):
         dvc("exp", "run", "--queue", "-q", "-n", name, "-S", f"train.lr=0.0{k}", *LONG, cwd=project)
@@ -86,8 +86,8 @@ def test_experiments_and_a_study_land_from_two_nodes_survive_a_lost_node_and_a_f
     study_landed(project, study, shared)
     assert "No experiment tasks in the queue" in dvc("queue", "status", cwd=project).stdout
     remote_refs = subprocess.run(["git", "ls-remote", str(tmp_path / "remote.git")], capture_output=True,
-                                 text=True).stdout   # the transfer refs gone, the 3 + 2 experiments there
-    assert "refs/cluster/" not in remote_refs and remote_refs.count("refs/exps/") == 5, remote_refs
+                                 text=True).stdout   # the transfer refs gone, the 2 + 2 experiments there
+    assert "refs/cluster/" not in remote_refs and remote_refs.count("refs/exps/") == 4, remote_refs
     assert not runs_in_clones("dvc-exp-")
 
 
@@ -105,7 +105,7 @@ def queue_run_landed(project: Path, returncode: int, lines: list[str], killed: d
     # From the state the second node kept in the shared folder, not from epoch 1.
     resumed = re.search(rf"cluster: {killed_during} on (head|second): train: resuming from epoch (\d+) of 120", output)
     assert resumed and int(resumed.group(2)) >= killed["epoch"] >= KILL_AT_EPOCH, output
-    assert "3 landed, 1 failed" in output
+    assert "2 landed, 1 failed" in output
     rows = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
     experiments = {e["name"]: e for row in rows for e in row.get("experiments") or []}
     for name in names:
