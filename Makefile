@@ -27,7 +27,7 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-# The edit loop: unit tests under 0.15 s each (no dvc, no subprocess), about 18 s on 2 cores (README.md says the same).
+# The edit loop: unit tests under 0.15 s each (no dvc, no subprocess), about 14 s on 2 cores (README.md says the same).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow and not gpu"
 
@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.parity
 	$(BIN)/python -m benchmarks.scale
 	$(BIN)/python -m benchmarks.cpu_kernels
+	$(BIN)/python -m benchmarks.threads
 	$(BIN)/python -m benchmarks.lr_find
 	$(BIN)/python -m benchmarks.policy
 	$(BIN)/python -m benchmarks.resume
