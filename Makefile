@@ -23,7 +23,7 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 
 # Two workers, a test file each (pytest-xdist): a file's module fixtures (a trained project) are made
-# once. (Three workers on two cores measured slower: 6.5 against 5.3 minutes.)
+# once. (Three workers on two cores: no faster, 6:43 against 6:45; two keep both cores 99% busy.)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
