@@ -104,7 +104,7 @@ def train_process(params: Sections, world: World) -> None:
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
         f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
     keeper = run_state(params, device, log) if world.leader else None
-    trial = TrialReport(params.tune if world.leader else TuneParams("", 0), log)  # a tools.tune trial, or none
+    trial = TrialReport(params.tune if world.leader else TuneParams("", 0), log, len(classes))  # tools.tune's, or none
     resume = share_from_leader(keeper.load() if keeper else None, world)
     trial.resumed(resumed_history(resume))
 

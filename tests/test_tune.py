@@ -143,6 +143,29 @@ def test_train_reports_each_epoch_and_the_median_pruner_stops_a_bad_trial(journa
     assert study.get_trials()[good.number].state.name == "FAIL"
 
 
+def test_a_trial_at_chance_level_is_pruned_before_any_trial_is_complete(journals) -> None:
+    """Ten classes: val loss ln 10 (2.303) with val accuracy 10% learnt nothing. After the epochs every
+    trial runs (--prune-after-epochs 2) it is pruned though the median pruner has no complete trial
+    to compare with; not before, not when it learns or is merely overconfident, never without a pruner."""
+    study, _ = new_study("c", "--prune-after-epochs", "2")
+    lines = []
+
+    def epoch(number: int, val_loss: float, val_accuracy: float) -> EpochRecord:
+        return EpochRecord(number, 0.1, val_loss, val_loss, val_accuracy, val_loss, val_accuracy)
+    hopeless = TrialReport(TuneParams("c", study.ask().number), lines.append, classes=10)
+    assert not hopeless.after_epoch(epoch(1, 2.303, 0.10))   # the first epoch: every trial runs it
+    assert hopeless.after_epoch(epoch(2, 2.303, 0.11))
+    assert lines[-1] == ("train: val loss 2.303 (a uniform guess: 2.303) and val accuracy 11.0% after epoch 2: at "
+                         "chance level, nothing learnt; pruned whatever the other trials")
+    learning = TrialReport(TuneParams("c", study.ask().number), lines.append, classes=10)
+    assert not learning.after_epoch(epoch(2, 1.9, 0.45))
+    overconfident = TrialReport(TuneParams("c", study.ask().number), lines.append, classes=10)
+    assert not overconfident.after_epoch(epoch(2, 2.6, 0.80))
+    sweep, _ = new_study("sweep", "--pruner", "none")
+    assert not TrialReport(TuneParams("sweep", sweep.ask().number), lines.append, classes=10).after_epoch(
+        epoch(3, 2.31, 0.1))
+
+
 def test_a_resumed_trial_reports_the_epochs_it_did_not_run_itself(journals) -> None:
     """A state kept by another run with the same params (resume is exact): its history is reported
     first, each epoch once, so the pruner compares whole curves."""

@@ -19,7 +19,8 @@ after a few random ones, where the best were. Each trial is queued as `dvc exp r
 STUDY-K -S KEY=VALUE ... -S tune.study=STUDY -S tune.trial=T`, J at a time (`dvc queue start -j J`;
 train takes a GPU no other experiment holds, one each). Inside it, train reports the objective (the
 val loss or accuracy, --objective, by default train.monitor) after every epoch and stops when the
-study's pruner says so: the run ends like early stopping, metrics/train.json says `pruned: true`,
+study's pruner says so, or (with a pruner) when it is at chance level after --prune-after-epochs,
+whatever the other trials: the run ends like early stopping, metrics/train.json says `pruned: true`,
 evaluate scores it, and it is an ordinary row of `dvc exp show`. The study is one journal file,
 .dvc/tmp/tune/STUDY.journal: running tools.tune again with the same --study adds N trials to it,
 the sampler learning from all of them. Every key and value is checked with the stages' own rules
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "an existing one goes on (default: %(default)s)")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="trials running at once (default: %(default)s)")
     parser.add_argument("--pruner", choices=PRUNERS, help="median (default): stop a trial whose objective is worse "
-                        "than the median of the complete trials' at the same epoch; halving: successive halving")
+                        "than the median of the complete trials' at the same epoch; halving: successive halving; with "
+                        "either, a trial at chance level is pruned; none: every trial runs to its end")
     parser.add_argument("--sampler", choices=SAMPLERS, help="tpe (default) or random")
     parser.add_argument("--seed", type=int, help="seed of the sampler (default: 0)")
     parser.add_argument("--objective", choices=list(OBJECTIVES), help="what the study optimises, on val "

@@ -93,12 +93,25 @@ def load_study(study: str, cwd: Path | None = None, names: tuple[str, str] = TRA
     return optuna.load_study(study_name=study, storage=storage, pruner=make_pruner(settings)), settings, storage
 
 
+CHANCE_ACCURACY = 2.0   # a val accuracy under this many times 1/classes, with the loss of a uniform guess: no learning
+
+
+def at_chance_level(record, classes: int) -> bool:
+    """An epoch that learnt nothing: a val loss no better than guessing every class alike (ln classes,
+    less 1%) and a val accuracy under CHANCE_ACCURACY / classes (a model that knows its classes but is
+    overconfident can have the loss; not also that accuracy)."""
+    return (classes > 1 and record.val_loss >= 0.99 * math.log(classes)
+            and record.val_accuracy < CHANCE_ACCURACY / classes)
+
+
 class TrialReport:
     """Train's side of a trial: after each epoch, report the objective and ask the pruner; at the end,
-    tell the study how the trial ended. Inactive (never prunes) for a run outside a study."""
+    tell the study how the trial ended. Inactive (never prunes) for a run outside a study. With a
+    pruner, a trial at chance level after the epochs every trial runs (prune_after_epochs) is pruned
+    whatever the other trials, before the pruner has any to compare with (`classes`: 0 never judges)."""
 
-    def __init__(self, tune: TuneParams, log: Callable[[str], None]) -> None:
-        self.trial = None
+    def __init__(self, tune: TuneParams, log: Callable[[str], None], classes: int = 0) -> None:
+        self.trial, self.log, self.classes = None, log, classes
         if not tune.study:
             return
         import optuna
@@ -123,20 +136,31 @@ class TrialReport:
         return self.trial is not None
 
     def after_epoch(self, record) -> bool:
-        """Report this epoch's objective; True when the pruner ends the trial here."""
+        """Report this epoch's objective; True when the pruner ends the trial here, or it learnt nothing."""
         if self.trial is None:
             return False
+        self._report(record)
+        settings = self.settings
+        if (settings.pruner != "none" and record.epoch >= max(1, settings.prune_after_epochs)
+                and at_chance_level(record, self.classes)):
+            self.log(f"train: val loss {record.val_loss:.4g} (a uniform guess: {math.log(self.classes):.4g}) and val "
+                     f"accuracy {record.val_accuracy:.1%} after epoch {record.epoch}: at chance level, nothing "
+                     f"learnt; pruned whatever the other trials")
+            return True
+        return self.trial.should_prune()
+
+    def _report(self, record) -> None:
         value = float(getattr(record, self.settings.objective))
         if record.epoch not in self.reported and math.isfinite(value):  # a resumed run reported its first epochs
             self.trial.report(value, record.epoch)
             self.reported.add(record.epoch)
-        return self.trial.should_prune()
 
     def resumed(self, history: list) -> None:
         """A run resumed from a kept state (this trial's, or another's with the same params): the epochs
         it did not run itself are reported too, so that the pruner compares whole curves."""
-        for record in history:
-            self.after_epoch(record)
+        if self.trial is not None:
+            for record in history:
+                self._report(record)
 
     def ended(self, pruned: bool, saved) -> None:
         """Tell the study: pruned, or complete with the objective of the saved epoch (its EpochRecord)."""
