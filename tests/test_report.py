@@ -151,6 +151,11 @@ def test_bad_output_and_sort_by_are_one_line_before_any_work(tmp_path, monkeypat
         report.main(["--sort-by", "val_accuracy"])
     report.main(["-o", str(tmp_path / "new/folder/report.md")])  # a missing folder is made
     assert (tmp_path / "new/folder/report.md").read_text() == capsys.readouterr().out
+    (tmp_path / "notes").write_text("mine")  # a file where a folder of the path would be: one line, nothing written
+    with pytest.raises(report.PipelineError, match=f"^cannot write {tmp_path}/notes/sub/report.md: {tmp_path}/notes "
+                                                   r"is a file, not a folder \(no output was changed\)$"):
+        report.main(["-o", str(tmp_path / "notes/sub/report.md")])
+    assert (tmp_path / "notes").read_text() == "mine"
 
 
 def test_a_class_name_with_a_newline_or_a_bar_keeps_its_row_on_one_line() -> None:

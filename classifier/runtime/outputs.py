@@ -137,6 +137,14 @@ def _switch_in(target: Path, tmp: Path) -> None:
     _remove(aside)
 
 
+def _check_folder_can_be(target: Path) -> None:
+    """`target`'s folder exists or can be made: no file stands where one of its folders would."""
+    in_the_way = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise PipelineError(f"cannot write {printable(target)}: {printable(in_the_way)} is a file, not a folder "
+                            f"(no output was changed)")
+
+
 @contextlib.contextmanager
 def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) -> Iterator[dict[Path, Path]]:
     """Yields {target: temporary sibling} (an empty folder for each of `dirs`, a path for each of
@@ -147,6 +155,7 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
     staged: dict[Path, Path] = {}
     try:
         for index, target in enumerate(targets):
+            _check_folder_can_be(target)
             with _write_errors_are_one_line((target,)):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 remove_stale_temporaries(target)
