@@ -61,3 +61,12 @@ def test_the_command_writes_onnx_beside_the_checkpoint(tmp_path, monkeypatch, ca
     export.main(["--format", "onnx"])
     assert capsys.readouterr().out.startswith("export: models/model.onnx (onnx; ")
     assert export.load_onnx(tmp_path / "models/model.onnx")[1] == ["ant", "bee", "cat", "dog", "eel"]
+
+
+def test_the_exported_files_are_git_ignored_as_tool_outputs() -> None:
+    """tools.export writes models/model.pt2 or models/model.onnx in the workspace: neither shows as untracked."""
+    import subprocess
+    from tests.helpers import ROOT
+    ignored = subprocess.run(["git", "check-ignore", "models/model.pt2", "models/model.onnx"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == ["models/model.pt2", "models/model.onnx"]
