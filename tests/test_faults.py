@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from classifier.runtime import paths
-from classifier.runtime.errors import PipelineError, missing_input, run_stage
+from classifier.runtime.errors import DISCARDED, PipelineError, missing_input, run_stage
 from classifier.runtime.outputs import staged_outputs
 from tests.helpers import ROOT, copy_project, env, run_stage as run_stage_process
 
@@ -174,6 +174,42 @@ def test_sigterm_and_sighup_end_a_stage_like_ctrl_c(tmp_path, monkeypatch, capsy
     assert exited.value.code == 128 + signum
     assert capsys.readouterr().err == f"error: interrupted ({name}); outputs being written were discarded\n"
     assert not list(tmp_path.rglob(".*.tmp")) and not (tmp_path / paths.AUGMENTED_DIR).exists()
+
+
+@pytest.mark.parametrize("where, hint", [("workspace", True), ("copy", False), ("ray clone", False), ("repro", False)])
+def test_a_failed_workspace_experiment_says_how_to_get_the_last_commit_back(tmp_path, monkeypatch, capsys, where,
+                                                                          hint, restore_signal_handlers) -> None:
+    """Under `dvc exp run` in the workspace DVC has already set the experiment's params and removed the
+    stage's outputs: the line says `make restore`. Not in a queued or --temp copy (the workspace is
+    untouched), a Ray node's clone, or under `dvc repro`."""
+    from classifier.runtime.errors import CLONE_VARIABLE
+    from classifier.experiments.cluster_node import CLONE_VARIABLE as NODE_CLONE_VARIABLE
+    assert CLONE_VARIABLE == NODE_CLONE_VARIABLE
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmp1"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy if where == "copy" else tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv(CLONE_VARIABLE, raising=False)
+    if where != "repro":
+        monkeypatch.setenv("DVC_EXP_NAME", "lr-bad")
+    else:
+        monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    if where == "ray clone":
+        monkeypatch.setenv(CLONE_VARIABLE, "1")
+
+    def stage() -> None:
+        raise PipelineError("The 'train.lr' parameter must be a float > 0")
+    with pytest.raises(SystemExit):
+        run_stage(stage)
+    restore = ("; the workspace holds this experiment's params and lacks this stage's outputs: `make restore` brings "
+               "back the last commit's")
+    assert capsys.readouterr().err == f"error: The 'train.lr' parameter must be a float > 0{restore if hint else ''}\n"
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit):
+        run_stage(interrupted)
+    assert capsys.readouterr().err == f"error: interrupted (Ctrl-C); {DISCARDED}{restore if hint else ''}\n"
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ POLL_SECONDS = 0.5      # how often a run's live epoch is looked at
 TIME_METRICS = "metrics/time.json"           # train rewrites it after every epoch (classifier.runtime.paths)
 HISTORY_FILE = "plots/train/history.csv"     # the epochs so far, the last row the newest
 GPU_LOCKS_VARIABLE = "IMAGE_PIPELINE_GPU_LOCKS"   # classifier/training/devices.py's lock folder
+CLONE_VARIABLE = "IMAGE_PIPELINE_CLONE"           # classifier/runtime/errors.py: no `make restore` hint in a clone
 RESUME_LINE = "train: resuming from "         # what train says on taking up a kept state (training_state)
 
 # Run as `python -c GUARD command...`: the command in a process group of its own that is killed,
@@ -55,7 +56,7 @@ sys.exit(subprocess.call(sys.argv[1:]))
 def _environment(extra: dict[str, str]) -> dict[str, str]:
     """The node's environment with this interpreter's bin first (`dvc` and `python` in dvc.yaml are
     the ones Ray runs: the project's environment on that node) and the run's own variables."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", **extra)
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", **{CLONE_VARIABLE: "1"}, **extra)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 

@@ -34,6 +34,7 @@ class PipelineError(ValueError):
 
 
 DISCARDED = "outputs being written were discarded"
+CLONE_VARIABLE = "IMAGE_PIPELINE_CLONE"  # set by a Ray node's run (classifier/experiments/cluster_node.py): a clone of its own
 
 
 class Stopped(KeyboardInterrupt):
@@ -160,7 +161,8 @@ def run_stage(main: Callable[[], None], worker: Worker | None = None) -> NoRetur
         if in_worker:
             sys.exit(128 + signum)  # its launcher says it once for all
         # Outputs are written to temporary siblings: the ones in progress were removed on the way out.
-        print(f"error: interrupted ({name}); {getattr(exc, 'note', DISCARDED)}", file=sys.stderr)
+        print(f"error: interrupted ({name}); {getattr(exc, 'note', DISCARDED)}{after_a_workspace_experiment()}",
+              file=sys.stderr)
         sys.exit(128 + signum)
     finally:
         _quiet_signals()
@@ -181,5 +183,18 @@ def _exit_quietly(signum: int, _frame) -> None:
 def _fail(message: str, worker: Worker | None) -> NoReturn:
     message = " ".join(message.split())  # always one line
     if worker is None or not worker.report(message, kind="pipeline"):
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message}{after_a_workspace_experiment()}", file=sys.stderr)
     sys.exit(1)
+
+
+def after_a_workspace_experiment() -> str:
+    """Under `dvc exp run` in the workspace (DVC gives a stage DVC_EXP_NAME, and DVC_ROOT, the
+    project's root, where it runs; a queued or --temp one runs in a copy elsewhere), DVC has set the
+    experiment's params in params.yaml and removed this stage's outputs before it ran, and dvc.lock
+    holds what ran before: the way back to the last commit's, to end the line with."""
+    root = os.environ.get("DVC_ROOT")
+    if (not os.environ.get("DVC_EXP_NAME") or not root or Path.cwd().resolve() != Path(root).resolve()
+            or os.environ.get(CLONE_VARIABLE)):
+        return ""
+    return "; the workspace holds this experiment's params and lacks this stage's outputs: `make restore` brings " \
+           "back the last commit's"
