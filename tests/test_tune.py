@@ -321,7 +321,7 @@ def test_a_trial_whose_loss_turns_nan_is_recorded_failed(trained_template, tmp_p
     project = copy_of(trained_template, tmp_path / "p")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
-        study, _ = new_study("nan")
+        study, _ = new_study("nan", "--pruner", "none")  # a pruner would end it at chance level before the NaN
         trial = study.ask()
     set_params(project, train={"lr": 100.0}, tune={"study": "nan", "trial": trial.number})
     with pytest.raises(PipelineError, match="(?i)nan|not finite|diverged"):
