@@ -81,6 +81,19 @@ def test_bad_counts_and_names_are_refused_before_anything(journals) -> None:
     assert not journals.exists()
 
 
+def test_more_threads_than_cores_across_the_trials_at_once_is_said() -> None:
+    """--jobs 2 with train.cpu_threads 2 on 2 cores: a line with the threads to set; none when they fit,
+    with one job, with train.cpu_threads 0 (all cores, PyTorch's choice) or when the search sets it."""
+    lr = parse_distribution("train.lr=loguniform(1e-4,1)")
+    params = {"train": {"cpu_threads": 2}}
+    line = tune.threads_line(params, 2, [lr], cores=2)
+    assert line.startswith("tune: 2 trials at once x train.cpu_threads 2 = 4 threads on 2 cores: ") and \
+        line.endswith("set train.cpu_threads to 1 in params.yaml, or give fewer --jobs")
+    assert tune.threads_line(params, 2, [lr], cores=4) == tune.threads_line(params, 1, [lr], cores=2) == ""
+    assert tune.threads_line({"train": {"cpu_threads": 0}}, 2, [lr], cores=2) == ""
+    assert tune.threads_line(params, 2, [lr, parse_distribution("train.cpu_threads=choice(1,2)")], cores=2) == ""
+
+
 def test_values_drawn_are_those_queued() -> None:
     """Choices map back to their YAML values (lists, booleans), log ranges are rounded as queued."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -32,6 +32,7 @@ study as they end.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import time
@@ -99,6 +100,21 @@ def check_request(args: argparse.Namespace) -> list[Distribution]:
     for combination in corner_combinations(distributions):
         check_combination(raw, combination)
     return distributions
+
+
+def threads_line(raw: dict, jobs: int, distributions: list[Distribution], cores: int) -> str:
+    """A line when `jobs` trials at once would run more of train's threads than this machine has cores
+    (train.cpu_threads as params.yaml sets it; not searched): on the CPU they wait on each other."""
+    threads = (raw.get("train") or {}).get("cpu_threads")
+    if jobs < 2 or not isinstance(threads, int) or threads < 1 or any(d.key == "train.cpu_threads"
+                                                                      for d in distributions):
+        return ""
+    if jobs * threads <= cores:
+        return ""
+    return (f"tune: {jobs} trials at once x train.cpu_threads {threads} = {jobs * threads} threads on {cores} cores: "
+            f"trained on the CPU they wait on each other (benchmarks.threads: two runs of 2 threads on 2 cores took "
+            f"3.3x one run's time, of 1 thread each 1.3x); set train.cpu_threads to {max(1, cores // jobs)} in "
+            f"params.yaml, or give fewer --jobs")
 
 
 def corner_combinations(distributions: list[Distribution]) -> list[dict[str, Any]]:
@@ -329,7 +345,6 @@ def stopped_line(flight: InFlight) -> str:
 def cluster_queue(args: argparse.Namespace):
     """--address: tools.cluster's checks and connection, and the study's journal in --shared-dir, which
     the trials on every node write to (TUNE_DIR, there and here)."""
-    import os
     from classifier.experiments import cluster
     if not args.shared_dir:
         raise PipelineError("--address needs --shared-dir: a folder every node mounts at the same path, where the "
@@ -344,6 +359,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     distributions = check_request(args)
     runner = cluster_queue(args) if args.address else None
+    hint = "" if args.address else threads_line(read_yaml(PARAMS_FILE), args.jobs, distributions, os.cpu_count() or 1)
+    if hint:
+        print(hint, flush=True)
     study, settings = open_study(args)
     search(study, settings, distributions, args.count, args.jobs, runner)
     print(f"tune: study '{args.study}' has {len(study.trials)} trials; `python -m tools.report --study {args.study}` "
