@@ -56,7 +56,7 @@ generated: $(STAMP)
 # (docs/interrupted-runs.md). `git rm --cached` first: after a failed `dvc exp run`, git's index can
 # call a file that DVC rewrote in the same second with the same size unchanged, and checkout skips it.
 restore: $(STAMP)
-	git rm -rq --cached --ignore-unmatch params.yaml dvc.lock metrics plots && git checkout HEAD -- params.yaml dvc.lock metrics plots && (dvc checkout --force || dvc repro)
+	git rm -rq --cached --ignore-unmatch params.yaml dvc.lock metrics plots && git checkout HEAD -- params.yaml dvc.lock metrics plots && (dvc checkout --force 2>/dev/null || (echo "restore: outputs of the last commit are not in DVC's cache: dvc repro makes them" && dvc repro))
 
 clean:
 	rm -rf $(VENV)
