@@ -92,7 +92,7 @@ def test_the_recipes_in_sequence_each_start_from_the_committed_params(repo, tmp_
     make_image_folder(photos / "val", {"ants": 3, "bees": 3}, seed=1)
     committed = YAML(typ="safe").load(shell("git show HEAD:params.yaml", repo).stdout)
     readme_runs = [c for c in code_commands(README) if c.startswith("dvc exp run -S")]
-    assert any(c.startswith(RESET) for c in code_commands(README)), "README gives the reset line"
+    assert any(c.startswith("make restore") for c in code_commands(README)), "the README's reset: params and outputs"
     # What a user may have run before: an everyday experiment that leaves train.lr behind.
     shell(as_run_here(readme_runs[0], photos), repo)
     assert YAML(typ="safe").load((repo / "params.yaml").read_text()) != committed

@@ -94,6 +94,13 @@ def test_a_failed_experiment_after_another_leaves_a_workspace_one_command_restor
     try:
         dvc("exp", "run", "-S", "train.epochs=2", cwd=project)
         assert (project / "models/model.pt").read_bytes() != committed["models/model.pt"]
+        # Its params set back by hand, its outputs left: the report's workspace row says they do not match.
+        run(["bash", "-c", "git show HEAD:params.yaml > params.yaml"], project)
+        shown = run([sys.executable, "-m", "tools.report"], project).stdout
+        assert any(line.startswith("| workspace | stale |") for line in shown.splitlines()), shown
+        (line,) = [line for line in shown.splitlines() if line.startswith("workspace: ")]
+        assert line.startswith("workspace: its scores are not those of its params (") and "train" in line, shown
+        assert line.endswith("`dvc repro` makes them, `make restore` goes back to the last commit's"), shown
         failed = dvc("exp", "run", "-S", "train.lr=-0.1", cwd=project, check=False)
         assert failed.returncode != 0 and "error: The 'train.lr' parameter must be a float > 0" in failed.stderr
         run(["bash", "-c", RESTORE_COMMAND], project)

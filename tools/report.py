@@ -5,7 +5,8 @@
     python -m tools.report --study NAME                   # a tools.tune study: trials ranked, pictures
 
 Reads `dvc exp show --json`: one row per commit and experiment, its state (done, running, queued,
-failed), the params that differ between them, and the key metrics, sorted best first. A running
+failed; the workspace `stale` when `dvc status` says its outputs are not its params'), the params
+that differ between them, and the key metrics, sorted best first. A running
 experiment shows only its own live numbers (epochs done, seconds: its scores come when evaluate
 has run); a queued or failed one shows none, since its workspace may still hold its baseline's.
 With --seeds, runs that differ only in their seeds
@@ -18,6 +19,7 @@ metric over them, and how many distinct runs there were (the same params twice a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -27,6 +29,7 @@ from classifier.experiments.table import (PER_CLASS_FILE, Experiment, aggregate_
                                           experiments_from_json, markdown_table, per_class_table, seeds_table)
 from classifier.runtime.errors import PipelineError, printable, run_stage
 from classifier.runtime.outputs import atomic_file
+from classifier.experiments.dvc_client import run_dvc
 
 DEFAULT_WIDTH = 160  # a line of the table on stdout when it is no terminal
 
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     experiments = experiments_from_json(dvc_experiments())
     if not experiments:
         raise PipelineError("no experiments with results: run `dvc repro` or `dvc exp run` first")
+    experiments, stale = mark_stale_workspace(experiments)
     check_sort_by(args.sort_by, experiments)
     done = [e for e in experiments if e.state == "done"]  # seed means of finished runs only
     width = args.width or shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
@@ -91,6 +95,22 @@ def main(argv: list[str] | None = None) -> None:
     else:
         write_table(markdown_table(experiments, args.sort_by), args.output,
                     markdown_table(experiments, args.sort_by, width=width))
+    if stale:
+        print(stale)
+
+
+def mark_stale_workspace(experiments: list[Experiment]) -> tuple[list[Experiment], str]:
+    """The workspace's row, when it has one, marked `stale` where `dvc status` says its outputs are not
+    those of its params and code (an experiment's outputs under params set back by hand), and a line
+    saying so and what to run; else the rows as they are and ''."""
+    if not any(e.name == "workspace" for e in experiments):
+        return experiments, ""
+    changed = list(json.loads(run_dvc("status", "--json") or "{}"))  # the stages, in DVC's order
+    if not changed:
+        return experiments, ""
+    rows = [dataclasses.replace(e, state="stale") if e.name == "workspace" else e for e in experiments]
+    return rows, (f"workspace: its scores are not those of its params ({', '.join(changed)} changed, `dvc status`): "
+                  f"`dvc repro` makes them, `make restore` goes back to the last commit's")
 
 
 if __name__ == "__main__":
