@@ -650,33 +650,34 @@ def fit_phases(model: nn.Module, data: FitData, params: TrainParams, hooks: Hook
     for finetune_epochs at finetune_lr, its schedule starting afresh (without a warm-up). One history:
     epochs and steps numbered on, each epoch marked with its phase; the best epoch is the best of both.
     `keep` and `resume` as fit's, their state saying which phase it is of (and the finished head's result)."""
-    def kept_as(name: str, earlier: FitResult | None = None) -> Hooks:
-        keep = hooks.keep
-        if keep is None:
-            return hooks
-        return dataclasses.replace(hooks, keep=Keeping(lambda state: keep.save(
-            {"phase": name, "earlier": earlier.state() if earlier else None, "fit": state}), keep.every))
+    def for_phase(name: str, earlier: FitResult | None = None) -> Hooks:
+        """`hooks` as phase `name` takes them: its kept state says the phase (and the finished head's
+        result); on_epoch is told the head's epochs before its own (epochs number on)."""
+        keep, on_epoch, phase = hooks.keep, hooks.on_epoch, hooks
+        if keep is not None:
+            phase = dataclasses.replace(phase, keep=Keeping(lambda state: keep.save(
+                {"phase": name, "earlier": earlier.state() if earlier else None, "fit": state}), keep.every))
+        if on_epoch is not None and earlier is not None:
+            phase = dataclasses.replace(phase, on_epoch=lambda history: on_epoch(earlier.history + history))
+        return phase
 
     def resumed(name: str) -> dict | None:
         return resume["fit"] if resume is not None and resume["phase"] == name else None
 
     if not params.finetune_epochs:
-        return fit(model, data, params, kept_as("train"), world, resume=resumed("train"))
+        return fit(model, data, params, for_phase("train"), world, resume=resumed("train"))
     total = params.epochs + params.finetune_epochs
     if resumed("finetune") is not None:
         head = FitResult.from_state(resume["earlier"])
     else:
-        head = fit(model, data, params, kept_as("head"), world, Phase("head", 1, total), resumed("head"))
+        head = fit(model, data, params, for_phase("head"), world, Phase("head", 1, total), resumed("head"))
     if head.pruned:
         return head
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     hooks.log(f"fine-tuning: every layer unfrozen, lr {params.finetune_lr:g} for {params.finetune_epochs} epochs")
     second = dataclasses.replace(params, lr=params.finetune_lr, epochs=params.finetune_epochs, warmup_epochs=0)
-    on_epoch = hooks.on_epoch
-    tuned_hooks = kept_as("finetune", head) if on_epoch is None else dataclasses.replace(
-        kept_as("finetune", head), on_epoch=lambda history: on_epoch(head.history + history))  # epochs number on
-    tuned = fit(model, data, second, tuned_hooks, world,
+    tuned = fit(model, data, second, for_phase("finetune", head), world,
                 Phase("finetune", len(head.history) + 1, len(head.history) + params.finetune_epochs),
                 resumed("finetune"))
     return _joined(head, tuned, params.monitor)
