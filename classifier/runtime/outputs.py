@@ -138,7 +138,7 @@ def _switch_in(target: Path, tmp: Path) -> None:
 
 
 def _check_folder_can_be(target: Path) -> None:
-    """`target`'s folder exists or can be made: no file stands where one of its folders would."""
+    """Why `target`'s folder could not be made, when a file stands where one of its folders would."""
     in_the_way = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()), None)
     if in_the_way is not None:
         raise PipelineError(f"cannot write {printable(target)}: {printable(in_the_way)} is a file, not a folder "
@@ -155,9 +155,12 @@ def staged_outputs(files: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()) ->
     staged: dict[Path, Path] = {}
     try:
         for index, target in enumerate(targets):
-            _check_folder_can_be(target)
             with _write_errors_are_one_line((target,)):
-                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                except (FileExistsError, NotADirectoryError):
+                    _check_folder_can_be(target)  # a file where a folder would be: one line naming it
+                    raise
                 remove_stale_temporaries(target)
                 staged[target] = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
                 if index >= len(files):  # the umask's modes, as for any file the user makes
