@@ -27,7 +27,7 @@ class Experiment:
     name: str
     params: dict[str, Any]
     metrics: dict[str, float]
-    state: str = "done"  # done, running, queued or failed (DVC's executor state; success is done)
+    state: str = "done"  # done, running, queued or failed (DVC's executor state; success is done); tools.report: stale
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
