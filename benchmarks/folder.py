@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import edit_params, set_param
+from benchmarks.harness import edit_params, per_stage, set_param, sh, timed_repro
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10
@@ -60,14 +60,6 @@ def make_folder(root: Path, train: int, test: int, side: int = SIDE, seed: int =
             image = blob[:, :, None] * colours[label] + rng.normal(0, 40, (side, side, 3)) + rng.uniform(0, 60)
             data = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
             (root / split / f"class{label}" / f"{i:06d}.jpg").write_bytes(data.tobytes())
-
-
-def sh(args: list[str], cwd: Path, env: dict) -> tuple[float, str]:
-    start = time.perf_counter()
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return time.perf_counter() - start, result.stdout + result.stderr
 
 
 class PeakMemory:
@@ -105,25 +97,6 @@ class PeakMemory:
         return ("peak resident memory (MB; anonymous in brackets): "
                 + ", ".join(f"{name} {peak / 2**20:.0f} ({self.anonymous[name] / 2**20:.0f})"
                             for name, peak in self.peaks.items()))
-
-
-def timed_repro(work: Path, env: dict, target: str = "") -> tuple[float, dict[str, float], str]:
-    """`dvc repro [target]`, its wall time, and each stage's: from its 'Running stage' line to the next."""
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *([target] if target else [])], cwd=work, env=env,
-                               text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    marks, lines = [], []
-    for line in process.stdout:
-        lines.append(line)
-        found = re.match(r"Running stage '(\w+)'", line)
-        if found:
-            marks.append((found[1], time.perf_counter()))
-    if process.wait():
-        sys.exit("dvc repro failed:\n" + "".join(lines[-40:]))
-    end = time.perf_counter()
-    stages = {name: (marks[i + 1][1] if i + 1 < len(marks) else end) - at for i, (name, at) in enumerate(marks)}
-    return end - start, stages, "".join(lines)
 
 
 def scratch_repo(work: Path, source: Path, epochs: int, size: int, cpu_threads: int, env: dict) -> None:
@@ -186,10 +159,6 @@ print(time.perf_counter() - start, right / len(test))
         sys.exit("the plain script failed:\n" + result.stderr[-3000:])
     seconds, accuracy = map(float, result.stdout.split()[-2:])
     return seconds, accuracy
-
-
-def per_stage(stages: dict[str, float]) -> str:
-    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in stages.items())
 
 
 def one_image_edit(photos: Path, work: Path, env: dict) -> None:

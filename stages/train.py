@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from classifier.training import cpu_kernels
 from classifier.training.cpu_kernels import pin_for_this_run
 from classifier.runtime.stale_summary import retire_summary
 
@@ -101,6 +102,8 @@ def train_process(params: Sections, world: World) -> None:
     model, train, val = model_and_data(params, world, device, len(classes), train_set, val_set)
     trainable = count_parameters(model)
     where = f"{world.size} processes on {device.type}" if world.distributed else str(device)
+    if device.type == "cpu":  # which kernels, and so which CPUs give these bytes
+        where += f" ({cpu_kernels.describe()})"
     log(f"train: {params.model.name} ({trainable:,} trainable parameters) on {where}, {len(train_set.labels)} train / "
         f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
     keeper = run_state(params, device, log) if world.leader else None

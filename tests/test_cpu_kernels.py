@@ -1,6 +1,6 @@
-"""train.cpu_threads: training on the CPU gives the same bytes whatever the x86-64 CPU. Other CPUs
-are simulated on this one by what differs between them: ATen's instruction set (AVX2 on a CPU
-without AVX-512), MKL's, and the number of cores. A few training steps of a small CNN with batch
+"""train.cpu_threads: training on the CPU gives the same bytes on any x86-64 CPU with AVX2, with the
+fast kernels (oneDNN's). Other CPUs are simulated on this one by what differs between them: the
+instruction set ATen, oneDNN and MKL choose (AVX2 on a CPU without AVX-512), and the number of cores. A few training steps of a small CNN with batch
 norm (convolutions, GEMMs and reductions big enough to run on several threads), each in a fresh
 process, since ATen chooses its kernels once per process."""
 from __future__ import annotations
@@ -34,33 +34,37 @@ for _ in range(3):
     optimizer.step()
 import os
 print(torch.backends.cpu.get_cpu_capability(), os.environ.get("ATEN_CPU_CAPABILITY", "-"),
+      torch.backends.mkldnn.enabled,
       hashlib.sha1(b"".join(t.numpy().tobytes() for t in model.state_dict().values())).hexdigest())
 """
-OTHER_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}  # a CPU without AVX-512
+# A CPU without AVX-512: ATen, oneDNN and MKL would choose their AVX2 code on it
+OTHER_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def trained(threads: int, env: dict | None = None, one_core: bool = False) -> tuple[str, str]:
-    """(ATen's capability, a hash of the weights) after the steps, in a fresh process."""
+    """(ATen's capability and whether oneDNN is on, a hash of the weights) after the steps, in a fresh process."""
     command = [sys.executable, "-c", STEPS, str(threads)]
     if one_core:
         command = ["taskset", "-c", "0", *command]
-    inherited = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR",
-                                                                              "OMP_NUM_THREADS")}
+    inherited = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS",
+                                                                  "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")}
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
                             env={**inherited, **(env or {}), "PYTHONPATH": str(ROOT)})
-    capability, variable, digest = result.stdout.split()
-    return f"{capability} (ATEN_CPU_CAPABILITY={variable})" if variable != "-" else capability, digest
+    capability, variable, onednn, digest = result.stdout.split()
+    kernels = f"{capability} (ATEN_CPU_CAPABILITY={variable})" if variable != "-" else capability
+    return f"{kernels}, oneDNN {'on' if onednn == 'True' else 'off'}", digest
 
 
 def test_pinned_kernels_give_the_same_weights_on_a_cpu_without_avx512_and_one_core() -> None:
-    capability, pinned = trained(2)
-    assert capability == "DEFAULT (ATEN_CPU_CAPABILITY=default)"
-    # ATen and MKL held to AVX2, on one core (2 threads there: the same split of the work)
+    kernels, pinned = trained(2)
+    assert kernels == "AVX2 (ATEN_CPU_CAPABILITY=avx2), oneDNN on"  # the fast kernels, held to AVX2
+    # ATen, oneDNN and MKL held to AVX2 by the CPU, on one core (2 threads there: the same split of the work)
     assert trained(2, OTHER_CPU, one_core=bool(shutil.which("taskset")))[1] == pinned
 
 
 def test_native_kernels_differ_with_the_cpu_which_is_why_they_are_pinned() -> None:
-    capability, native = trained(0)
+    kernels, native = trained(0)
+    capability = kernels.split(",")[0]
     if capability != "AVX512":
         pytest.skip(f"this CPU's ATen capability is {capability}: AVX2 is no other CPU here")
     assert trained(0, OTHER_CPU)[1] != native

@@ -91,11 +91,11 @@ class TrainParams:
                       "machines training together (the others run torchrun: docs/scaling-out.md)")
     rendezvous: str = spec(_endpoint, "nodes > 1: host:port of this machine, where the other nodes meet it")
     cpu_threads: int = spec(number(int, ge=0, le=1024),
-                            "N >= 1: PyTorch's portable CPU kernels and N threads in train (shared by its processes × nodes) "
-                            "and evaluate, so that the model and the scores do not depend on the CPU's instruction set (shown "
-                            "by forcing other instruction sets on one CPU) "
-                            "(slower: docs/benchmarks.md); 0: the fastest kernels the CPU has and all its cores, "
-                            "results that differ by CPU type")
+                            "N >= 1: PyTorch's kernels held to AVX2 (ATen, oneDNN, MKL) and N threads in train (shared by "
+                            "its processes × nodes) and evaluate, so that the model and the scores are the same on any "
+                            "x86-64 CPU with AVX2 (shown by forcing other instruction sets and one core on one CPU), at "
+                            "the native kernels' speed (docs/benchmarks.md); 0: the fastest kernels the CPU has and all "
+                            "its cores, results that differ by CPU type")
     amp: bool = spec(boolean, "CUDA only: bf16 autocast and channels_last")
     compile: bool = spec(boolean, "torch.compile the model (slow start, faster steps on a GPU)")
 

@@ -1,18 +1,29 @@
-"""Training whose bytes do not depend on the CPU's instruction set or core count (train.cpu_threads).
+"""Training whose bytes do not depend on which x86-64 CPU runs it, at the fast kernels' speed
+(train.cpu_threads).
 
 PyTorch picks CPU code by the CPU it runs on: ATen's vectorised kernels by instruction set (AVX-512
-sums 16 floats at a time, AVX2 8: other rounding), oneDNN's and NNPACK's convolutions by
-instruction set, MKL's GEMMs by instruction set and thread count, and ATen's parallel reductions
-split the work by the thread count. pin_cpu_kernels fixes each: ATen's portable (default)
-capability, MKL's conditional numerical reproducibility in its strict mode, the convolutions of
-ATen itself (im2col and MKL's GEMM) instead of oneDNN's and NNPACK's, and a fixed thread count.
-How far that is shown: on this project's machine, with other instruction sets and thread counts
-forced on it (benchmarks/cpu_kernels.py), train's bytes stay the same, where native kernels gave
-other bytes with AVX2 forced or one thread. Other CPU models were simulated that way, not run.
+sums 16 floats at a time, AVX2 8: other rounding), oneDNN's convolutions and MKL's GEMMs by
+instruction set, and ATen's, oneDNN's and MKL's parallel loops split the work by the thread count.
+pin_cpu_kernels holds each to AVX2, which every x86-64 CPU since 2013 has (Intel Haswell, AMD
+Excavator and Zen): ATen's AVX2 capability, oneDNN's ISA capped at AVX2 (ONEDNN_MAX_CPU_ISA), MKL
+in strict conditional numerical reproducibility on its AVX2 code path, NNPACK off, and a fixed
+thread count. The kernels are then the same machine code on every such CPU, and as fast as the
+native ones (benchmarks/cpu_kernels.py: LeNet-5, a CNN, EfficientNet-Lite0). ATen's portable
+(non-vectorised) kernels with oneDNN off, this module's earlier choice, cost 2 to 4.5x on the same
+models and 30x on depthwise convolutions on some CPUs.
+
+How far that is shown: on this project's machine (AVX-512), with one core instead of two
+(`taskset`), train's bytes stay the same, where native kernels gave other bytes (tests/test_cpu_kernels.py,
+benchmarks/cpu_kernels.py). Other CPU models were not run; a difference left unsimulated is the
+cache size, from which oneDNN picks some of its blockings. A CPU without AVX2, or not x86-64, runs
+its own kernels and says so (describe()).
 """
 from __future__ import annotations
 
 import os
+
+PINNED_ISA = "AVX2"
+_pinned: tuple[str, int] | None = None   # (ATen's capability, threads) once pin_cpu_kernels ran
 
 
 def pin_for_this_run() -> None:
@@ -34,15 +45,28 @@ def pin_for_this_run() -> None:
 
 
 def pin_cpu_kernels(threads: int) -> None:
-    """Before the process's first tensor operation (ATen reads its capability once): portable
+    """Before the process's first tensor operation (ATen and oneDNN read their settings once): AVX2
     kernels and `threads` threads. threads 0: leave PyTorch's choices (fastest, CPU-dependent)."""
+    global _pinned
     if not threads:
         return
-    os.environ["ATEN_CPU_CAPABILITY"] = "default"
-    os.environ["MKL_CBWR"] = "COMPATIBLE,STRICT"
+    isa = PINNED_ISA
+    os.environ.update(ATEN_CPU_CAPABILITY=isa.lower(), ONEDNN_MAX_CPU_ISA=isa, MKL_ENABLE_INSTRUCTIONS=isa,
+                      MKL_CBWR=f"{isa},STRICT")
     import torch
-    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):  # above the cap: chosen already
         raise RuntimeError("pin_cpu_kernels ran after a tensor operation: ATen had chosen its kernels already")
-    torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(threads)
+    _pinned = (torch.backends.cpu.get_cpu_capability(), threads)
+
+
+def describe() -> str:
+    """How this process computes on the CPU, for train's first line."""
+    if _pinned is None:
+        return "this CPU's fastest kernels: train.cpu_threads 0, other CPUs give other bytes"
+    capability, threads = _pinned
+    if capability != PINNED_ISA:
+        return (f"this CPU's own {capability} kernels, {threads} threads: it has no {PINNED_ISA}, and CPUs "
+                f"that have it give other bytes")
+    return f"{PINNED_ISA} kernels, {threads} threads: the same bytes on any {PINNED_ISA} CPU"
