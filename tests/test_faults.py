@@ -56,6 +56,17 @@ def test_outputs_switch_together_or_not_at_all(tmp_path) -> None:
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
+def test_under_dvc_a_failed_stage_says_its_outputs_were_removed_not_kept(tmp_path, monkeypatch) -> None:
+    """`dvc repro` removes a stage's outputs before it runs: the line must not say they are unchanged."""
+    model = tmp_path / "models/model.pt"
+    monkeypatch.setenv("DVC_STAGE", "train")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    with pytest.raises(PipelineError, match=r"free some space and rerun \(DVC removed this stage's outputs before it "
+                                            r"ran: `dvc checkout` brings back the last run's\)$"):
+        with staged_outputs(files=(model,)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_outputs_are_not_switched_in_when_params_yaml_changed_under_the_stage(tmp_path, monkeypatch) -> None:
     """Two `dvc exp run` at once in one folder: DVC writes the refused second run's -S values into
     params.yaml while the first runs; the first must not credit its results to them."""

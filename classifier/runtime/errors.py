@@ -187,6 +187,16 @@ def _fail(message: str, worker: Worker | None) -> NoReturn:
     sys.exit(1)
 
 
+def earlier_outputs(by_hand: str) -> str:
+    """What a failed stage left of its earlier outputs: `by_hand` (what the stage kept) when run by
+    hand; under `dvc repro` or `dvc exp run` (DVC gives a stage DVC_STAGE), none: DVC removed them
+    before the stage ran, and a workspace experiment's line ends with the way back anyway."""
+    if not os.environ.get("DVC_STAGE"):
+        return by_hand
+    removed = "DVC removed this stage's outputs before it ran"
+    return removed if after_a_workspace_experiment() else f"{removed}: `dvc checkout` brings back the last run's"
+
+
 def after_a_workspace_experiment() -> str:
     """Under `dvc exp run` in the workspace (DVC gives a stage DVC_EXP_NAME, and DVC_ROOT, the
     project's root, where it runs; a queued or --temp one runs in a copy elsewhere), DVC has set the

@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from classifier.runtime.errors import PipelineError, printable
+from classifier.runtime.errors import PipelineError, earlier_outputs, printable
 
 _read_inputs: dict[tuple[Path, Path], bytes] = {}  # (working folder, input file) -> SHA-1 of what the stage read
 
@@ -48,8 +48,8 @@ def _check_inputs_unchanged() -> None:
             now = None
         if now != digest:
             raise PipelineError(f"{printable(path)} changed while this stage ran (another `dvc exp run` or an edit "
-                                f"in this folder?): its new outputs were discarded and the earlier ones kept; "
-                                f"check {printable(path)} and run again")
+                                f"in this folder?): its new outputs were discarded "
+                                f"({earlier_outputs('the earlier ones kept')}); check {printable(path)} and run again")
 
 
 def process_running(pid: str) -> bool:
@@ -113,8 +113,8 @@ def _write_errors_are_one_line(targets: tuple[Path, ...], before_switch: bool = 
             refused = refused.parent  # our temporary sibling: the folder that refused it is the news
         where = f" ({printable(refused)})" if refused and not full else ""
         problem, remedy = _WRITE_ERRORS[exc.errno]
-        kept = ("no output was changed" if others else f"the earlier {printable(target)}, if any, is unchanged") \
-            if before_switch else "rerun the stage: its outputs are a mix of two runs"
+        kept = earlier_outputs("no output was changed" if others else f"the earlier {printable(target)}, if any, is "
+                               f"unchanged") if before_switch else "rerun the stage: its outputs are a mix of two runs"
         raise PipelineError(f"{problem} while writing {what}{where}: {remedy} ({kept})") from None
 
 
@@ -142,7 +142,7 @@ def _check_folder_can_be(target: Path) -> None:
     in_the_way = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()), None)
     if in_the_way is not None:
         raise PipelineError(f"cannot write {printable(target)}: {printable(in_the_way)} is a file, not a folder "
-                            f"(no output was changed)")
+                            f"({earlier_outputs('no output was changed')})")
 
 
 @contextlib.contextmanager
