@@ -161,16 +161,17 @@ print(time.perf_counter() - start, right / len(test))
     return seconds, accuracy
 
 
-def one_image_edit(photos: Path, work: Path, env: dict) -> None:
-    """Re-encode one source JPEG: `dvc status`, then the `dvc repro` it starts."""
+def one_image_edit(photos: Path, work: Path, env: dict, target: str = "") -> float:
+    """Re-encode one source JPEG: `dvc status`, then the `dvc repro [target]` it starts (its seconds)."""
     import cv2
     edited = next((photos / "train" / "class0").iterdir())
     image = cv2.imdecode(np.frombuffer(edited.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     edited.write_bytes(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
     status, _ = sh([sys.executable, "-m", "dvc", "status"], work, env)
-    rerun, rerun_stages, _ = timed_repro(work, env)
-    print(f"one image re-encoded: dvc status {status:.1f} s; dvc repro {rerun:.1f} s ({per_stage(rerun_stages)})",
-          flush=True)
+    rerun, rerun_stages, _ = timed_repro(work, env, target)
+    print(f"one image re-encoded: dvc status {status:.1f} s; dvc repro {target}{' ' if target else ''}{rerun:.1f} s "
+          f"({per_stage(rerun_stages)})", flush=True)
+    return rerun
 
 
 def plain_runs(photos: Path, args: argparse.Namespace, size: int, wall: float) -> list[float]:
@@ -229,6 +230,9 @@ def main() -> None:
         if args.until:
             print(f"pipeline up to {args.until}: {wall:.1f} s; per stage (s): {per_stage(stages)}")
             print(peaks)
+            if not args.packed:
+                rerun = one_image_edit(scratch / "photos", work, env, args.until)
+                print(f"one image re-encoded: {rerun / wall:.2f}× the time of the whole run up to {args.until}")
             return
         accuracy = test_accuracy(output)
         print(f"pipeline: {wall:.1f} s from folder to test accuracy {accuracy:.2%}; per stage (s): "
