@@ -101,6 +101,29 @@ def test_what_a_packed_source_cannot_be_is_one_line(tmp_path) -> None:
         pack.pack(source, source / "packed", shard_bytes=2000)
 
 
+def test_pack_never_replaces_a_folder_it_did_not_write(tmp_path) -> None:
+    """`pack d/photos d` once deleted d, the photos with it (issue 41): the output must be new, empty
+    or pack's own; its earlier output is replaced."""
+    source = photos(tmp_path / "d/photos")
+    (tmp_path / "d/notes.txt").write_text("mine")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(PipelineError, match=r"d holds .*photos: replacing it would delete the images"):
+        pack.pack(source, tmp_path / "d", shard_bytes=2000)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/keep.txt").write_text("mine")
+    with pytest.raises(PipelineError, match=r"other holds 1 file\(s\) tools.pack did not write \(e.g. keep.txt\)"):
+        pack.pack(source, tmp_path / "other", shard_bytes=2000)
+    with pytest.raises(PipelineError, match=r"notes.txt is a file, not a folder"):
+        pack.pack(source, tmp_path / "d/notes.txt", shard_bytes=2000)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "other" not in p.parts) == before
+    assert (tmp_path / "other/keep.txt").read_text() == "mine"
+    pack.pack(source, tmp_path / "packed", shard_bytes=2000)
+    (tmp_path / "empty").mkdir()
+    pack.pack(source, tmp_path / "empty", shard_bytes=2000)
+    assert pack.pack(source, tmp_path / "packed", shard_bytes=4000)[1] >= 1  # its own: replaced
+    assert all(pack.SHARD.fullmatch(p.name) for p in (tmp_path / "packed").iterdir())
+
+
 def test_the_pack_command_says_what_to_set(tmp_path, capsys) -> None:
     source = photos(tmp_path / "photos")
     pack.main([str(source), str(tmp_path / "packed"), "--shard-mb", "1"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import tarfile
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from classifier.data.sources import list_folder
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.pack", description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="a folder of class subfolders, or of train/ (val/, test/) ones")
-    parser.add_argument("output", type=Path, help="the folder of .tar shards to write (replaced if it exists)")
+    parser.add_argument("output", type=Path, help="the folder of .tar shards to write: new, empty, or an earlier "
+                        "output of tools.pack (replaced)")
     parser.add_argument("--shard-mb", type=int, default=256, help="the size a shard aims at, MB (default: %(default)s)")
     return parser
 
@@ -39,12 +41,33 @@ def member_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+SHARD = re.compile(r"shard-\d{4}\.tar")
+
+
+def check_output(source: Path, output: Path) -> None:
+    """`output` is replaced as a whole: it must be new, empty or pack's own earlier output (shard
+    files only), and neither inside `source` nor holding it. A command never deletes what it did
+    not write."""
+    if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
+        raise PipelineError(f"{printable(output)} is inside {printable(source)}: write the shards elsewhere")
+    if output.resolve() in source.resolve().parents:
+        raise PipelineError(f"{printable(output)} holds {printable(source)}: replacing it would delete the images; "
+                            f"write the shards to a new folder")
+    if output.exists() and not output.is_dir():
+        raise PipelineError(f"{printable(output)} is a file, not a folder: write the shards to a new folder")
+    foreign = sorted(p.name for p in output.iterdir() if not SHARD.fullmatch(p.name) or not p.is_file()) \
+        if output.is_dir() else []
+    if foreign:
+        raise PipelineError(f"{printable(output)} holds {len(foreign)} file(s) tools.pack did not write (e.g. "
+                            f"{printable(foreign[0])}): it replaces the whole folder, so write the shards to a new "
+                            f"or empty folder")
+
+
 def pack(source: Path, output: Path, shard_bytes: int) -> tuple[int, int, int]:
     """Write `source`'s images as shards into `output`: (images, shards, files left out)."""
     if not source.is_dir():
         raise PipelineError(f"{printable(source)} is not a folder of images")
-    if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
-        raise PipelineError(f"{printable(output)} is inside {printable(source)}: write the shards elsewhere")
+    check_output(source, output)
     listed = list_folder(source)
     members = sorted((f"{split + '/' if split else ''}{image.label}/{image.within_class}", image)
                      for split, images in listed.images.items() for image in images)
