@@ -58,3 +58,11 @@ def test_the_key_is_data_raw_split_class_file_and_matches_the_raw_folder() -> No
     from classifier.data.shards import KEY_ROOT, raw_key
     assert KEY_ROOT == paths.RAW_DIR.as_posix()
     assert raw_key("", "cat", "a/b.png") == "data/raw/cat/a/b.png" and raw_key("test", "dog", "x.jpg") == "data/raw/test/dog/x.jpg"
+
+
+def test_a_key_is_added_once(tmp_path) -> None:
+    """The sources refuse a name twice; the writer holds the rule whatever its caller does."""
+    writer = ShardWriter(tmp_path, 1)
+    writer.add("data/raw/c0/000.png", "", "c0", b"first")
+    with pytest.raises(PipelineError, match=r"data/raw/c0/000.png: two images under one key"):
+        writer.add("data/raw/c0/000.png", "", "c1", b"second")

@@ -124,6 +124,61 @@ def test_pack_never_replaces_a_folder_it_did_not_write(tmp_path) -> None:
     assert all(pack.SHARD.fullmatch(p.name) for p in (tmp_path / "packed").iterdir())
 
 
+def tar_of(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A tar built member by member, names as given (a name twice, an absolute one)."""
+    import io
+    import tarfile
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_archive_holding_one_name_twice_is_refused_naming_it(tmp_path) -> None:
+    """Two members c0/000.png (the second a class-1 image): one key in data/raw for two images, so a
+    key could land in train and test (issue 41). Refused, tar and zip alike."""
+    source = photos(tmp_path / "photos")
+    cat, owl = (source / "cat/img_000.png").read_bytes(), (source / "owl/img_000.png").read_bytes()
+    members = [("cat/img_000.png", cat), ("dog/img_000.png", cat), ("cat/img_000.png", owl)]
+    with pytest.raises(PipelineError, match=r"twice.tar holds cat/img_000.png twice \(.*twice.tar:cat/img_000.png "
+                                            r"and .*\): an image's name must be unique"):
+        list_source(tar_of(tmp_path / "twice.tar", members))
+    with zipfile.ZipFile(tmp_path / "twice.zip", "w") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        for name, data in members:
+            archive.writestr(name, data)  # zipfile warns of the duplicate name, and writes it
+    with pytest.raises(PipelineError, match=r"twice.zip holds cat/img_000.png twice"):
+        list_source(tmp_path / "twice.zip")
+
+
+def test_a_truncated_tar_is_one_line_saying_truncated(tmp_path) -> None:
+    """Cut at a member's header (it read as complete: 60 of 91 images, a class gone), inside a header
+    or inside a member's data: one line, "truncated", never a partial source (issue 41)."""
+    import tarfile
+    source = photos(tmp_path / "photos")
+    whole = tar_of(tmp_path / "whole.tar", [(f"{p.parent.name}/{p.name}", p.read_bytes())
+                                             for p in sorted(source.glob("*/img_*"))])
+    assert sum(map(len, list_source(whole).images.values())) == 12
+    with tarfile.open(whole) as tar:
+        last = tar.getmembers()[-1]
+    data = whole.read_bytes()
+    for name, cut in (("at-a-header", last.offset), ("in-a-header", last.offset + 300),
+                      ("in-data", last.offset_data + 10), ("no-end-blocks", last.offset_data + 512)):
+        (tmp_path / f"{name}.tar").write_bytes(data[:cut])
+        with pytest.raises(PipelineError, match=rf"{name}.tar: truncated \(.*\): the file was cut short"):
+            list_source(tmp_path / f"{name}.tar")
+
+
+def test_an_absolute_member_name_is_skipped_not_a_class(tmp_path) -> None:
+    source = photos(tmp_path / "photos")
+    members = [(f"{p.parent.name}/{p.name}", p.read_bytes()) for p in sorted(source.glob("*/img_*"))]
+    listed = list_source(tar_of(tmp_path / "abs.tar", [*members, ("/x/abs.png", members[0][1]),
+                                                        ("../up/out.png", members[0][1])]))
+    assert {image.label for images in listed.images.values() for image in images} == {"cat", "dog", "owl"}
+    assert sorted(name.split(":", 1)[1] for name in listed.skipped) == ["../up/out.png", "/x/abs.png"]
+
+
 def test_the_pack_command_says_what_to_set(tmp_path, capsys) -> None:
     source = photos(tmp_path / "photos")
     pack.main([str(source), str(tmp_path / "packed"), "--shard-mb", "1"])

@@ -63,8 +63,12 @@ class ShardWriter:
         self.files: dict[int, BinaryIO] = {}
         self.sizes = [0] * count
         self.rows: list[tuple] = []
+        self.keys: set[str] = set()
 
     def add(self, key: str, split: str, label: str, data: bytes, sha1: str | None = None) -> None:
+        if key in self.keys:  # the sources refuse a name twice (classifier/data/sources.py); this holds it
+            raise PipelineError(f"{key}: two images under one key; a key is unique in {INDEX_NAME}")
+        self.keys.add(key)
         shard = shard_of(key, self.count)
         if shard not in self.files:
             self.files[shard] = open(self.folder / shard_name(shard), "wb")

@@ -83,16 +83,31 @@ class _Member:
     plain: bool                 # a regular file (not a link, folder or device)
 
 
+def _truncated(archive: Path, where: str) -> PipelineError:
+    return PipelineError(f"{printable(archive)}: truncated ({where}): the file was cut short, e.g. by an "
+                         f"interrupted copy or download; copy it again")
+
+
 def _tar_members(archive: Path) -> list[_Member]:
     try:
         with tarfile.open(archive, "r:") as tar:  # uncompressed only: members are read where they sit
             infos = tar.getmembers()
+            end = tar.offset  # where the header after the last member would be: the end-of-archive blocks
     except tarfile.ReadError as exc:
+        if "unexpected end of data" in str(exc):
+            raise _truncated(archive, "it ends inside a member") from None
         with open(archive, "rb") as f:
             compressed = f.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))  # gzip, bzip2, xz
         hint = ("decompress it first (gunzip, bunzip2, unxz): images are compressed already" if compressed
                 else "not a tar file")
         raise PipelineError(f"{printable(archive)}: cannot be read as an uncompressed tar ({exc}): {hint}") from None
+    # tarfile takes the file's end for the archive's: a tar cut between two members reads as complete.
+    # A whole one ends with a block of zeros where the next header would be.
+    with open(archive, "rb") as f:
+        f.seek(end)
+        tail = f.read(tarfile.BLOCKSIZE)
+    if len(tail) < tarfile.BLOCKSIZE or tail.strip(b"\0"):
+        raise _truncated(archive, f"no end-of-archive block after its {len(infos)} member(s)")
 
     def reader(info: tarfile.TarInfo) -> Callable[[], bytes]:
         def read() -> bytes:
@@ -144,20 +159,26 @@ def list_archives(archives: list[Path], shown: str) -> Source:
     splits = [s for s in paths.SPLITS if s in tops] if "train" in tops and tops <= set(paths.SPLITS) else []
     listed = Source(splits)
     by_split: dict[str, dict[str, list[SourceImage]]] = {split: {} for split in splits or [""]}
+    seen: dict[tuple[str, str, str], str] = {}  # (split, class, name in the class) -> the member first there
     for archive, member in sorted(members, key=lambda am: am[1].parts):
         name = f"{printable(archive)}:{printable(member.name)}"
         parts = member.parts[1:] if splits else member.parts
         if splits and member.parts[0] not in splits:
             listed.skipped.append(name)
             continue
-        hidden = any(part.startswith(".") for part in parts)
+        # hidden files and "..", and absolute names (/x/y.png): never an image of the source's
+        hidden = any(part.startswith(".") for part in parts) or PurePosixPath(member.name).is_absolute()
         if len(parts) < 2 or hidden or not member.plain or PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
             listed.skipped.append(name)
             continue
         split = member.parts[0] if splits else ""
-        label = printable(parts[0])
-        by_split[split].setdefault(label, []).append(
-            SourceImage(name, printable("/".join(parts[1:])), label, member.size, member.read))
+        label, within_class = printable(parts[0]), printable("/".join(parts[1:]))
+        key = (split, label, within_class)
+        if key in seen:  # two members under one name: one key in data/raw, two images
+            raise PipelineError(f"{shown} holds {'/'.join(k for k in key if k)} twice ({seen[key]} and {name}): "
+                                f"an image's name must be unique; remove or rename one")
+        seen[key] = name
+        by_split[split].setdefault(label, []).append(SourceImage(name, within_class, label, member.size, member.read))
     for split, classes in by_split.items():
         where = f"{shown}{':' + split if split else ''}"
         if len(classes) < 2:
