@@ -254,6 +254,41 @@ def test_a_second_prepare_decodes_only_what_changed_and_writes_the_same_bytes(tm
     assert arrays(warm) == arrays(cold)
 
 
+def damage(database: Path) -> int:
+    """Bit rot: 300 inverted bytes inside every stored blob, the length kept (issue 41); the count."""
+    import sqlite3
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT rowid, * FROM entries").fetchall()
+        for rowid, *columns in rows:
+            blob = bytearray(columns[-1])
+            blob[:300] = bytes(b ^ 0xFF for b in blob[:300])
+            db.execute(f"UPDATE entries SET {'image' if len(columns) == 3 else 'thumbnail'} = ? WHERE rowid = ?",
+                       (bytes(blob), rowid))
+    return len(rows)
+
+
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
+def test_damaged_cache_entries_are_recomputed_and_said_never_used(tmp_path, monkeypatch, capsys) -> None:
+    """Each cached value carries a checksum checked on read: damaged entries in either cache are
+    misses, recomputed, said, and the outputs are the bytes of a run with no cache."""
+    from classifier.data import decode_cache
+    source = photos(tmp_path / "photos")
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
+    prepare_source(tmp_path, source, monkeypatch, "first")
+    assert damage(tmp_path / "cache/prepared.sqlite") == 12 and damage(tmp_path / "cache/ingest.sqlite") == 12
+    capsys.readouterr()
+    damaged = prepare_source(tmp_path, source, monkeypatch, "damaged")
+    out = capsys.readouterr().out
+    assert "12 damaged cache entries in" in out and "ingest.sqlite (checksum) decoded again" in out
+    assert "prepare: 12 damaged cache entries in" in out and "prepared.sqlite (checksum): prepared again" in out
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "empty-cache"))
+    assert arrays(damaged) == arrays(prepare_source(tmp_path, source, monkeypatch, "cold"))
+    monkeypatch.setenv(decode_cache.CACHE_VARIABLE, str(tmp_path / "cache"))
+    capsys.readouterr()
+    prepare_source(tmp_path, source, monkeypatch, "repaired")  # the damaged entries were rewritten
+    assert "prepare: 0 image(s) decoded, 12 prepared this way before" in capsys.readouterr().out
+
+
 def test_a_cache_entry_is_keyed_by_the_code_that_made_it(tmp_path, monkeypatch) -> None:
     from classifier.data import decode_cache
     before = decode_cache.code_version(*decode_cache.PREPARED_CODE)

@@ -10,7 +10,10 @@ workspace's learnt:
 Both are pure functions of the bytes, the params, the code and the OpenCV version (whose data
 stages are bit-exact across CPUs: classifier/data/opencv.py), which are part of the key. Only images
 that decoded are kept, so a corrupt file is always decoded and named again. The cache can only
-save time: an unwritable folder or a damaged file means decoding everything, as without it.
+save time: an unwritable folder or a damaged file means decoding everything, as without it. Each
+entry's last value ends with a checksum of all its values (BLAKE2b, 16 bytes), verified on every
+read: a damaged entry (bit rot, a bad disk block) is a miss, recomputed and rewritten, and counted
+in `damaged` for the stage to say.
 """
 from __future__ import annotations
 
@@ -33,8 +36,10 @@ def code_version(*files: str) -> str:
     return f"opencv {cv2.__version__}, code {code[:16]}"
 
 
-THUMBNAIL_VERSION = code_version("image_files.py", "duplicates.py")
-PREPARED_CODE = ("image_files.py", "image_format.py")
+# this file is part of each version: how an entry is stored (checksummed since issue 41) is its code too
+THUMBNAIL_VERSION = code_version("image_files.py", "duplicates.py", "decode_cache.py")
+PREPARED_CODE = ("image_files.py", "image_format.py", "decode_cache.py")
+CHECKSUM_BYTES = 16
 COMMIT_EVERY = 2000  # puts per transaction: short ones, so that two stages at once wait little
 PREPARED_IMAGE_BYTES = 16 * 2**10  # larger prepared images are not kept: 224×224×3 is 150 KiB an image
 PREPARED_FILE_BYTES = 4 * 2**30  # prepared.sqlite stops growing here (it is still read)
@@ -53,7 +58,7 @@ class ContentCache:
     COLUMNS = ""  # the value columns, SQL
 
     def __init__(self, folder: Path | None = None) -> None:
-        self.hits = self.misses = self.pending = 0
+        self.hits = self.misses = self.pending = self.damaged = 0
         self.db: sqlite3.Connection | None = None
         self.writable = True
         self.path = (Path(folder) if folder is not None else cache_dir()) / self.FILE
@@ -80,15 +85,22 @@ class ContentCache:
                                       (sha1, version)).fetchone()
             except sqlite3.Error:
                 self.db = None
+        values = row[2:] if row is not None else ()
+        if row is not None and not (isinstance(values[-1], bytes) and len(values[-1]) >= CHECKSUM_BYTES and
+                                    _checksum(*values[:-1], values[-1][:-CHECKSUM_BYTES]) == values[-1][-CHECKSUM_BYTES:]):
+            self.damaged += 1  # not what was stored: recomputed by the caller, and rewritten
+            row = None
         if row is None:
             self.misses += 1
             return None
         self.hits += 1
-        return row[2:]
+        return (*values[:-1], values[-1][:-CHECKSUM_BYTES])
 
     def put_row(self, sha1: str, version: str, *values) -> None:
+        """`values`: the columns, the last one bytes (the checksum is appended to it)."""
         if self.db is None or not self.writable:
             return
+        values = (*values[:-1], values[-1] + _checksum(*values))
         try:
             self.db.execute(f"INSERT OR REPLACE INTO entries VALUES (?, ?{', ?' * len(values)})", (sha1, version, *values))
             self.pending += 1
@@ -106,6 +118,14 @@ class ContentCache:
             except sqlite3.Error:
                 pass
             self.db = None
+
+
+def _checksum(*values: str | bytes) -> bytes:
+    digest = hashlib.blake2b(digest_size=CHECKSUM_BYTES)
+    for value in values:
+        data = value if isinstance(value, bytes) else str(value).encode()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.digest()
 
 
 class DecodeCache(ContentCache):
@@ -142,7 +162,7 @@ class PreparedCache(ContentCache):
         row = self.get_row(sha1, self.version)
         if row is None:
             return None
-        if len(row[0]) != int(np.prod(self.shape)):  # a damaged entry: decode instead
+        if len(row[0]) != int(np.prod(self.shape)):  # checksummed, but not this shape: decode instead
             self.hits, self.misses = self.hits - 1, self.misses + 1
             return None
         return np.frombuffer(row[0], np.uint8).reshape(self.shape)
