@@ -56,7 +56,7 @@ from classifier.params.train import TrainParams, check_with_model
 from classifier.params.tune import TuneParams
 from classifier.data.preprocessing import Preprocessing
 from classifier.runtime.code_deps import code_digest
-from classifier.training.loop import (EpochRecord, FitData, FitResult, Hooks, STEP_COLUMNS, fit_phases,
+from classifier.training.loop import (EpochRecord, FitData, FitResult, Hooks, STEP_COLUMNS, check_kept, fit_phases,
                                       Keeping, kept_within, load_training_inputs, resumed_history, shard_rows)
 from classifier.training.resume import Identity, StateKeeper, data_digest, state_every_seconds
 from classifier.training.tuning import TrialReport
@@ -108,7 +108,7 @@ def train_process(params: Sections, world: World) -> None:
         f"{len(val_set.labels)} val images of {channels}×{height}×{width}{'' if train.resident else ', streamed'}")
     keeper = run_state(params, device, log) if world.leader else None
     trial = TrialReport(params.tune if world.leader else TuneParams("", 0), log, len(classes))  # tools.tune's, or none
-    resume = share_from_leader(keeper.load() if keeper else None, world)
+    resume = share_from_leader(keeper.load(check_kept) if keeper else None, world)
     trial.resumed(resumed_history(resume))
 
     def after_epoch(history: list[EpochRecord]) -> bool:  # rank 0's; True (the pruner's) ends the run

@@ -8,6 +8,7 @@ after kill -9 and SIGTERM, as a user meets them.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -176,7 +177,7 @@ def test_the_state_of_a_run_still_training_is_not_called_interrupted(tmp_path, m
     assert lines == ["train: the state of an interrupted run (epoch 7 of 10) is of other input data: starting afresh"]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "other identity inside"])
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "other identity inside", "epoch past the end"])
 def test_a_corrupt_state_is_refused_in_one_line_and_training_starts_afresh(tmp_path, damage) -> None:
     keeper = StateKeeper(identity(), 10, folder=tmp_path)
     keeper.save(a_state(), 3)
@@ -184,6 +185,8 @@ def test_a_corrupt_state_is_refused_in_one_line_and_training_starts_afresh(tmp_p
         keeper.path.write_bytes(keeper.path.read_bytes()[:200])
     elif damage == "foreign":
         torch.save({"w": torch.zeros(2)}, keeper.path)
+    elif damage == "epoch past the end":  # it once printed "resuming from epoch 999 of 10"
+        keeper.save(a_state(), 999)
     else:
         StateKeeper(identity(data="e" * 16), 10, folder=tmp_path).save(a_state(), 3)
         os.replace(next(p for p in tmp_path.glob("*.pt") if p != keeper.path), keeper.path)
@@ -191,7 +194,45 @@ def test_a_corrupt_state_is_refused_in_one_line_and_training_starts_afresh(tmp_p
     assert StateKeeper(identity(), 10, lines.append, tmp_path).load() is None
     assert len(lines) == 1 and lines[0].startswith(f"train: the saved state {keeper.path} cannot be used (")
     assert lines[0].endswith("): starting afresh")
+    if damage == "epoch past the end":
+        assert "(it claims epoch 999 (step 0 of 0) of a 10-epoch run)" in lines[0]
+    elif damage != "other identity inside":  # what it is, not torch's page about weights_only
+        assert "(not a state of this project" in lines[0] and "weights_only" not in lines[0]
     assert not keeper.path.exists()
+
+
+@pytest.fixture(scope="module")
+def kept_states() -> list[dict]:
+    """The states a two-phase fit keeps (its second phase's have an earlier phase inside)."""
+    train, model_params, augment = CASES["two-phase fine-tuning with EMA"]
+    return run_fit(train, model_params, augment)[1]
+
+
+@pytest.mark.parametrize("field, why", [
+    ("fit.optimizer", "missing field 'fit.optimizer'"),
+    ("fit.monitor.waited", "missing field 'fit.monitor.waited'"),
+    ("fit.random.0.order", "missing field 'fit.random[0].order'"),
+    ("earlier.history", "missing field 'earlier.history'"),
+    ("fit.history.0.val_loss", "an epoch's record does not read back (")])
+def test_a_state_of_this_run_missing_a_field_is_refused_in_one_line_and_deleted(tmp_path, kept_states, field,
+                                                                                why) -> None:
+    """Its identity is this run's, so only its layout can tell: checked before anything is put back,
+    one line naming the field, deleted, training starts afresh (it was a KeyError on every run)."""
+    from classifier.training.loop import check_kept
+    state = copy.deepcopy(kept_states[-1])  # the fine-tuning phase's last: every level is there
+    keeper = StateKeeper(identity(), 10, folder=tmp_path)
+    keeper.save(state, 3)
+    assert StateKeeper(identity(), 10, lambda _: None, tmp_path).load(check_kept) is not None
+    *path, last = field.split(".")
+    inner = state
+    for key in path:
+        inner = inner[int(key)] if key.isdigit() else inner[key]
+    del inner[last]
+    keeper.save(state, 3)
+    lines = []
+    assert StateKeeper(identity(), 10, lines.append, tmp_path).load(check_kept) is None
+    assert len(lines) == 1 and lines[0].startswith(f"train: the saved state {keeper.path} cannot be used ({why}")
+    assert lines[0].endswith("): starting afresh") and not keeper.path.exists()
 
 
 def test_a_shared_state_folder_lets_another_clone_resume(tmp_path, monkeypatch) -> None:

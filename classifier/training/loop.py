@@ -690,6 +690,39 @@ def kept_within(state: dict) -> tuple[int, int, int]:
     return len(resumed_history(state)), within.get("step", 0), within.get("steps", 0)
 
 
+_KEPT_FIELDS = {  # what load_state_dict reads of a kept fit, by level
+    "": ("monitor", "history", "steps", "train_seconds", "images_trained", "model", "optimizer", "scheduler",
+         "average", "random"),
+    "monitor": ("best_value", "best_epoch", "best_state", "reference", "waited"),
+    "optimizer": ("state", "param_groups"),
+}
+
+
+def check_kept(state: dict) -> None:
+    """Raises ValueError naming the first field a fit_phases state lacks (a state of this run's
+    identity whose file lost a field: refused before any of it is put back, not a KeyError halfway)."""
+    def need(where: str, value, fields) -> None:
+        if not isinstance(value, dict):
+            raise ValueError(f"field '{where}' is not a mapping")
+        missing = [f for f in fields if f not in value]
+        if missing:
+            raise ValueError(f"missing field '{where + '.' if where else ''}{missing[0]}'")
+    need("", state, ("phase", "earlier", "fit"))
+    need("fit", state["fit"], _KEPT_FIELDS[""])
+    for level in ("monitor", "optimizer"):
+        need(f"fit.{level}", state["fit"][level], _KEPT_FIELDS[level])
+    if not isinstance(state["fit"]["random"], list) or not state["fit"]["random"]:
+        raise ValueError("field 'fit.random' holds no process's streams")
+    for rank, streams in enumerate(state["fit"]["random"]):
+        need(f"fit.random[{rank}]", streams, ("order", "torch"))
+    if state["earlier"] is not None:
+        need("earlier", state["earlier"], [f.name for f in dataclasses.fields(FitResult)])
+    try:
+        resumed_history(state)  # every epoch's record reads back
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"an epoch's record does not read back ({exc})") from None
+
+
 def resumed_history(state: dict | None) -> list[EpochRecord]:
     """The epochs a fit_phases state has done, both phases'."""
     if state is None:

@@ -139,25 +139,34 @@ class StateKeeper:
     def about(self) -> Path | None:
         return self.path.with_suffix(".json") if self.path else None
 
-    def load(self) -> dict | None:
+    def load(self, check: Callable[[dict], None] | None = None) -> dict | None:
         """The state to resume from, saying so in one line; None (and why, when there was a state) to
-        start afresh."""
+        start afresh. `check` raises ValueError for a state whose layout the loop cannot put back."""
         if self.path is None:
             return None
         if not self.path.exists():
             self._why_not_others()
             return None
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                content = torch.load(io.BytesIO(self.path.read_bytes()), map_location="cpu", weights_only=True)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    content = torch.load(io.BytesIO(self.path.read_bytes()), map_location="cpu", weights_only=True)
+            except OSError:
+                raise
+            except Exception:  # torch's own words are a page about weights_only: say what it is
+                raise ValueError("not a state of this project: truncated, or another program's file") from None
             if not isinstance(content, dict) or content.get("format") != FORMAT:
-                raise ValueError(f"not a state of format {FORMAT}")
+                raise ValueError(f"not a state of this project (format {FORMAT})")
             if content["identity"] != asdict(self.identity):
                 raise ValueError(f"of {self.identity.difference(content['identity'])}")
             epoch, saved = int(content["epoch"]), float(content["saved"])
             step, steps = int(content.get("step", 0)), int(content.get("steps", 0))
+            if not 0 <= epoch <= self.total_epochs or not 0 <= step <= steps:
+                raise ValueError(f"it claims epoch {epoch} (step {step} of {steps}) of a {self.total_epochs}-epoch run")
             state = content["state"]
+            if check is not None:
+                check(state)
         except Exception as exc:  # truncated, foreign, another format: never trusted
             reason = " ".join(str(exc).split())[:120] or type(exc).__name__
             self.log(f"train: the saved state {printable(self.path)} cannot be used ({reason}): starting afresh")
