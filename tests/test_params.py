@@ -243,3 +243,25 @@ def test_fine_tuning_needs_frozen_features(tmp_path) -> None:
         load_params("evaluate", path=path)  # whichever stage reads the file
     write_params(path, {"train": {"finetune_epochs": 3}, "model": {"freeze": "features"}})
     assert load_params("model", "train", path=path).train.finetune_epochs == 3
+
+
+LAUGHS = "".join(f"{a}: &{a} [{', '.join([f'*{b}'] * 9)}]\n" for b, a in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n' + LAUGHS, r"expands to over 100,000 values \(YAML aliases"),
+    ("a: &a [1, *a]\n", r"a YAML alias \(\*name\) refers to a value that holds it"),
+    ("a: [" + ",".join(["1"] * 140_000) + "]\n", r"is 2\d\d,\d\d\d bytes, over the 256 KB a params file may be"),
+], ids=["billion laughs", "refers to itself", "a 140,000-item list"])
+def test_a_params_file_too_big_to_walk_is_refused_at_once(tmp_path, extra, message) -> None:
+    """A 'billion laughs' file parsed in 0.06 s and then hung the check (9^9 values once expanded);
+    a 1,000,000-item list took 39 s to parse. Each is one line, in well under a second."""
+    import time
+
+    from classifier.params.checks import read_yaml
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text() + extra)
+    start = time.perf_counter()
+    with pytest.raises(PipelineError, match=message):
+        read_yaml(path)
+    assert time.perf_counter() - start < 10  # not a speed measure: unbounded, these hang for minutes

@@ -210,17 +210,59 @@ def read_yaml(path: Path) -> Any:
     return _parse_yaml(path, _read_bytes(path))
 
 
+MAX_PARAMS_BYTES = 256 * 2**10   # the committed params.yaml is 3 KB; ruamel parses 2 MB in 40 s
+MAX_EXPANDED_VALUES = 100_000    # values once YAML aliases are expanded: the committed file has about 200
+
+
 def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the stage from the project root")
+    if path.stat().st_size > MAX_PARAMS_BYTES:  # before parsing: a verdict in a moment, not a minute
+        raise PipelineError(f"{path} is {path.stat().st_size:,} bytes, over the {MAX_PARAMS_BYTES // 2**10} KB a "
+                            f"params file may be: no param holds that much (lists hold at most a few thousand "
+                            f"values; docs/params.md)")
     return path.read_bytes()
 
 
 def _parse_yaml(path: Path, content: bytes) -> Any:
     try:
-        return YAML(typ="safe").load(content.decode("utf-8"))
+        data = YAML(typ="safe").load(content.decode("utf-8"))
     except Exception as exc:  # ruamel raises many parser error types (and a file that is not UTF-8)
         raise PipelineError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    _check_expansion(path, data)
+    return data
+
+
+def _check_expansion(path: Path, data: Any) -> None:
+    """YAML aliases (*name) share one object: parsing a 'billion laughs' file is quick, walking its
+    values is not. Count the values as the walk would see them, each shared object once (by id), and
+    refuse a file that expands past MAX_EXPANDED_VALUES or refers to itself."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def expanded(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        key = id(value)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise PipelineError(f"{path}: a YAML alias (*name) refers to a value that holds it: write the values out")
+        in_progress.add(key)
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        total = 1
+        for child in children:
+            total += expanded(child)
+            if total > MAX_EXPANDED_VALUES:
+                raise PipelineError(f"{path} expands to over {MAX_EXPANDED_VALUES:,} values (YAML aliases, *name, "
+                                    f"repeat what their anchor, &name, holds): write the values out")
+        in_progress.discard(key)
+        sizes[key] = total
+        return total
+    try:
+        expanded(data)
+    except RecursionError:
+        raise PipelineError(f"{path} nests its values too deep: write them out flat") from None
 
 
 class _Merged:
