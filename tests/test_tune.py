@@ -201,6 +201,24 @@ def test_a_run_outside_a_study_never_prunes_and_a_missing_study_is_one_line(jour
         TrialReport(TuneParams("s", 7), print)
 
 
+@pytest.mark.parametrize("content, reason", [
+    (bytes(range(256)) * 20, "UnicodeDecodeError"),                         # random bytes
+    (b'{"op_code": 0, "worker_id": "w"}\n', "KeyError: 'study_name'"),      # a log missing a field
+], ids=["random bytes", "a log missing a field"])
+def test_a_damaged_journal_is_one_line_naming_it(journals, content, reason) -> None:
+    """tools.report --study (and train's trial) on a journal that is not one: a traceback before."""
+    path = journal_path("damaged")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(PipelineError, match=rf"^--study damaged: .*damaged.journal is not an Optuna study journal "
+                                            rf"\({reason}.*\): damaged, or another file; move it away"):
+        load("damaged")
+    new_study("kept")
+    journal_path("kept").rename(journal_path("other"))  # a whole journal, of another study's name
+    with pytest.raises(PipelineError, match=r"^--study other: .*other.journal holds no study of that name$"):
+        load("other")
+
+
 def test_a_failed_experiment_is_recorded_failed_and_named(journals, capsys) -> None:
     """The controller's look at DVC's queue: a trial whose run died before telling its end (kill -9, a
     failed setup) is recorded failed, with the command that shows why; the others wait."""

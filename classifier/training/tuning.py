@@ -84,11 +84,17 @@ def load_study(study: str, cwd: Path | None = None, names: tuple[str, str] = TRA
     given, maker = names[0].format(study=study), names[1].format(study=study)
     if not path.is_file():
         raise PipelineError(f"{given}: no study journal at {path} ({maker})")
-    storage = open_storage(path)
     try:
-        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
-    except KeyError:
-        raise PipelineError(f"{given}: {path} holds no study of that name") from None
+        storage = open_storage(path)
+        names = optuna.get_all_study_names(storage)  # replays the whole journal: damage shows here
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # JSON, UTF-8, a log's fields
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:100]
+        raise PipelineError(f"{given}: {path} is not an Optuna study journal ({reason}): damaged, or another file; "
+                            f"move it away and run the search again") from None
+    if study not in names:
+        raise PipelineError(f"{given}: {path} holds no study of that name")
+    study_id = storage.get_study_id_from_name(study)
+    attrs = storage.get_study_user_attrs(study_id)
     settings = StudySettings.from_attrs(attrs)
     return optuna.load_study(study_name=study, storage=storage, pruner=make_pruner(settings)), settings, storage
 
