@@ -20,7 +20,7 @@ import pandas as pd
 from classifier.runtime import paths
 from classifier.data.artifacts import allocate_images, class_ids, finish_array_set, read_file_list, read_json
 from classifier.data.decode_cache import PreparedCache
-from classifier.runtime.errors import printable, run_stage
+from classifier.runtime.errors import PipelineError, printable, run_stage
 from classifier.data.image_files import decode_image
 from classifier.data.image_format import format_image
 from classifier.runtime.outputs import atomic_dir
@@ -38,6 +38,11 @@ OUTS = (paths.PREPARED_DIR,)
 def prepare_split(split: str, out: Path, classes: list[str], params: PrepareParams, raw: RawImages,
                   cache: PreparedCache) -> np.ndarray:
     files = read_file_list(paths.SPLIT_DIR / f"{split}.csv")
+    missing = [key for key in files["path"] if key not in raw]
+    if missing:  # the split of an earlier data/raw (a stage run by hand after ingest alone)
+        raise PipelineError(f"{paths.SPLIT_DIR / split}.csv lists {len(missing)} image(s) that {paths.RAW_DIR} does "
+                            f"not hold (e.g. {missing[0]}): {paths.SPLIT_DIR} is older than {paths.RAW_DIR}; "
+                            f"`dvc repro prepare` brings both up to date")
     class_id = class_ids(classes)
     folder = out / split
     folder.mkdir()

@@ -289,6 +289,19 @@ def test_damaged_cache_entries_are_recomputed_and_said_never_used(tmp_path, monk
     assert "prepare: 0 image(s) decoded, 12 prepared this way before" in capsys.readouterr().out
 
 
+def test_prepare_by_hand_on_a_split_older_than_data_raw_is_one_line(tmp_path, monkeypatch) -> None:
+    """Ingest rerun by hand after an image left the source, then prepare: data/split still lists it
+    (a KeyError before). One line naming the stale split and the command."""
+    source = photos(tmp_path / "photos")
+    prepare_source(tmp_path, source, monkeypatch, "p")
+    (source / "dog/img_003.png").unlink()
+    ingest.main()
+    with pytest.raises(PipelineError, match=r"^data/split/train.csv lists 1 image\(s\) that data/raw does not hold "
+                                            r"\(e.g. data/raw/dog/img_003.png\): data/split is older than data/raw; "
+                                            r"`dvc repro prepare` brings both up to date$"):
+        prepare_stage.main()
+
+
 def test_a_cache_entry_is_keyed_by_the_code_that_made_it(tmp_path, monkeypatch) -> None:
     from classifier.data import decode_cache
     before = decode_cache.code_version(*decode_cache.PREPARED_CODE)
