@@ -179,6 +179,26 @@ def test_an_absolute_member_name_is_skipped_not_a_class(tmp_path) -> None:
     assert sorted(name.split(":", 1)[1] for name in listed.skipped) == ["../up/out.png", "/x/abs.png"]
 
 
+def test_a_zip_header_claiming_gigabytes_does_not_size_the_shards(tmp_path, monkeypatch) -> None:
+    """Each member's header says 4 GiB (it made 512 shards for 90 images): the shards are sized by the
+    bytes the archive holds, and ingest reads the images as they are (issue 41)."""
+    import struct
+    source = photos(tmp_path / "photos")
+    with zipfile.ZipFile(tmp_path / "honest.zip", "w") as archive:
+        for path in sorted(source.glob("*/img_*")):
+            archive.write(path, path.relative_to(source).as_posix())
+    data = bytearray((tmp_path / "honest.zip").read_bytes())
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start)) >= 0:  # each central directory entry
+        struct.pack_into("<I", data, start + 24, 0xF0000000)  # its uncompressed size: 4 GiB
+        start += 4
+    (tmp_path / "claims.zip").write_bytes(bytes(data))
+    listed = list_source(tmp_path / "claims.zip")
+    assert sum(i.size for images in listed.images.values() for i in images) < 2**20
+    raw = ingest_source(tmp_path, tmp_path / "claims.zip", monkeypatch, "claims")
+    assert len(list(raw.glob("shard-*.bin"))) == 1 and len(read_index(raw)) == 12
+
+
 def test_the_pack_command_says_what_to_set(tmp_path, capsys) -> None:
     source = photos(tmp_path / "photos")
     pack.main([str(source), str(tmp_path / "packed"), "--shard-mb", "1"])
