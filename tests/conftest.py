@@ -29,6 +29,17 @@ def private_decode_cache(tmp_path_factory):
         os.environ[CACHE_VARIABLE] = saved
 
 
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """A stage run in process (run_stage) sets this process's signal handlers, a finished one to ignore
+    them to its exit: put pytest's back after every test."""
+    import signal
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
 @pytest.fixture(scope="session")
 def trained_template(tmp_path_factory, worker_id) -> Path:
     """A committed project (CONVERGED params) after its first `dvc repro`, made once for the whole

@@ -161,14 +161,6 @@ def test_a_stage_run_by_hand_in_a_fresh_clone_says_what_to_run(tmp_path, monkeyp
     assert err.startswith("error: data/") and "not found: it is made by the" in err and "run `dvc repro" in err
 
 
-@pytest.fixture
-def restore_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
 @pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
 def test_sigterm_and_sighup_end_a_stage_like_ctrl_c(tmp_path, monkeypatch, capsys, restore_signal_handlers,
                                                     signum, name) -> None:
@@ -443,14 +435,21 @@ def test_a_failed_data_parallel_run_names_its_cause_not_the_echoes(failures, exp
     assert _first_message(SimpleNamespace(failures=failures)).startswith(expected)
 
 
-def test_a_signal_while_the_process_exits_is_no_traceback(tmp_path) -> None:
+@pytest.mark.parametrize("when, body, code, err", [
+    ("in torch's exit callbacks, after a failure", "raise PipelineError('bad')", 128 + signal.SIGTERM, "error: bad\n"),
+    ("in torch's exit callbacks, after success", "print('done')", 0, ""),
+    ("as the stage settles, after success", "print('done'); settle_at_exit(lambda ok: os.kill(os.getpid(), 15))",
+     0, "")])
+def test_a_signal_while_the_process_exits_is_no_traceback(tmp_path, when, body, code, err) -> None:
     """torchrun's agent stops the other workers with SIGTERM once one died; one that is already on its
-    way out (in an error handler, or torch's exit callbacks) must end quietly, not print a traceback."""
-    late_sigterm = ("import atexit, os, signal\nfrom classifier.runtime.errors import run_stage\n"
+    way out (in an error handler, or torch's exit callbacks) must end quietly, not print a traceback;
+    and a stage whose main() returned exits 0, not 143 after its success line (issue 41)."""
+    late_sigterm = ("import atexit, os, signal\n"
+                    "from classifier.runtime.errors import PipelineError, run_stage, settle_at_exit\n"
                     "atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
-                    "def main():\n    pass\nrun_stage(main)\n")
+                    f"def main():\n    {body}\nrun_stage(main)\n")
     result = subprocess.run([sys.executable, "-c", late_sigterm], cwd=ROOT, env=env(), capture_output=True, text=True)
-    assert result.returncode == 128 + signal.SIGTERM and result.stderr == "", result.stderr
+    assert (result.returncode, result.stderr) == (code, err), when
 
 
 def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path, monkeypatch, capsys,

@@ -112,7 +112,19 @@ def _run_settled(main: Callable[[], None]) -> None:
     except BaseException:
         _settle_all(False)
         raise
+    # main() returned: its outputs are in place. A signal from here on ends the process at once (it
+    # must not outlive a launcher that stops it) but as the success it is: a SIGTERM handled after
+    # main() once made a finished run exit 143 after its success line.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_succeeded)
     _settle_all(True)
+
+
+def _exit_succeeded(_signum: int, _frame) -> None:
+    _settle_all(True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def _raise_stopped(signum: int, _frame) -> None:
@@ -136,8 +148,10 @@ def run_stage(main: Callable[[], None], worker: Worker | None = None) -> NoRetur
     signal.signal(signal.SIGINT, signal.default_int_handler)  # guard_start's, until here
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stopped)
+    succeeded = False
     try:
         _run_settled(main)
+        succeeded = True
     except PipelineError as exc:
         _quiet_signals()
         _fail(str(exc), worker if in_worker else None)
@@ -165,7 +179,12 @@ def run_stage(main: Callable[[], None], worker: Worker | None = None) -> NoRetur
               file=sys.stderr)
         sys.exit(128 + signum)
     finally:
-        _quiet_signals()
+        if not succeeded:  # a finished run exits 0 on a late signal too (_run_settled)
+            _quiet_signals()
+    # Python's shutdown resets a signal's handler to the default action (death by the signal, 143 after
+    # the success line), but leaves an ignored signal ignored: the last moments of a finished run.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     sys.exit(0)
 
 
