@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +29,7 @@ from classifier.models.registry import InputShape, build_model
 from classifier.training.loop import Hooks, Keeping, fit_phases
 from classifier.training.resume import (KEPT, MINUTES_VARIABLE, STATE_VARIABLE, Identity, StateKeeper, data_digest,
                                        project_root, state_every_seconds, state_folder)
-from tests.helpers import ROOT, copy_project, cpu_data, dvc, env, git, run, run_stage, run_stage_in_process, set_params
+from tests.helpers import copy_project, cpu_data, dvc, env, git, run_stage, run_stage_in_process, set_params
 from tests.test_training import CPU, PARAMS, tiny_images
 
 MLP = dataclasses.replace(PARAMS.model, name="mlp", hidden=(16,), dropout=0.3)  # dropout: torch's own stream
