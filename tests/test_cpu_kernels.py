@@ -68,3 +68,24 @@ def test_native_kernels_differ_with_the_cpu_which_is_why_they_are_pinned() -> No
     if capability != "AVX512":
         pytest.skip(f"this CPU's ATen capability is {capability}: AVX2 is no other CPU here")
     assert trained(0, OTHER_CPU)[1] != native
+
+
+def test_train_first_line_says_which_kernels_ran_on_each_kind_of_cpu() -> None:
+    """x86-64 with AVX2 (held to it), x86-64 without (its own), not x86-64 (an ARM Mac, simulated by
+    platform.machine: ATen's portable kernels, oneDNN off), and cpu_threads 0."""
+    code = ("import platform, sys\n"
+            "if sys.argv[1] != '-': platform.machine = lambda: sys.argv[1]\n"
+            "from classifier.training.cpu_kernels import pin_cpu_kernels, describe\n"
+            "pin_cpu_kernels(int(sys.argv[2]))\n"
+            "import torch\n"
+            "print(torch.backends.cpu.get_cpu_capability(), torch.backends.mkldnn.enabled, describe(), sep='|')\n")
+    inherited = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+
+    def line(machine: str, threads: int) -> list[str]:
+        result = subprocess.run([sys.executable, "-c", code, machine, str(threads)], cwd=ROOT, capture_output=True,
+                                text=True, check=True, env={**inherited, "PYTHONPATH": str(ROOT)})
+        return result.stdout.strip().split("|")
+    assert line("-", 2) == ["AVX2", "True", "AVX2 kernels, 2 threads: the same bytes on any AVX2 CPU"]
+    assert line("arm64", 2) == ["DEFAULT", "False", "portable kernels, 2 threads (arm64: not x86-64, no AVX2 to "
+                                                      "hold to)"]
+    assert line("-", 0)[2] == "this CPU's fastest kernels: train.cpu_threads 0, other CPUs give other bytes"

@@ -15,12 +15,14 @@ models and 30x on depthwise convolutions on some CPUs.
 How far that is shown: on this project's machine (AVX-512), with one core instead of two
 (`taskset`), train's bytes stay the same, where native kernels gave other bytes (tests/test_cpu_kernels.py,
 benchmarks/cpu_kernels.py). Other CPU models were not run; a difference left unsimulated is the
-cache size, from which oneDNN picks some of its blockings. A CPU without AVX2, or not x86-64, runs
-its own kernels and says so (describe()).
+cache size, from which oneDNN picks some of its blockings. An x86-64 CPU without AVX2 runs its own
+kernels and says so (describe()); a CPU that is not x86-64 (ARM) runs ATen's portable kernels with
+oneDNN off, this module's earlier choice, not shown on such a CPU here.
 """
 from __future__ import annotations
 
 import os
+import platform
 
 PINNED_ISA = "AVX2"
 _pinned: tuple[str, int] | None = None   # (ATen's capability, threads) once pin_cpu_kernels ran
@@ -50,12 +52,18 @@ def pin_cpu_kernels(threads: int) -> None:
     global _pinned
     if not threads:
         return
-    isa = PINNED_ISA
-    os.environ.update(ATEN_CPU_CAPABILITY=isa.lower(), ONEDNN_MAX_CPU_ISA=isa, MKL_ENABLE_INSTRUCTIONS=isa,
-                      MKL_CBWR=f"{isa},STRICT")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    if x86:
+        isa = PINNED_ISA
+        os.environ.update(ATEN_CPU_CAPABILITY=isa.lower(), ONEDNN_MAX_CPU_ISA=isa, MKL_ENABLE_INSTRUCTIONS=isa,
+                          MKL_CBWR=f"{isa},STRICT")
+    else:  # no AVX2 to hold to (an ARM Mac, say): ATen's portable kernels, oneDNN off, as before
+        os.environ["ATEN_CPU_CAPABILITY"] = "default"
     import torch
     if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):  # above the cap: chosen already
         raise RuntimeError("pin_cpu_kernels ran after a tensor operation: ATen had chosen its kernels already")
+    if not x86:
+        torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(threads)
     _pinned = (torch.backends.cpu.get_cpu_capability(), threads)
@@ -66,6 +74,8 @@ def describe() -> str:
     if _pinned is None:
         return "this CPU's fastest kernels: train.cpu_threads 0, other CPUs give other bytes"
     capability, threads = _pinned
+    if capability == "DEFAULT" and platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"portable kernels, {threads} threads ({platform.machine()}: not x86-64, no AVX2 to hold to)"
     if capability != PINNED_ISA:
         return (f"this CPU's own {capability} kernels, {threads} threads: it has no {PINNED_ISA}, and CPUs "
                 f"that have it give other bytes")
