@@ -178,7 +178,8 @@ def main() -> None:
     seeds = tuple(range(args.seeds))
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        shutil.copytree(ROOT / "stages", work / "stages")
+        for code in ("stages", "classifier"):  # the stages and the library they import
+            shutil.copytree(ROOT / code, work / code)
         rows = {name: KNOBS[name] for name in args.knobs}
         base_of_combination: list[dict] = []
         if args.weights:
