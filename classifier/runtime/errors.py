@@ -79,6 +79,15 @@ def missing_input(exc: FileNotFoundError) -> PipelineError | None:
     return None
 
 
+TERMINATE = (signal.SIGTERM, signal.SIGHUP)   # a stop sent to the process (Ctrl-C aside)
+EVERY_STOP = (signal.SIGINT, *TERMINATE)
+
+
+def _handle(handler, signals: tuple[signal.Signals, ...]) -> None:
+    for signum in signals:
+        signal.signal(signum, handler)
+
+
 def guard_start() -> None:
     """Called by stages/__init__.py and tools/__init__.py when Python starts one of them with -m: until
     run_stage takes over, Ctrl-C, SIGTERM and SIGHUP (e.g. while torch imports, the first seconds)
@@ -88,8 +97,7 @@ def guard_start() -> None:
         _settle_all(False)
         print(f"error: interrupted ({name}) while starting; nothing was written", file=sys.stderr, flush=True)
         os._exit(128 + signum)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, starting)
+    _handle(starting, EVERY_STOP)
 
 
 _settle: list[Callable[[bool], None]] = []
@@ -115,8 +123,7 @@ def _run_settled(main: Callable[[], None]) -> None:
     # main() returned: its outputs are in place. A signal from here on ends the process at once (it
     # must not outlive a launcher that stops it) but as the success it is: a SIGTERM handled after
     # main() once made a finished run exit 143 after its success line.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _exit_succeeded)
+    _handle(_exit_succeeded, EVERY_STOP)
     _settle_all(True)
 
 
@@ -130,8 +137,7 @@ def _exit_succeeded(_signum: int, _frame) -> None:
 def _raise_stopped(signum: int, _frame) -> None:
     # Once: a second SIGTERM (torchrun's agent and the user both send one) must not interrupt the
     # clean-up the first one started (temporary outputs being removed).
-    for other in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(other, signal.SIG_IGN)
+    _handle(signal.SIG_IGN, TERMINATE)
     raise Stopped(signum)
 
 
@@ -146,8 +152,7 @@ def run_stage(main: Callable[[], None], worker: Worker | None = None) -> NoRetur
     if hasattr(sys.stdout, "reconfigure"):  # a real text stream (a test's capture may not be one)
         sys.stdout.reconfigure(line_buffering=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # guard_start's, until here
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_stopped)
+    _handle(_raise_stopped, TERMINATE)
     succeeded = False
     try:
         _run_settled(main)
@@ -183,16 +188,14 @@ def run_stage(main: Callable[[], None], worker: Worker | None = None) -> NoRetur
             _quiet_signals()
     # Python's shutdown resets a signal's handler to the default action (death by the signal, 143 after
     # the success line), but leaves an ignored signal ignored: the last moments of a finished run.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
+    _handle(signal.SIG_IGN, EVERY_STOP)
     sys.exit(0)
 
 
 def _quiet_signals() -> None:
     """From here the process only exits: a late SIGTERM (torchrun's agent stopping a worker whose peer
     died) must not raise in an error handler or inside interpreter shutdown, printing a traceback."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _exit_quietly)
+    _handle(_exit_quietly, TERMINATE)
 
 
 def _exit_quietly(signum: int, _frame) -> None:

@@ -148,12 +148,11 @@ class StateKeeper:
             self._why_not_others()
             return None
         try:
+            data = self.path.read_bytes()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    content = torch.load(io.BytesIO(self.path.read_bytes()), map_location="cpu", weights_only=True)
-            except OSError:
-                raise
+                    content = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             except Exception:  # torch's own words are a page about weights_only: say what it is
                 raise ValueError("not a state of this project: truncated, or another program's file") from None
             if not isinstance(content, dict) or content.get("format") != FORMAT:
