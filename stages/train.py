@@ -23,7 +23,6 @@ import dataclasses
 import os
 
 from classifier.training import cpu_kernels
-from classifier.training.cpu_kernels import pin_for_this_run
 from classifier.runtime.stale_summary import retire_summary
 
 # The stage itself, not one of its torchrun workers (torchrun sets this; distributed.is_worker says the
@@ -33,7 +32,7 @@ if __name__ == "__main__" and "TORCHELASTIC_RUN_ID" not in os.environ:
     # running experiment its baseline's scores: this run's model makes metrics/summary.json stale.
     retire_summary()
 if __name__ == "__main__":  # the stage or a torchrun worker: train.cpu_threads's kernels, before any tensor
-    pin_for_this_run()
+    cpu_kernels.pin_for_this_run()
 
 import pandas as pd
 import torch

@@ -25,7 +25,8 @@ import os
 import platform
 
 PINNED_ISA = "AVX2"
-_pinned: tuple[str, int] | None = None   # (ATen's capability, threads) once pin_cpu_kernels ran
+FASTEST = "this CPU's fastest kernels: train.cpu_threads 0, other CPUs give other bytes"
+_description = FASTEST   # what pin_cpu_kernels chose, for train's first line (describe())
 
 
 def pin_for_this_run() -> None:
@@ -49,7 +50,7 @@ def pin_for_this_run() -> None:
 def pin_cpu_kernels(threads: int) -> None:
     """Before the process's first tensor operation (ATen and oneDNN read their settings once): AVX2
     kernels and `threads` threads. threads 0: leave PyTorch's choices (fastest, CPU-dependent)."""
-    global _pinned
+    global _description
     if not threads:
         return
     x86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -66,17 +67,16 @@ def pin_cpu_kernels(threads: int) -> None:
         torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(threads)
-    _pinned = (torch.backends.cpu.get_cpu_capability(), threads)
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not x86:
+        _description = f"portable kernels, {threads} threads ({platform.machine()}: not x86-64, no AVX2 to hold to)"
+    elif capability != PINNED_ISA:
+        _description = (f"this CPU's own {capability} kernels, {threads} threads: it has no {PINNED_ISA}, and "
+                        f"CPUs that have it give other bytes")
+    else:
+        _description = f"{PINNED_ISA} kernels, {threads} threads: the same bytes on any {PINNED_ISA} CPU"
 
 
 def describe() -> str:
     """How this process computes on the CPU, for train's first line."""
-    if _pinned is None:
-        return "this CPU's fastest kernels: train.cpu_threads 0, other CPUs give other bytes"
-    capability, threads = _pinned
-    if capability == "DEFAULT" and platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"portable kernels, {threads} threads ({platform.machine()}: not x86-64, no AVX2 to hold to)"
-    if capability != PINNED_ISA:
-        return (f"this CPU's own {capability} kernels, {threads} threads: it has no {PINNED_ISA}, and CPUs "
-                f"that have it give other bytes")
-    return f"{PINNED_ISA} kernels, {threads} threads: the same bytes on any {PINNED_ISA} CPU"
+    return _description
