@@ -151,9 +151,7 @@ def main() -> None:
     # Not in ingest.json: the same source must give the same bytes, whatever the cache held.
     known = (f"; {ingest.cache.misses} decoded, {ingest.cache.hits} known by their bytes"
              if ingest.cache.hits else "")
-    damaged = ingest.cache.damaged
-    known += (f"; {damaged} damaged cache {'entry' if damaged == 1 else 'entries'} in "
-              f"{printable(ingest.cache.path)} (checksum) decoded again" if damaged else "")
+    known += f"; {ingest.cache.damage_note()} decoded again" if ingest.cache.damaged else ""
     print(f"ingest: {report['images']} images from {printable(params.source)} ({layout}) -> {paths.RAW_DIR} "
           f"({len(list(paths.RAW_DIR.glob('shard-*.bin')))} shard(s){known})")
     if report["skipped"]:

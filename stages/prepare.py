@@ -20,7 +20,7 @@ import pandas as pd
 from classifier.runtime import paths
 from classifier.data.artifacts import allocate_images, class_ids, finish_array_set, read_file_list, read_json
 from classifier.data.decode_cache import PreparedCache
-from classifier.runtime.errors import PipelineError, printable, run_stage
+from classifier.runtime.errors import PipelineError, run_stage
 from classifier.data.image_files import decode_image
 from classifier.data.image_format import format_image
 from classifier.runtime.outputs import atomic_dir
@@ -84,8 +84,7 @@ def main() -> None:
     if cache.hits:  # not in the outputs: they are the same bytes whatever the cache held
         print(f"prepare: {cache.misses} image(s) decoded, {cache.hits} prepared this way before (by their bytes)")
     if cache.damaged:
-        print(f"prepare: {cache.damaged} damaged cache {'entry' if cache.damaged == 1 else 'entries'} in "
-              f"{printable(cache.path)} (checksum): prepared again")
+        print(f"prepare: {cache.damage_note()}: prepared again")
 
 
 if __name__ == "__main__":

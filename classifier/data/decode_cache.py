@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier.data.opencv import cv2
+from classifier.runtime.errors import printable
 
 CACHE_VARIABLE = "IMAGE_PIPELINE_CACHE"
 
@@ -85,16 +86,14 @@ class ContentCache:
                                       (sha1, version)).fetchone()
             except sqlite3.Error:
                 self.db = None
-        values = row[2:] if row is not None else ()
-        if row is not None and not (isinstance(values[-1], bytes) and len(values[-1]) >= CHECKSUM_BYTES and
-                                    _checksum(*values[:-1], values[-1][:-CHECKSUM_BYTES]) == values[-1][-CHECKSUM_BYTES:]):
+        values = _verified(row[2:]) if row is not None else None
+        if row is not None and values is None:
             self.damaged += 1  # not what was stored: recomputed by the caller, and rewritten
-            row = None
-        if row is None:
+        if values is None:
             self.misses += 1
             return None
         self.hits += 1
-        return (*values[:-1], values[-1][:-CHECKSUM_BYTES])
+        return values
 
     def put_row(self, sha1: str, version: str, *values) -> None:
         """`values`: the columns, the last one bytes (the checksum is appended to it)."""
@@ -118,6 +117,23 @@ class ContentCache:
             except sqlite3.Error:
                 pass
             self.db = None
+
+    def damage_note(self) -> str:
+        """'N damaged cache entries in FILE (checksum)' for the stage's line, or '' when none were."""
+        if not self.damaged:
+            return ""
+        return (f"{self.damaged} damaged cache {'entry' if self.damaged == 1 else 'entries'} in "
+                f"{printable(self.path)} (checksum)")
+
+
+def _verified(values: tuple) -> tuple | None:
+    """A stored entry's values with its checksum checked and taken off; None when they are not what
+    put_row stored."""
+    last = values[-1]
+    if not isinstance(last, bytes) or len(last) < CHECKSUM_BYTES:
+        return None
+    data, checksum = last[:-CHECKSUM_BYTES], last[-CHECKSUM_BYTES:]
+    return (*values[:-1], data) if _checksum(*values[:-1], data) == checksum else None
 
 
 def _checksum(*values: str | bytes) -> bytes:

@@ -47,13 +47,13 @@ def channel_stats(images: np.ndarray, chunk: int | None = None) -> dict[str, lis
     values = range(256)
     total = [sum(int(n) * v for n, v in zip(row, values)) for row in counts]      # exact: Python ints
     total_sq = [sum(int(n) * v * v for n, v in zip(row, values)) for row in counts]
-    low = [int(np.flatnonzero(row)[0]) if row.any() else 255 for row in counts]
-    high = [int(np.flatnonzero(row)[-1]) if row.any() else 0 for row in counts]
+    seen = counts > 0  # the lowest and highest value with a count (255 and 0 for no images, as before)
+    low = np.where(seen.any(1), seen.argmax(1), 255)
+    high = np.where(seen.any(1), 255 - seen[:, ::-1].argmax(1), 0)
     count = images.shape[0] * images.shape[1] * images.shape[2]
     mean = np.array([t / (count * 255) for t in total])
     std = np.sqrt(np.maximum(np.array([t / (count * 255 ** 2) for t in total_sq]) - mean ** 2, 0.0))
-    return {"mean": mean.tolist(), "std": std.tolist(), "min": (np.array(low) / 255).tolist(),
-            "max": (np.array(high) / 255).tolist()}
+    return {"mean": mean.tolist(), "std": std.tolist(), "min": (low / 255).tolist(), "max": (high / 255).tolist()}
 
 
 class Normalizer:
