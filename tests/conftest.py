@@ -57,7 +57,9 @@ def trained_template(tmp_path_factory, worker_id) -> Path:
 
 
 # test_resume.py makes its own project; the others copy trained_template, made by the first that asks.
-LONGEST_FIRST = ("test_cluster.py", "test_tune.py", "test_resume.py", "test_pipeline.py", "test_sharing.py",
+# pytest-xdist hands the first file to one worker and the second to the other: test_resume second, so
+# that the other worker trains its own project while the first makes the template, instead of waiting.
+LONGEST_FIRST = ("test_cluster.py", "test_resume.py", "test_tune.py", "test_pipeline.py", "test_sharing.py",
                  "test_staleness.py", "test_faults.py", "test_recipes.py")
 
 
