@@ -22,6 +22,7 @@ overfitting, underfitting, with the usual remedies.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from classifier.training.cpu_kernels import pin_for_this_run
 
@@ -38,7 +39,9 @@ from classifier.models.checkpoint import Checkpoint
 from classifier.training.device_dataset import DeviceDataset, images_to_tensor
 from classifier.training.devices import claim_device
 from classifier.runtime.errors import run_stage
-from classifier.evaluation.charts import plot_confusion, plot_learning_curves, plot_weight_histograms
+from classifier.evaluation.calibration import (calibration_json, calibration_scores, fit_temperature, reliability_bins,
+                                               scaled_probabilities)
+from classifier.evaluation.charts import plot_confusion, plot_learning_curves, plot_reliability, plot_weight_histograms
 from classifier.evaluation.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
                                collapse_remedy)
 from classifier.models.inference import loss_and_accuracy, predict_logits_and_tta
@@ -53,7 +56,7 @@ from classifier.evaluation.scores import (classification_report, comparison_metr
 
 PARAMS = (EvaluateParams, TrainParams)  # train.cpu_threads: compute as train did
 DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint
-OUTS = (paths.SUMMARY_METRICS, paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS)
+OUTS = (paths.SUMMARY_METRICS, paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS, paths.CALIBRATION_FILE)
 EVAL_SPLITS = ("train", "val", "test")  # train: the prepared originals, not the augmented copies
 TRAIN_SAMPLE_SEED = 0  # evaluate.train_sample draws the same rows every run (stated in eval.json)
 
@@ -108,10 +111,22 @@ def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, clas
     return [collapse, check_divergence(history["train_loss"].tolist()), spikes, *fit]
 
 
+@dataclass
+class SplitScores:
+    scores: dict            # accuracy, top-k, macro/weighted P/R/F1, loss, ECE, Brier, images
+    tta: dict | None        # accuracy and loss under evaluate.tta (None: off, or train)
+    per_class: dict
+    truth: np.ndarray
+    logits: np.ndarray      # float32 N×classes, plain (no TTA): what a temperature is fitted on
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.logits.argmax(1)
+
+
 def score_split(split: str, model: torch.nn.Module, normalize, device: torch.device, amp: bool, classes: list[str],
-                params: EvaluateParams, out) -> tuple[dict, dict | None, dict, np.ndarray, np.ndarray]:
-    """One split scored, its tables and charts written to `out` (plots/eval), its lines printed:
-    (scores, the TTA scores or None, per-class scores, true labels, predictions)."""
+                params: EvaluateParams, out) -> SplitScores:
+    """One split scored, its tables and charts written to `out` (plots/eval), its lines printed."""
     data = load_array_set(paths.PREPARED_DIR / split)
     rows = scored_rows(len(data.labels), params.train_sample) if split == "train" else None
     # Streamed from the memory-mapped arrays: one pass either way, and memory bounded by a batch.
@@ -122,7 +137,8 @@ def score_split(split: str, model: torch.nn.Module, normalize, device: torch.dev
     probabilities = torch.softmax(logits, 1).cpu().numpy()
     y_true, y_pred = batches.host_labels.numpy(), probabilities.argmax(1)
     summary, table = classification_report(y_true, y_pred, classes)
-    scores = {**summary, **top_k_scores(probabilities, y_true, params.top_k), "loss": loss, "images": len(y_true)}
+    scores = {**summary, **top_k_scores(probabilities, y_true, params.top_k), "loss": loss,
+              **calibration_scores(scaled_probabilities(logits.cpu().numpy(), 1.0), y_true), "images": len(y_true)}
     if rows is not None:
         scores.update(sampled_from=len(data.labels), sample_seed=TRAIN_SAMPLE_SEED)
     table.to_csv(out / f"per_class_{split}.csv", index=False)
@@ -138,14 +154,38 @@ def score_split(split: str, model: torch.nn.Module, normalize, device: torch.dev
     top_k = f"top-{params.top_k} {scores['top_k_accuracy']:.2%}  " if "top_k_accuracy" in scores else ""
     sampled = f" of {len(data.labels)}, a seeded sample (evaluate.train_sample)" if rows is not None else ""
     print(f"evaluate: {split:<5} accuracy {summary['accuracy']:.2%}  {top_k}macro F1 "
-          f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ({len(y_true)} images{sampled})")
+          f"{summary['f1_macro']:.4f}  loss {loss:.4f}  ECE {scores['ece']:.4f}  ({len(y_true)} images{sampled})")
     tta_scores = None
     if tta != "none":
         tta_loss, tta_accuracy = loss_and_accuracy(tta_logits, batches.labels)
         tta_scores = {"accuracy": tta_accuracy, "loss": tta_loss}
         print(f"evaluate: {split:<5} accuracy {tta_accuracy:.2%} with test-time augmentation ({params.tta}), "
               f"loss {tta_loss:.4f}")
-    return scores, tta_scores, per_class_json(table), y_true, y_pred
+    return SplitScores(scores, tta_scores, per_class_json(table), y_true, logits.cpu().numpy())
+
+
+def calibrate(results: dict[str, SplitScores], method: str, out) -> dict:
+    """evaluate.calibrate: the temperature (fitted on val; 1.0 for none) and the ECE and Brier score of
+    the probabilities predict gives for val and test; draws reliability.png (before and after) and
+    writes reliability_test.csv (the bins of test's, for `dvc plots`)."""
+    temperature = fit_temperature(results["val"].logits, results["val"].truth) if method == "temperature" else 1.0
+    calibration, curves = {"method": method, "temperature": temperature}, {}
+    for split in ("val", "test"):
+        result = results[split]
+        curves[split] = (reliability_bins(scaled_probabilities(result.logits, 1.0), result.truth), result.scores["ece"])
+        scaled = scaled_probabilities(result.logits, temperature)
+        calibration[split] = calibration_scores(scaled, result.truth)
+        if method != "none":
+            curves[f"{split}, logits / {temperature:g}"] = (reliability_bins(scaled, result.truth),
+                                                            calibration[split]["ece"])
+    plot_reliability(curves, out / "reliability.png")
+    reliability_bins(scaled_probabilities(results["test"].logits, temperature), results["test"].truth).to_csv(
+        out / "reliability_test.csv", index=False)
+    if method != "none":
+        before, after = results["test"].scores, calibration["test"]
+        print(f"evaluate: temperature {temperature:g} fitted on val: test ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
+              f"Brier {before['brier']:.4f} -> {after['brier']:.4f} (accuracy unchanged)")
+    return calibration
 
 
 def main() -> None:
@@ -157,26 +197,29 @@ def main() -> None:
     classes = checkpoint.classes
     normalize = checkpoint.preprocessing.normalizer(device)
     history = pd.DataFrame(checkpoint.record["history"])
-    scores, per_class, truths, predictions = {}, {}, {}, {}
+    scores, results = {}, {}
     # Every output is written before any is switched in: a failure while writing leaves the last run's, all of them.
-    with staged_outputs(files=(paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.SUMMARY_METRICS),
-                        dirs=(paths.EVAL_PLOTS,)) as staged:
+    with staged_outputs(files=(paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.SUMMARY_METRICS,
+                               paths.CALIBRATION_FILE), dirs=(paths.EVAL_PLOTS,)) as staged:
         out = staged[paths.EVAL_PLOTS]
         for split in EVAL_SPLITS:
-            scores[split], tta, per_class[split], truths[split], predictions[split] = score_split(
-                split, model, normalize, device, amp, classes, params, out)
-            if tta is not None:
-                scores.setdefault("tta", {"mode": params.tta})[split] = tta
+            results[split] = score_split(split, model, normalize, device, amp, classes, params, out)
+            scores[split] = results[split].scores
+            if results[split].tta is not None:
+                scores.setdefault("tta", {"mode": params.tta})[split] = results[split].tta
+        scores["calibration"] = calibrate(results, params.calibrate, out)
         plot_learning_curves(history, out / "learning_curves.png", saved_epoch=checkpoint.epoch)
-        findings = health_checks(scores, truths["val"], predictions["val"], classes, history,
+        findings = health_checks(scores, results["val"].truth, results["val"].predicted, classes, history,
                                  checkpoint.record["step_losses"], params)
         scores["avoidable_bias"] = params.target_accuracy - scores["train"]["accuracy"]
         scores["variance"] = scores["train"]["accuracy"] - scores["val"]["accuracy"]
         scores["health"] = {f.check: (f.count if f.check == "loss_spikes" else f.seen) for f in findings}
         summary = comparison_metrics(scores)
         write_json(staged[paths.EVAL_METRICS], scores)
-        write_json(staged[paths.PER_CLASS_METRICS], per_class)
+        write_json(staged[paths.PER_CLASS_METRICS], {split: result.per_class for split, result in results.items()})
         write_json(staged[paths.SUMMARY_METRICS], summary)
+        staged[paths.CALIBRATION_FILE].write_text(calibration_json(params.calibrate, scores["calibration"]["temperature"],
+                                                                   paths.MODEL_FILE))
     print(f"evaluate: avoidable bias {scores['avoidable_bias']:.2%}, variance {scores['variance']:.2%}")
     for finding in findings:
         if finding.seen:

@@ -2,14 +2,15 @@
 
     python -m stages.split
 
-Classes are first renamed (split.merge), dropped (split.drop), and down-sampled (split.max_per_class,
+Labels are first fixed (data/labels.csv: an image relabelled or dropped, by its key), then classes are
+renamed (split.merge), dropped (split.drop), and down-sampled (split.max_per_class,
 split.balance). A source that ingest found already split keeps its split (a lone val/ may serve as
 the test set: split.given_val): only a missing val or test is carved out of train, stratified, by
 the split fractions; down-sampling then applies to
 train alone, so the user's evaluation sets stay as given. Otherwise each class is cut by
 split.train/val/test. Every split must get split.min_per_split images of every class.
 
-Reads data/raw/index.csv (the images' keys, given splits and labels). Writes
+Reads data/raw/index.csv (the images' keys, given splits and labels) and data/labels.csv. Writes
 data/split/{train,val,test}.csv (columns path,label: each image's key in data/raw, lists, not copies) and
 data/split/classes.json (class names, sorted; a label's index there is its class id).
 """
@@ -20,6 +21,7 @@ import pandas as pd
 
 from classifier.runtime import paths
 from classifier.data.artifacts import class_ids, read_json, write_file_list
+from classifier.data.label_fixes import apply_label_fixes, read_label_fixes
 from classifier.runtime.errors import PipelineError, run_stage
 from classifier.runtime.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections
@@ -28,7 +30,7 @@ from classifier.data.shards import read_index
 from classifier.runtime.stale_summary import retire_summary
 
 PARAMS = (SplitParams,)
-DEPS = (paths.RAW_DIR,)
+DEPS = (paths.RAW_DIR, paths.LABEL_FIXES)
 OUTS = (paths.SPLIT_DIR,)
 
 
@@ -149,7 +151,9 @@ def main() -> None:
     params = load_sections(*PARAMS).split
     retire_summary()  # the scores of the last run no longer describe this data
     report = read_json(paths.INGEST_REPORT)
-    files = list_raw()
+    files, fixed = apply_label_fixes(list_raw(), read_label_fixes(paths.LABEL_FIXES), paths.LABEL_FIXES)
+    if fixed:
+        print(f"split: label fixes in {fixed}")
     files["label"] = merge_and_drop(files["label"].tolist(), dict(params.merge), params.drop)
     files = files[files["label"].notna()].reset_index(drop=True)
     classes = sorted(files["label"].unique())

@@ -174,6 +174,23 @@ def test_a_code_edit_marks_only_the_stages_that_run_it(project) -> None:
     assert changed_stages(project) == set()
 
 
+def test_a_label_fix_reruns_split_and_what_follows_never_ingest(project) -> None:
+    """Issue 39: a fix in data/labels.csv (tools.relabel) marks split alone changed; split applies it and
+    changes its output, so the stages after it are due, and ingest never (`dvc exp run` makes such a
+    fix an ordinary experiment)."""
+    key = read_index(project / "data/raw")["key"].iloc[0]   # a 0
+    try:
+        subprocess.run([sys.executable, "-m", "tools.relabel", key, "--to", "6", "--note", "a test"], cwd=project,
+                       env=env(), check=True, capture_output=True)
+        assert changed_stages(project) == {"split"}
+        result = dvc("repro", "split", cwd=project)
+        assert stages_run(result) == ["split"]
+        assert "split: label fixes in data/labels.csv: 1 relabelled, 0 dropped" in result.stdout
+        assert changed_stages(project) == {"prepare", "augment", "train", "evaluate"}   # never ingest
+    finally:
+        restore_baseline(project)
+
+
 def test_augment_change_reruns_augment_then_train_and_evaluate(project) -> None:
     """DVC's own graph carries a changed output on to the stages after it; ours is what each stage declares
     and that augment's output really changes."""
@@ -211,7 +228,7 @@ def test_online_augmentation_reruns_train_and_evaluate_not_augment(project) -> N
 def test_exp_show_lists_params_and_accuracies(project, lr_experiment) -> None:
     table = dvc("exp", "show", "--csv", cwd=project).stdout
     header, *rows = csv.reader(table.strip().splitlines())
-    metrics = ["test_acc", "val_acc", "f1", "loss", "seconds"]
+    metrics = ["test_acc", "val_acc", "f1", "loss", "ece", "seconds"]
     for column in (*metrics, "train.lr", "model.name"):
         assert column in header, column
     # The declared metrics are the handful that compare runs; the detail is in files dvc metrics show reads.

@@ -6,14 +6,16 @@ Not a DVC stage (it would add seconds to every experiment): run it on the checkp
 the workspace's or one fetched from the registry (`dvc artifacts get . classifier --stage prod`).
 Either format holds one contract, with no Python class of this project needed to run it: uint8
 images N×C×H×W in (any batch size), already at the prepared size and colour (prepare's params,
-recorded in the file), normalised inside as training did, logits out; and in the same file the
-class names (in logit order) and the preprocessing (the prepare params and normalisation: what to
+recorded in the file), normalised inside as training did, logits out (divided by evaluate.calibrate's
+temperature when models/calibration.json was fitted for this checkpoint's bytes, so that their
+softmax is the calibrated probabilities); and in the same file the class names (in logit order),
+the temperature and the preprocessing (the prepare params and normalisation: what to
 do to a photo before it goes in).
 
 - pt2 (default, models/model.pt2): a `torch.export` program, for PyTorch;
 - onnx (models/model.onnx): ONNX (opset 18, torch.onnx's dynamo exporter), for onnxruntime on CPU,
   GPU, mobile and the web, TorchServe, MLflow; input `images`, output `logits`, the class names
-  and preprocessing as JSON in the model's metadata (`classes`, `preprocessing`).
+  temperature and preprocessing as JSON in the model's metadata (`classes`, `temperature`, `preprocessing`).
 
     from tools.export import load_exported, load_onnx
     program, classes, preprocessing = load_exported("models/model.pt2")
@@ -35,6 +37,7 @@ from torch import nn
 
 from classifier.runtime import paths
 from classifier.models.checkpoint import Checkpoint
+from classifier.evaluation.calibration import temperature_for
 from classifier.runtime.errors import PipelineError, run_stage
 from classifier.runtime.outputs import atomic_file
 from classifier.data.preprocessing import Normalizer
@@ -45,29 +48,36 @@ ONNX_MODEL = Path("models/model.onnx")  # --format onnx; `dvc add` it to registe
 
 class Served(nn.Module):
     """uint8 N×C×H×W -> logits: the training-time normalisation (the contract's Normalizer: its
-    constants, as buffers of the program, and its arithmetic), then the model (in eval mode)."""
+    constants, as buffers of the program, and its arithmetic), then the model (in eval mode), then
+    the division by the calibration temperature (1.0: none)."""
 
-    def __init__(self, model: nn.Module, normalize: Normalizer) -> None:
+    def __init__(self, model: nn.Module, normalize: Normalizer, temperature: float = 1.0) -> None:
         super().__init__()
         self.model = model.eval()
         self.register_buffer("scale", normalize.scale)
         self.register_buffer("shift", normalize.shift)
+        self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images.float() * self.scale - self.shift)  # Normalizer.__call__
+        return self.model(images.float() * self.scale - self.shift) / self.temperature  # Normalizer.__call__
 
 
-def export_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
-    """Write `checkpoint`'s model as a torch.export program (CPU, float32) with its classes and preprocessing."""
-    served = Served(checkpoint.build_model(torch.device("cpu")), checkpoint.preprocessing.normalizer()).eval()
+def served(checkpoint: Checkpoint, temperature: float) -> Served:
+    return Served(checkpoint.build_model(torch.device("cpu")), checkpoint.preprocessing.normalizer(), temperature).eval()
+
+
+def export_checkpoint(checkpoint: Checkpoint, path: Path, temperature: float = 1.0) -> None:
+    """Write `checkpoint`'s model as a torch.export program (CPU, float32) with its classes, temperature
+    and preprocessing."""
+    served_model = served(checkpoint, temperature)
     example = torch.zeros((2, *checkpoint.preprocessing.input_shape), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     try:
-        program = torch.export.export(served, (example,), dynamic_shapes=({0: batch},))
+        program = torch.export.export(served_model, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:  # torch.export names the construct it cannot trace
         raise PipelineError(f"{checkpoint.model.name} cannot be exported with torch.export: "
                             f"{' '.join(str(exc).split())[:300]}") from None
-    extra = {"classes.json": json.dumps(checkpoint.classes),
+    extra = {"classes.json": json.dumps(checkpoint.classes), "temperature.json": json.dumps(temperature),
              "preprocessing.json": json.dumps(checkpoint.preprocessing.to_dict())}
     buffer = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer; the file is written atomically
     torch.export.save(program, buffer, extra_files=extra)
@@ -75,22 +85,22 @@ def export_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def export_onnx(checkpoint: Checkpoint, path: Path) -> None:
-    """Write `checkpoint`'s model as ONNX (CPU, float32, a dynamic batch) with its classes and
-    preprocessing in the model's metadata."""
-    served = Served(checkpoint.build_model(torch.device("cpu")), checkpoint.preprocessing.normalizer()).eval()
+def export_onnx(checkpoint: Checkpoint, path: Path, temperature: float = 1.0) -> None:
+    """Write `checkpoint`'s model as ONNX (CPU, float32, a dynamic batch) with its classes, temperature
+    and preprocessing in the model's metadata."""
+    served_model = served(checkpoint, temperature)
     example = torch.zeros((2, *checkpoint.preprocessing.input_shape), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # its progress lines
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(served, (example,), dynamo=True, verbose=False, input_names=["images"],
+            program = torch.onnx.export(served_model, (example,), dynamo=True, verbose=False, input_names=["images"],
                                         output_names=["logits"], dynamic_shapes=({0: batch},), opset_version=18)
     except Exception as exc:  # the exporter names the construct it cannot translate
         raise PipelineError(f"{checkpoint.model.name} cannot be exported to ONNX: "
                             f"{' '.join(str(exc).split())[:300]}") from None
     proto = program.model_proto
-    for key, value in (("classes", json.dumps(checkpoint.classes)),
+    for key, value in (("classes", json.dumps(checkpoint.classes)), ("temperature", json.dumps(temperature)),
                        ("preprocessing", json.dumps(checkpoint.preprocessing.to_dict()))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -131,9 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     export, default = FORMATS[args.format]
     output = args.output or default
     checkpoint = Checkpoint.load(args.model)
-    export(checkpoint, output)
+    temperature, said = temperature_for(args.model, paths.CALIBRATION_FILE)
+    export(checkpoint, output, temperature)
     print(f"export: {output} ({args.format}; {checkpoint.model.name}, {len(checkpoint.classes)} classes, uint8 "
-          f"N×{'×'.join(map(str, checkpoint.preprocessing.input_shape))} in, logits out)")
+          f"N×{'×'.join(map(str, checkpoint.preprocessing.input_shape))} in, logits out)" + (f"; {said}" if said else ""))
 
 
 if __name__ == "__main__":

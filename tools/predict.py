@@ -2,7 +2,9 @@
 
     python -m tools.predict IMAGE [IMAGE ...] [--model models/model.pt] [--top-k 3] [--json] [--tta flip]
 
-Applies exactly the training-time preprocessing, read from the checkpoint (the one contract of
+With evaluate.calibrate: temperature, the probabilities are the calibrated ones: the logits divided
+by the temperature evaluate fitted on val for this model's bytes (models/calibration.json; for
+another model's file, none, and a line on stderr says so). Applies exactly the training-time preprocessing, read from the checkpoint (the one contract of
 classifier/data/preprocessing.py): the prepare params (grayscale, size, resize mode, interpolation,
 padding) and the train split's normalisation.
 An image is a file, or an image of data/raw named by its key as data/split's file lists name it
@@ -24,6 +26,7 @@ from classifier.runtime import paths
 from classifier.models.checkpoint import Checkpoint
 from classifier.training.device_dataset import images_to_tensor
 from classifier.runtime.errors import PipelineError, printable, run_stage
+from classifier.evaluation.calibration import temperature_for
 from classifier.data.image_files import decode_image, read_image
 from classifier.data.image_format import format_image
 from classifier.models.inference import TTA_MODES, predict_logits
@@ -61,7 +64,10 @@ def predict(files: list[Path], model_file: Path, top_k: int, tta: str = "none") 
     model = checkpoint.build_model(device)
     normalize = checkpoint.preprocessing.normalizer(device)
     logits = predict_logits(model, images_to_tensor(images, device), normalize, amp=amp, tta=tta)
-    probabilities = torch.softmax(logits, 1).cpu()
+    temperature, said = temperature_for(model_file, paths.CALIBRATION_FILE)
+    if said:
+        print(f"predict: {said}", file=sys.stderr, flush=True)
+    probabilities = torch.softmax(logits / temperature, 1).cpu()
     k = min(top_k, probabilities.shape[1])
     top = probabilities.topk(k, dim=1)
     classes = checkpoint.classes

@@ -89,3 +89,25 @@ def plot_weight_histograms(layers: list[tuple[str, "object"]], path: Path, bins:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, tuple[pd.DataFrame, float]], path: Path) -> None:
+    """The reliability diagram: accuracy against confidence per bin (reliability_bins' rows), one
+    line per entry of `curves` (label -> (bins, ECE)), the diagonal a perfectly calibrated model
+    follows; below, how many images each bin holds."""
+    plt = pyplot()
+    fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for (label, (table, ece)), marker in zip(curves.items(), "osd^v"):
+        line, = ax.plot(table["confidence"], table["accuracy"], f"-{marker}", markersize=4, label=f"{label} (ECE {ece:.3f})")
+        counts_ax.plot(table["confidence"], table["images"], f"-{marker}", markersize=3, color=line.get_color())
+    ax.set(title="reliability: is the model as sure as it is right?", ylabel="accuracy in the bin", xlim=(0, 1.02),
+           ylim=(0, 1.02))
+    counts_ax.set(xlabel="confidence (the top class's probability), bins of 1/15", ylabel="images")
+    counts_ax.set_yscale("log")
+    for axis in (ax, counts_ax):
+        axis.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

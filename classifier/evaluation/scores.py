@@ -72,12 +72,13 @@ def predictions_table(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[
 def comparison_metrics(scores: dict) -> dict:
     """The handful of numbers that compare runs, under names short enough that `dvc exp show
     --only-changed` fits a terminal beside the changed params and the model's hash: test accuracy,
-    val accuracy, the test split's macro F1 and loss (and with evaluate.tta, test_acc_tta), rounded
+    val accuracy, the test split's macro F1 and loss, the expected calibration error of the test
+    probabilities predict gives (after evaluate.calibrate's temperature) (and with evaluate.tta, test_acc_tta), rounded
     to 4 decimals (the training time is metrics/time.json's). The rest (bias, variance, top-k, best
     epoch, every split's scores) is in metrics/eval.json and metrics/train.json, at full precision."""
     test = scores["test"]
     summary = {"test_acc": test["accuracy"], "val_acc": scores["val"]["accuracy"], "f1": test["f1_macro"],
-               "loss": test["loss"]}
+               "loss": test["loss"], "ece": scores["calibration"]["test"]["ece"]}
     if "tta" in scores:  # evaluate.tta: the test accuracy with test-time augmentation, a column beside
         summary["test_acc_tta"] = scores["tta"]["test"]["accuracy"]
     return {key: round(float(value), 4) for key, value in summary.items()}
