@@ -77,7 +77,7 @@ def changed_stages(root: Path) -> set[str]:
     return set(json.loads(dvc("status", "--json", cwd=root).stdout))
 
 
-STAGES = ["params", "ingest", "split", "prepare", "augment", "train", "evaluate"]
+STAGES = ["params", "ingest", "split", "prepare", "augment", "train", "evaluate", "audit"]
 
 
 def most_advanced(rows: list[dict]) -> dict:

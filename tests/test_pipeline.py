@@ -121,7 +121,7 @@ def test_no_val_or_test_image_reaches_training(project) -> None:
 
 
 def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> None:
-    assert stages_run(lr_experiment) == ["params", "train", "evaluate"]  # params: the whole file checked first
+    assert stages_run(lr_experiment) == ["params", "train", "evaluate", "audit"]  # params: the whole file checked first; audit (off) reads train's params
     # The run ends with one summary block: test accuracy, macro F1, the health verdict.
     block = re.search(r"^─+\ntest accuracy  (\S+)%.*\nmacro F1       (\S+)\nhealth         (.+)\n", lr_experiment.stdout, re.M)
     assert block, lr_experiment.stdout

@@ -33,7 +33,7 @@ def test_the_readme_is_a_front_page_whose_links_exist() -> None:
         assert heading in README
     links = re.findall(r"\]\((docs/[\w.-]+\.md)(?:#[\w-]+)?\)", README)
     assert {Path(link).name for link in links} == set(DOCS), "every docs/ page is linked from the README, and no other"
-    for stage in ("params", "ingest", "split", "prepare", "augment", "train", "evaluate"):
+    for stage in ("params", "ingest", "split", "prepare", "augment", "train", "evaluate", "audit"):
         assert f"\n| `{stage}` |" in README, f"README.md's pipeline table has no row for {stage}"
 
 

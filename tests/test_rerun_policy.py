@@ -23,7 +23,7 @@ RUN_BY = {
     "classifier.data.folder_listing:list_class_folder": {"ingest"},  # split reads data/raw's index
     "classifier.data.shards:read_index": {"ingest", "split", "prepare", "augment"},
     "classifier.data.image_files:decode_image": {"ingest", "prepare", "augment"},  # not split: the index is all it reads
-    "classifier.data.duplicates:near_duplicates": {"ingest"},  # not in image_files.py, which prepare runs too
+    "classifier.data.duplicates:near_duplicates": {"ingest", "audit"},  # not in image_files.py, which prepare runs too
     "classifier.data.image_format:format_image": {"prepare"},
     "classifier.augment.offline:augment_block": {"augment"},
     "stages.augment:plot_class_counts": {"augment"},
@@ -32,20 +32,23 @@ RUN_BY = {
     "classifier.evaluation.scores:classification_report": {"evaluate"},
     "classifier.evaluation.charts:plot_confusion": {"evaluate"},
     "classifier.evaluation.health:check_collapse": {"evaluate"},
-    "classifier.training.optim:make_optimizer": {"train"},
-    "classifier.training.loop:fit": {"train"},
-    "classifier.augment.online:online_augment": {"train"},
-    "classifier.augment.policies:apply_policy": {"train"},  # lr_find too, a tool
-    "classifier.models.inference:predict_logits": {"train", "evaluate"},  # train: its val scores each epoch
+    # audit: its fold models are trained by train's loop
+    "classifier.training.optim:make_optimizer": {"train", "audit"},
+    "classifier.training.loop:fit": {"train", "audit"},
+    "classifier.augment.online:online_augment": {"train", "audit"},
+    "classifier.augment.policies:apply_policy": {"train", "audit"},  # lr_find too, a tool
+    "classifier.models.inference:predict_logits": {"train", "evaluate", "audit"},  # train: its val scores each epoch
     "tools.lr_find:lr_range_test": set(),
-    "classifier.runtime.outputs:staged_outputs": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
-    "classifier.params.checks:parse_section": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate"},
+    "classifier.runtime.outputs:staged_outputs": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate",
+                                                  "audit"},
+    "classifier.params.checks:parse_section": {"params", "ingest", "split", "prepare", "augment", "train", "evaluate",
+                                               "audit"},
     # not ingest: a stage reads its own sections; evaluate computes with train.cpu_threads as train did
-    "classifier.params.train:TrainParams": {"params", "train", "evaluate"},
-    "classifier.params.online_augment:OnlineAugmentParams": {"params", "train"},
+    "classifier.params.train:TrainParams": {"params", "train", "evaluate", "audit"},
+    "classifier.params.online_augment:OnlineAugmentParams": {"params", "train", "audit"},
     "classifier.params.augment:AugmentParams": {"params", "augment"},
     "classifier.params.whole_file:validate": {"params"},
-    "classifier.training.distributed:TorchrunWorker": {"train"},  # the worker handling left errors.py (every stage)
+    "classifier.training.distributed:TorchrunWorker": {"train", "audit"},  # the worker handling left errors.py (every stage)
     "tools.export:export_checkpoint": set(),  # a tool, run on the checkpoint one serves
     "classifier.models.checkpoint:Checkpoint": {"train", "evaluate"},
 }

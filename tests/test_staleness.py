@@ -135,9 +135,9 @@ def test_pretrained_weights_imported_by_url_train_and_dvc_update_reruns_train(pr
             # auto: ImageNet's constants, since the weights are pretrained (grey images: their average; the
             # weights' first conv sums its RGB filters)
             assert Checkpoint.load(project / "models/model.pt").preprocessing.mean == imagenet_stats(1)[0]
-            assert changed_stages(project) == {"evaluate"}  # the new model's
+            assert changed_stages(project) == {"evaluate", "audit"}  # the new model's; the audit reads its params
             publish(1)  # the host's file changes; the workspace's does not until `dvc update`
-            assert changed_stages(project) == {"evaluate"}
+            assert changed_stages(project) == {"evaluate", "audit"}
             dvc("update", str(imported.relative_to(project)), cwd=project)
         status = dvc("status", cwd=project).stdout
         assert "train:" in status and "modified:           models/pretrained" in status, status

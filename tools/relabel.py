@@ -3,15 +3,20 @@
     python -m tools.relabel data/raw/3/digit_0123.png --to 8 --note "a clear 8"
     python -m tools.relabel data/raw/5/digit_0456.png data/raw/5/digit_0457.png --to drop
     python -m tools.relabel data/raw/3/digit_0123.png --undo
+    python -m tools.relabel --from-audit --below 0.05   # the audit's label issues, to its suggested classes
     dvc exp run -n relabelled    # reruns split and the stages after it; compare with dvc exp show
 
 Each key is an image's key in data/raw (the path column of data/split/*.csv and of evaluate's
 plots/eval/*_predictions.csv), checked against data/raw with the class, so a typo is refused before
-the file is written; a key fixed again gets its new line in place of the old.
+the file is written; a key fixed again gets its new line in place of the old. --from-audit takes
+the label issues of the audit stage (plots/audit/issues.csv) whose label quality is below --below,
+each to the class the audit suggests, with its quality in the note: look at them first.
 """
 from __future__ import annotations
 
 import argparse
+
+import pandas as pd
 
 from classifier.data.label_fixes import DROP, LabelFix, check_label_fixes, format_label_fixes, read_label_fixes
 from classifier.data.shards import read_index
@@ -22,12 +27,28 @@ from classifier.runtime.outputs import atomic_file
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.relabel", description=__doc__.splitlines()[0])
-    parser.add_argument("keys", nargs="+", help="images' keys in data/raw, e.g. data/raw/3/digit_0123.png")
+    parser.add_argument("keys", nargs="*", help="images' keys in data/raw, e.g. data/raw/3/digit_0123.png")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--to", metavar="CLASS", help=f"their right class, or {DROP} to leave them out")
     action.add_argument("--undo", action="store_true", help="remove their lines: back to the label ingest read")
+    action.add_argument("--from-audit", action="store_true",
+                        help=f"the label issues in {AUDIT_ISSUES} below --below, each to its suggested class")
+    parser.add_argument("--below", type=float, metavar="QUALITY",
+                        help="with --from-audit: the label quality (0 to 1) under which an issue is fixed")
     parser.add_argument("--note", default="", help="why, kept in the file's note column")
     return parser
+
+
+AUDIT_ISSUES = paths.AUDIT_PLOTS / "issues.csv"
+
+
+def audit_fixes(below: float) -> list[LabelFix]:
+    """The audit's label issues below `below`, each to the class it suggests."""
+    issues = pd.read_csv(AUDIT_ISSUES, dtype={"key": str, "given": str, "suggested": str}, keep_default_na=False)
+    quality = pd.to_numeric(issues["label_quality"], errors="coerce")
+    chosen = issues[issues["issues"].str.contains("label") & (quality < below)]
+    return [LabelFix(row["key"], row["suggested"], f"audit: label quality {float(row['label_quality']):.3f}, was "
+                     f"{row['given']}", 0) for _, row in chosen.iterrows()]
 
 
 def relabel(fixes: dict[str, LabelFix], keys: list[str], label: str | None, note: str) -> list[LabelFix]:
@@ -40,6 +61,12 @@ def relabel(fixes: dict[str, LabelFix], keys: list[str], label: str | None, note
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.from_audit:
+        if args.keys:
+            raise PipelineError("--from-audit takes the images from the audit's list: name no keys beside it")
+        return apply_audit(args.below)
+    if not args.keys:
+        raise PipelineError("name the images to fix (their data/raw keys), or use --from-audit")
     fixes = read_label_fixes(paths.LABEL_FIXES)
     if args.undo:
         missing = [key for key in args.keys if key not in fixes]
@@ -50,11 +77,32 @@ def main(argv: list[str] | None = None) -> None:
         check_label_fixes([LabelFix(key, args.to, args.note, 0) for key in args.keys],
                           dict(zip(index["key"], index["label"])), "relabel")
     lines = relabel(fixes, args.keys, None if args.undo else args.to, args.note)
-    with atomic_file(paths.LABEL_FIXES) as tmp:
-        tmp.write_text(format_label_fixes(lines))
+    write_fixes(lines)
     what = "their lines removed" if args.undo else f"now {args.to}"
     print(f"relabel: {len(args.keys)} image(s) {what} in {paths.LABEL_FIXES} ({len(lines)} fix(es) in all); "
           "`dvc exp run` reruns split and the stages after it")
+
+
+def apply_audit(below: float | None) -> None:
+    if below is None or not 0 < below <= 1:
+        raise PipelineError(f"--from-audit needs --below QUALITY, from 0 to 1 (got {below}): the label quality "
+                            f"under which the issues of {AUDIT_ISSUES} are fixed")
+    chosen = audit_fixes(below)
+    if not chosen:
+        raise PipelineError(f"no label issue below {below:g} in {AUDIT_ISSUES} (with audit.folds: 0 it lists none: "
+                            "`dvc exp run -S audit.folds=5` audits)")
+    index = read_index(paths.RAW_DIR)
+    check_label_fixes(chosen, dict(zip(index["key"], index["label"])), str(AUDIT_ISSUES))
+    fixes = read_label_fixes(paths.LABEL_FIXES)
+    fixes.update({fix.key: fix for fix in chosen})
+    write_fixes(list(fixes.values()))
+    print(f"relabel: {len(chosen)} label issue(s) of {AUDIT_ISSUES} below {below:g} fixed to the suggested class in "
+          f"{paths.LABEL_FIXES} ({len(fixes)} fix(es) in all); `dvc exp run` reruns split and the stages after it")
+
+
+def write_fixes(fixes: list[LabelFix]) -> None:
+    with atomic_file(paths.LABEL_FIXES) as tmp:
+        tmp.write_text(format_label_fixes(fixes))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.runtime.errors import PipelineError
+from .audit import AuditParams
 from .augment import AugmentParams
 from .checks import (PARAMS_FILE, Sections, describe, parse_section, read_yaml, refuse_run_cache_blind_keys,
                      sections_from, unknown_key)
@@ -26,7 +27,7 @@ from .tune import TuneParams
 SECTIONS: dict[str, tuple[type, ...]] = {
     "data": (DataParams,), "split": (SplitParams,), "prepare": (PrepareParams,),
     "augment": (AugmentParams, OnlineAugmentParams), "model": (ModelParams,), "train": (TrainParams,),
-    "evaluate": (EvaluateParams,), "tune": (TuneParams,),
+    "evaluate": (EvaluateParams,), "tune": (TuneParams,), "audit": (AuditParams,),
 }
 EVERY_CLASS = tuple(cls for classes in SECTIONS.values() for cls in classes)
 

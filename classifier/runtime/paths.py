@@ -24,6 +24,8 @@ DATA_PLOTS = Path("plots/data")             # class_counts.{csv,png}, augment_pr
 TRAIN_PLOTS = Path("plots/train")           # history.csv: per-epoch loss, accuracy, learning rate
 LR_FIND_PLOTS = Path("plots/lr_find")      # python -m tools.lr_find: lr_find.{csv,png} (no DVC stage)
 EVAL_PLOTS = Path("plots/eval")             # {val,test}_predictions.csv, per_class_{val,test}.csv, PNGs
+AUDIT_METRICS = Path("metrics/audit.json")   # the label audit's counts (declared metrics; {} when audit.folds is 0)
+AUDIT_PLOTS = Path("plots/audit")           # issues.csv (suspects, worst first), out_of_fold.csv (every image's probabilities)
 
 INGEST_REPORT = RAW_DIR / "ingest.json"     # layout (splits of a pre-split source), skipped files
 CLASSES_FILE = SPLIT_DIR / "classes.json"
@@ -33,4 +35,4 @@ SPLITS = ("train", "val", "test")
 
 # Which stage makes each input of another: a missing one is `dvc repro <stage>` away.
 MADE_BY = {RAW_DIR: "ingest", SPLIT_DIR: "split", PREPARED_DIR: "prepare", AUGMENTED_DIR: "augment",
-           MODEL_FILE: "train"}
+           MODEL_FILE: "train", AUDIT_PLOTS: "audit"}
