@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.resume
 	$(BIN)/python -m benchmarks.tune
 	$(BIN)/python -m benchmarks.cluster
+	$(BIN)/python -m benchmarks.label_noise
 
 generated: $(STAMP)
 	$(BIN)/python -m tools.dvc_yaml

@@ -23,8 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("stages", "classifier", "params.yaml", "data/raw", "data/split", "data/prepared", "data/augmented",
-          "models/pretrained")
+COPIED = ("stages", "classifier", "tools", "params.yaml", "data/labels.csv", "data/raw", "data/split", "data/prepared",
+          "data/augmented", "models/pretrained")
 
 
 @contextmanager
@@ -35,6 +35,7 @@ def scratch_project() -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         for name in COPIED:
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
         yield work
 

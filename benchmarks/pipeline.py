@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.harness import ROOT, per_stage, sh, timed_repro
 
-STAGES = ("params", "ingest", "split", "prepare", "augment", "train", "evaluate")
+STAGES = ("params", "ingest", "split", "prepare", "augment", "train", "audit", "evaluate")
 
 
 def fresh_clone(scratch: Path, env: dict) -> Path:

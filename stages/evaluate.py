@@ -42,6 +42,7 @@ from classifier.runtime.errors import run_stage
 from classifier.evaluation.calibration import (calibration_json, calibration_scores, fit_temperature, reliability_bins,
                                                scaled_probabilities)
 from classifier.evaluation.charts import plot_confusion, plot_learning_curves, plot_reliability, plot_weight_histograms
+from classifier.evaluation import error_page
 from classifier.evaluation.health import (Curves, Finding, check_collapse, check_divergence, check_fit, check_spikes,
                                collapse_remedy)
 from classifier.models.inference import loss_and_accuracy, predict_logits_and_tta
@@ -51,11 +52,11 @@ from classifier.params.checks import load_sections
 from classifier.params.evaluate import EvaluateParams
 from classifier.params.train import TrainParams
 from classifier.evaluation.plotting import first_of_each_class, plot_image_grid, rows_of
-from classifier.evaluation.scores import (classification_report, comparison_metrics, per_class_json, predictions_table,
-                               summary_block, top_k_scores)
+from classifier.evaluation.scores import (classification_report, comparison_metrics, confusion_counts, per_class_json,
+                                          predictions_table, summary_block, top_k_scores)
 
 PARAMS = (EvaluateParams, TrainParams)  # train.cpu_threads: compute as train did
-DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR)  # the training record comes inside the checkpoint
+DEPS = (paths.MODEL_FILE, paths.PREPARED_DIR, paths.AUDIT_PLOTS)  # the training record comes inside the checkpoint
 OUTS = (paths.SUMMARY_METRICS, paths.EVAL_METRICS, paths.PER_CLASS_METRICS, paths.EVAL_PLOTS, paths.CALIBRATION_FILE)
 EVAL_SPLITS = ("train", "val", "test")  # train: the prepared originals, not the augmented copies
 TRAIN_SAMPLE_SEED = 0  # evaluate.train_sample draws the same rows every run (stated in eval.json)
@@ -143,7 +144,8 @@ def score_split(split: str, model: torch.nn.Module, normalize, device: torch.dev
         scores.update(sampled_from=len(data.labels), sample_seed=TRAIN_SAMPLE_SEED)
     table.to_csv(out / f"per_class_{split}.csv", index=False)
     if split != "train":
-        predictions_table(y_true, y_pred, classes).to_csv(out / f"{split}_predictions.csv", index=False)
+        predictions_table(y_true, y_pred, classes, data.index["source"].tolist()).to_csv(
+            out / f"{split}_predictions.csv", index=False)
         plot_confusion(y_true, y_pred, classes, f"{split}: accuracy {summary['accuracy']:.2%}",
                        out / f"confusion_{split}.png")
     if split == "val":
@@ -188,6 +190,40 @@ def calibrate(results: dict[str, SplitScores], method: str, out) -> dict:
     return calibration
 
 
+def write_error_page(results: dict[str, SplitScores], calibration: dict, model: torch.nn.Module, normalize,
+                     device: torch.device, classes: list[str], name: str, out) -> None:
+    """plots/eval/errors.html (classifier/evaluation/error_page.py): the test split's cells with their
+    images and Grad-CAM, per-class scores, the reliability diagram and the audit's suspects."""
+    test, data = results["test"], load_array_set(paths.PREPARED_DIR / "test")
+    probabilities = scaled_probabilities(test.logits, calibration["temperature"])  # what predict gives
+    cells = error_page.cell_rows(test.truth, probabilities)
+    listed = np.unique(np.concatenate(list(cells.values()))) if cells else np.empty(0, int)
+    overlays = error_page.grad_cam_overlays(model, normalize(images_to_tensor(data.images[listed], device)),
+                                            data.images[listed], probabilities[listed].argmax(1).tolist())
+    page_cells = error_page.cell_entries(cells, data.index["source"].tolist(), data.images, probabilities, test.truth,
+                                         dict(zip(listed.tolist(), overlays)) if overlays else None)
+    issues = paths.AUDIT_PLOTS / "issues.csv"
+    suspects = pd.read_csv(issues, dtype=str, keep_default_na=False) if issues.is_file() else pd.DataFrame()
+    pictures = {}
+    for split in ("train", "val"):
+        index = load_array_set(paths.PREPARED_DIR / split)
+        rows = np.flatnonzero(index.index["source"].isin(suspects["key"].head(error_page.SUSPECTS)).to_numpy()) \
+            if len(suspects) else []
+        pictures.update({index.index["source"].iloc[r]: error_page.data_uri(index.images[r]) for r in rows})
+    per_class = pd.DataFrame(test.per_class).T.reset_index(names="class").astype({"support": int})
+    scores = test.scores
+    summary = (f"{name}: test accuracy {scores['accuracy']:.2%}, macro F1 {scores['f1_macro']:.4f}, "
+               f"ECE {calibration['test']['ece']:.4f} (temperature {calibration['temperature']:g}), "
+               f"{len(test.truth)} test images")
+    cam_note = ("Each image beside its Grad-CAM: where the model looked for the class it predicted (its last conv layer)."
+                if overlays else "No Grad-CAM: the model has no conv layer.")
+    page = error_page.render_page("What the model gets wrong", summary, classes,
+                                  confusion_counts(test.truth, probabilities.argmax(1), len(classes)), page_cells,
+                                  per_class, (out / "reliability.png").read_bytes(),
+                                  suspects if len(suspects) else None, pictures, cam_note)
+    (out / "errors.html").write_text(page)
+
+
 def main() -> None:
     params = load_sections(*PARAMS).evaluate
     checkpoint = Checkpoint.load(paths.MODEL_FILE)
@@ -208,6 +244,7 @@ def main() -> None:
             if results[split].tta is not None:
                 scores.setdefault("tta", {"mode": params.tta})[split] = results[split].tta
         scores["calibration"] = calibrate(results, params.calibrate, out)
+        write_error_page(results, scores["calibration"], model, normalize, device, classes, checkpoint.model.name, out)
         plot_learning_curves(history, out / "learning_curves.png", saved_epoch=checkpoint.epoch)
         findings = health_checks(scores, results["val"].truth, results["val"].predicted, classes, history,
                                  checkpoint.record["step_losses"], params)

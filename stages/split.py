@@ -2,13 +2,15 @@
 
     python -m stages.split
 
-Labels are first fixed (data/labels.csv: an image relabelled or dropped, by its key), then classes are
-renamed (split.merge), dropped (split.drop), and down-sampled (split.max_per_class,
+Classes are first renamed (split.merge), dropped (split.drop), and down-sampled (split.max_per_class,
 split.balance). A source that ingest found already split keeps its split (a lone val/ may serve as
 the test set: split.given_val): only a missing val or test is carved out of train, stratified, by
 the split fractions; down-sampling then applies to
 train alone, so the user's evaluation sets stay as given. Otherwise each class is cut by
-split.train/val/test. Every split must get split.min_per_split images of every class.
+split.train/val/test. Every split must get split.min_per_split images of every class. Last, the label
+fixes of data/labels.csv (an image relabelled or dropped, by its key) are applied where each image
+landed: the splits are drawn from the labels ingest read, so a fixed image stays in its split and a
+test set stays the same images across label fixes (less those dropped).
 
 Reads data/raw/index.csv (the images' keys, given splits and labels) and data/labels.csv. Writes
 data/split/{train,val,test}.csv (columns path,label: each image's key in data/raw, lists, not copies) and
@@ -21,7 +23,7 @@ import pandas as pd
 
 from classifier.runtime import paths
 from classifier.data.artifacts import class_ids, read_json, write_file_list
-from classifier.data.label_fixes import apply_label_fixes, read_label_fixes
+from classifier.data.label_fixes import apply_label_fixes, check_label_fixes, read_label_fixes
 from classifier.runtime.errors import PipelineError, run_stage
 from classifier.runtime.outputs import atomic_dir, write_json
 from classifier.params.checks import load_sections
@@ -61,6 +63,12 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
 
 
+def renamed(label: str, merge: dict[str, str], drop: tuple[str, ...]) -> str | None:
+    """A class name after split.merge, None when split.drop leaves it out."""
+    label = merge.get(label, label)
+    return None if label in drop else label
+
+
 def merge_and_drop(labels: list[str], merge: dict[str, str], drop: tuple[str, ...]) -> list[str | None]:
     """Rename classes by `merge` ({old: new}), then drop the classes in `drop` (names after the
     merge): returns the new label of each row, None for a dropped row. Unknown names raise."""
@@ -69,13 +77,12 @@ def merge_and_drop(labels: list[str], merge: dict[str, str], drop: tuple[str, ..
     if unknown:
         raise PipelineError(f"The 'split.merge' parameter names unknown class(es) {', '.join(unknown)}; "
                             f"classes: {', '.join(present)}")
-    renamed = [merge.get(label, label) for label in labels]
-    after_merge = sorted(set(renamed))
+    after_merge = sorted({merge.get(label, label) for label in present})
     unknown = sorted(set(drop) - set(after_merge))
     if unknown:
         raise PipelineError(f"The 'split.drop' parameter names unknown class(es) {', '.join(unknown)}; "
                             f"classes after split.merge: {', '.join(after_merge)}")
-    kept = [None if label in drop else label for label in renamed]
+    kept = [renamed(label, merge, drop) for label in labels]
     if len({label for label in kept if label is not None}) < 2:
         raise PipelineError("fewer than two classes are left after split.merge and split.drop")
     return kept
@@ -151,13 +158,21 @@ def main() -> None:
     params = load_sections(*PARAMS).split
     retire_summary()  # the scores of the last run no longer describe this data
     report = read_json(paths.INGEST_REPORT)
-    files, fixed = apply_label_fixes(list_raw(), read_label_fixes(paths.LABEL_FIXES), paths.LABEL_FIXES)
-    if fixed:
-        print(f"split: label fixes in {fixed}")
+    files = list_raw()
+    fixes = read_label_fixes(paths.LABEL_FIXES)
+    check_label_fixes(fixes.values(), dict(zip(files["path"], files["label"])), str(paths.LABEL_FIXES))
     files["label"] = merge_and_drop(files["label"].tolist(), dict(params.merge), params.drop)
     files = files[files["label"].notna()].reset_index(drop=True)
     classes = sorted(files["label"].unique())
     splits = assign_splits(files, classes, params)
+    relabelled = dropped = 0
+    for split, rows in splits.items():
+        splits[split], more_relabelled, more_dropped = apply_label_fixes(
+            rows, fixes, lambda label: renamed(label, dict(params.merge), params.drop))
+        relabelled, dropped = relabelled + more_relabelled, dropped + more_dropped
+    if fixes:
+        print(f"split: label fixes in {paths.LABEL_FIXES}: {relabelled} relabelled, {dropped} dropped (each "
+              "image in the split it was drawn in)")
     with atomic_dir(paths.SPLIT_DIR) as out:
         for split, rows in splits.items():
             write_file_list(out / f"{split}.csv", rows["path"].tolist(), rows["label"].tolist())

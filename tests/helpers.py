@@ -77,7 +77,7 @@ def changed_stages(root: Path) -> set[str]:
     return set(json.loads(dvc("status", "--json", cwd=root).stdout))
 
 
-STAGES = ["params", "ingest", "split", "prepare", "augment", "train", "evaluate", "audit"]
+STAGES = ["params", "ingest", "split", "prepare", "augment", "train", "audit", "evaluate"]
 
 
 def most_advanced(rows: list[dict]) -> dict:

@@ -73,7 +73,7 @@ def test_every_param_is_read_by_some_stage() -> None:
 
 
 def test_the_params_stage_runs_first_and_every_stage_follows_it() -> None:
-    assert list(STAGES) == ["params", "ingest", "split", "prepare", "augment", "train", "evaluate", "audit"]
+    assert list(STAGES) == ["params", "ingest", "split", "prepare", "augment", "train", "audit", "evaluate"]
     assert STAGES["params"]["cmd"] == "python -m stages.params"
     assert "params.yaml" in STAGES["params"]["deps"] and "data/params.ok" in STAGES["ingest"]["deps"]
     assert all(STAGES[name]["cmd"] == f"python -m stages.{name}" for name in list(STAGES)[1:])

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from classifier.data.label_fixes import LabelFix, apply_label_fixes, format_label_fixes, parse_label_fixes
+from classifier.data.label_fixes import (LabelFix, apply_label_fixes, check_label_fixes, format_label_fixes,
+                                         parse_label_fixes)
 from classifier.runtime.errors import PipelineError
 from tests.helpers import copy_project, make_image_folder, run_stage_in_process
 
@@ -52,11 +53,14 @@ def test_a_bad_labels_file_is_one_line_naming_the_line(text, said) -> None:
 
 def test_fixes_relabel_and_drop_and_say_how_many() -> None:
     fixes = parse_label_fixes(b"key,label,note\ndata/raw/cat/a.png,dog\ndata/raw/dog/c.png,drop\n"
-                              b"data/raw/cat/b.png,cat\n", PATH)
-    fixed, said = apply_label_fixes(FILES, fixes, PATH)
+                              b"data/raw/cat/b.png,cat\ndata/raw/cat/z.png,cat\n", PATH)   # z: in another split
+    fixed, relabelled, dropped = apply_label_fixes(FILES, fixes)
     assert fixed.to_dict("list") == {"path": ["data/raw/cat/a.png", "data/raw/cat/b.png"], "label": ["dog", "cat"]}
-    assert said == "data/labels.csv: 1 relabelled, 1 dropped, 1 already so"
-    assert apply_label_fixes(FILES, {}, PATH) == (FILES, "")
+    assert (relabelled, dropped) == (1, 1)
+    # A fix names the source's class; split.merge renames it, split.drop leaves it out, as it does any image.
+    merged, relabelled, dropped = apply_label_fixes(FILES, fixes, lambda label: {"dog": "pet", "cat": None}[label])
+    assert merged.to_dict("list") == {"path": ["data/raw/cat/a.png"], "label": ["pet"]} and (relabelled, dropped) == (1, 2)
+    assert apply_label_fixes(FILES, {}) == (FILES, 0, 0)
 
 
 @pytest.mark.parametrize("line, said", [
@@ -66,7 +70,7 @@ def test_fixes_relabel_and_drop_and_say_how_many() -> None:
 def test_a_fix_of_an_unknown_image_or_class_is_refused(line, said) -> None:
     fixes = parse_label_fixes(b"key,label,note\n" + line + b"\n", PATH)
     with pytest.raises(PipelineError, match=re.escape(f"{PATH}, {said}")):
-        apply_label_fixes(FILES, fixes, PATH)
+        check_label_fixes(fixes.values(), dict(zip(FILES["path"], FILES["label"])), str(PATH))
 
 
 @pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
@@ -98,6 +102,10 @@ def test_relabel_writes_the_fix_that_split_applies_and_a_bad_one_writes_nothing(
     assert "split: label fixes in data/labels.csv: 1 relabelled, 1 dropped" in capsys.readouterr().out
     lists = pd.concat(pd.read_csv(f"data/split/{s}.csv") for s in ("train", "val", "test"))
     assert lists.set_index("path")["label"][cat] == "dog" and dog not in set(lists["path"]) and len(lists) == 19
+    # Each image stays in the split it was drawn in: the others' lists are as before.
+    assert pd.read_csv("data/split/train.csv").set_index("path")["label"][cat] == "dog"
+    for split in ("val", "test"):
+        assert (project / f"data/split/{split}.csv").read_bytes() == before[f"{split}.csv"]
 
     # A bad line stops split before it writes: the last split stays whole.
     fixed = {path.name: path.read_bytes() for path in (project / "data/split").iterdir()}

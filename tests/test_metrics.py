@@ -53,9 +53,10 @@ def test_a_class_never_predicted_scores_zero_not_nan() -> None:
 
 
 def test_predictions_table_for_the_confusion_template() -> None:
-    table = predictions_table(Y_TRUE, Y_PRED, CLASSES)
-    assert table.columns.tolist() == ["actual", "predicted"] and len(table) == len(Y_TRUE)
-    assert table.iloc[1].tolist() == ["cat", "dog"]
+    keys = [f"data/raw/x/{i}.png" for i in range(len(Y_TRUE))]
+    table = predictions_table(Y_TRUE, Y_PRED, CLASSES, keys)
+    assert table.columns.tolist() == ["actual", "predicted", "key"] and len(table) == len(Y_TRUE)
+    assert table.iloc[1].tolist() == ["cat", "dog", keys[1]]
 
 
 @pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not

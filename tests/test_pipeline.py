@@ -121,7 +121,7 @@ def test_no_val_or_test_image_reaches_training(project) -> None:
 
 
 def test_lr_change_reruns_train_and_evaluate_only(project, lr_experiment) -> None:
-    assert stages_run(lr_experiment) == ["params", "train", "evaluate", "audit"]  # params: the whole file checked first; audit (off) reads train's params
+    assert stages_run(lr_experiment) == ["params", "train", "audit", "evaluate"]  # params: the whole file checked first; audit (off) reads train's params
     # The run ends with one summary block: test accuracy, macro F1, the health verdict.
     block = re.search(r"^─+\ntest accuracy  (\S+)%.*\nmacro F1       (\S+)\nhealth         (.+)\n", lr_experiment.stdout, re.M)
     assert block, lr_experiment.stdout
@@ -247,13 +247,15 @@ def test_exp_show_lists_params_and_accuracies(project, lr_experiment) -> None:
 def test_plots_diff_renders_both_revisions(project, lr_experiment) -> None:
     result = dvc("plots", "diff", "HEAD", "lr-small", "--json", cwd=project)
     plots = json.loads(result.stdout)["data"]
-    for name in ("Loss", "Accuracy", "Confusion matrix (test)"):
+    for name in ("Loss", "Accuracy", "Confusion matrix (test)", "Reliability (test)"):
         (plot,) = plots[name]
         assert plot["type"] == "vega" and plot["revisions"] == ["HEAD", "lr-small"], name
     out = project / "plots_html"
     dvc("plots", "diff", "HEAD", "lr-small", "-o", str(out), cwd=project)
     html = (out / "index.html").read_text()
     assert "HEAD" in html and "lr-small" in html
+    # ... and links to evaluate's error page (issue 39), there beside it.
+    assert 'href="../plots/eval/errors.html"' in html and (out.parent / "plots/eval/errors.html").is_file()
     # Renders offline: vega, vega-lite and vega-embed are in the page, and no script comes from elsewhere.
     assert not re.search(r"<script[^>]*\bsrc\s*=", html), "the plots page loads a script"
     assert re.search(r"<link[^>]*https?:", html) is None

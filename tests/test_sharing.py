@@ -152,7 +152,7 @@ def ddp_experiment(project) -> dict:
 
 
 def test_two_data_parallel_processes_match_one(project, ddp_experiment) -> None:
-    assert stages_run(ddp_experiment["result"]) == ["params", "train", "evaluate", "audit"]
+    assert stages_run(ddp_experiment["result"]) == ["params", "train", "audit", "evaluate"]
     assert "train: starting 2 processes with torchrun" in ddp_experiment["result"].stdout
     assert ddp_experiment["result"].stdout.count("epoch  10/10") == 1  # rank 0 alone reports
     single = json.loads((project / "metrics/summary.json").read_text())["test_acc"]

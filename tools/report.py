@@ -3,6 +3,7 @@
     python -m tools.report [-o report.md] [--sort-by val_acc] [--seeds]
     python -m tools.report --per-class [--split test]     # this workspace's per-class scores
     python -m tools.report --study NAME                   # a tools.tune study: trials ranked, pictures
+    python -m tools.report --errors EXP_A EXP_B           # test images one gets right and the other wrong
 
 Reads `dvc exp show --json`: one row per commit and experiment, its state (done, running, queued,
 failed; the workspace `stale` when `dvc status` says its outputs are not its params'), the params
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"instead: {PER_CLASS_FILE} of this workspace as a table, worst F1 first")
     parser.add_argument("--study", help="instead: the tools.tune study NAME, its trials ranked, the best one's "
                                         "command, and pictures in plots/tune/NAME (classifier/experiments/study.py)")
+    parser.add_argument("--errors", nargs=2, metavar=("A", "B"),
+                        help="instead: the test images run A gets right and B wrong, and the other way round (an "
+                             "experiment's name, a git revision, or workspace)")
     parser.add_argument("--split", default="test", help="with --per-class: train, val or test (default: %(default)s)")
     parser.add_argument("--width", type=int, default=None,
                         help="characters a line on the screen (default: the terminal's, 160 when not a terminal); "
@@ -76,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.study:
         from classifier.experiments.study import report
         write_table(report(args.study), args.output)
+        return
+    if args.errors:
+        from classifier.experiments.error_diff import compare_runs
+        write_table(compare_runs(*args.errors), args.output)
         return
     if args.per_class:
         if not PER_CLASS_FILE.is_file():

@@ -7,7 +7,8 @@
 `key` is the image's key in data/raw (the path column of data/split/*.csv and of the audit's and
 evaluate's per-image lists), `label` a class of the source (before split.merge) or `drop`, `note`
 free text. The split stage applies the file (the first stage that reads labels: the images, and
-ingest, are never touched), so an edit to it reruns split and the stages after it. Written by hand
+ingest, are never touched), after drawing the splits from the labels ingest read: a fixed image
+stays in its split. An edit to the file reruns split and the stages after it. Written by hand
 or by `python -m tools.relabel`; a bad line is one error naming the file and the line.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -85,20 +86,20 @@ def check_label_fixes(fixes: Iterable[LabelFix], labels: dict[str, str], source:
                                 f"{', '.join(classes)} (or {DROP})")
 
 
-def apply_label_fixes(files: pd.DataFrame, fixes: dict[str, LabelFix], path: Path) -> tuple[pd.DataFrame, str]:
-    """`files` (path, label, ...) with each fix applied: the label replaced, or the row left out for
-    drop; and what was done, for the stage's line ('' when there were no fixes)."""
+def apply_label_fixes(rows: pd.DataFrame, fixes: dict[str, LabelFix],
+                      rename: Callable[[str], str | None] = lambda label: label) -> tuple[pd.DataFrame, int, int]:
+    """`rows` (path, label, ...: one split's, labels final) with each fix applied: the label replaced by
+    rename(fix's label) (split.merge's name; None, or drop: the row left out). Returns the rows, and how
+    many were relabelled and dropped. Applied after the splits are drawn, so a fixed image stays in its
+    split: a test set compared across label fixes is the same images (less those dropped)."""
     if not fixes:
-        return files, ""
-    check_label_fixes(fixes.values(), dict(zip(files["path"], files["label"])), str(path))
-    new_label = files["path"].map({key: fix.label for key, fix in fixes.items()})
-    changed = new_label.notna() & (new_label != files["label"])
-    dropped = new_label == DROP
-    fixed = files.assign(label=new_label.where(changed, files["label"]))[~dropped].reset_index(drop=True)
-    relabelled = int((changed & ~dropped).sum())
-    unchanged = len(fixes) - relabelled - int(dropped.sum())
-    said = f"{path}: {relabelled} relabelled, {int(dropped.sum())} dropped"
-    return fixed, said + (f", {unchanged} already so" if unchanged else "")
+        return rows, 0, 0
+    fixed = rows["path"].map({key: (None if fix.label == DROP else rename(fix.label)) for key, fix in fixes.items()})
+    listed = rows["path"].isin(list(fixes))
+    dropped = listed & fixed.isna()
+    changed = listed & ~dropped & (fixed != rows["label"])
+    out = rows.assign(label=fixed.where(changed, rows["label"]))[~dropped].reset_index(drop=True)
+    return out, int(changed.sum()), int(dropped.sum())
 
 
 def format_label_fixes(fixes: list[LabelFix]) -> str:

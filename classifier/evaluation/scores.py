@@ -63,10 +63,11 @@ def per_class_json(table: pd.DataFrame) -> dict:
             for _, row in table.iterrows()}
 
 
-def predictions_table(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """One row per sample, `actual` and `predicted` class names: what DVC's confusion template reads."""
+def predictions_table(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str], keys: list[str]) -> pd.DataFrame:
+    """One row per sample, `actual` and `predicted` class names (what DVC's confusion template reads) and
+    the image's data/raw `key` (what `tools.report --errors` compares runs by)."""
     names = np.asarray(class_names, dtype=object)
-    return pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred]})
+    return pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred], "key": keys})
 
 
 def comparison_metrics(scores: dict) -> dict:
