@@ -217,11 +217,11 @@ def write_error_page(results: dict[str, SplitScores], calibration: dict, model: 
                f"{len(test.truth)} test images")
     cam_note = ("Each image beside its Grad-CAM: where the model looked for the class it predicted (its last conv layer)."
                 if overlays else "No Grad-CAM: the model has no conv layer.")
-    page = error_page.render_page("What the model gets wrong", summary, classes,
-                                  confusion_counts(test.truth, probabilities.argmax(1), len(classes)), page_cells,
-                                  per_class, (out / "reliability.png").read_bytes(),
-                                  suspects if len(suspects) else None, pictures, cam_note)
-    (out / "errors.html").write_text(page)
+    page = error_page.ErrorPage("What the model gets wrong", summary, classes,
+                                confusion_counts(test.truth, probabilities.argmax(1), len(classes)), page_cells,
+                                per_class, (out / "reliability.png").read_bytes(), suspects if len(suspects) else None,
+                                pictures, cam_note)
+    (out / "errors.html").write_text(page.html())
 
 
 def main() -> None:

@@ -36,9 +36,9 @@ def test_the_page_holds_everything_inline_and_forbids_any_request() -> None:
                       "true": 0.1, "loss": 2.3}]}
     suspects = pd.DataFrame({"key": ["data/raw/a/2.png"], "split": ["train"], "issues": ["label"], "given": ["a"],
                              "suggested": ["b"], "label_quality": ["0.01"], "detail": [""]})
-    page = error_page.render_page("t", "s", ["a", "b</script>"], np.array([[3, 1], [0, 2]]), cells,
-                                  pd.DataFrame({"class": ["a"], "f1": [0.5]}), b"png", suspects,
-                                  {"data/raw/a/2.png": error_page.data_uri(image)}, "note")
+    page = error_page.ErrorPage("t", "s", ["a", "b</script>"], np.array([[3, 1], [0, 2]]), cells,
+                                pd.DataFrame({"class": ["a"], "f1": [0.5]}), b"png", suspects,
+                                {"data/raw/a/2.png": error_page.data_uri(image)}, "note").html()
     assert "default-src 'none'" in page and not re.search(r"(src|href)=\"(https?:)?//", page)
     assert page.count("<script") == 3 and "b<\\/script>" in page   # the data cannot close its script
     assert 'data-cell="0,1">1<' in page and "data/raw/a/2.png" in page

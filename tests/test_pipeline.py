@@ -57,11 +57,11 @@ def test_repro_writes_every_output(project) -> None:
 
 def test_eval_metrics_have_the_expected_keys(project) -> None:
     scores = json.loads((project / "metrics/eval.json").read_text())
-    assert set(scores) == {"train", "val", "test", "avoidable_bias", "variance", "health"}
+    assert set(scores) == {"train", "val", "test", "avoidable_bias", "variance", "health", "calibration"}
     for split in ("train", "val", "test"):
         assert set(scores[split]) - {"sampled_from", "sample_seed"} == {
             "accuracy", "top_k_accuracy", "loss", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-            "recall_weighted", "f1_weighted", "images"}
+            "recall_weighted", "f1_weighted", "ece", "brier", "images"}
         assert 0.5 < scores[split]["accuracy"] <= scores[split]["top_k_accuracy"] <= 1.0  # a tiny MLP still learns
     # evaluate.train_sample: 1000 of the 1,259 train images, seeded and said; val and test whole
     assert (scores["train"]["images"], scores["train"]["sampled_from"], scores["train"]["sample_seed"]) == (1000, 1259, 0)
@@ -186,7 +186,7 @@ def test_a_label_fix_reruns_split_and_what_follows_never_ingest(project) -> None
         result = dvc("repro", "split", cwd=project)
         assert stages_run(result) == ["split"]
         assert "split: label fixes in data/labels.csv: 1 relabelled, 0 dropped" in result.stdout
-        assert changed_stages(project) == {"prepare", "augment", "train", "evaluate"}   # never ingest
+        assert changed_stages(project) == {"prepare", "augment", "train", "audit", "evaluate"}   # never ingest
     finally:
         restore_baseline(project)
 
@@ -200,7 +200,7 @@ def test_augment_change_reruns_augment_then_train_and_evaluate(project) -> None:
         result = dvc("repro", "augment", cwd=project)
         assert stages_run(result) == ["params", "augment"]
         assert "augment: 1259 train images -> 3777 rows (original, blur3, blur5)" in result.stdout
-        assert changed_stages(project) == {"train", "evaluate"}  # both read the augmented train split
+        assert changed_stages(project) == {"train", "audit", "evaluate"}  # each reads the augmented train split
     finally:
         restore_baseline(project)
 
@@ -220,7 +220,8 @@ def test_a_bad_param_anywhere_stops_dvc_repro_before_any_stage_works(project) ->
 def test_online_augmentation_reruns_train_and_evaluate_not_augment(project) -> None:
     try:
         set_params(project, augment={"online": True})
-        assert changed_stages(project) == {"params", "train"}  # then evaluate, as train's model changes
+        # then evaluate, as train's model changes; audit: it trains as train does (off, it writes {} at once)
+        assert changed_stages(project) == {"params", "train", "audit"}
     finally:
         restore_baseline(project)
 
@@ -234,7 +235,7 @@ def test_exp_show_lists_params_and_accuracies(project, lr_experiment) -> None:
     # The declared metrics are the handful that compare runs; the detail is in files dvc metrics show reads.
     shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
     assert {file for row in shown for file in (row.get("data") or {}).get("metrics", {})} == {
-        "metrics/summary.json", "metrics/time.json"}
+        "metrics/summary.json", "metrics/time.json", "metrics/audit.json"}
     lr_small = next(row for row in rows if row[0] == "lr-small")
     assert lr_small[header.index("train.lr")] == "0.01"
     summary = json.loads((project / "metrics/summary.json").read_text())

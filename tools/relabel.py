@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def apply_audit(below: float | None) -> None:
+    """--from-audit: the audit's label issues below `below` written as fixes (a key already fixed gets
+    the audit's class instead), each checked against data/raw first."""
     if below is None or not 0 < below <= 1:
         raise PipelineError(f"--from-audit needs --below QUALITY, from 0 to 1 (got {below}): the label quality "
                             f"under which the issues of {AUDIT_ISSUES} are fixed")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -137,25 +138,37 @@ document.querySelectorAll('#confusion td[data-cell]').forEach(td => td.addEventL
 }));"""
 
 
-def render_page(title: str, summary: str, classes: list[str], counts: np.ndarray, cells: dict[str, list[dict]],
-                per_class: pd.DataFrame, reliability_png: bytes, suspects: pd.DataFrame | None,
-                suspect_pictures: dict[str, str], cam_note: str) -> str:
-    """The whole page's text (inline CSS, data and script)."""
-    reliability = "data:image/png;base64," + base64.b64encode(reliability_png).decode()
-    data = {name: json.dumps(value).replace("</", "<\\/") for name, value in (("cells", cells), ("classes", classes))}
-    audit = ("<p class='note'>The audit is off (audit.folds: 0): <code>dvc exp run -S audit.folds=5</code> lists "
-             "the labels to check.</p>" if suspects is None else
-             f"<p class='note'>{len(suspects)} suspects (plots/audit/issues.csv; the first {SUSPECTS} shown), worst "
-             "label quality first; fix with <code>python -m tools.relabel KEY --to CLASS</code>.</p>"
-             + table_html(suspects.head(SUSPECTS), suspect_pictures))
-    return f"""<!DOCTYPE html>
+@dataclass(frozen=True)
+class ErrorPage:
+    """What the page shows; html() is its whole text (inline CSS, data and script)."""
+    title: str
+    summary: str
+    classes: list[str]
+    counts: np.ndarray                  # the test split's confusion counts, actual × predicted
+    cells: dict[str, list[dict]]        # cell_entries
+    per_class: pd.DataFrame
+    reliability_png: bytes
+    suspects: pd.DataFrame | None       # plots/audit/issues.csv; None: the audit is off
+    suspect_pictures: dict[str, str]    # key -> data URI
+    cam_note: str
+
+    def html(self) -> str:
+        title, summary, classes, cells, suspects = self.title, self.summary, self.classes, self.cells, self.suspects
+        reliability = "data:image/png;base64," + base64.b64encode(self.reliability_png).decode()
+        data = {name: json.dumps(value).replace("</", "<\\/") for name, value in (("cells", cells), ("classes", classes))}
+        audit = ("<p class='note'>The audit is off (audit.folds: 0): <code>dvc exp run -S audit.folds=5</code> lists "
+                 "the labels to check.</p>" if suspects is None else
+                 f"<p class='note'>{len(suspects)} suspects (plots/audit/issues.csv; the first {SUSPECTS} shown), worst "
+                 "label quality first; fix with <code>python -m tools.relabel KEY --to CLASS</code>.</p>"
+                 + table_html(suspects.head(SUSPECTS), self.suspect_pictures))
+        return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>
-<h2>Confusion matrix (test): click a cell</h2>{confusion_html(counts, classes)}
-<p class="note">{html.escape(cam_note)}</p><div id="cell-images"></div>
-<h2>Per class (test)</h2>{table_html(per_class)}
+<h2>Confusion matrix (test): click a cell</h2>{confusion_html(self.counts, classes)}
+<p class="note">{html.escape(self.cam_note)}</p><div id="cell-images"></div>
+<h2>Per class (test)</h2>{table_html(self.per_class)}
 <h2>Reliability (is the model as sure as it is right?)</h2><img src="{reliability}" alt="reliability diagram" style="width:420px">
 <h2>Label audit</h2>{audit}
 <script type="application/json" id="cells">{data["cells"]}</script>
