@@ -99,3 +99,21 @@ def test_the_page_in_a_browser_lists_a_cells_images_on_a_click_and_asks_nothing_
         finally:
             browser.close()
     assert [url for url in requests if not url.startswith("data:")] == [page.as_uri()]
+
+
+@pytest.mark.slow  # pytorch-grad-cam's import: about 3 s
+def test_our_grad_cam_is_pytorch_grad_cams() -> None:
+    """error_page.grad_cam computes what the pinned pytorch-grad-cam's GradCAM does, without its import."""
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from classifier.models.registry import InputShape, build_model
+    from classifier.params.whole_file import load_params
+    torch.manual_seed(0)
+    model = build_model(load_params("model").model, InputShape(1, 32, 32, 10)).eval()   # params.yaml's: LeNet-5
+    inputs = torch.randn(6, 1, 32, 32)
+    targets = [0, 3, 5, 9, 1, 1]
+    layer = error_page.last_conv(model)
+    with GradCAM(model=model, target_layers=[layer]) as reference:
+        expected = reference(input_tensor=inputs, targets=[ClassifierOutputTarget(t) for t in targets])
+    np.testing.assert_allclose(error_page.grad_cam(model, layer, inputs, targets), expected, atol=1e-5)

@@ -99,7 +99,8 @@ def plot_reliability(curves: dict[str, tuple[pd.DataFrame, float]], path: Path) 
     fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     for (label, (table, ece)), marker in zip(curves.items(), "osd^v"):
-        line, = ax.plot(table["confidence"], table["accuracy"], f"-{marker}", markersize=4, label=f"{label} (ECE {ece:.3f})")
+        line, = ax.plot(table["confidence"], table["accuracy"], f"-{marker}", markersize=4,
+                        label=f"{label} (ECE {ece:.3f})")
         counts_ax.plot(table["confidence"], table["images"], f"-{marker}", markersize=3, color=line.get_color())
     ax.set(title="reliability: is the model as sure as it is right?", ylabel="accuracy in the bin", xlim=(0, 1.02),
            ylim=(0, 1.02))

@@ -2,8 +2,9 @@
 data: URIs, its script inline, no request leaves the page) to look at what the model gets wrong.
 
 - the test split's confusion matrix: a click on a cell lists its images, worst loss first (up to
-  PER_CELL of a cell of mistakes, PER_RIGHT_CELL of a right one), each with its probabilities and a Grad-CAM overlay (pytorch-grad-cam on the last conv
-  layer: where the model looked for the class it predicted; none for a model without one);
+  PER_CELL of a cell of mistakes, PER_RIGHT_CELL of a right one), each with its probabilities and a
+  Grad-CAM overlay (on the last conv layer: where the model looked for the class it predicted; none
+  for a model without one);
 - per-class precision, recall, F1; the reliability diagram; the audit's suspects (plots/audit/issues.csv,
   when the audit ran) with the label it suggests and the image.
 `dvc plots show` links to it (.dvc/plots.html).
@@ -22,7 +23,7 @@ import torch
 from classifier.data.opencv import cv2
 
 PER_CELL = 24       # images listed per cell of mistakes, worst loss first
-PER_RIGHT_CELL = 8  # and per cell of right answers: its least sure (the page is committed with the plots: ~3 KB an image)
+PER_RIGHT_CELL = 8  # and per cell of right answers, its least sure (the page is committed: ~3 KB an image)
 SUSPECTS = 48      # audit suspects shown
 
 
@@ -37,20 +38,44 @@ def last_conv(model: torch.nn.Module) -> torch.nn.Module | None:
     return convs[-1] if convs else None
 
 
+def grad_cam(model: torch.nn.Module, layer: torch.nn.Module, inputs: torch.Tensor, targets: list[int]) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017), as pytorch-grad-cam's GradCAM computes it (tests/test_error_page.py
+    holds the two equal): `layer`'s activations weighted by the mean gradient of each target class's
+    score, summed over channels, ReLU, scaled to [0, 1] per image and resized to the input. N×H×W
+    float32. Here rather than through that package, whose import costs evaluate 3.3 s a run."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep(_module, _inputs, output) -> None:
+        kept["activations"] = output
+        output.register_hook(lambda grad: kept.__setitem__("gradients", grad))
+    handle = layer.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            scores = model(inputs.detach().requires_grad_(True))
+            model.zero_grad()
+            scores.gather(1, torch.tensor(targets, device=scores.device)[:, None]).sum().backward()
+    finally:
+        handle.remove()
+    weights = kept["gradients"].mean(dim=(2, 3), keepdim=True)
+    maps = torch.relu((weights * kept["activations"]).sum(dim=1)).detach().cpu().numpy()
+    height, width = inputs.shape[-2:]
+    def scaled(heat: np.ndarray) -> np.ndarray:
+        heat = heat - heat.min()
+        return np.float32(heat / (1e-7 + heat.max()))
+    # Scaled, resized, and scaled again: as pytorch-grad-cam does (resizing moves the lowest and highest).
+    return np.stack([scaled(cv2.resize(scaled(heat), (width, height))) for heat in maps])
+
+
 def grad_cam_overlays(model: torch.nn.Module, inputs: torch.Tensor, images: np.ndarray,
                       targets: list[int]) -> list[np.ndarray] | None:
-    """Grad-CAM (pytorch-grad-cam) of each input for its target class, as a heat map blended over the
-    image (uint8 RGB); None when the model has no conv layer to look through."""
+    """Grad-CAM of each input for its target class, as a heat map blended over the image (uint8 RGB);
+    None when the model has no conv layer to look through."""
     layer = last_conv(model)
     if layer is None or not len(inputs):
         return None
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     model.eval()
-    with torch.enable_grad(), GradCAM(model=model, target_layers=[layer]) as cam:
-        maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(t)) for t in targets])
     overlays = []
-    for image, heat in zip(images, maps):
+    for image, heat in zip(images, grad_cam(model, layer, inputs, targets)):
         rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
         colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
         overlays.append(cv2.addWeighted(rgb, 0.55, colour, 0.45, 0))
