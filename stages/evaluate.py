@@ -205,11 +205,11 @@ def write_error_page(results: dict[str, SplitScores], calibration: dict, model: 
     issues = paths.AUDIT_PLOTS / "issues.csv"
     suspects = pd.read_csv(issues, dtype=str, keep_default_na=False) if issues.is_file() else pd.DataFrame()
     pictures = {}
-    for split in ("train", "val"):
-        index = load_array_set(paths.PREPARED_DIR / split)
-        rows = np.flatnonzero(index.index["source"].isin(suspects["key"].head(error_page.SUSPECTS)).to_numpy()) \
-            if len(suspects) else []
-        pictures.update({index.index["source"].iloc[r]: error_page.data_uri(index.images[r]) for r in rows})
+    for split in ("train", "val"):  # the suspects' pictures
+        prepared = load_array_set(paths.PREPARED_DIR / split)
+        shown = prepared.index["source"].isin(suspects["key"].head(error_page.SUSPECTS)) if len(suspects) else []
+        pictures.update({prepared.index["source"].iloc[r]: error_page.data_uri(prepared.images[r])
+                         for r in np.flatnonzero(shown)})
     per_class = pd.DataFrame(test.per_class).T.reset_index(names="class").astype({"support": int})
     scores = test.scores
     summary = (f"{name}: test accuracy {scores['accuracy']:.2%}, macro F1 {scores['f1_macro']:.4f}, "

@@ -22,9 +22,10 @@ import torch
 
 from classifier.data.opencv import cv2
 
-PER_CELL = 24       # images listed per cell of mistakes, worst loss first
-PER_RIGHT_CELL = 8  # and per cell of right answers, its least sure (the page is committed: ~3 KB an image)
-SUSPECTS = 48      # audit suspects shown
+PER_CELL = 24        # images listed per cell of mistakes, worst loss first
+PER_RIGHT_CELL = 8   # and per cell of right answers, its least sure (the page is committed: ~3 KB an image)
+SUSPECTS = 48        # audit suspects shown
+CAM_BATCH = 64       # images a Grad-CAM pass holds gradients for (a large model's memory)
 
 
 def data_uri(image: np.ndarray, kind: str = ".png") -> str:
@@ -74,8 +75,10 @@ def grad_cam_overlays(model: torch.nn.Module, inputs: torch.Tensor, images: np.n
     if layer is None or not len(inputs):
         return None
     model.eval()
+    heat_maps = np.concatenate([grad_cam(model, layer, inputs[start:start + CAM_BATCH], targets[start:start + CAM_BATCH])
+                                for start in range(0, len(inputs), CAM_BATCH)])
     overlays = []
-    for image, heat in zip(images, grad_cam(model, layer, inputs, targets)):
+    for image, heat in zip(images, heat_maps):
         rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
         colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
         overlays.append(cv2.addWeighted(rgb, 0.55, colour, 0.45, 0))
