@@ -28,6 +28,14 @@ def test_each_cell_lists_its_worst_losses_first_and_a_few_of_the_right_answers()
     assert cells[(0, 0)].tolist() == list(range(11, 3, -1))   # the 8 least sure right answers, worst first
     assert cells[(1, 0)].tolist() == [12, 13]                 # mistakes: all, the surest wrong one first
     assert cells[(1, 1)].tolist() == [14]
+    # However many mistakes, the worst MISTAKES_SHOWN are listed (the page stays a few MB).
+    many = np.random.default_rng(0).dirichlet(np.ones(100), 20_000)
+    truth = np.arange(20_000) % 100
+    cells = error_page.cell_rows(truth, many)
+    wrong = np.concatenate([rows for (i, j), rows in cells.items() if i != j])
+    assert len(wrong) == error_page.MISTAKES_SHOWN
+    worst = -np.log(many[np.arange(20_000), truth])
+    assert worst[wrong].min() >= np.sort(worst[many.argmax(1) != truth])[-error_page.MISTAKES_SHOWN]
 
 
 def test_the_page_holds_everything_inline_and_forbids_any_request() -> None:

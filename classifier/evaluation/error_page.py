@@ -23,6 +23,7 @@ import torch
 from classifier.data.opencv import cv2
 
 PER_CELL = 24        # images listed per cell of mistakes, worst loss first
+MISTAKES_SHOWN = 400 # mistakes listed at most, the worst, over all cells: the page stays a few MB
 PER_RIGHT_CELL = 8   # and per cell of right answers, its least sure (the page is committed: ~3 KB an image)
 SUSPECTS = 48        # audit suspects shown
 CAM_BATCH = 64       # images a Grad-CAM pass holds gradients for (a large model's memory)
@@ -86,15 +87,22 @@ def grad_cam_overlays(model: torch.nn.Module, inputs: torch.Tensor, images: np.n
 
 
 def cell_rows(y_true: np.ndarray, probabilities: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
-    """(true, predicted) -> its rows, worst loss (lowest probability of the true class) first: at most PER_CELL
-    of a cell of mistakes, PER_RIGHT_CELL of a diagonal one."""
+    """(true, predicted) -> its rows listed, worst loss (lowest probability of the true class) first:
+    PER_RIGHT_CELL of a diagonal cell; of the mistakes, the worst MISTAKES_SHOWN overall, at most
+    PER_CELL a cell (a cell left out shows its count, and no pictures)."""
     predicted = probabilities.argmax(1)
     loss = -np.log(np.clip(probabilities[np.arange(len(y_true)), y_true], 1e-12, 1))
-    cells = {}
-    for i, j in sorted(set(zip(y_true.tolist(), predicted.tolist()))):
-        rows = np.flatnonzero((y_true == i) & (predicted == j))
-        cells[(i, j)] = rows[np.argsort(-loss[rows], kind="stable")][:PER_RIGHT_CELL if i == j else PER_CELL]
-    return cells
+    order = np.argsort(-loss, kind="stable")
+    cells: dict[tuple[int, int], list[int]] = {}
+    mistakes = 0
+    for row in order.tolist():
+        cell = (int(y_true[row]), int(predicted[row]))
+        listed = cells.setdefault(cell, [])
+        wrong = cell[0] != cell[1]
+        if len(listed) < (PER_CELL if wrong else PER_RIGHT_CELL) and (not wrong or mistakes < MISTAKES_SHOWN):
+            listed.append(row)
+            mistakes += wrong
+    return {cell: np.array(rows, dtype=np.int64) for cell, rows in sorted(cells.items())}
 
 
 def cell_entries(cells: dict, keys: list[str], images: np.ndarray, probabilities: np.ndarray, y_true: np.ndarray,
