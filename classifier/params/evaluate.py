@@ -27,6 +27,6 @@ class EvaluateParams:
                     "test-time augmentation, scored beside the plain scores: flip (and the mirror image), crops "
                     "(and four corner crops); none: off")
     calibrate: str = spec(choice("none", "temperature"),
-                          "temperature: fit one temperature on val that divides the logits (the predicted class stays, "
-                          "the probabilities become trustworthy); tools.predict and tools.export use it. ECE and the "
-                          "Brier score are reported either way")
+                          "temperature: fit one temperature on val that divides the logits (the predicted class stays; "
+                          "the probabilities move toward the accuracy they claim); tools.predict and tools.export use "
+                          "it. ECE and the Brier score are reported either way")
