@@ -154,6 +154,26 @@ def check_given_split(rows: pd.DataFrame, split: str, train: pd.DataFrame, class
     return rows
 
 
+def fixed_splits(splits: dict[str, pd.DataFrame], fixes: dict, classes: list[str],
+                 params: SplitParams) -> dict[str, pd.DataFrame]:
+    """data/labels.csv applied to each split's rows (where each image landed), said in one line; a split
+    left with fewer than split.min_per_split images of a class by the fixes is refused, naming them."""
+    relabelled, dropped = set(), set()
+    for split, rows in splits.items():
+        splits[split], more_relabelled, more_dropped = apply_label_fixes(
+            rows, fixes, lambda label: renamed(label, dict(params.merge), params.drop))
+        relabelled, dropped = relabelled | more_relabelled, dropped | more_dropped
+        counts = splits[split]["label"].value_counts()
+        short = [c for c in classes if counts.get(c, 0) < params.min_per_split]
+        if short:
+            raise PipelineError(f"{paths.LABEL_FIXES}: with its fixes the {split} split has fewer than "
+                                f"{params.min_per_split} image(s) (split.min_per_split) of class(es) {', '.join(short)}: "
+                                "fix or drop fewer of them")
+    print(f"split: label fixes in {paths.LABEL_FIXES}: {len(relabelled)} relabelled, {len(dropped)} dropped (each "
+          "image in the split it was drawn in)")
+    return splits
+
+
 def main() -> None:
     params = load_sections(*PARAMS).split
     retire_summary()  # the scores of the last run no longer describe this data
@@ -165,14 +185,8 @@ def main() -> None:
     files = files[files["label"].notna()].reset_index(drop=True)
     classes = sorted(files["label"].unique())
     splits = assign_splits(files, classes, params)
-    relabelled = dropped = 0
-    for split, rows in splits.items():
-        splits[split], more_relabelled, more_dropped = apply_label_fixes(
-            rows, fixes, lambda label: renamed(label, dict(params.merge), params.drop))
-        relabelled, dropped = relabelled + more_relabelled, dropped + more_dropped
     if fixes:
-        print(f"split: label fixes in {paths.LABEL_FIXES}: {relabelled} relabelled, {dropped} dropped (each "
-              "image in the split it was drawn in)")
+        splits = fixed_splits(splits, fixes, classes, params)
     with atomic_dir(paths.SPLIT_DIR) as out:
         for split, rows in splits.items():
             write_file_list(out / f"{split}.csv", rows["path"].tolist(), rows["label"].tolist())

@@ -56,11 +56,12 @@ def test_fixes_relabel_and_drop_and_say_how_many() -> None:
                               b"data/raw/cat/b.png,cat\ndata/raw/cat/z.png,cat\n", PATH)   # z: in another split
     fixed, relabelled, dropped = apply_label_fixes(FILES, fixes)
     assert fixed.to_dict("list") == {"path": ["data/raw/cat/a.png", "data/raw/cat/b.png"], "label": ["dog", "cat"]}
-    assert (relabelled, dropped) == (1, 1)
+    assert (relabelled, dropped) == ({"data/raw/cat/a.png"}, {"data/raw/dog/c.png"})
     # A fix names the source's class; split.merge renames it, split.drop leaves it out, as it does any image.
     merged, relabelled, dropped = apply_label_fixes(FILES, fixes, lambda label: {"dog": "pet", "cat": None}[label])
-    assert merged.to_dict("list") == {"path": ["data/raw/cat/a.png"], "label": ["pet"]} and (relabelled, dropped) == (1, 2)
-    assert apply_label_fixes(FILES, {}) == (FILES, 0, 0)
+    assert merged.to_dict("list") == {"path": ["data/raw/cat/a.png"], "label": ["pet"]}
+    assert (len(relabelled), len(dropped)) == (1, 2)
+    assert apply_label_fixes(FILES, {}) == (FILES, set(), set())
 
 
 @pytest.mark.parametrize("line, said", [
@@ -115,6 +116,13 @@ def test_relabel_writes_the_fix_that_split_applies_and_a_bad_one_writes_nothing(
         run_stage_in_process("split", project)
     assert {path.name: path.read_bytes() for path in (project / "data/split").iterdir()} == fixed
 
+    # Fixes that leave a split without a class (split.min_per_split): refused, naming it; the split stays.
+    test_dogs = pd.read_csv("data/split/test.csv").query("label == 'dog'")["path"].tolist()
+    (project / "data/labels.csv").write_text("key,label,note\n" + "".join(f"{k},cat,\n" for k in test_dogs))
+    with pytest.raises(PipelineError, match=r"^data/labels.csv: with its fixes the test split has fewer than 1 "
+                                            r"image\(s\) \(split.min_per_split\) of class\(es\) dog"):
+        run_stage_in_process("split", project)
+    assert {path.name: path.read_bytes() for path in (project / "data/split").iterdir()} == fixed
     (project / "data/labels.csv").write_text(f"key,label,note\n{cat},dog,ears\n{dog},drop,\n")
     relabel.main([cat, dog, "--undo"])
     run_stage_in_process("split", project)

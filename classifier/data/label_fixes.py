@@ -87,19 +87,19 @@ def check_label_fixes(fixes: Iterable[LabelFix], labels: dict[str, str], source:
 
 
 def apply_label_fixes(rows: pd.DataFrame, fixes: dict[str, LabelFix],
-                      rename: Callable[[str], str | None] = lambda label: label) -> tuple[pd.DataFrame, int, int]:
+                      rename: Callable[[str], str | None] = lambda label: label) -> tuple[pd.DataFrame, set, set]:
     """`rows` (path, label, ...: one split's, labels final) with each fix applied: the label replaced by
-    rename(fix's label) (split.merge's name; None, or drop: the row left out). Returns the rows, and how
-    many were relabelled and dropped. Applied after the splits are drawn, so a fixed image stays in its
+    rename(fix's label) (split.merge's name; None, or drop: the row left out). Returns the rows, and the
+    keys relabelled and dropped. Applied after the splits are drawn, so a fixed image stays in its
     split: a test set compared across label fixes is the same images (less those dropped)."""
     if not fixes:
-        return rows, 0, 0
+        return rows, set(), set()
     fixed = rows["path"].map({key: (None if fix.label == DROP else rename(fix.label)) for key, fix in fixes.items()})
     listed = rows["path"].isin(list(fixes))
     dropped = listed & fixed.isna()
     changed = listed & ~dropped & (fixed != rows["label"])
     out = rows.assign(label=fixed.where(changed, rows["label"]))[~dropped].reset_index(drop=True)
-    return out, int(changed.sum()), int(dropped.sum())
+    return out, set(rows["path"][changed]), set(rows["path"][dropped])
 
 
 def format_label_fixes(fixes: list[LabelFix]) -> str:
