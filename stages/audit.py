@@ -70,8 +70,9 @@ def out_of_fold(params: Sections, log) -> Audited:
     from classifier.training.devices import claim_device, select_device
     from classifier.training.loop import FitData, Hooks, fit_phases, load_training_inputs
     from classifier.training.optim import class_weights
-    classes, preprocessing, augmented, _ = load_training_inputs(params.model)
-    sets = {split: load_array_set(paths.PREPARED_DIR / split) for split in paths.SPLITS}
+    classes, preprocessing, augmented, val = load_training_inputs(params.model)
+    sets = {"train": load_array_set(paths.PREPARED_DIR / "train"), "val": val,
+            "test": load_array_set(paths.PREPARED_DIR / "test")}
     keys = np.concatenate([sets[s].index["source"].to_numpy() for s in paths.SPLITS])
     splits = np.concatenate([[s] * len(sets[s].labels) for s in paths.SPLITS])
     labels = np.concatenate([sets[s].labels for s in paths.SPLITS])

@@ -114,6 +114,7 @@ def health_checks(scores: dict, val_true: np.ndarray, val_pred: np.ndarray, clas
 
 @dataclass
 class SplitScores:
+    data: ArraySet          # the split's prepared arrays (memory-mapped), as scored
     scores: dict            # accuracy, top-k, macro/weighted P/R/F1, loss, ECE, Brier, images
     tta: dict | None        # accuracy and loss under evaluate.tta (None: off, or train)
     per_class: dict
@@ -163,7 +164,7 @@ def score_split(split: str, model: torch.nn.Module, normalize, device: torch.dev
         tta_scores = {"accuracy": tta_accuracy, "loss": tta_loss}
         print(f"evaluate: {split:<5} accuracy {tta_accuracy:.2%} with test-time augmentation ({params.tta}), "
               f"loss {tta_loss:.4f}")
-    return SplitScores(scores, tta_scores, per_class_json(table), y_true, logits.cpu().numpy())
+    return SplitScores(data, scores, tta_scores, per_class_json(table), y_true, logits.cpu().numpy())
 
 
 def calibrate(results: dict[str, SplitScores], method: str, out) -> dict:
@@ -171,18 +172,17 @@ def calibrate(results: dict[str, SplitScores], method: str, out) -> dict:
     the probabilities predict gives for val and test; draws reliability.png (before and after) and
     writes reliability_test.csv (the bins of test's, for `dvc plots`)."""
     temperature = fit_temperature(results["val"].logits, results["val"].truth) if method == "temperature" else 1.0
-    calibration, curves = {"method": method, "temperature": temperature}, {}
+    calibration, curves, scaled_bins = {"method": method, "temperature": temperature}, {}, {}
     for split in ("val", "test"):
         result = results[split]
         curves[split] = (reliability_bins(scaled_probabilities(result.logits, 1.0), result.truth), result.scores["ece"])
         scaled = scaled_probabilities(result.logits, temperature)
         calibration[split] = calibration_scores(scaled, result.truth)
+        scaled_bins[split] = reliability_bins(scaled, result.truth)
         if method != "none":
-            curves[f"{split}, logits / {temperature:g}"] = (reliability_bins(scaled, result.truth),
-                                                            calibration[split]["ece"])
+            curves[f"{split}, logits / {temperature:g}"] = (scaled_bins[split], calibration[split]["ece"])
     plot_reliability(curves, out / "reliability.png")
-    reliability_bins(scaled_probabilities(results["test"].logits, temperature), results["test"].truth).to_csv(
-        out / "reliability_test.csv", index=False)
+    scaled_bins["test"].to_csv(out / "reliability_test.csv", index=False)
     if method != "none":
         before, after = results["test"].scores, calibration["test"]
         print(f"evaluate: temperature {temperature:g} fitted on val: test ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
@@ -194,7 +194,7 @@ def write_error_page(results: dict[str, SplitScores], calibration: dict, model: 
                      device: torch.device, classes: list[str], name: str, out) -> None:
     """plots/eval/errors.html (classifier/evaluation/error_page.py): the test split's cells with their
     images and Grad-CAM, per-class scores, the reliability diagram and the audit's suspects."""
-    test, data = results["test"], load_array_set(paths.PREPARED_DIR / "test")
+    test, data = results["test"], results["test"].data
     probabilities = scaled_probabilities(test.logits, calibration["temperature"])  # what predict gives
     cells = error_page.cell_rows(test.truth, probabilities)
     listed = np.unique(np.concatenate(list(cells.values()))) if cells else np.empty(0, int)
@@ -206,7 +206,7 @@ def write_error_page(results: dict[str, SplitScores], calibration: dict, model: 
     suspects = pd.read_csv(issues, dtype=str, keep_default_na=False) if issues.is_file() else pd.DataFrame()
     pictures = {}
     for split in ("train", "val"):  # the suspects' pictures
-        prepared = load_array_set(paths.PREPARED_DIR / split)
+        prepared = results[split].data
         shown = prepared.index["source"].isin(suspects["key"].head(error_page.SUSPECTS)) if len(suspects) else []
         pictures.update({prepared.index["source"].iloc[r]: error_page.data_uri(prepared.images[r])
                          for r in np.flatnonzero(shown)})

@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             raise PipelineError(f"{paths.LABEL_FIXES} has no line for {missing[0]}: nothing to undo")
     else:
-        index = read_index(paths.RAW_DIR)
-        check_label_fixes([LabelFix(key, args.to, args.note, 0) for key in args.keys],
-                          dict(zip(index["key"], index["label"])), "relabel")
+        check_against_raw([LabelFix(key, args.to, args.note, 0) for key in args.keys], "relabel")
     lines = relabel(fixes, args.keys, None if args.undo else args.to, args.note)
     write_fixes(lines)
     what = "their lines removed" if args.undo else f"now {args.to}"
@@ -93,13 +91,18 @@ def apply_audit(below: float | None) -> None:
     if not chosen:
         raise PipelineError(f"no label issue below {below:g} in {AUDIT_ISSUES} (with audit.folds: 0 it lists none: "
                             "`dvc exp run -S audit.folds=5` audits)")
-    index = read_index(paths.RAW_DIR)
-    check_label_fixes(chosen, dict(zip(index["key"], index["label"])), str(AUDIT_ISSUES))
+    check_against_raw(chosen, str(AUDIT_ISSUES))
     fixes = read_label_fixes(paths.LABEL_FIXES)
     fixes.update({fix.key: fix for fix in chosen})
     write_fixes(list(fixes.values()))
     print(f"relabel: {len(chosen)} label issue(s) of {AUDIT_ISSUES} below {below:g} fixed to the suggested class in "
           f"{paths.LABEL_FIXES} ({len(fixes)} fix(es) in all); `dvc exp run` reruns split and the stages after it")
+
+
+def check_against_raw(fixes: list[LabelFix], source: str) -> None:
+    """Each fix names an image of data/raw and one of its classes (split checks the file the same way)."""
+    index = read_index(paths.RAW_DIR)
+    check_label_fixes(fixes, dict(zip(index["key"], index["label"])), source)
 
 
 def write_fixes(fixes: list[LabelFix]) -> None:

@@ -86,13 +86,17 @@ def grad_cam_overlays(model: torch.nn.Module, inputs: torch.Tensor, images: np.n
     return overlays
 
 
+def true_class_loss(y_true: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Each image's cross-entropy: -log of its true class's probability."""
+    return -np.log(np.clip(probabilities[np.arange(len(y_true)), y_true], 1e-12, 1))
+
+
 def cell_rows(y_true: np.ndarray, probabilities: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
     """(true, predicted) -> its rows listed, worst loss (lowest probability of the true class) first:
     PER_RIGHT_CELL of a diagonal cell; of the mistakes, the worst MISTAKES_SHOWN overall, at most
     PER_CELL a cell (a cell left out shows its count, and no pictures)."""
     predicted = probabilities.argmax(1)
-    loss = -np.log(np.clip(probabilities[np.arange(len(y_true)), y_true], 1e-12, 1))
-    order = np.argsort(-loss, kind="stable")
+    order = np.argsort(-true_class_loss(y_true, probabilities), kind="stable")
     cells: dict[tuple[int, int], list[int]] = {}
     mistakes = 0
     for row in order.tolist():
@@ -108,13 +112,13 @@ def cell_rows(y_true: np.ndarray, probabilities: np.ndarray) -> dict[tuple[int, 
 def cell_entries(cells: dict, keys: list[str], images: np.ndarray, probabilities: np.ndarray, y_true: np.ndarray,
                  overlays: dict[int, np.ndarray] | None) -> dict[str, list[dict]]:
     """The page's data: "i,j" -> one entry per listed image (key, picture, Grad-CAM, probabilities, loss)."""
-    out = {}
+    out, loss = {}, true_class_loss(y_true, probabilities)
     for (i, j), rows in cells.items():
         out[f"{i},{j}"] = [{"key": keys[r], "image": data_uri(images[r]),
                             "cam": data_uri(overlays[r], ".jpg") if overlays else "",
                             "predicted": round(float(probabilities[r, j]), 4),
                             "true": round(float(probabilities[r, y_true[r]]), 4),
-                            "loss": round(float(-np.log(max(probabilities[r, y_true[r]], 1e-12))), 4)} for r in rows]
+                            "loss": round(float(loss[r]), 4)} for r in rows]
     return out
 
 
