@@ -288,7 +288,11 @@ def study_trials(project: Path, study: str) -> list:
     if not path.is_file():
         return []
     storage = open_storage(path)
-    return storage.get_all_trials(storage.get_study_id_from_name(study))
+    try:
+        study_id = storage.get_study_id_from_name(study)
+    except KeyError:  # polled between the journal file's creation and the study's first record
+        return []
+    return storage.get_all_trials(study_id)
 
 
 def wait_for(condition, what: str, minutes: float = 10):
