@@ -354,11 +354,13 @@ def test_ctrl_c_cancels_what_waits_and_a_second_one_stops_what_runs(tmp_path, tr
         dvc("exp", "run", "--queue", "-q", "-n", name, *LONG, cwd=project)
     with LocalCluster(["head"]) as ray_nodes:   # one CPU: the second experiment waits for the first
         command = cluster_command(project, "--address", ray_nodes.address)
-        lines = []
+        lines, running = [], []
         try:
             for line in command.stdout:
                 lines.append(line.rstrip())
-                if line.startswith("cluster: first started on head"):
+                started = re.match(r"cluster: (first|second) started on head", line)
+                if started and not running:   # DVC's queue gives either one first
+                    running.append(started.group(1))
                     command.send_signal(signal.SIGINT)
                 elif line.startswith("cluster: Ctrl-C"):
                     command.send_signal(signal.SIGINT)
@@ -367,11 +369,14 @@ def test_ctrl_c_cancels_what_waits_and_a_second_one_stops_what_runs(tmp_path, tr
             if command.poll() is None:
                 command.kill()
         output = "\n".join(lines)
-        assert ("cluster: Ctrl-C: second not started: cancelled, still in DVC's queue; first still run and land as "
-                "they end (Ctrl-C again stops them)") in output, output
-        assert command.returncode == 130 and "cluster stopped first: they stay in DVC's queue" in output, output
+        assert running, output
+        (run,) = running
+        waiting = "second" if run == "first" else "first"
+        assert (f"cluster: Ctrl-C: {waiting} not started: cancelled, still in DVC's queue; {run} still run and land "
+                "as they end (Ctrl-C again stops them)") in output, output
+        assert command.returncode == 130 and f"cluster stopped {run}: they stay in DVC's queue" in output, output
         deadline = time.monotonic() + 60
-        while runs_in_clones("dvc-exp-first-"):   # the node's worker is killed; the guard takes its run along
+        while runs_in_clones(f"dvc-exp-{run}-"):   # the node's worker is killed; the guard takes its run along
             assert time.monotonic() < deadline, "the stopped run outlived its task"
             time.sleep(0.2)
     queued = dvc("queue", "status", cwd=project).stdout
