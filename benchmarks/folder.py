@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import PROJECT_FILES
 from benchmarks.harness import edit_params, per_stage, set_param, sh, timed_repro
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +101,7 @@ class PeakMemory:
 
 
 def scratch_repo(work: Path, source: Path, epochs: int, size: int, cpu_threads: int, env: dict) -> None:
-    for name in ("stages", "classifier", "tools", "dvc.yaml", "params.yaml", ".dvcignore", "data/digits",
-                 "models/pretrained"):
+    for name in PROJECT_FILES:
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
     edit_params(work, {"data": {"source": str(source)},
                        "split": {"missing_val": "test"},  # all of train/ trains, as in the plain script

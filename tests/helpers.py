@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 from ruamel.yaml import YAML
 
+from benchmarks import PROJECT_FILES
+
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stages", "classifier", "tools", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "data/digits",
-                 "data/labels.csv", "models/pretrained")
 
 # Small enough to run every stage in seconds, large enough that every split gets every class.
 TINY_PARAMS = {

@@ -89,3 +89,14 @@ def test_top_level_plots_point_at_stage_outputs() -> None:
             files = list(spec["y"])
         for file in files:
             assert any(file == o or file.startswith(o + "/") for o in outputs), file
+
+
+def test_a_copy_of_the_project_holds_every_file_a_stage_reads_that_no_stage_writes() -> None:
+    """The tests' projects and the benchmarks' scratch repos copy PROJECT_FILES: a new dependency
+    (data/labels.csv was one) left out of it fails their `dvc repro` with a missing file."""
+    from benchmarks import PROJECT_FILES
+    written = {out for stage in STAGES.values() for out in entries(stage.get("outs"))}
+    read = {dep for stage in STAGES.values() for dep in entries(stage.get("deps")) if "${" not in dep}
+    inputs = {dep for dep in read if not any(dep == out or dep.startswith(f"{out}/") for out in written)}
+    assert inputs and all(any(dep == f or dep.startswith(f"{f}/") for f in PROJECT_FILES) for dep in inputs), \
+        sorted(d for d in inputs if not any(d == f or d.startswith(f"{f}/") for f in PROJECT_FILES))
