@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.tune
 	$(BIN)/python -m benchmarks.cluster
 	$(BIN)/python -m benchmarks.label_noise
+	$(BIN)/python -m benchmarks.dvc_yaml
 
 generated: $(STAMP)
 	$(BIN)/python -m tools.dvc_yaml
