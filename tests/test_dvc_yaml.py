@@ -100,3 +100,15 @@ def test_a_copy_of_the_project_holds_every_file_a_stage_reads_that_no_stage_writ
     inputs = {dep for dep in read if not any(dep == out or dep.startswith(f"{out}/") for out in written)}
     assert inputs and all(any(dep == f or dep.startswith(f"{f}/") for f in PROJECT_FILES) for dep in inputs), \
         sorted(d for d in inputs if not any(d == f or d.startswith(f"{f}/") for f in PROJECT_FILES))
+
+
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
+def test_dvc_parses_dvc_yaml_and_the_lock_with_ruamels_c_parser() -> None:
+    """requirements.txt pins ruamel.yaml.clib, which DVC does not ask for: without it each of the dozens
+    of parses of dvc.lock a command makes is pure Python (a second an experiment, benchmarks.dvc_yaml)."""
+    from dvc.utils.serialize._yaml import parse_yaml
+    from ruamel.yaml import YAML
+    from ruamel.yaml.main import CParser
+    assert CParser is not None and YAML(typ="safe").Parser is CParser
+    lock = (ROOT / "dvc.lock").read_text()
+    assert parse_yaml(lock, "dvc.lock") == YAML(typ="safe", pure=True).load(lock)

@@ -420,8 +420,11 @@ def test_a_killed_experiment_resumes_and_ends_with_the_bytes_of_a_run_never_stop
 
 @pytest.mark.slow
 def test_sigterm_keeps_the_state_and_says_how_to_resume(project, never_stopped) -> None:
-    train = start_train(project, [sys.executable, "-m", "stages.train"])
-    wait_for_epoch(train, 10)
+    # Early and niced: this MLP trains 40 epochs in about 2 s, and under make test's load this process once
+    # read the epoch line so late that the signal found train finished (exit 0). Niced, train gives way to
+    # the reader when they compete for a core; the signal at epoch 2 leaves 38 epochs to land in.
+    train = start_train(project, ["nice", "-n", "10", sys.executable, "-m", "stages.train"])
+    wait_for_epoch(train, 2)
     train.send_signal(signal.SIGTERM)  # what a spot instance, Kubernetes and Slurm send first
     _, err = train.communicate(timeout=120)
     assert train.returncode == 143
