@@ -25,8 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = (["status"], ["exp", "show", "--csv"], ["repro"])
 RUN_DVC = "import sys\n{hide}from dvc.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-
-
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
 
