@@ -1,6 +1,6 @@
 """Does the label audit find wrong labels, and does fixing them give the accuracy back? (issue 39)
 
-    python -m benchmarks.label_noise [--seeds 3] [--rate 0.05] [--folds 5]
+    python -m benchmarks.label_noise [--seeds 3] [--first-seed 0] [--rate 0.05] [--folds 5]
 
 On the default digits and the default model: for each seed, 5% of the train split's labels are
 flipped at random to another class (through data/labels.csv, as a user's wrong labels would be), the
@@ -67,12 +67,13 @@ def one_seed(work, seed: int, rate: float, folds: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.label_noise", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+SEEDS-1 (more seeds in another run)")
     parser.add_argument("--rate", type=float, default=0.05)
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args(argv)
     rows = []
     with scratch_project() as work:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(one_seed(work, seed, args.rate, args.folds))
             row = rows[-1]
             print(f"seed {seed}: {row['flipped']} flipped, {row['flagged']} flagged: recall {row['recall']:.3f}, "
