@@ -142,6 +142,24 @@ def test_every_command_ends_through_run_stage() -> None:
         assert ast.unparse(last.body[-1]).startswith("run_stage(main"), path
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
+def test_no_function_is_over_60_lines_or_8_parameters() -> None:
+    """Issue 38's rule for stages/, classifier/ and tools/: a longer function is split, a longer
+    parameter list grouped (the loop's FitData, Hooks; a command's parsed args)."""
+    import ast
+    too_big = []
+    for path in project_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                arguments = node.args
+                count = len(arguments.posonlyargs) + len(arguments.args) + len(arguments.kwonlyargs)
+                count -= bool(arguments.args) and arguments.args[0].arg in ("self", "cls")
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60 or count > 8:
+                    too_big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines} lines, {count} parameters")
+    assert too_big == []
+
+
 def test_a_section_module_is_a_dependency_only_of_the_stages_that_read_it() -> None:
     """classifier/params/<section>.py is in a stage's deps exactly when the stage reads that section (or
     those keys): then an edit to one section's rules reruns only those stages. The exceptions, stated in
