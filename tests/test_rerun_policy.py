@@ -160,6 +160,26 @@ def test_no_function_is_over_60_lines_or_8_parameters() -> None:
     assert too_big == []
 
 
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
+def test_no_module_imports_itself_through_others() -> None:
+    """Issue 38: no import circle (errors <-> outputs and report <-> study_report were two), lazy imports
+    inside functions included: a module's place in the layout says what it may use."""
+    from classifier.runtime.code_deps import imported_modules, module_file
+    graph = {path: {f for f in map(module_file, imported_modules(path)) if f and f != path and f.name != "__init__.py"}
+             for path in project_modules() if path.name != "__init__.py"}
+    done: set[Path] = set()
+
+    def visit(path: Path, trail: list[Path]) -> None:
+        if path in trail:
+            raise AssertionError(" -> ".join(p.relative_to(ROOT).as_posix() for p in trail[trail.index(path):] + [path]))
+        if path not in done:
+            for imported in graph.get(path, ()):
+                visit(imported, trail + [path])
+            done.add(path)
+    for path in graph:
+        visit(path, [])
+
+
 def test_a_section_module_is_a_dependency_only_of_the_stages_that_read_it() -> None:
     """classifier/params/<section>.py is in a stage's deps exactly when the stage reads that section (or
     those keys): then an edit to one section's rules reruns only those stages. The exceptions, stated in
