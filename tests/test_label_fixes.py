@@ -127,3 +127,30 @@ def test_relabel_writes_the_fix_that_split_applies_and_a_bad_one_writes_nothing(
     relabel.main([cat, dog, "--undo"])
     run_stage_in_process("split", project)
     assert {path.name: path.read_bytes() for path in (project / "data/split").iterdir()} == before
+
+
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
+def test_a_class_split_merge_makes_is_written_as_one_it_merges(tmp_path, monkeypatch, capsys) -> None:
+    """With split.merge {dog: canine, fox: canine}, the audit suggests `canine`, which is no class of
+    data/raw: --from-audit (and --to) write `dog`, which split applies and then merges into canine."""
+    source = make_image_folder(tmp_path / "photos", {"cat": 10, "dog": 10, "fox": 10}, size=(16, 16))
+    project = copy_project(tmp_path / "project", {"data": {"source": str(source)},
+                                                  "split": {"merge": {"fox": "canine", "dog": "canine"}}})
+    for stage in ("ingest", "split"):
+        run_stage_in_process(stage, project)
+    monkeypatch.chdir(project)
+    train = pd.read_csv("data/split/train.csv")
+    first, second = train[train["label"] == "cat"]["path"].iloc[:2]
+    (project / "plots/audit").mkdir(parents=True)
+    (project / "plots/audit/issues.csv").write_text("key,given,suggested,label_quality,issues\n"
+                                                    f"{first},cat,canine,0.01,label\n")
+    from tools import relabel
+    relabel.main(["--from-audit", "--below", "0.5"])
+    relabel.main([second, "--to", "canine"])
+    assert "now canine (written dog, which split.merge makes canine)" in capsys.readouterr().out
+    lines = (project / "data/labels.csv").read_text().splitlines()
+    assert [line.split(",")[:2] for line in lines[1:]] == [[first, "dog"], [second, "dog"]]
+    run_stage_in_process("split", project)
+    assert pd.read_csv("data/split/train.csv").set_index("path")["label"][[first, second]].tolist() == ["canine"] * 2
+    with pytest.raises(PipelineError, match="class 'wolf' does not exist"):
+        relabel.main([second, "--to", "wolf"])

@@ -10,16 +10,21 @@ Each key is an image's key in data/raw (the path column of data/split/*.csv and 
 plots/eval/*_predictions.csv), checked against data/raw with the class, so a typo is refused before
 the file is written; a key fixed again gets its new line in place of the old. --from-audit takes
 the label issues of the audit stage (plots/audit/issues.csv) whose label quality is below --below,
-each to the class the audit suggests, with its quality in the note: look at them first.
+each to the class the audit suggests, with its quality in the note: look at them first. A class
+that split.merge makes of several (the audit suggests those) is written as the first of them by
+name: split applies the fixes, then merges.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pandas as pd
 
 from classifier.data.label_fixes import DROP, LabelFix, check_label_fixes, format_label_fixes, read_label_fixes
 from classifier.data.shards import read_index
+from classifier.params.checks import load_sections
+from classifier.params.split import SplitParams
 from classifier.runtime import paths
 from classifier.runtime.errors import PipelineError, run_stage
 from classifier.runtime.outputs import atomic_file
@@ -68,15 +73,17 @@ def main(argv: list[str] | None = None) -> None:
     if not args.keys:
         raise PipelineError("name the images to fix (their data/raw keys), or use --from-audit")
     fixes = read_label_fixes(paths.LABEL_FIXES)
+    written = None
     if args.undo:
         missing = [key for key in args.keys if key not in fixes]
         if missing:
             raise PipelineError(f"{paths.LABEL_FIXES} has no line for {missing[0]}: nothing to undo")
     else:
-        check_against_raw([LabelFix(key, args.to, args.note, 0) for key in args.keys], "relabel")
-    lines = relabel(fixes, args.keys, None if args.undo else args.to, args.note)
+        written = check_against_raw([LabelFix(key, args.to, args.note, 0) for key in args.keys], "relabel")[0].label
+    lines = relabel(fixes, args.keys, written, args.note)
     write_fixes(lines)
-    what = "their lines removed" if args.undo else f"now {args.to}"
+    what = ("their lines removed" if args.undo else f"now {args.to}"
+            + (f" (written {written}, which split.merge makes {args.to})" if written != args.to else ""))
     print(f"relabel: {len(args.keys)} image(s) {what} in {paths.LABEL_FIXES} ({len(lines)} fix(es) in all); "
           "`dvc exp run` reruns split and the stages after it")
 
@@ -91,7 +98,7 @@ def apply_audit(below: float | None) -> None:
     if not chosen:
         raise PipelineError(f"no label issue below {below:g} in {AUDIT_ISSUES} (with audit.folds: 0 it lists none: "
                             "`dvc exp run -S audit.folds=5` audits)")
-    check_against_raw(chosen, str(AUDIT_ISSUES))
+    chosen = check_against_raw(chosen, str(AUDIT_ISSUES))
     fixes = read_label_fixes(paths.LABEL_FIXES)
     fixes.update({fix.key: fix for fix in chosen})
     write_fixes(list(fixes.values()))
@@ -99,10 +106,19 @@ def apply_audit(below: float | None) -> None:
           f"{paths.LABEL_FIXES} ({len(fixes)} fix(es) in all); `dvc exp run` reruns split and the stages after it")
 
 
-def check_against_raw(fixes: list[LabelFix], source: str) -> None:
-    """Each fix names an image of data/raw and one of its classes (split checks the file the same way)."""
+def check_against_raw(fixes: list[LabelFix], source: str) -> list[LabelFix]:
+    """The fixes as written: each names an image of data/raw and one of its classes (split checks the
+    file the same way), a name split.merge gives to several classes written as the first of them."""
     index = read_index(paths.RAW_DIR)
-    check_label_fixes(fixes, dict(zip(index["key"], index["label"])), source)
+    labels = dict(zip(index["key"], index["label"]))
+    merged: dict[str, str] = {}
+    for old, new in sorted(load_sections(SplitParams).split.merge):
+        merged.setdefault(new, old)
+    classes = set(labels.values())
+    fixes = [dataclasses.replace(fix, label=merged[fix.label]) if fix.label in merged and fix.label not in classes
+             else fix for fix in fixes]
+    check_label_fixes(fixes, labels, source)
+    return fixes
 
 
 def write_fixes(fixes: list[LabelFix]) -> None:
