@@ -90,3 +90,16 @@ def test_make_repro_shows_the_install_as_it_goes() -> None:
     (install,) = [line for line in makefile.splitlines() if "pip install" in line]
     assert "-r requirements.txt" in install and not re.search(r"\s(--quiet|-q+)\b", install), install
     assert "a few minutes the first time" in makefile
+
+
+@pytest.mark.slow  # over 0.15 s: `make test` runs it, `make test-fast` does not
+def test_every_benchmark_imports_and_its_documented_lines_parse() -> None:
+    """No test runs the benchmarks (minutes each): at least each module imports what it uses of the
+    project (a rename there broke none of the tests), and the lines benchmarks/README.md runs parse."""
+    runs = re.findall(r"\$ python -m (benchmarks\.\w+)([^#\n]*)", (ROOT / "benchmarks/README.md").read_text())
+    modules = {f"benchmarks.{p.stem}" for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"}
+    assert {module for module, _ in runs} <= modules
+    for module in sorted(modules):
+        imported = importlib.import_module(module)
+        for args in [args for name, args in runs if name == module and hasattr(imported, "build_parser")]:
+            imported.build_parser().parse_args(shlex.split(args))
