@@ -14,25 +14,21 @@ None`, ruamel's own fallback). Interleaved, best of --rounds. Results in benchma
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, command_env, sh
+
 COMMANDS = (["status"], ["exp", "show", "--csv"], ["repro"])
 RUN_DVC = "import sys\n{hide}from dvc.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+ENV = command_env(DVC_NO_ANALYTICS="1")
 
 
 def seconds(args: list[str], pure: bool, cwd: Path = ROOT) -> float:
     code = RUN_DVC.format(hide='sys.modules["_ruamel_yaml"] = None\n' if pure else "")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=ENV, check=True, capture_output=True)
-    return time.perf_counter() - start
+    return sh([sys.executable, "-c", code, *args], cwd, ENV)[0]
 
 
 def show(name: str, times: dict[bool, list[float]]) -> None:
@@ -46,9 +42,9 @@ def experiment_runs(rounds: int) -> dict[bool, list[float]]:
     times: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch) / "clone"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+        sh(["git", "clone", "-q", str(ROOT), str(work)], ROOT, ENV)
         shutil.copytree(ROOT / ".dvc" / "cache", work / ".dvc" / "cache")
-        subprocess.run([sys.executable, "-m", "dvc", "checkout", "-q"], cwd=work, env=ENV, check=True)
+        sh([sys.executable, "-m", "dvc", "checkout", "-q"], work, ENV)
         for run in range(rounds):
             for pure in (False, True):
                 rate = 0.0311 + 0.001 * (2 * run + pure)  # never the committed rate: each run trains

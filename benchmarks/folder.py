@@ -20,7 +20,6 @@ Results in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import PROJECT_FILES
-from benchmarks.harness import edit_params, per_stage, set_param, sh, timed_repro
+from benchmarks.harness import command_env, edit_params, per_stage, set_param, sh, timed_repro
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10
@@ -206,8 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
     size = args.prepare_size or args.side
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": ""}
+    env = command_env(DVC_NO_ANALYTICS="1", PYTHONPATH="")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         env["IMAGE_PIPELINE_CACHE"] = str(scratch / "decode-cache")  # ingest's, empty at the start

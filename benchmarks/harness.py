@@ -94,6 +94,12 @@ def train_and_evaluate(work: Path, environment: dict[str, str] | None = None, pr
     return {"test_acc": summary["test_acc"], "loss": summary["loss"], "model": model}
 
 
+def command_env(**extra: str) -> dict[str, str]:
+    """This process's environment with this interpreter's folder first on PATH (the `python` and `dvc` that
+    DVC's stages and the benchmarks' commands run are this .venv's), plus `extra`."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
 def sh(args: list[str], cwd: Path, env: dict) -> tuple[float, str]:
     start = time.perf_counter()
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)

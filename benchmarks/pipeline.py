@@ -14,14 +14,13 @@ Best of --repeats for each.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import ROOT, per_stage, sh, timed_repro
+from benchmarks.harness import ROOT, command_env, per_stage, sh, timed_repro
 
 STAGES = ("params", "ingest", "split", "prepare", "augment", "train", "audit", "evaluate")
 
@@ -52,8 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    # the stages' `python` is this interpreter, as in the project's .venv
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = command_env()
     runs, plain = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for _ in range(args.repeats):
