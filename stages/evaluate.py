@@ -136,11 +136,11 @@ def score_split(split: str, model: torch.nn.Module, normalize, device: torch.dev
     tta = params.tta if split != "train" else "none"  # beside the plain scores, which stay the reference
     logits, tta_logits = predict_logits_and_tta(model, batches, normalize, amp=amp, tta=tta)
     loss, _ = loss_and_accuracy(logits, batches.labels)
-    probabilities = torch.softmax(logits, 1).cpu().numpy()
+    probabilities, host_logits = torch.softmax(logits, 1).cpu().numpy(), logits.cpu().numpy()
     y_true, y_pred = batches.host_labels.numpy(), probabilities.argmax(1)
     summary, table = classification_report(y_true, y_pred, classes)
     scores = {**summary, **top_k_scores(probabilities, y_true, params.top_k), "loss": loss,
-              **calibration_scores(scaled_probabilities(logits.cpu().numpy(), 1.0), y_true), "images": len(y_true)}
+              **calibration_scores(scaled_probabilities(host_logits, 1.0), y_true), "images": len(y_true)}
     if rows is not None:
         scores.update(sampled_from=len(data.labels), sample_seed=TRAIN_SAMPLE_SEED)
     table.to_csv(out / f"per_class_{split}.csv", index=False)
@@ -164,7 +164,7 @@ def score_split(split: str, model: torch.nn.Module, normalize, device: torch.dev
         tta_scores = {"accuracy": tta_accuracy, "loss": tta_loss}
         print(f"evaluate: {split:<5} accuracy {tta_accuracy:.2%} with test-time augmentation ({params.tta}), "
               f"loss {tta_loss:.4f}")
-    return SplitScores(data, scores, tta_scores, per_class_json(table), y_true, logits.cpu().numpy())
+    return SplitScores(data, scores, tta_scores, per_class_json(table), y_true, host_logits)
 
 
 def calibrate(results: dict[str, SplitScores], method: str, out) -> dict:
